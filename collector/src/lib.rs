@@ -1,0 +1,21 @@
+//! vigil-collector: OTLP receivers, the write-ahead log, Arrow buffers, Parquet storage, and the
+//! DataFusion query engine with its HTTP SQL door.
+//! Depends on vigil-schemas for every table and conversion; it must never acknowledge data that is
+//! not in the WAL, nor grow memory past its configured limit.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let collector = vigil_collector::server::start(Default::default()).await?;
+//! let (_schema, batches) = collector.engine.query("SELECT count(*) FROM spans").await?;
+//! collector.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub mod query;
+pub mod receive;
+pub mod server;
+pub mod storage;
+pub mod telemetry;
+pub mod wal;
+
+pub use server::{CollectorConfig, RunningCollector, start};

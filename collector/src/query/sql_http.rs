@@ -1,0 +1,164 @@
+//! The query port's HTTP API: `POST /api/v1/sql`, `/healthz`, `/readyz`, `/metrics`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use arrow::datatypes::SchemaRef;
+use arrow::ipc::writer::StreamWriter;
+use arrow::json::WriterBuilder;
+use arrow::json::writer::JsonArray;
+use arrow::record_batch::RecordBatch;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{QueryEngine, QueryError};
+use crate::storage::Store;
+use crate::telemetry::{Telemetry, add};
+
+/// The media type of an Arrow IPC stream.
+pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
+
+/// What the query port's handlers share.
+#[derive(Clone)]
+pub struct QueryHttpState {
+    pub engine: QueryEngine,
+    pub store: Arc<Store>,
+    pub telemetry: Arc<Telemetry>,
+    /// Set once every listener is bound and recovery is done.
+    pub ready: Arc<AtomicBool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SqlRequest {
+    sql: String,
+}
+
+/// The router of the query port.
+pub fn router(state: QueryHttpState) -> Router {
+    Router::new()
+        .route("/api/v1/sql", post(sql))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({ "error": message.into() }))).into_response()
+}
+
+async fn readyz(State(state): State<QueryHttpState>) -> Response {
+    if state.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
+    }
+}
+
+async fn metrics(State(state): State<QueryHttpState>) -> Response {
+    let memory = state.store.memory();
+    let gauges = vec![
+        ("vigil_memory_used_bytes", "Bytes buffered in memory or reserved by requests in flight.", memory.used() as f64),
+        ("vigil_memory_limit_bytes", "The configured memory limit.", memory.limit() as f64),
+    ];
+    let stats = state.store.stats();
+    let mut lines = Vec::new();
+    for (table, rows, bytes, files, disk) in &stats {
+        lines.push(format!("vigil_buffered_rows{{table=\"{}\"}} {rows}", table.name()));
+        lines.push(format!("vigil_buffered_bytes{{table=\"{}\"}} {bytes}", table.name()));
+        lines.push(format!("vigil_parquet_files{{table=\"{}\"}} {files}", table.name()));
+        lines.push(format!("vigil_parquet_bytes{{table=\"{}\"}} {disk}", table.name()));
+    }
+    let mut body = state.telemetry.render(&gauges);
+    body.push_str("# HELP vigil_buffered_rows Rows in memory not yet in Parquet.\n# TYPE vigil_buffered_rows gauge\n");
+    body.push_str("# HELP vigil_buffered_bytes Bytes in memory not yet in Parquet.\n# TYPE vigil_buffered_bytes gauge\n");
+    body.push_str("# HELP vigil_parquet_files Committed Parquet files.\n# TYPE vigil_parquet_files gauge\n");
+    body.push_str("# HELP vigil_parquet_bytes Bytes of committed Parquet files.\n# TYPE vigil_parquet_bytes gauge\n");
+    for line in lines {
+        body.push_str(&line);
+        body.push('\n');
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+}
+
+async fn sql(State(state): State<QueryHttpState>, headers: HeaderMap, body: Bytes) -> Response {
+    let started = Instant::now();
+    let request: SqlRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            add(&state.telemetry.query_errors, 1);
+            return error(StatusCode::BAD_REQUEST, format!("request body must be JSON like {{\"sql\": \"SELECT 1\"}}: {e}"));
+        }
+    };
+    let (schema, batches) = match state.engine.query(&request.sql).await {
+        Ok(result) => result,
+        Err(e) => {
+            add(&state.telemetry.query_errors, 1);
+            let status = match e {
+                QueryError::Invalid(_) => StatusCode::BAD_REQUEST,
+                QueryError::Execution(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            return error(status, e.to_string());
+        }
+    };
+    add(&state.telemetry.queries, 1);
+    let wants_arrow = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains(ARROW_STREAM));
+    let result = if wants_arrow { arrow_body(&schema, &batches) } else { json_body(&schema, &batches, started) };
+    match result {
+        Ok(response) => response,
+        Err(e) => {
+            add(&state.telemetry.query_errors, 1);
+            error(StatusCode::INTERNAL_SERVER_ERROR, format!("could not encode the result: {e}"))
+        }
+    }
+}
+
+fn arrow_body(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Response, arrow::error::ArrowError> {
+    let mut out = Vec::new();
+    let mut writer = StreamWriter::try_new(&mut out, schema)?;
+    for b in batches {
+        writer.write(b)?;
+    }
+    writer.finish()?;
+    drop(writer);
+    Ok(([(header::CONTENT_TYPE, ARROW_STREAM)], out).into_response())
+}
+
+fn json_body(schema: &SchemaRef, batches: &[RecordBatch], started: Instant) -> Result<Response, arrow::error::ArrowError> {
+    let mut rows = Vec::new();
+    {
+        let mut writer = WriterBuilder::new().with_explicit_nulls(true).build::<_, JsonArray>(&mut rows);
+        for b in batches {
+            writer.write(b)?;
+        }
+        writer.finish()?;
+    }
+    if rows.is_empty() {
+        rows.extend_from_slice(b"[]");
+    }
+    let columns: Vec<_> = schema
+        .fields()
+        .iter()
+        .map(|f| json!({"name": f.name(), "type": f.data_type().to_string()}))
+        .collect();
+    let row_count: usize = batches.iter().map(|b| b.num_rows()).sum();
+    // Splice the already-encoded rows in rather than re-parsing them.
+    let mut body = Vec::with_capacity(rows.len() + 256);
+    body.extend_from_slice(b"{\"columns\":");
+    body.extend_from_slice(serde_json::to_string(&columns).unwrap_or_default().as_bytes());
+    body.extend_from_slice(format!(",\"row_count\":{row_count},\"elapsed_ms\":{:.3},\"rows\":", started.elapsed().as_secs_f64() * 1e3).as_bytes());
+    body.extend_from_slice(&rows);
+    body.push(b'}');
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}

@@ -1,0 +1,150 @@
+//! Wires the collector together: storage, the query engine, and the three listeners.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use vigil_schemas::genai::{NormalizeConfig, Normalizer};
+
+use crate::query::QueryEngine;
+use crate::query::sql_http::{self, QueryHttpState};
+use crate::receive::{Ingest, ReceiverLimits, otlp_grpc, otlp_http};
+use crate::storage::{StorageConfig, Store, StoreError};
+use crate::telemetry::Telemetry;
+
+/// Everything `vigil serve` can be told, from the TOML file, `VIGIL_*` variables or flags.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CollectorConfig {
+    /// OTLP/gRPC listen address.
+    pub otlp_grpc_addr: SocketAddr,
+    /// OTLP/HTTP listen address.
+    pub otlp_http_addr: SocketAddr,
+    /// Query port: SQL over HTTP, health, vigil's own metrics.
+    pub query_addr: SocketAddr,
+    /// Storage: data directory, WAL, flushing, memory, retention.
+    pub storage: StorageConfig,
+    /// GenAI normalization: message content policy and price overrides.
+    pub normalize: NormalizeConfig,
+    /// Request size limits and pushback.
+    pub limits: ReceiverLimits,
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        CollectorConfig {
+            otlp_grpc_addr: SocketAddr::from(([127, 0, 0, 1], 4317)),
+            otlp_http_addr: SocketAddr::from(([127, 0, 0, 1], 4318)),
+            query_addr: SocketAddr::from(([127, 0, 0, 1], 9470)),
+            storage: StorageConfig::default(),
+            normalize: NormalizeConfig::default(),
+            limits: ReceiverLimits::default(),
+        }
+    }
+}
+
+/// Why the collector could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("could not open storage: {0}")]
+    Storage(#[from] StoreError),
+    #[error("could not listen on {addr} ({what}): {source}")]
+    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error("could not set up the query engine: {0}")]
+    Query(#[from] crate::query::QueryError),
+}
+
+/// A running collector.
+pub struct RunningCollector {
+    /// Where each listener is bound (the real port when 0 was asked for).
+    pub otlp_grpc_addr: SocketAddr,
+    pub otlp_http_addr: SocketAddr,
+    pub query_addr: SocketAddr,
+    /// The query engine, for in-process readers.
+    pub engine: QueryEngine,
+    /// The storage engine.
+    pub store: Arc<Store>,
+    shutdown: watch::Sender<bool>,
+    servers: Vec<JoinHandle<()>>,
+    background: JoinHandle<()>,
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { what, addr, source })
+}
+
+fn until(mut rx: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
+    async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+}
+
+/// Opens storage (replaying the WAL), binds every listener and starts serving.
+pub async fn start(config: CollectorConfig) -> Result<RunningCollector, ServerError> {
+    let telemetry = Arc::new(Telemetry::default());
+    let store = Store::open(config.storage.clone(), telemetry.clone())?;
+    let engine = QueryEngine::new(store.clone())?;
+    let ingest = Arc::new(Ingest::new(
+        store.clone(),
+        Normalizer::new(&config.normalize),
+        telemetry.clone(),
+        config.limits.clone(),
+    ));
+    let grpc_listener = bind("OTLP/gRPC", config.otlp_grpc_addr).await?;
+    let http_listener = bind("OTLP/HTTP", config.otlp_http_addr).await?;
+    let query_listener = bind("query", config.query_addr).await?;
+    let local = |l: &TcpListener, fallback| l.local_addr().unwrap_or(fallback);
+    let otlp_grpc_addr = local(&grpc_listener, config.otlp_grpc_addr);
+    let otlp_http_addr = local(&http_listener, config.otlp_http_addr);
+    let query_addr = local(&query_listener, config.query_addr);
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let ready = Arc::new(AtomicBool::new(false));
+    let mut servers = Vec::new();
+
+    let rx = shutdown_rx.clone();
+    let grpc_ingest = ingest.clone();
+    servers.push(tokio::spawn(async move {
+        if let Err(e) = otlp_grpc::serve(grpc_ingest, grpc_listener, until(rx)).await {
+            tracing::error!(error = %e, "OTLP/gRPC server failed");
+        }
+    }));
+    let rx = shutdown_rx.clone();
+    let http_router = otlp_http::router(ingest.clone());
+    servers.push(tokio::spawn(async move {
+        if let Err(e) = axum::serve(http_listener, http_router).with_graceful_shutdown(until(rx)).await {
+            tracing::error!(error = %e, "OTLP/HTTP server failed");
+        }
+    }));
+    let rx = shutdown_rx.clone();
+    let query_router = sql_http::router(QueryHttpState {
+        engine: engine.clone(),
+        store: store.clone(),
+        telemetry: telemetry.clone(),
+        ready: ready.clone(),
+    });
+    servers.push(tokio::spawn(async move {
+        if let Err(e) = axum::serve(query_listener, query_router).with_graceful_shutdown(until(rx)).await {
+            tracing::error!(error = %e, "query server failed");
+        }
+    }));
+    let background = tokio::spawn(store.clone().run_background(shutdown_rx));
+    ready.store(true, Ordering::Release);
+    tracing::info!(%otlp_grpc_addr, %otlp_http_addr, %query_addr, data_dir = %config.storage.data_dir.display(), "vigil collector ready");
+    Ok(RunningCollector { otlp_grpc_addr, otlp_http_addr, query_addr, engine, store, shutdown, servers, background })
+}
+
+impl RunningCollector {
+    /// Stops accepting requests, lets those in flight finish, and flushes buffers to Parquet.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for server in self.servers {
+            let _ = server.await;
+        }
+        let _ = self.background.await;
+    }
+}

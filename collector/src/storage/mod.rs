@@ -1,0 +1,551 @@
+//! Where data rests: the WAL first, then in-memory Arrow buffers (queryable at once), then Parquet
+//! files partitioned by table and hour, committed per table through a manifest.
+//!
+//! Exactly-once across crashes: each table's manifest records the highest LSN that is in Parquet.
+//! A flush writes its files, then the manifest; at start-up, files past the manifest (a flush that
+//! crashed before committing) are deleted and WAL records past it are replayed into the buffers.
+
+mod parquet_files;
+mod retention;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use arrow::record_batch::RecordBatch;
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use vigil_schemas::Table;
+
+use crate::telemetry::{Telemetry, add};
+use crate::wal::{self, PendingRecord, WalConfig, WalError, WalWriter, encode_batch};
+
+pub use parquet_files::ParquetFile;
+pub use retention::RetentionConfig;
+
+/// Storage settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// The data directory: `wal/` and `tables/` live under it.
+    pub data_dir: PathBuf,
+    /// Memory for buffered (not yet flushed) data and requests in flight. Past it, receivers push back.
+    pub memory_limit_bytes: u64,
+    /// A table's buffer is flushed once it holds this many rows…
+    pub flush_rows: usize,
+    /// …or this many bytes…
+    pub flush_bytes: u64,
+    /// …or its oldest row has waited this long.
+    pub flush_interval_secs: u64,
+    /// zstd level of Parquet pages.
+    pub zstd_level: i32,
+    /// Rows per Parquet row group.
+    pub row_group_rows: usize,
+    /// The write-ahead log.
+    pub wal: WalConfig,
+    /// How long and how much to keep.
+    pub retention: RetentionConfig,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            data_dir: PathBuf::from("./vigil-data"),
+            memory_limit_bytes: 1 << 30,
+            flush_rows: 1_000_000,
+            flush_bytes: 256 << 20,
+            flush_interval_secs: 60,
+            zstd_level: 3,
+            row_group_rows: 256 * 1024,
+            wal: WalConfig::default(),
+            retention: RetentionConfig::default(),
+        }
+    }
+}
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("memory limit reached ({used} of {limit} bytes buffered); retry after the next flush")]
+    Overloaded { used: u64, limit: u64 },
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error("storage I/O error on {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("Parquet error on {path}: {message}")]
+    Parquet { path: PathBuf, message: String },
+    #[error("Arrow error: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("the WAL writer has stopped; the collector is shutting down or failed: {0}")]
+    WriterGone(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io { path: path.to_path_buf(), source }
+}
+
+/// Memory accounting shared by receivers (reservations) and flushes (releases).
+#[derive(Debug)]
+pub struct MemoryBudget {
+    used: AtomicU64,
+    limit: u64,
+}
+
+impl MemoryBudget {
+    fn new(limit: u64) -> MemoryBudget {
+        MemoryBudget { used: AtomicU64::new(0), limit }
+    }
+
+    /// Reserves `bytes` if that stays within the limit.
+    pub fn try_reserve(&self, bytes: u64) -> Result<(), StoreError> {
+        let mut current = self.used.load(Ordering::Relaxed);
+        loop {
+            let next = current + bytes;
+            if next > self.limit {
+                return Err(StoreError::Overloaded { used: current, limit: self.limit });
+            }
+            match self.used.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return Ok(()),
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Accounts for bytes that must be held whatever the limit (replayed WAL records).
+    fn force_reserve(&self, bytes: u64) {
+        self.used.fetch_add(bytes, Ordering::AcqRel);
+    }
+
+    /// Gives bytes back.
+    pub fn release(&self, bytes: u64) {
+        let _ = self.used.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |u| Some(u.saturating_sub(bytes)));
+    }
+
+    /// Bytes in use.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// The limit.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+}
+
+/// Batches held in memory with the LSN range they came from.
+#[derive(Default)]
+struct Buffered {
+    batches: Vec<RecordBatch>,
+    rows: usize,
+    bytes: u64,
+    min_lsn: Option<u64>,
+    max_lsn: u64,
+    since: Option<Instant>,
+}
+
+impl Buffered {
+    fn push(&mut self, lsn: u64, batch: RecordBatch, bytes: u64) {
+        self.rows += batch.num_rows();
+        self.bytes += bytes;
+        self.min_lsn.get_or_insert(lsn);
+        self.max_lsn = self.max_lsn.max(lsn);
+        self.since.get_or_insert_with(Instant::now);
+        self.batches.push(batch);
+    }
+}
+
+/// What one table holds.
+#[derive(Default)]
+struct TableData {
+    /// Receiving new batches.
+    active: Buffered,
+    /// Being written to Parquet; still served to queries until the files are committed.
+    flushing: Buffered,
+    /// Committed Parquet files.
+    files: Vec<ParquetFile>,
+    /// Highest LSN of this table that is in Parquet.
+    flushed_lsn: u64,
+}
+
+struct TableState {
+    table: Table,
+    dir: PathBuf,
+    data: RwLock<TableData>,
+    flush_lock: tokio::sync::Mutex<()>,
+}
+
+/// A consistent view of one table for a query: in-memory batches and Parquet files.
+#[derive(Clone)]
+pub struct TableSnapshot {
+    pub batches: Vec<RecordBatch>,
+    pub files: Vec<ParquetFile>,
+}
+
+enum WalCommand {
+    Append { table: Table, payload: Vec<u8>, batch: RecordBatch, bytes: u64, done: oneshot::Sender<Result<(), String>> },
+    Truncate(u64),
+    Sync,
+}
+
+/// The storage engine: append, snapshot for queries, flush, retention.
+pub struct Store {
+    config: StorageConfig,
+    tables: BTreeMap<Table, Arc<TableState>>,
+    wal_tx: mpsc::Sender<WalCommand>,
+    memory: Arc<MemoryBudget>,
+    telemetry: Arc<Telemetry>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Manifest {
+    flushed_lsn: u64,
+}
+
+const MANIFEST: &str = "_manifest.json";
+
+fn read_manifest(dir: &Path) -> Result<u64, StoreError> {
+    let path = dir.join(MANIFEST);
+    match fs::read(&path) {
+        Ok(bytes) => {
+            let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| StoreError::Io {
+                path: path.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            })?;
+            Ok(manifest.flushed_lsn)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(StoreError::Io { path, source: e }),
+    }
+}
+
+/// Replaces the manifest atomically: write a temporary file, fsync, rename, fsync the directory.
+fn write_manifest(dir: &Path, flushed_lsn: u64) -> Result<(), StoreError> {
+    let tmp = dir.join("_manifest.json.tmp");
+    let path = dir.join(MANIFEST);
+    let body = serde_json::to_vec(&Manifest { flushed_lsn }).expect("manifest serializes");
+    {
+        let mut f = fs::File::create(&tmp).map_err(io_err(&tmp))?;
+        std::io::Write::write_all(&mut f, &body).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+    }
+    fs::rename(&tmp, &path).map_err(io_err(&path))?;
+    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))?;
+    Ok(())
+}
+
+impl Store {
+    /// Opens the data directory: recovers Parquet files and replays the WAL, then starts the WAL
+    /// writer. Must be called inside a Tokio runtime.
+    pub fn open(config: StorageConfig, telemetry: Arc<Telemetry>) -> Result<Arc<Store>, StoreError> {
+        let tables_dir = config.data_dir.join("tables");
+        let memory = Arc::new(MemoryBudget::new(config.memory_limit_bytes));
+        let mut tables = BTreeMap::new();
+        for table in Table::ALL {
+            let dir = tables_dir.join(table.name());
+            fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+            let flushed_lsn = read_manifest(&dir)?;
+            let files = parquet_files::recover(&dir, flushed_lsn)?;
+            let data = TableData { files, flushed_lsn, ..Default::default() };
+            tables.insert(
+                table,
+                Arc::new(TableState { table, dir, data: RwLock::new(data), flush_lock: tokio::sync::Mutex::new(()) }),
+            );
+        }
+
+        let (writer, recovered) = wal::open(&config.data_dir.join("wal"), config.wal.clone())?;
+        for problem in &recovered.corrupt_segments {
+            tracing::warn!(%problem, "WAL segment ended early; records after this point were never acknowledged");
+        }
+        let mut replayed = 0u64;
+        for record in recovered.records {
+            let state = &tables[&record.table];
+            let mut data = state.data.write();
+            if record.lsn <= data.flushed_lsn {
+                continue;
+            }
+            let bytes = record.batch.get_array_memory_size() as u64;
+            memory.force_reserve(bytes);
+            data.active.push(record.lsn, record.batch, bytes);
+            replayed += 1;
+        }
+        add(&telemetry.wal_replayed_records, replayed);
+        if replayed > 0 {
+            tracing::info!(records = replayed, "replayed WAL records not yet in Parquet");
+        }
+
+        let (wal_tx, wal_rx) = mpsc::channel(4096);
+        let writer_tables = tables.clone();
+        let writer_telemetry = telemetry.clone();
+        std::thread::Builder::new()
+            .name("vigil-wal".into())
+            .spawn(move || wal_writer_loop(writer, wal_rx, writer_tables, writer_telemetry))
+            .map_err(io_err(&config.data_dir))?;
+        let store = Arc::new(Store { config, tables, wal_tx, memory, telemetry });
+        Ok(store)
+    }
+
+    /// The memory budget the receivers reserve against.
+    pub fn memory(&self) -> &Arc<MemoryBudget> {
+        &self.memory
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &StorageConfig {
+        &self.config
+    }
+
+    /// Makes a batch durable (WAL, synced as configured) and queryable. Returns once both hold.
+    /// Fails with [`StoreError::Overloaded`] without writing anything when memory is full.
+    pub async fn append(&self, table: Table, batch: RecordBatch) -> Result<(), StoreError> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let bytes = batch.get_array_memory_size() as u64;
+        self.memory.try_reserve(bytes)?;
+        let result = self.append_reserved(table, batch, bytes).await;
+        if result.is_err() {
+            self.memory.release(bytes);
+        }
+        result
+    }
+
+    async fn append_reserved(&self, table: Table, batch: RecordBatch, bytes: u64) -> Result<(), StoreError> {
+        let payload = encode_batch(&batch)?;
+        let (done, wait) = oneshot::channel();
+        self.wal_tx
+            .send(WalCommand::Append { table, payload, batch, bytes, done })
+            .await
+            .map_err(|_| StoreError::WriterGone("channel closed".into()))?;
+        match wait.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(StoreError::WriterGone(message)),
+            Err(_) => Err(StoreError::WriterGone("writer dropped the request".into())),
+        }
+    }
+
+    /// A consistent view of a table for a query.
+    pub fn snapshot(&self, table: Table) -> TableSnapshot {
+        let data = self.tables[&table].data.read();
+        let mut batches = Vec::with_capacity(data.flushing.batches.len() + data.active.batches.len());
+        batches.extend(data.flushing.batches.iter().cloned());
+        batches.extend(data.active.batches.iter().cloned());
+        TableSnapshot { batches, files: data.files.clone() }
+    }
+
+    /// Rows and bytes in memory, and Parquet files and bytes, per table.
+    pub fn stats(&self) -> Vec<(Table, usize, u64, usize, u64)> {
+        self.tables
+            .iter()
+            .map(|(t, s)| {
+                let d = s.data.read();
+                let disk: u64 = d.files.iter().map(|f| f.size).sum();
+                (*t, d.active.rows + d.flushing.rows, d.active.bytes + d.flushing.bytes, d.files.len(), disk)
+            })
+            .collect()
+    }
+
+    /// Whether a table's buffer is due for a flush.
+    fn flush_due(&self, state: &TableState) -> bool {
+        let d = state.data.read();
+        if !d.flushing.batches.is_empty() {
+            return true; // a failed flush to retry
+        }
+        let a = &d.active;
+        if a.batches.is_empty() {
+            return false;
+        }
+        let memory_pressure = self.memory.used() * 2 >= self.memory.limit();
+        a.rows >= self.config.flush_rows
+            || a.bytes >= self.config.flush_bytes
+            || memory_pressure
+            || a.since.is_some_and(|s| s.elapsed() >= Duration::from_secs(self.config.flush_interval_secs))
+    }
+
+    /// Flushes every table whose buffer is due (or every table with data, when `force`).
+    pub async fn flush_due_tables(self: &Arc<Self>, force: bool) -> Result<(), StoreError> {
+        for state in self.tables.values() {
+            let due = if force { !state.data.read().active.batches.is_empty() } else { self.flush_due(state) };
+            if due {
+                if let Err(e) = self.flush_table(state.clone()).await {
+                    add(&self.telemetry.flush_failures, 1);
+                    tracing::error!(table = %state.table, error = %e, "flush failed; data stays in memory and in the WAL and will be retried");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush_table(self: &Arc<Self>, state: Arc<TableState>) -> Result<(), StoreError> {
+        let _guard = state.flush_lock.lock().await;
+        let (batches, max_lsn) = {
+            let mut d = state.data.write();
+            if d.flushing.batches.is_empty() {
+                if d.active.batches.is_empty() {
+                    return Ok(());
+                }
+                d.flushing = std::mem::take(&mut d.active);
+            }
+            (d.flushing.batches.clone(), d.flushing.max_lsn)
+        };
+        let dir = state.dir.clone();
+        let table = state.table;
+        let config = self.config.clone();
+        let written = tokio::task::spawn_blocking(move || -> Result<Vec<ParquetFile>, StoreError> {
+            let files = parquet_files::write_flush(&dir, table, &batches, max_lsn, &config)?;
+            write_manifest(&dir, max_lsn)?;
+            Ok(files)
+        })
+        .await
+        .map_err(|e| StoreError::WriterGone(format!("flush task panicked: {e}")))??;
+
+        let released = {
+            let mut d = state.data.write();
+            add(&self.telemetry.parquet_files_written, written.len() as u64);
+            add(&self.telemetry.parquet_bytes_written, written.iter().map(|f| f.size).sum());
+            d.files.extend(written);
+            d.files.sort_by_key(|f| (f.hour_start_ns, f.lsn));
+            d.flushed_lsn = max_lsn;
+            std::mem::take(&mut d.flushing).bytes
+        };
+        self.memory.release(released);
+        let durable = self.durable_lsn();
+        let _ = self.wal_tx.send(WalCommand::Truncate(durable)).await;
+        Ok(())
+    }
+
+    /// The highest LSN below which every record of every table is in Parquet.
+    fn durable_lsn(&self) -> u64 {
+        let mut durable = u64::MAX;
+        for state in self.tables.values() {
+            let d = state.data.read();
+            for buffered in [&d.flushing, &d.active] {
+                if let Some(min) = buffered.min_lsn {
+                    durable = durable.min(min - 1);
+                }
+            }
+        }
+        durable
+    }
+
+    /// Runs the background loops (flush, WAL sync for the `interval` policy, retention) until
+    /// `shutdown` resolves, then flushes everything that is buffered.
+    pub async fn run_background(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut flush_tick = tokio::time::interval(Duration::from_millis(500));
+        let mut sync_tick = tokio::time::interval(Duration::from_millis(self.config.wal.sync_interval_ms.max(10)));
+        let mut retention_tick = tokio::time::interval(Duration::from_secs(self.config.retention.check_interval_secs.max(1)));
+        loop {
+            tokio::select! {
+                _ = flush_tick.tick() => {
+                    let _ = self.flush_due_tables(false).await;
+                }
+                _ = sync_tick.tick() => {
+                    let _ = self.wal_tx.send(WalCommand::Sync).await;
+                }
+                _ = retention_tick.tick() => {
+                    if let Err(e) = self.enforce_retention() {
+                        tracing::error!(error = %e, "retention pass failed");
+                    }
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
+        if let Err(e) = self.flush_due_tables(true).await {
+            tracing::error!(error = %e, "final flush failed; the WAL still holds the data");
+        }
+        let _ = self.wal_tx.send(WalCommand::Sync).await;
+    }
+
+    fn enforce_retention(&self) -> Result<(), StoreError> {
+        let now_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
+        let states: Vec<&TableState> = self.tables.values().map(|s| s.as_ref()).collect();
+        let victims = {
+            let locked: Vec<_> = states.iter().map(|s| s.data.read()).collect();
+            let files: Vec<Vec<ParquetFile>> = locked.iter().map(|d| d.files.clone()).collect();
+            retention::select_victims(&files, now_ns, &self.config.retention)
+        };
+        let mut deleted = 0u64;
+        for (index, paths) in victims.into_iter().enumerate() {
+            if paths.is_empty() {
+                continue;
+            }
+            let state = states[index];
+            state.data.write().files.retain(|f| !paths.contains(&f.path));
+            for path in paths {
+                match fs::remove_file(&path) {
+                    Ok(()) => deleted += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(StoreError::Io { path, source: e }),
+                }
+            }
+        }
+        if deleted > 0 {
+            add(&self.telemetry.retention_deleted_files, deleted);
+            tracing::info!(files = deleted, "retention deleted Parquet files");
+        }
+        Ok(())
+    }
+}
+
+fn wal_writer_loop(
+    mut writer: WalWriter,
+    mut rx: mpsc::Receiver<WalCommand>,
+    tables: BTreeMap<Table, Arc<TableState>>,
+    telemetry: Arc<Telemetry>,
+) {
+    const MAX_GROUP_BYTES: usize = 32 << 20;
+    let mut pending = Vec::new();
+    let mut waiters = Vec::new();
+    while let Some(first) = rx.blocking_recv() {
+        let mut next = Some(first);
+        let mut group_bytes = 0usize;
+        // Gather everything already queued into one group: one write, one fsync.
+        while let Some(command) = next.take() {
+            match command {
+                WalCommand::Append { table, payload, batch, bytes, done } => {
+                    group_bytes += payload.len();
+                    pending.push(PendingRecord { table, payload });
+                    waiters.push((table, batch, bytes, done));
+                }
+                WalCommand::Truncate(lsn) => {
+                    if let Err(e) = writer.truncate_through(lsn) {
+                        tracing::error!(error = %e, "WAL truncation failed; segments are kept");
+                    }
+                }
+                WalCommand::Sync => {
+                    if let Err(e) = writer.sync() {
+                        tracing::error!(error = %e, "WAL sync failed");
+                    }
+                }
+            }
+            if group_bytes < MAX_GROUP_BYTES {
+                next = rx.try_recv().ok();
+            }
+        }
+        if pending.is_empty() {
+            continue;
+        }
+        match writer.append_group(&pending) {
+            Ok(lsns) => {
+                add(&telemetry.wal_groups, 1);
+                add(&telemetry.wal_bytes, group_bytes as u64);
+                for ((table, batch, bytes, done), lsn) in waiters.drain(..).zip(lsns) {
+                    tables[&table].data.write().active.push(lsn, batch, bytes);
+                    let _ = done.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "WAL append failed; the requests are refused");
+                let message = e.to_string();
+                for (_, _, _, done) in waiters.drain(..) {
+                    let _ = done.send(Err(message.clone()));
+                }
+            }
+        }
+        pending.clear();
+    }
+    let _ = writer.sync();
+}

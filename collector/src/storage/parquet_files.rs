@@ -1,0 +1,161 @@
+//! Parquet files: one per table, hour and flush, under `tables/{table}/date=YYYY-MM-DD/hour=HH/{lsn}.parquet`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, Int64Array, TimestampNanosecondArray};
+use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
+use arrow::record_batch::RecordBatch;
+use chrono::{DateTime, NaiveDate, Timelike};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use vigil_schemas::{Table, col, metric_col, span_col};
+
+use super::{StorageConfig, StoreError, io_err};
+
+const HOUR_NS: i64 = 3_600_000_000_000;
+
+/// A committed Parquet file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParquetFile {
+    /// Absolute or data-dir-relative path.
+    pub path: PathBuf,
+    /// Size in bytes.
+    pub size: u64,
+    /// Start of the hour its rows' `time` falls in.
+    pub hour_start_ns: i64,
+    /// The flush (its highest LSN) that wrote it.
+    pub lsn: u64,
+}
+
+impl ParquetFile {
+    /// Whether the file may hold rows with `time` in `[lo, hi]`.
+    pub fn overlaps(&self, lo: i64, hi: i64) -> bool {
+        self.hour_start_ns <= hi && self.hour_start_ns.saturating_add(HOUR_NS) > lo
+    }
+}
+
+fn sort_keys(table: Table) -> &'static [&'static str] {
+    match table {
+        Table::Spans => &[col::SERVICE_NAME, span_col::NAME, col::TRACE_ID, col::TIME],
+        Table::Metrics => &[metric_col::METRIC_NAME, col::SERVICE_NAME, col::TIME],
+        Table::Logs => &[col::SERVICE_NAME, col::TIME],
+        Table::Alerts => &[col::TIME],
+    }
+}
+
+fn hour_dir(dir: &Path, hour_start_ns: i64) -> PathBuf {
+    let t = DateTime::from_timestamp_nanos(hour_start_ns);
+    dir.join(format!("date={}", t.format("%Y-%m-%d"))).join(format!("hour={:02}", t.hour()))
+}
+
+/// Writes one flush: rows grouped by hour, sorted for compression, one file per hour.
+pub fn write_flush(
+    dir: &Path,
+    table: Table,
+    batches: &[RecordBatch],
+    lsn: u64,
+    config: &StorageConfig,
+) -> Result<Vec<ParquetFile>, StoreError> {
+    let schema = table.schema();
+    let all = concat_batches(&schema, batches)?;
+    if all.num_rows() == 0 {
+        return Ok(Vec::new());
+    }
+    let time = all
+        .column_by_name(col::TIME)
+        .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
+        .ok_or_else(|| StoreError::Parquet { path: dir.to_path_buf(), message: "batch has no time column".into() })?;
+    let hours: Int64Array = time.iter().map(|t| t.map(|t| t.div_euclid(HOUR_NS) * HOUR_NS)).collect();
+    let hours: ArrayRef = Arc::new(hours);
+    let mut sort_columns = vec![SortColumn { values: hours.clone(), options: None }];
+    for key in sort_keys(table) {
+        if let Some(column) = all.column_by_name(key) {
+            sort_columns.push(SortColumn { values: column.clone(), options: None });
+        }
+    }
+    let indices = lexsort_to_indices(&sort_columns, None)?;
+    let sorted = take_record_batch(&all, &indices)?;
+    let sorted_hours = arrow::compute::take(hours.as_ref(), &indices, None)?;
+    let sorted_hours = sorted_hours.as_any().downcast_ref::<Int64Array>().expect("hours are Int64");
+
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(config.zstd_level).unwrap_or_default()))
+        .set_max_row_group_row_count(Some(config.row_group_rows.max(1024)))
+        .build();
+
+    let mut files = Vec::new();
+    let mut start = 0;
+    while start < sorted.num_rows() {
+        let hour = sorted_hours.value(start);
+        let mut end = start + 1;
+        while end < sorted.num_rows() && sorted_hours.value(end) == hour {
+            end += 1;
+        }
+        let slice = sorted.slice(start, end - start);
+        let target_dir = hour_dir(dir, hour);
+        fs::create_dir_all(&target_dir).map_err(io_err(&target_dir))?;
+        let path = target_dir.join(format!("{lsn:020}.parquet"));
+        let tmp = target_dir.join(format!("{lsn:020}.parquet.tmp"));
+        let file = fs::File::create(&tmp).map_err(io_err(&tmp))?;
+        let parquet_err = |e: parquet::errors::ParquetError| StoreError::Parquet { path: tmp.clone(), message: e.to_string() };
+        let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(props.clone())).map_err(parquet_err)?;
+        writer.write(&slice).map_err(parquet_err)?;
+        let file = writer.into_inner().map_err(parquet_err)?;
+        file.sync_all().map_err(io_err(&tmp))?;
+        let size = file.metadata().map_err(io_err(&tmp))?.len();
+        fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        fs::File::open(&target_dir).and_then(|d| d.sync_all()).map_err(io_err(&target_dir))?;
+        files.push(ParquetFile { path, size, hour_start_ns: hour, lsn });
+        start = end;
+    }
+    Ok(files)
+}
+
+fn parse_hour(date_dir: &str, hour_dir: &str) -> Option<i64> {
+    let date = NaiveDate::parse_from_str(date_dir.strip_prefix("date=")?, "%Y-%m-%d").ok()?;
+    let hour: u32 = hour_dir.strip_prefix("hour=")?.parse().ok()?;
+    date.and_hms_opt(hour, 0, 0)?.and_utc().timestamp_nanos_opt()
+}
+
+/// Lists a table's committed files; deletes temporary files and files of a flush that did not
+/// commit (LSN past the manifest), whose rows the WAL replays.
+pub fn recover(dir: &Path, flushed_lsn: u64) -> Result<Vec<ParquetFile>, StoreError> {
+    let mut files = Vec::new();
+    for date in fs::read_dir(dir).map_err(io_err(dir))? {
+        let date = date.map_err(io_err(dir))?;
+        if !date.file_type().map_err(io_err(dir))?.is_dir() {
+            continue;
+        }
+        let date_name = date.file_name().to_string_lossy().into_owned();
+        for hour in fs::read_dir(date.path()).map_err(io_err(&date.path()))? {
+            let hour = hour.map_err(io_err(&date.path()))?;
+            let hour_name = hour.file_name().to_string_lossy().into_owned();
+            let Some(hour_start_ns) = parse_hour(&date_name, &hour_name) else {
+                tracing::warn!(path = %hour.path().display(), "ignoring a directory that is not a date=/hour= partition");
+                continue;
+            };
+            for entry in fs::read_dir(hour.path()).map_err(io_err(&hour.path()))? {
+                let entry = entry.map_err(io_err(&hour.path()))?;
+                let path = entry.path();
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.ends_with(".tmp") {
+                    fs::remove_file(&path).map_err(io_err(&path))?;
+                    continue;
+                }
+                let Some(lsn) = name.strip_suffix(".parquet").and_then(|s| s.parse::<u64>().ok()) else { continue };
+                if lsn > flushed_lsn {
+                    tracing::info!(path = %path.display(), "deleting a Parquet file of an uncommitted flush; the WAL replays its rows");
+                    fs::remove_file(&path).map_err(io_err(&path))?;
+                    continue;
+                }
+                let size = entry.metadata().map_err(io_err(&path))?.len();
+                files.push(ParquetFile { path, size, hour_start_ns, lsn });
+            }
+        }
+    }
+    files.sort_by_key(|f| (f.hour_start_ns, f.lsn));
+    Ok(files)
+}

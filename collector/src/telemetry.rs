@@ -1,0 +1,106 @@
+//! vigil's own counters, served on `/metrics` in the Prometheus text format.
+//!
+//! Every accepted, rejected or pushed-back item is counted here, so that nothing is dropped unseen.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use vigil_schemas::Table;
+
+/// Counters per signal table.
+#[derive(Debug, Default)]
+pub struct SignalCounters {
+    /// Items (spans, data points, log records) stored.
+    pub accepted: AtomicU64,
+    /// Items rejected as malformed (partial success).
+    pub rejected: AtomicU64,
+    /// Requests refused whole because memory was full (the client retries).
+    pub throttled_requests: AtomicU64,
+    /// Requests refused whole as malformed, oversize or of the wrong content type.
+    pub bad_requests: AtomicU64,
+    /// Requests accepted.
+    pub requests: AtomicU64,
+}
+
+/// All of the collector's counters.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    pub spans: SignalCounters,
+    pub metrics: SignalCounters,
+    pub logs: SignalCounters,
+    pub alerts: SignalCounters,
+    /// Spans whose model is not in the price table (their cost is null, not zero).
+    pub unpriced_spans: AtomicU64,
+    /// Bytes appended to the WAL.
+    pub wal_bytes: AtomicU64,
+    /// WAL group commits (one fsync each under the `always` policy).
+    pub wal_groups: AtomicU64,
+    /// Records replayed from the WAL at start-up.
+    pub wal_replayed_records: AtomicU64,
+    /// Parquet files written.
+    pub parquet_files_written: AtomicU64,
+    /// Bytes of Parquet written.
+    pub parquet_bytes_written: AtomicU64,
+    /// Flushes that failed (the data stays in memory and in the WAL, and is retried).
+    pub flush_failures: AtomicU64,
+    /// Parquet files deleted by retention.
+    pub retention_deleted_files: AtomicU64,
+    /// SQL queries answered, and refused.
+    pub queries: AtomicU64,
+    pub query_errors: AtomicU64,
+}
+
+impl Telemetry {
+    /// The counters of one table.
+    pub fn signal(&self, table: Table) -> &SignalCounters {
+        match table {
+            Table::Spans => &self.spans,
+            Table::Metrics => &self.metrics,
+            Table::Logs => &self.logs,
+            Table::Alerts => &self.alerts,
+        }
+    }
+
+    /// Renders the counters, plus the given gauges, in the Prometheus text format.
+    pub fn render(&self, gauges: &[(&str, &str, f64)]) -> String {
+        let mut out = String::new();
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let per_signal: [(&str, &str, fn(&SignalCounters) -> &AtomicU64); 5] = [
+            ("vigil_ingest_accepted_items_total", "Items stored, by signal.", |s| &s.accepted),
+            ("vigil_ingest_rejected_items_total", "Items rejected as malformed, by signal.", |s| &s.rejected),
+            ("vigil_ingest_requests_total", "Export requests accepted, by signal.", |s| &s.requests),
+            ("vigil_ingest_throttled_requests_total", "Export requests refused because memory was full, by signal.", |s| &s.throttled_requests),
+            ("vigil_ingest_bad_requests_total", "Export requests refused as malformed, oversize or of a wrong content type, by signal.", |s| &s.bad_requests),
+        ];
+        for (name, help, field) in per_signal {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for table in [Table::Spans, Table::Metrics, Table::Logs] {
+                let _ = writeln!(out, "{name}{{signal=\"{}\"}} {}", table.name(), get(field(self.signal(table))));
+            }
+        }
+        let singles = [
+            ("vigil_unpriced_spans_total", "Spans with token counts whose model has no price (cost_usd is null).", &self.unpriced_spans),
+            ("vigil_wal_bytes_total", "Bytes appended to the write-ahead log.", &self.wal_bytes),
+            ("vigil_wal_group_commits_total", "Group commits to the write-ahead log.", &self.wal_groups),
+            ("vigil_wal_replayed_records_total", "WAL records replayed at start-up.", &self.wal_replayed_records),
+            ("vigil_parquet_files_written_total", "Parquet files written.", &self.parquet_files_written),
+            ("vigil_parquet_bytes_written_total", "Bytes of Parquet written.", &self.parquet_bytes_written),
+            ("vigil_flush_failures_total", "Flushes to Parquet that failed and will be retried.", &self.flush_failures),
+            ("vigil_retention_deleted_files_total", "Parquet files deleted by retention.", &self.retention_deleted_files),
+            ("vigil_queries_total", "SQL queries answered.", &self.queries),
+            ("vigil_query_errors_total", "SQL queries refused or failed.", &self.query_errors),
+        ];
+        for (name, help, counter) in singles {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", get(counter));
+        }
+        for (name, help, value) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+        }
+        out
+    }
+}
+
+/// Adds to a counter.
+pub fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}

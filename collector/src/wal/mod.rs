@@ -1,0 +1,390 @@
+//! The write-ahead log: every accepted batch is appended here, and synced as the policy says,
+//! before the request that carried it is acknowledged.
+//!
+//! A segment is a file `{first_lsn:020}.wal` that starts with [`SEGMENT_MAGIC`] and holds records:
+//! `len: u32 | crc32: u32 | lsn: u64 | table: u8 | payload`, little-endian, where the CRC covers
+//! `lsn | table | payload` and the payload is an Arrow IPC stream of one record batch.
+//! Replay stops at the first record that is short or fails its checksum: that is a torn write
+//! from a crash, and nothing after it was acknowledged.
+
+mod codec;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use arrow::record_batch::RecordBatch;
+use serde::{Deserialize, Serialize};
+use vigil_schemas::Table;
+
+pub use codec::{decode_batch, encode_batch};
+
+/// First bytes of every segment: the format and its version.
+pub const SEGMENT_MAGIC: &[u8; 8] = b"VGLWAL01";
+const HEADER_LEN: usize = 4 + 4 + 8 + 1;
+
+/// When the log is synced to stable storage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncPolicy {
+    /// fsync each group of appends before acknowledging them (group commit). Survives power loss.
+    #[default]
+    Always,
+    /// Write to the OS at once, fsync every `sync_interval_ms`. Survives a process crash; a power
+    /// loss can cost the last interval.
+    Interval,
+    /// Write to the OS, never fsync. Survives a process crash only.
+    Never,
+}
+
+/// WAL settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WalConfig {
+    /// When appends reach the disk: `always`, `interval` or `never`.
+    pub sync: SyncPolicy,
+    /// fsync period for the `interval` policy.
+    pub sync_interval_ms: u64,
+    /// A segment is closed and a new one started past this size.
+    pub segment_bytes: u64,
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        WalConfig { sync: SyncPolicy::Always, sync_interval_ms: 200, segment_bytes: 64 << 20 }
+    }
+}
+
+/// Errors of the write-ahead log.
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    #[error("WAL I/O error on {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("WAL record could not be encoded or decoded: {0}")]
+    Codec(#[from] arrow::error::ArrowError),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
+    move |source| WalError::Io { path: path.to_path_buf(), source }
+}
+
+/// A record read back from the log.
+#[derive(Debug)]
+pub struct WalRecord {
+    /// Log sequence number, increasing by one per record.
+    pub lsn: u64,
+    /// The table the batch belongs to.
+    pub table: Table,
+    /// The batch as it was appended.
+    pub batch: RecordBatch,
+}
+
+/// A record to append: the table and its batch already encoded with [`encode_batch`].
+pub struct PendingRecord {
+    pub table: Table,
+    pub payload: Vec<u8>,
+}
+
+/// One closed or open segment file.
+#[derive(Debug, Clone)]
+struct Segment {
+    path: PathBuf,
+    first_lsn: u64,
+}
+
+/// The appending side of the log. Not thread-safe by itself: one writer task owns it.
+pub struct WalWriter {
+    dir: PathBuf,
+    config: WalConfig,
+    file: BufWriter<File>,
+    current: Segment,
+    current_bytes: u64,
+    closed: Vec<Segment>,
+    next_lsn: u64,
+    last_sync: Instant,
+    dirty: bool,
+}
+
+/// What [`open`] found in the log directory.
+pub struct Recovered {
+    /// Every intact record, in LSN order.
+    pub records: Vec<WalRecord>,
+    /// Records lost to a torn tail or corruption (never acknowledged if the tail was torn).
+    pub corrupt_segments: Vec<String>,
+}
+
+fn segment_name(first_lsn: u64) -> String {
+    format!("{first_lsn:020}.wal")
+}
+
+fn list_segments(dir: &Path) -> Result<Vec<Segment>, WalError> {
+    let mut segments = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io(dir))? {
+        let entry = entry.map_err(io(dir))?;
+        let name = entry.file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".wal")) else { continue };
+        if let Ok(first_lsn) = stem.parse::<u64>() {
+            segments.push(Segment { path: entry.path(), first_lsn });
+        }
+    }
+    segments.sort_by_key(|s| s.first_lsn);
+    Ok(segments)
+}
+
+/// Reads every intact record of one segment; the error string says where reading stopped early.
+fn read_segment(path: &Path, records: &mut Vec<WalRecord>) -> Result<Option<String>, WalError> {
+    let mut bytes = Vec::new();
+    File::open(path).map_err(io(path))?.read_to_end(&mut bytes).map_err(io(path))?;
+    if bytes.len() < SEGMENT_MAGIC.len() || &bytes[..SEGMENT_MAGIC.len()] != SEGMENT_MAGIC {
+        return Ok(Some(format!("{}: not a vigil WAL segment (bad magic)", path.display())));
+    }
+    let mut pos = SEGMENT_MAGIC.len();
+    while pos < bytes.len() {
+        if bytes.len() - pos < HEADER_LEN {
+            return Ok(Some(format!("{}: torn record header at byte {pos}", path.display())));
+        }
+        let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().expect("4 bytes"));
+        let body_start = pos + 8;
+        let body_end = body_start + 8 + 1 + len;
+        if body_end > bytes.len() {
+            return Ok(Some(format!("{}: torn record at byte {pos}", path.display())));
+        }
+        let body = &bytes[body_start..body_end];
+        if crc32fast::hash(body) != crc {
+            return Ok(Some(format!("{}: checksum mismatch at byte {pos}", path.display())));
+        }
+        let lsn = u64::from_le_bytes(body[..8].try_into().expect("8 bytes"));
+        let Some(table) = Table::from_tag(body[8]) else {
+            return Ok(Some(format!("{}: unknown table tag {} at byte {pos}", path.display(), body[8])));
+        };
+        let batch = match decode_batch(&body[9..]) {
+            Ok(batch) => batch,
+            Err(e) => return Ok(Some(format!("{}: undecodable batch at byte {pos}: {e}", path.display()))),
+        };
+        records.push(WalRecord { lsn, table, batch });
+        pos = body_end;
+    }
+    Ok(None)
+}
+
+/// Opens the log in `dir`: reads back what it holds and starts a fresh segment for new appends.
+pub fn open(dir: &Path, config: WalConfig) -> Result<(WalWriter, Recovered), WalError> {
+    fs::create_dir_all(dir).map_err(io(dir))?;
+    let segments = list_segments(dir)?;
+    let mut records = Vec::new();
+    let mut corrupt_segments = Vec::new();
+    for segment in &segments {
+        if let Some(problem) = read_segment(&segment.path, &mut records)? {
+            corrupt_segments.push(problem);
+        }
+    }
+    records.sort_by_key(|r| r.lsn);
+    let next_lsn = records
+        .last()
+        .map(|r| r.lsn + 1)
+        .unwrap_or(1)
+        .max(segments.last().map(|s| s.first_lsn).unwrap_or(1));
+    // An old segment that starts at `next_lsn` holds no record; the new segment replaces it.
+    let segments: Vec<Segment> = segments.into_iter().filter(|s| s.first_lsn != next_lsn).collect();
+    let (current, file) = create_segment(dir, next_lsn)?;
+    let writer = WalWriter {
+        dir: dir.to_path_buf(),
+        config,
+        file,
+        current,
+        current_bytes: SEGMENT_MAGIC.len() as u64,
+        closed: segments,
+        next_lsn,
+        last_sync: Instant::now(),
+        dirty: false,
+    };
+    Ok((writer, Recovered { records, corrupt_segments }))
+}
+
+fn create_segment(dir: &Path, first_lsn: u64) -> Result<(Segment, BufWriter<File>), WalError> {
+    let path = dir.join(segment_name(first_lsn));
+    let mut file = OpenOptions::new().create(true).write(true).truncate(true).open(&path).map_err(io(&path))?;
+    file.write_all(SEGMENT_MAGIC).map_err(io(&path))?;
+    file.sync_all().map_err(io(&path))?;
+    // The new file's directory entry must be durable too, or a crash could lose the segment.
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+    Ok((Segment { path, first_lsn }, BufWriter::with_capacity(1 << 20, file)))
+}
+
+impl WalWriter {
+    /// Appends a group of records, writes them to the OS and syncs them as the policy says.
+    /// Returns the LSN of each record, in order.
+    pub fn append_group(&mut self, group: &[PendingRecord]) -> Result<Vec<u64>, WalError> {
+        if self.current_bytes >= self.config.segment_bytes && self.current_bytes > SEGMENT_MAGIC.len() as u64 {
+            self.rotate()?;
+        }
+        let mut lsns = Vec::with_capacity(group.len());
+        let path = self.current.path.clone();
+        for record in group {
+            let lsn = self.next_lsn;
+            self.next_lsn += 1;
+            let mut hasher = crc32fast::Hasher::new();
+            let lsn_bytes = lsn.to_le_bytes();
+            hasher.update(&lsn_bytes);
+            hasher.update(&[record.table.tag()]);
+            hasher.update(&record.payload);
+            let len = u32::try_from(record.payload.len()).map_err(|_| WalError::Io {
+                path: path.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "record over 4 GiB"),
+            })?;
+            self.file.write_all(&len.to_le_bytes()).map_err(io(&path))?;
+            self.file.write_all(&hasher.finalize().to_le_bytes()).map_err(io(&path))?;
+            self.file.write_all(&lsn_bytes).map_err(io(&path))?;
+            self.file.write_all(&[record.table.tag()]).map_err(io(&path))?;
+            self.file.write_all(&record.payload).map_err(io(&path))?;
+            self.current_bytes += (HEADER_LEN + record.payload.len()) as u64;
+            lsns.push(lsn);
+        }
+        self.file.flush().map_err(io(&path))?;
+        self.dirty = true;
+        match self.config.sync {
+            SyncPolicy::Always => self.sync()?,
+            SyncPolicy::Interval => {
+                if self.last_sync.elapsed() >= Duration::from_millis(self.config.sync_interval_ms) {
+                    self.sync()?;
+                }
+            }
+            SyncPolicy::Never => {}
+        }
+        Ok(lsns)
+    }
+
+    /// fsyncs what was written, if anything was.
+    pub fn sync(&mut self) -> Result<(), WalError> {
+        if self.dirty {
+            let path = self.current.path.clone();
+            self.file.get_ref().sync_data().map_err(io(&path))?;
+            self.dirty = false;
+        }
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> Result<(), WalError> {
+        self.sync()?;
+        let (segment, file) = create_segment(&self.dir, self.next_lsn)?;
+        let old = std::mem::replace(&mut self.current, segment);
+        self.file = file;
+        self.current_bytes = SEGMENT_MAGIC.len() as u64;
+        self.closed.push(old);
+        Ok(())
+    }
+
+    /// Deletes closed segments whose every record has an LSN at or below `durable_lsn`
+    /// (that is, is safely in Parquet). Returns how many were deleted.
+    pub fn truncate_through(&mut self, durable_lsn: u64) -> Result<usize, WalError> {
+        let mut deleted = 0;
+        // A closed segment ends where the next one begins.
+        let starts: Vec<u64> = self.closed.iter().skip(1).map(|s| s.first_lsn).chain([self.current.first_lsn]).collect();
+        let mut keep = Vec::new();
+        for (segment, next_start) in self.closed.drain(..).zip(starts) {
+            if next_start.saturating_sub(1) <= durable_lsn {
+                fs::remove_file(&segment.path).map_err(io(&segment.path))?;
+                deleted += 1;
+            } else {
+                keep.push(segment);
+            }
+        }
+        self.closed = keep;
+        Ok(deleted)
+    }
+
+    /// The LSN the next record will get.
+    pub fn next_lsn(&self) -> u64 {
+        self.next_lsn
+    }
+
+    /// Number of segment files, open one included.
+    pub fn segment_count(&self) -> usize {
+        self.closed.len() + 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    fn batch(v: i64) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![v, v + 1]))]).unwrap()
+    }
+
+    fn pending(v: i64) -> PendingRecord {
+        PendingRecord { table: Table::Spans, payload: encode_batch(&batch(v)).unwrap() }
+    }
+
+    #[test]
+    fn records_survive_reopen_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, rec) = open(dir.path(), WalConfig::default()).unwrap();
+        assert!(rec.records.is_empty());
+        assert_eq!(w.append_group(&[pending(1), pending(3)]).unwrap(), vec![1, 2]);
+        assert_eq!(w.append_group(&[pending(5)]).unwrap(), vec![3]);
+        drop(w);
+        let (w, rec) = open(dir.path(), WalConfig::default()).unwrap();
+        let lsns: Vec<u64> = rec.records.iter().map(|r| r.lsn).collect();
+        assert_eq!(lsns, vec![1, 2, 3]);
+        assert_eq!(rec.records[2].batch, batch(5));
+        assert_eq!(w.next_lsn(), 4);
+        assert!(rec.corrupt_segments.is_empty());
+    }
+
+    #[test]
+    fn torn_tail_is_dropped_and_earlier_records_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, _) = open(dir.path(), WalConfig::default()).unwrap();
+        w.append_group(&[pending(1), pending(2)]).unwrap();
+        let path = w.current.path.clone();
+        drop(w);
+        let len = fs::metadata(&path).unwrap().len();
+        OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 5).unwrap();
+        let (_, rec) = open(dir.path(), WalConfig::default()).unwrap();
+        assert_eq!(rec.records.len(), 1);
+        assert_eq!(rec.corrupt_segments.len(), 1);
+        assert!(rec.corrupt_segments[0].contains("torn"), "{:?}", rec.corrupt_segments);
+    }
+
+    #[test]
+    fn flipped_byte_fails_the_checksum() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, _) = open(dir.path(), WalConfig::default()).unwrap();
+        w.append_group(&[pending(1)]).unwrap();
+        let path = w.current.path.clone();
+        drop(w);
+        let mut bytes = fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        fs::write(&path, bytes).unwrap();
+        let (_, rec) = open(dir.path(), WalConfig::default()).unwrap();
+        assert!(rec.records.is_empty());
+        assert!(rec.corrupt_segments[0].contains("checksum"));
+    }
+
+    #[test]
+    fn rotation_and_truncation_keep_unflushed_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = WalConfig { segment_bytes: 1, ..Default::default() };
+        let (mut w, _) = open(dir.path(), config.clone()).unwrap();
+        for i in 0..4 {
+            w.append_group(&[pending(i)]).unwrap();
+        }
+        // Segments: [1] [2] [3] closed (rotated before each append after the first), [4] open.
+        assert_eq!(w.segment_count(), 4);
+        assert_eq!(w.truncate_through(2).unwrap(), 2);
+        drop(w);
+        let (_, rec) = open(dir.path(), config).unwrap();
+        let lsns: Vec<u64> = rec.records.iter().map(|r| r.lsn).collect();
+        assert_eq!(lsns, vec![3, 4]);
+    }
+}

@@ -1,0 +1,398 @@
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, ListBuilder, MapBuilder, StringBuilder,
+    TimestampNanosecondBuilder, UInt32Builder, UInt64Builder,
+};
+use arrow::record_batch::RecordBatch;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::metrics::v1::{
+    AggregationTemporality, Exemplar, Metric, exemplar, metric::Data, number_data_point,
+};
+use serde_json::json;
+
+use super::{Converted, Rejections, append_attributes, opt_str, to_ns};
+use crate::attrs::{attributes_to_json, service_name};
+use crate::tables::{Table, new_string_map_builder};
+
+/// One row's fields that only some metric types have.
+#[derive(Default)]
+struct Point<'a> {
+    time: u64,
+    start_time: u64,
+    attributes: &'a [KeyValue],
+    temporality: Option<&'static str>,
+    is_monotonic: Option<bool>,
+    value: Option<f64>,
+    count: Option<u64>,
+    sum: Option<f64>,
+    min: Option<f64>,
+    max: Option<f64>,
+    bucket_bounds: Option<&'a [f64]>,
+    bucket_counts: Option<&'a [u64]>,
+    exp: Option<ExpBuckets<'a>>,
+    quantiles: Option<(Vec<f64>, Vec<f64>)>,
+    exemplars: &'a [Exemplar],
+    flags: u32,
+}
+
+struct ExpBuckets<'a> {
+    scale: i32,
+    zero_count: u64,
+    zero_threshold: f64,
+    positive: Option<(i32, &'a [u64])>,
+    negative: Option<(i32, &'a [u64])>,
+}
+
+struct Builders {
+    time: TimestampNanosecondBuilder,
+    start_time: TimestampNanosecondBuilder,
+    metric_name: StringBuilder,
+    metric_type: StringBuilder,
+    unit: StringBuilder,
+    description: StringBuilder,
+    service: StringBuilder,
+    scope_name: StringBuilder,
+    scope_version: StringBuilder,
+    resource_attributes: MapBuilder<StringBuilder, StringBuilder>,
+    attributes: MapBuilder<StringBuilder, StringBuilder>,
+    temporality: StringBuilder,
+    is_monotonic: BooleanBuilder,
+    value: Float64Builder,
+    count: UInt64Builder,
+    sum: Float64Builder,
+    min: Float64Builder,
+    max: Float64Builder,
+    bucket_bounds: ListBuilder<Float64Builder>,
+    bucket_counts: ListBuilder<UInt64Builder>,
+    exp_scale: Int32Builder,
+    exp_zero_count: UInt64Builder,
+    exp_zero_threshold: Float64Builder,
+    exp_positive_offset: Int32Builder,
+    exp_positive_counts: ListBuilder<UInt64Builder>,
+    exp_negative_offset: Int32Builder,
+    exp_negative_counts: ListBuilder<UInt64Builder>,
+    quantiles: ListBuilder<Float64Builder>,
+    quantile_values: ListBuilder<Float64Builder>,
+    exemplars: StringBuilder,
+    flags: UInt32Builder,
+}
+
+fn append_f64_list(b: &mut ListBuilder<Float64Builder>, values: Option<&[f64]>) {
+    match values {
+        Some(v) => {
+            b.values().append_slice(v);
+            b.append(true);
+        }
+        None => b.append(false),
+    }
+}
+
+fn append_u64_list(b: &mut ListBuilder<UInt64Builder>, values: Option<&[u64]>) {
+    match values {
+        Some(v) => {
+            b.values().append_slice(v);
+            b.append(true);
+        }
+        None => b.append(false),
+    }
+}
+
+fn temporality_name(t: i32) -> Option<&'static str> {
+    match AggregationTemporality::try_from(t) {
+        Ok(AggregationTemporality::Delta) => Some("delta"),
+        Ok(AggregationTemporality::Cumulative) => Some("cumulative"),
+        _ => None,
+    }
+}
+
+fn exemplars_json(exemplars: &[Exemplar]) -> Option<String> {
+    if exemplars.is_empty() {
+        return None;
+    }
+    let list: Vec<_> = exemplars
+        .iter()
+        .map(|e| {
+            let value = match e.value {
+                Some(exemplar::Value::AsDouble(d)) => json!(d),
+                Some(exemplar::Value::AsInt(i)) => json!(i),
+                None => serde_json::Value::Null,
+            };
+            let mut o = json!({"time_unix_nano": e.time_unix_nano, "value": value});
+            if !e.trace_id.is_empty() {
+                o["trace_id"] = hex::encode(&e.trace_id).into();
+                o["span_id"] = hex::encode(&e.span_id).into();
+            }
+            if !e.filtered_attributes.is_empty() {
+                o["filtered_attributes"] = serde_json::Value::Object(attributes_to_json(&e.filtered_attributes));
+            }
+            o
+        })
+        .collect();
+    Some(serde_json::Value::Array(list).to_string())
+}
+
+struct Context<'a> {
+    metric: &'a Metric,
+    metric_type: &'static str,
+    service_name: &'a str,
+    scope: Option<&'a InstrumentationScope>,
+    resource: &'a [KeyValue],
+}
+
+impl Builders {
+    fn new(n: usize) -> Builders {
+        Builders {
+            time: TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC"),
+            start_time: TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC"),
+            metric_name: StringBuilder::with_capacity(n, n * 24),
+            metric_type: StringBuilder::with_capacity(n, n * 6),
+            unit: StringBuilder::new(),
+            description: StringBuilder::new(),
+            service: StringBuilder::with_capacity(n, n * 16),
+            scope_name: StringBuilder::new(),
+            scope_version: StringBuilder::new(),
+            resource_attributes: new_string_map_builder(),
+            attributes: new_string_map_builder(),
+            temporality: StringBuilder::new(),
+            is_monotonic: BooleanBuilder::with_capacity(n),
+            value: Float64Builder::with_capacity(n),
+            count: UInt64Builder::with_capacity(n),
+            sum: Float64Builder::with_capacity(n),
+            min: Float64Builder::with_capacity(n),
+            max: Float64Builder::with_capacity(n),
+            bucket_bounds: ListBuilder::new(Float64Builder::new()),
+            bucket_counts: ListBuilder::new(UInt64Builder::new()),
+            exp_scale: Int32Builder::new(),
+            exp_zero_count: UInt64Builder::new(),
+            exp_zero_threshold: Float64Builder::new(),
+            exp_positive_offset: Int32Builder::new(),
+            exp_positive_counts: ListBuilder::new(UInt64Builder::new()),
+            exp_negative_offset: Int32Builder::new(),
+            exp_negative_counts: ListBuilder::new(UInt64Builder::new()),
+            quantiles: ListBuilder::new(Float64Builder::new()),
+            quantile_values: ListBuilder::new(Float64Builder::new()),
+            exemplars: StringBuilder::new(),
+            flags: UInt32Builder::with_capacity(n),
+        }
+    }
+
+    fn append(&mut self, cx: &Context<'_>, p: Point<'_>, rejections: &mut Rejections) {
+        let Some(time) = to_ns(p.time) else {
+            rejections.reject(|| format!("metric {:?}: time_unix_nano is past the year 2262", cx.metric.name));
+            return;
+        };
+        self.time.append_value(time);
+        self.start_time.append_option(if p.start_time == 0 { None } else { to_ns(p.start_time) });
+        self.metric_name.append_value(&cx.metric.name);
+        self.metric_type.append_value(cx.metric_type);
+        self.unit.append_option(opt_str(&cx.metric.unit));
+        self.description.append_option(opt_str(&cx.metric.description));
+        self.service.append_value(cx.service_name);
+        self.scope_name.append_option(cx.scope.and_then(|s| opt_str(&s.name)));
+        self.scope_version.append_option(cx.scope.and_then(|s| opt_str(&s.version)));
+        append_attributes(&mut self.resource_attributes, cx.resource);
+        append_attributes(&mut self.attributes, p.attributes);
+        self.temporality.append_option(p.temporality);
+        self.is_monotonic.append_option(p.is_monotonic);
+        self.value.append_option(p.value);
+        self.count.append_option(p.count);
+        self.sum.append_option(p.sum);
+        self.min.append_option(p.min);
+        self.max.append_option(p.max);
+        append_f64_list(&mut self.bucket_bounds, p.bucket_bounds);
+        append_u64_list(&mut self.bucket_counts, p.bucket_counts);
+        match &p.exp {
+            Some(e) => {
+                self.exp_scale.append_value(e.scale);
+                self.exp_zero_count.append_value(e.zero_count);
+                self.exp_zero_threshold.append_value(e.zero_threshold);
+                self.exp_positive_offset.append_option(e.positive.map(|b| b.0));
+                append_u64_list(&mut self.exp_positive_counts, e.positive.map(|b| b.1));
+                self.exp_negative_offset.append_option(e.negative.map(|b| b.0));
+                append_u64_list(&mut self.exp_negative_counts, e.negative.map(|b| b.1));
+            }
+            None => {
+                self.exp_scale.append_null();
+                self.exp_zero_count.append_null();
+                self.exp_zero_threshold.append_null();
+                self.exp_positive_offset.append_null();
+                self.exp_positive_counts.append(false);
+                self.exp_negative_offset.append_null();
+                self.exp_negative_counts.append(false);
+            }
+        }
+        append_f64_list(&mut self.quantiles, p.quantiles.as_ref().map(|q| q.0.as_slice()));
+        append_f64_list(&mut self.quantile_values, p.quantiles.as_ref().map(|q| q.1.as_slice()));
+        self.exemplars.append_option(exemplars_json(p.exemplars));
+        self.flags.append_value(p.flags);
+    }
+
+    fn finish(mut self) -> RecordBatch {
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.time.finish()),
+            Arc::new(self.start_time.finish()),
+            Arc::new(self.metric_name.finish()),
+            Arc::new(self.metric_type.finish()),
+            Arc::new(self.unit.finish()),
+            Arc::new(self.description.finish()),
+            Arc::new(self.service.finish()),
+            Arc::new(self.scope_name.finish()),
+            Arc::new(self.scope_version.finish()),
+            Arc::new(self.resource_attributes.finish()),
+            Arc::new(self.attributes.finish()),
+            Arc::new(self.temporality.finish()),
+            Arc::new(self.is_monotonic.finish()),
+            Arc::new(self.value.finish()),
+            Arc::new(self.count.finish()),
+            Arc::new(self.sum.finish()),
+            Arc::new(self.min.finish()),
+            Arc::new(self.max.finish()),
+            Arc::new(self.bucket_bounds.finish()),
+            Arc::new(self.bucket_counts.finish()),
+            Arc::new(self.exp_scale.finish()),
+            Arc::new(self.exp_zero_count.finish()),
+            Arc::new(self.exp_zero_threshold.finish()),
+            Arc::new(self.exp_positive_offset.finish()),
+            Arc::new(self.exp_positive_counts.finish()),
+            Arc::new(self.exp_negative_offset.finish()),
+            Arc::new(self.exp_negative_counts.finish()),
+            Arc::new(self.quantiles.finish()),
+            Arc::new(self.quantile_values.finish()),
+            Arc::new(self.exemplars.finish()),
+            Arc::new(self.flags.finish()),
+        ];
+        RecordBatch::try_new(Table::Metrics.schema(), columns)
+            .expect("metric columns are built in schema order with schema types")
+    }
+}
+
+/// Converts an OTLP metrics export request into rows of `metrics`, one per data point.
+pub fn metrics_to_batch(request: &ExportMetricsServiceRequest) -> Converted {
+    let mut rejections = Rejections::default();
+    let mut b = Builders::new(64);
+    for rm in &request.resource_metrics {
+        let resource = rm.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or(&[]);
+        let service_name = service_name(resource);
+        for sm in &rm.scope_metrics {
+            for metric in &sm.metrics {
+                let Some(data) = &metric.data else {
+                    rejections.reject(|| format!("metric {:?} has no data (gauge, sum, histogram, …)", metric.name));
+                    continue;
+                };
+                let metric_type = match data {
+                    Data::Gauge(_) => "gauge",
+                    Data::Sum(_) => "sum",
+                    Data::Histogram(_) => "histogram",
+                    Data::ExponentialHistogram(_) => "exponential_histogram",
+                    Data::Summary(_) => "summary",
+                };
+                let cx = Context { metric, metric_type, service_name: &service_name, scope: sm.scope.as_ref(), resource };
+                match data {
+                    Data::Gauge(g) => {
+                        for dp in &g.data_points {
+                            let p = Point {
+                                time: dp.time_unix_nano,
+                                start_time: dp.start_time_unix_nano,
+                                attributes: &dp.attributes,
+                                value: number_value(dp.value),
+                                exemplars: &dp.exemplars,
+                                flags: dp.flags,
+                                ..Default::default()
+                            };
+                            b.append(&cx, p, &mut rejections);
+                        }
+                    }
+                    Data::Sum(s) => {
+                        for dp in &s.data_points {
+                            let p = Point {
+                                time: dp.time_unix_nano,
+                                start_time: dp.start_time_unix_nano,
+                                attributes: &dp.attributes,
+                                temporality: temporality_name(s.aggregation_temporality),
+                                is_monotonic: Some(s.is_monotonic),
+                                value: number_value(dp.value),
+                                exemplars: &dp.exemplars,
+                                flags: dp.flags,
+                                ..Default::default()
+                            };
+                            b.append(&cx, p, &mut rejections);
+                        }
+                    }
+                    Data::Histogram(h) => {
+                        for dp in &h.data_points {
+                            let p = Point {
+                                time: dp.time_unix_nano,
+                                start_time: dp.start_time_unix_nano,
+                                attributes: &dp.attributes,
+                                temporality: temporality_name(h.aggregation_temporality),
+                                count: Some(dp.count),
+                                sum: dp.sum,
+                                min: dp.min,
+                                max: dp.max,
+                                bucket_bounds: Some(&dp.explicit_bounds),
+                                bucket_counts: Some(&dp.bucket_counts),
+                                exemplars: &dp.exemplars,
+                                flags: dp.flags,
+                                ..Default::default()
+                            };
+                            b.append(&cx, p, &mut rejections);
+                        }
+                    }
+                    Data::ExponentialHistogram(h) => {
+                        for dp in &h.data_points {
+                            let p = Point {
+                                time: dp.time_unix_nano,
+                                start_time: dp.start_time_unix_nano,
+                                attributes: &dp.attributes,
+                                temporality: temporality_name(h.aggregation_temporality),
+                                count: Some(dp.count),
+                                sum: dp.sum,
+                                min: dp.min,
+                                max: dp.max,
+                                exp: Some(ExpBuckets {
+                                    scale: dp.scale,
+                                    zero_count: dp.zero_count,
+                                    zero_threshold: dp.zero_threshold,
+                                    positive: dp.positive.as_ref().map(|b| (b.offset, b.bucket_counts.as_slice())),
+                                    negative: dp.negative.as_ref().map(|b| (b.offset, b.bucket_counts.as_slice())),
+                                }),
+                                exemplars: &dp.exemplars,
+                                flags: dp.flags,
+                                ..Default::default()
+                            };
+                            b.append(&cx, p, &mut rejections);
+                        }
+                    }
+                    Data::Summary(s) => {
+                        for dp in &s.data_points {
+                            let p = Point {
+                                time: dp.time_unix_nano,
+                                start_time: dp.start_time_unix_nano,
+                                attributes: &dp.attributes,
+                                count: Some(dp.count),
+                                sum: Some(dp.sum),
+                                quantiles: Some((
+                                    dp.quantile_values.iter().map(|q| q.quantile).collect(),
+                                    dp.quantile_values.iter().map(|q| q.value).collect(),
+                                )),
+                                flags: dp.flags,
+                                ..Default::default()
+                            };
+                            b.append(&cx, p, &mut rejections);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Converted { batch: b.finish(), rejected: rejections.count, first_error: rejections.first, unpriced: 0 }
+}
+
+fn number_value(v: Option<number_data_point::Value>) -> Option<f64> {
+    match v? {
+        number_data_point::Value::AsDouble(d) => Some(d),
+        number_data_point::Value::AsInt(i) => Some(i as f64),
+    }
+}

@@ -1,0 +1,136 @@
+//! Every command and flag, defined once.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// vigil: an observability pipeline for LLM applications and the GPUs they run on.
+#[derive(Parser)]
+#[command(name = "vigil", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the collector: OTLP in (gRPC :4317, HTTP :4318), SQL out (:9470).
+    Serve(ServeArgs),
+    /// Run one SQL query against a running collector and print the result.
+    Query(QueryArgs),
+    /// Send synthetic OpenLLMetry-shaped traffic to a collector at a target rate.
+    Loadgen(LoadgenArgs),
+}
+
+/// Log output format.
+#[derive(Clone, Copy, ValueEnum, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// TOML config file (see vigil.example.toml). Values in it are overridden by VIGIL_*
+    /// variables (nested keys joined by "__", e.g. VIGIL_STORAGE__DATA_DIR), then by flags.
+    #[arg(long, short, env = "VIGIL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory (WAL and Parquet files) [default: ./vigil-data].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// OTLP/gRPC listen address [default: 127.0.0.1:4317].
+    #[arg(long)]
+    pub otlp_grpc_addr: Option<SocketAddr>,
+    /// OTLP/HTTP listen address [default: 127.0.0.1:4318].
+    #[arg(long)]
+    pub otlp_http_addr: Option<SocketAddr>,
+    /// Query listen address: SQL over HTTP, /healthz, /readyz, /metrics [default: 127.0.0.1:9470].
+    #[arg(long)]
+    pub query_addr: Option<SocketAddr>,
+    /// Memory limit for buffered data, in bytes; past it, receivers push back [default: 1 GiB].
+    #[arg(long)]
+    pub memory_limit_bytes: Option<u64>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t, env = "VIGIL_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+/// How query results are printed.
+#[derive(Clone, Copy, ValueEnum, Default)]
+pub enum OutputFormat {
+    #[default]
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Args)]
+pub struct QueryArgs {
+    /// The SQL to run (read-only: SELECT, EXPLAIN, SHOW, DESCRIBE).
+    pub sql: String,
+    /// The collector's query address.
+    #[arg(long, env = "VIGIL_QUERY_URL", default_value = "http://127.0.0.1:9470")]
+    pub url: String,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t)]
+    pub format: OutputFormat,
+}
+
+/// OTLP transport for loadgen.
+#[derive(Clone, Copy, ValueEnum, Default, PartialEq, Eq, Debug)]
+pub enum Protocol {
+    #[default]
+    Grpc,
+    Http,
+}
+
+#[derive(Args, Clone)]
+pub struct LoadgenArgs {
+    /// Collector endpoint [default: http://127.0.0.1:4317 for grpc, http://127.0.0.1:4318 for http].
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// OTLP transport.
+    #[arg(long, value_enum, default_value_t)]
+    pub protocol: Protocol,
+    /// Target spans per second; 0 sends as fast as the collector takes them.
+    #[arg(long, default_value_t = 1000)]
+    pub rate: u64,
+    /// Stop after this many seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Stop after this many spans (whichever comes first).
+    #[arg(long)]
+    pub spans: Option<u64>,
+    /// Spans per export request.
+    #[arg(long, default_value_t = 512)]
+    pub batch: usize,
+    /// Export requests in flight at once.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Also send GenAI client metrics (token usage and duration histograms) with every batch.
+    #[arg(long)]
+    pub metrics: bool,
+    /// Also send one log record per LLM call.
+    #[arg(long)]
+    pub logs: bool,
+    /// Random seed, for repeatable traffic.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Run id, stored on every span as `loadgen.run` [default: random].
+    #[arg(long)]
+    pub run_id: Option<String>,
+    /// Append "<batch> <spans>" for every acknowledged request to this file (for durability tests).
+    #[arg(long)]
+    pub ack_log: Option<PathBuf>,
+    /// Keep message content (prompts and completions) on the spans.
+    #[arg(long)]
+    pub content: bool,
+    /// Do not draw a progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}

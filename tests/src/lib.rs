@@ -1,0 +1,241 @@
+//! vigil-tests: end-to-end tests that start real `vigil` processes on loopback ports they choose
+//! and talk to them with real clients. Depends on the built `vigil` binary (`cargo build` first,
+//! as `scripts/test.sh` does); it must never send traffic beyond 127.0.0.1.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+/// The `vigil` binary: `$VIGIL_BIN`, or the one built next to this test executable.
+pub fn vigil_bin() -> PathBuf {
+    if let Ok(path) = std::env::var("VIGIL_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>/vigil
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile> directory");
+    let bin = profile_dir.join(format!("vigil{}", std::env::consts::EXE_SUFFIX));
+    assert!(bin.exists(), "{} does not exist: run `cargo build --workspace --bins` (scripts/test.sh does) before the end-to-end tests", bin.display());
+    bin
+}
+
+/// The Python interpreter with the OpenTelemetry SDK: `$VIGIL_PYTHON`, else `.venv/bin/python`.
+pub fn python() -> PathBuf {
+    if let Ok(path) = std::env::var("VIGIL_PYTHON") {
+        return PathBuf::from(path);
+    }
+    let venv = repo_root().join(".venv/bin/python");
+    assert!(venv.exists(), "no Python with the OpenTelemetry SDK: run scripts/test.sh, which creates .venv");
+    venv
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+}
+
+/// A `vigil serve` process on ephemeral loopback ports.
+pub struct Collector {
+    child: Option<Child>,
+    pub data_dir: PathBuf,
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub query: SocketAddr,
+    pub log_path: PathBuf,
+    extra_args: Vec<String>,
+}
+
+impl Collector {
+    /// Starts a collector on `data_dir` with extra `vigil serve` flags.
+    pub fn start(data_dir: &Path, extra_args: &[&str]) -> anyhow::Result<Collector> {
+        let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
+        Self::start_with(data_dir, extra_args, &[])
+    }
+
+    /// Starts a collector with extra flags and environment variables.
+    pub fn start_with(data_dir: &Path, extra_args: Vec<String>, env: &[(&str, &str)]) -> anyhow::Result<Collector> {
+        std::fs::create_dir_all(data_dir)?;
+        let log_path = data_dir.with_extension("log");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+        let mut command = Command::new(vigil_bin());
+        command
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--otlp-grpc-addr", "127.0.0.1:0", "--otlp-http-addr", "127.0.0.1:0", "--query-addr", "127.0.0.1:0"])
+            .args(&extra_args)
+            .env_remove("VIGIL_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().context("could not start vigil serve")?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("vigil: listening") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                bail!("vigil serve did not report its ports within 60 s; its log:\n{log}");
+            }
+        };
+        let addr = |key: &str| -> anyhow::Result<SocketAddr> {
+            let token = line
+                .split_whitespace()
+                .find_map(|t| t.strip_prefix(&format!("{key}=")))
+                .with_context(|| format!("no {key}= in {line:?}"))?;
+            Ok(token.parse()?)
+        };
+        Ok(Collector {
+            grpc: addr("otlp_grpc")?,
+            http: addr("otlp_http")?,
+            query: addr("query")?,
+            child: Some(child),
+            data_dir: data_dir.to_path_buf(),
+            log_path,
+            extra_args,
+        })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    pub fn query_url(&self) -> String {
+        format!("http://{}", self.query)
+    }
+
+    /// SIGKILL: no flush, no goodbye.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit (buffers flushed).
+    pub fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status()?;
+            anyhow::ensure!(status.success(), "kill -TERM failed");
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                if let Some(status) = child.try_wait()? {
+                    anyhow::ensure!(status.success(), "vigil serve exited with {status}; log:\n{}", self.log());
+                    return Ok(());
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    bail!("vigil serve did not stop within 60 s of SIGTERM");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a new collector on the same data directory and flags (after `kill` or `stop`).
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        let fresh = Collector::start_with(&self.data_dir, self.extra_args.clone(), &[])?;
+        *self = fresh;
+        Ok(())
+    }
+
+    /// The collector's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Runs SQL through `POST /api/v1/sql` and returns the rows as JSON objects.
+    pub async fn sql(&self, sql: &str) -> anyhow::Result<Vec<Value>> {
+        let (status, body) = self.sql_raw(sql).await?;
+        if status != 200 {
+            bail!("query {sql:?} failed with {status}: {body}");
+        }
+        Ok(body.get("rows").and_then(|r| r.as_array()).cloned().unwrap_or_default())
+    }
+
+    /// Runs SQL and returns the HTTP status with the JSON body, whatever the status.
+    pub async fn sql_raw(&self, sql: &str) -> anyhow::Result<(u16, Value)> {
+        let response = reqwest::Client::new()
+            .post(format!("{}/api/v1/sql", self.query_url()))
+            .json(&serde_json::json!({ "sql": sql }))
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        let body: Value = response.json().await?;
+        Ok((status, body))
+    }
+
+    /// Waits until the query port answers `/readyz`.
+    pub async fn wait_ready(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = reqwest::get(format!("{}/readyz", self.query_url())).await {
+                if r.status().is_success() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("collector not ready after 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Resident set size in bytes, from /proc.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        rss_bytes(self.pid())
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Resident set size of a process, from /proc/<pid>/status.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// A single value from a one-row result: `rows[0][column]`.
+pub fn one<'a>(rows: &'a [Value], column: &str) -> &'a Value {
+    rows.first().and_then(|r| r.get(column)).unwrap_or(&Value::Null)
+}
+
+/// Runs `vigil` with arguments and returns (status, stdout, stderr).
+pub fn run_vigil(args: &[&str]) -> anyhow::Result<(std::process::ExitStatus, String, String)> {
+    let output = Command::new(vigil_bin()).args(args).stdin(Stdio::null()).output()?;
+    Ok((output.status, String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned()))
+}
