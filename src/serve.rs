@@ -20,7 +20,10 @@ pub fn load_config(args: &ServeArgs) -> anyhow::Result<CollectorConfig> {
     figment = figment.merge(
         Env::prefixed("VIGIL_")
             .split("__")
-            .filter(|key| CONFIG_SECTIONS.iter().any(|s| key.as_str() == *s || key.as_str().starts_with(&format!("{s}.")))),
+            .filter(|key| {
+                let key = key.as_str().to_ascii_lowercase();
+                CONFIG_SECTIONS.iter().any(|s| key == *s || key.starts_with(&format!("{s}.")))
+            }),
     );
     if let Some(dir) = &args.data_dir {
         figment = figment.merge(Serialized::default("storage.data_dir", dir));

@@ -88,6 +88,9 @@ impl LogsService for OtlpGrpc {
     }
 }
 
+/// Requests handled at once per connection; further requests wait, undecoded.
+const MAX_IN_FLIGHT: usize = 32;
+
 /// Serves the three OTLP services on an already-bound listener until `shutdown` resolves.
 pub async fn serve(
     ingest: Arc<Ingest>,
@@ -109,6 +112,8 @@ pub async fn serve(
         .accept_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Zstd);
     tonic::transport::Server::builder()
+        // Bounds the requests decoded at once per connection, whatever the client's concurrency.
+        .concurrency_limit_per_connection(MAX_IN_FLIGHT)
         .add_service(traces)
         .add_service(metrics)
         .add_service(logs)

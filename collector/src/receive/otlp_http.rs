@@ -253,5 +253,7 @@ pub fn router(ingest: Arc<Ingest>) -> Router {
         .route("/v1/logs", post(logs))
         // The handlers enforce the limit themselves, to answer with an OTLP status body.
         .layer(DefaultBodyLimit::disable())
+        // Bounds the bodies read at once; further requests wait, unread.
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(64))
         .with_state(ingest)
 }

@@ -315,6 +315,17 @@ impl Store {
 
     async fn append_reserved(&self, table: Table, batch: RecordBatch, bytes: u64) -> Result<(), StoreError> {
         let payload = encode_batch(&batch)?;
+        // The encoded copy lives until the WAL writer has written it; it counts against the limit too.
+        let payload_bytes = payload.len() as u64;
+        if let Err(e) = self.memory.try_reserve(payload_bytes) {
+            return Err(e);
+        }
+        let result = self.send_to_wal(table, payload, batch, bytes).await;
+        self.memory.release(payload_bytes);
+        result
+    }
+
+    async fn send_to_wal(&self, table: Table, payload: Vec<u8>, batch: RecordBatch, bytes: u64) -> Result<(), StoreError> {
         let (done, wait) = oneshot::channel();
         self.wal_tx
             .send(WalCommand::Append { table, payload, batch, bytes, done })

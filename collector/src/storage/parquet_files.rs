@@ -1,5 +1,6 @@
 //! Parquet files: one per table, hour and flush, under `tables/{table}/date=YYYY-MM-DD/hour=HH/{lsn}.parquet`.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -51,7 +52,19 @@ fn hour_dir(dir: &Path, hour_start_ns: i64) -> PathBuf {
     dir.join(format!("date={}", t.format("%Y-%m-%d"))).join(format!("hour={:02}", t.hour()))
 }
 
-/// Writes one flush: rows grouped by hour, sorted for compression, one file per hour.
+/// Rows sorted together; flushes go through in chunks of this many rows so that a flush needs
+/// a bounded amount of memory beyond the buffers it writes out.
+const CHUNK_ROWS: usize = 128 * 1024;
+
+/// One open output file of a flush.
+struct HourWriter {
+    writer: ArrowWriter<fs::File>,
+    tmp: PathBuf,
+    path: PathBuf,
+    dir: PathBuf,
+}
+
+/// Writes one flush: rows grouped by hour (one file per hour), sorted within chunks for compression.
 pub fn write_flush(
     dir: &Path,
     table: Table,
@@ -60,11 +73,71 @@ pub fn write_flush(
     config: &StorageConfig,
 ) -> Result<Vec<ParquetFile>, StoreError> {
     let schema = table.schema();
-    let all = concat_batches(&schema, batches)?;
-    if all.num_rows() == 0 {
-        return Ok(Vec::new());
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(config.zstd_level).unwrap_or_default()))
+        .set_max_row_group_row_count(Some(config.row_group_rows.max(1024)))
+        .build();
+    let mut writers: BTreeMap<i64, HourWriter> = BTreeMap::new();
+    let mut chunk_start = 0;
+    while chunk_start < batches.len() {
+        let mut chunk_end = chunk_start;
+        let mut rows = 0;
+        while chunk_end < batches.len() && (rows == 0 || rows + batches[chunk_end].num_rows() <= CHUNK_ROWS) {
+            rows += batches[chunk_end].num_rows();
+            chunk_end += 1;
+        }
+        let chunk = concat_batches(&schema, &batches[chunk_start..chunk_end])?;
+        chunk_start = chunk_end;
+        if chunk.num_rows() == 0 {
+            continue;
+        }
+        let (sorted, hours) = sort_by_hour(dir, table, &chunk)?;
+        drop(chunk);
+        let mut start = 0;
+        while start < sorted.num_rows() {
+            let hour = hours.value(start);
+            let mut end = start + 1;
+            while end < sorted.num_rows() && hours.value(end) == hour {
+                end += 1;
+            }
+            let out = match writers.entry(hour) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    let target_dir = hour_dir(dir, hour);
+                    fs::create_dir_all(&target_dir).map_err(io_err(&target_dir))?;
+                    let path = target_dir.join(format!("{lsn:020}.parquet"));
+                    let tmp = target_dir.join(format!("{lsn:020}.parquet.tmp"));
+                    let file = fs::File::create(&tmp).map_err(io_err(&tmp))?;
+                    let writer = ArrowWriter::try_new(file, schema.clone(), Some(props.clone()))
+                        .map_err(|e| StoreError::Parquet { path: tmp.clone(), message: e.to_string() })?;
+                    e.insert(HourWriter { writer, tmp, path, dir: target_dir })
+                }
+            };
+            out.writer
+                .write(&sorted.slice(start, end - start))
+                .map_err(|e| StoreError::Parquet { path: out.tmp.clone(), message: e.to_string() })?;
+            start = end;
+        }
     }
-    let time = all
+
+    let mut files = Vec::with_capacity(writers.len());
+    for (hour, out) in writers {
+        let file = out
+            .writer
+            .into_inner()
+            .map_err(|e| StoreError::Parquet { path: out.tmp.clone(), message: e.to_string() })?;
+        file.sync_all().map_err(io_err(&out.tmp))?;
+        let size = file.metadata().map_err(io_err(&out.tmp))?.len();
+        fs::rename(&out.tmp, &out.path).map_err(io_err(&out.path))?;
+        fs::File::open(&out.dir).and_then(|d| d.sync_all()).map_err(io_err(&out.dir))?;
+        files.push(ParquetFile { path: out.path, size, hour_start_ns: hour, lsn });
+    }
+    Ok(files)
+}
+
+/// Sorts a chunk by (hour, the table's sort keys) and returns it with each row's hour.
+fn sort_by_hour(dir: &Path, table: Table, chunk: &RecordBatch) -> Result<(RecordBatch, Int64Array), StoreError> {
+    let time = chunk
         .column_by_name(col::TIME)
         .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
         .ok_or_else(|| StoreError::Parquet { path: dir.to_path_buf(), message: "batch has no time column".into() })?;
@@ -72,46 +145,15 @@ pub fn write_flush(
     let hours: ArrayRef = Arc::new(hours);
     let mut sort_columns = vec![SortColumn { values: hours.clone(), options: None }];
     for key in sort_keys(table) {
-        if let Some(column) = all.column_by_name(key) {
+        if let Some(column) = chunk.column_by_name(key) {
             sort_columns.push(SortColumn { values: column.clone(), options: None });
         }
     }
     let indices = lexsort_to_indices(&sort_columns, None)?;
-    let sorted = take_record_batch(&all, &indices)?;
+    let sorted = take_record_batch(chunk, &indices)?;
     let sorted_hours = arrow::compute::take(hours.as_ref(), &indices, None)?;
-    let sorted_hours = sorted_hours.as_any().downcast_ref::<Int64Array>().expect("hours are Int64");
-
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(config.zstd_level).unwrap_or_default()))
-        .set_max_row_group_row_count(Some(config.row_group_rows.max(1024)))
-        .build();
-
-    let mut files = Vec::new();
-    let mut start = 0;
-    while start < sorted.num_rows() {
-        let hour = sorted_hours.value(start);
-        let mut end = start + 1;
-        while end < sorted.num_rows() && sorted_hours.value(end) == hour {
-            end += 1;
-        }
-        let slice = sorted.slice(start, end - start);
-        let target_dir = hour_dir(dir, hour);
-        fs::create_dir_all(&target_dir).map_err(io_err(&target_dir))?;
-        let path = target_dir.join(format!("{lsn:020}.parquet"));
-        let tmp = target_dir.join(format!("{lsn:020}.parquet.tmp"));
-        let file = fs::File::create(&tmp).map_err(io_err(&tmp))?;
-        let parquet_err = |e: parquet::errors::ParquetError| StoreError::Parquet { path: tmp.clone(), message: e.to_string() };
-        let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(props.clone())).map_err(parquet_err)?;
-        writer.write(&slice).map_err(parquet_err)?;
-        let file = writer.into_inner().map_err(parquet_err)?;
-        file.sync_all().map_err(io_err(&tmp))?;
-        let size = file.metadata().map_err(io_err(&tmp))?.len();
-        fs::rename(&tmp, &path).map_err(io_err(&path))?;
-        fs::File::open(&target_dir).and_then(|d| d.sync_all()).map_err(io_err(&target_dir))?;
-        files.push(ParquetFile { path, size, hour_start_ns: hour, lsn });
-        start = end;
-    }
-    Ok(files)
+    let sorted_hours = sorted_hours.as_any().downcast_ref::<Int64Array>().expect("hours are Int64").clone();
+    Ok((sorted, sorted_hours))
 }
 
 fn parse_hour(date_dir: &str, hour_dir: &str) -> Option<i64> {

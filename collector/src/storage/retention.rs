@@ -71,7 +71,7 @@ mod tests {
     fn age_then_size() {
         let now = 100 * HOUR_NS;
         let tables = vec![vec![file("a", 10, 5), file("b", 98, 5), file("c", 99, 5)], vec![file("d", 97, 5)]];
-        let config = RetentionConfig { max_age_hours: 24, max_bytes: 10, check_interval_secs: 1 };
+        let config = RetentionConfig { max_age_hours: 24, max_bytes: 9, check_interval_secs: 1 };
         let victims = select_victims(&tables, now, &config);
         assert_eq!(victims[0], vec![PathBuf::from("a"), PathBuf::from("b")]);
         assert_eq!(victims[1], vec![PathBuf::from("d")]);
