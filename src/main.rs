@@ -8,11 +8,6 @@ mod serve;
 
 use clap::Parser;
 
-// mimalloc hands freed memory back to the OS promptly, which keeps RSS close to what the
-// collector's memory limit accounts for, and it is faster than the system allocator for Arrow.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

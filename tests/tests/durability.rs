@@ -110,8 +110,9 @@ fn walk_parquet(dir: &Path) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overload_pushes_back_keeps_memory_bounded_and_stores_everything_acknowledged() {
     const LIMIT: u64 = 64 << 20;
-    // RSS also holds the runtime, DataFusion and allocator slack: the margin we state and test.
-    const MARGIN: u64 = 160 << 20;
+    // The stated margin: the process baseline (runtime, DataFusion, code: about 45 MiB) plus
+    // allocator slack. Buffers, requests in flight and flushes live within the limit itself.
+    const MARGIN: u64 = 128 << 20;
     let dir = tempfile::tempdir().unwrap();
     let ack_log = dir.path().join("acks.log");
     let c = Collector::start_with(

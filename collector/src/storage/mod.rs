@@ -33,7 +33,9 @@ pub use retention::RetentionConfig;
 pub struct StorageConfig {
     /// The data directory: `wal/` and `tables/` live under it.
     pub data_dir: PathBuf,
-    /// Memory for buffered (not yet flushed) data and requests in flight. Past it, receivers push back.
+    /// Memory the collector may use for data: half for buffered (not yet flushed) rows, half for
+    /// requests being decoded and flushes in progress. When the buffers' half is full, receivers
+    /// push back. The process also needs a baseline of about 50 MiB beyond this.
     pub memory_limit_bytes: u64,
     /// A table's buffer is flushed once it holds this many rows…
     pub flush_rows: usize,
@@ -242,7 +244,9 @@ impl Store {
     /// writer. Must be called inside a Tokio runtime.
     pub fn open(config: StorageConfig, telemetry: Arc<Telemetry>) -> Result<Arc<Store>, StoreError> {
         let tables_dir = config.data_dir.join("tables");
-        let memory = Arc::new(MemoryBudget::new(config.memory_limit_bytes));
+        // Half of the limit is for buffered rows; the other half is headroom for requests being
+        // decoded (before they can be counted) and for flushes in progress.
+        let memory = Arc::new(MemoryBudget::new(config.memory_limit_bytes / 2));
         let mut tables = BTreeMap::new();
         for table in Table::ALL {
             let dir = tables_dir.join(table.name());
@@ -507,7 +511,7 @@ fn wal_writer_loop(
     tables: BTreeMap<Table, Arc<TableState>>,
     telemetry: Arc<Telemetry>,
 ) {
-    const MAX_GROUP_BYTES: usize = 32 << 20;
+    const MAX_GROUP_BYTES: usize = 8 << 20;
     let mut pending = Vec::new();
     let mut waiters = Vec::new();
     while let Some(first) = rx.blocking_recv() {

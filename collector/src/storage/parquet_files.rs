@@ -52,9 +52,12 @@ fn hour_dir(dir: &Path, hour_start_ns: i64) -> PathBuf {
     dir.join(format!("date={}", t.format("%Y-%m-%d"))).join(format!("hour={:02}", t.hour()))
 }
 
-/// Rows sorted together; flushes go through in chunks of this many rows so that a flush needs
-/// a bounded amount of memory beyond the buffers it writes out.
-const CHUNK_ROWS: usize = 128 * 1024;
+/// The working memory of a flush beyond the buffers it writes out: rows are sorted in chunks of
+/// about this many bytes, and a row group is closed once its encoded pages reach it. An eighth
+/// of the memory limit, so that flushing under pressure cannot take the process far past it.
+fn chunk_bytes(config: &StorageConfig) -> usize {
+    ((config.memory_limit_bytes / 8) as usize).clamp(1 << 20, 64 << 20)
+}
 
 /// One open output file of a flush.
 struct HourWriter {
@@ -77,13 +80,14 @@ pub fn write_flush(
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(config.zstd_level).unwrap_or_default()))
         .set_max_row_group_row_count(Some(config.row_group_rows.max(1024)))
         .build();
+    let budget = chunk_bytes(config);
     let mut writers: BTreeMap<i64, HourWriter> = BTreeMap::new();
     let mut chunk_start = 0;
     while chunk_start < batches.len() {
         let mut chunk_end = chunk_start;
-        let mut rows = 0;
-        while chunk_end < batches.len() && (rows == 0 || rows + batches[chunk_end].num_rows() <= CHUNK_ROWS) {
-            rows += batches[chunk_end].num_rows();
+        let mut bytes = 0;
+        while chunk_end < batches.len() && (bytes == 0 || bytes + batches[chunk_end].get_array_memory_size() <= budget) {
+            bytes += batches[chunk_end].get_array_memory_size();
             chunk_end += 1;
         }
         let chunk = concat_batches(&schema, &batches[chunk_start..chunk_end])?;
@@ -113,9 +117,11 @@ pub fn write_flush(
                     e.insert(HourWriter { writer, tmp, path, dir: target_dir })
                 }
             };
-            out.writer
-                .write(&sorted.slice(start, end - start))
-                .map_err(|e| StoreError::Parquet { path: out.tmp.clone(), message: e.to_string() })?;
+            let parquet_err = |e: parquet::errors::ParquetError| StoreError::Parquet { path: out.tmp.clone(), message: e.to_string() };
+            out.writer.write(&sorted.slice(start, end - start)).map_err(parquet_err)?;
+            if out.writer.in_progress_size() >= budget {
+                out.writer.flush().map_err(parquet_err)?;
+            }
             start = end;
         }
     }

@@ -9,7 +9,7 @@ use arrow::record_batch::RecordBatch;
 
 /// Encodes a batch (with its schema) as an IPC stream.
 pub fn encode_batch(batch: &RecordBatch) -> Result<Vec<u8>, ArrowError> {
-    let mut out = Vec::with_capacity(batch.get_array_memory_size() + 1024);
+    let mut out = Vec::new();
     let mut writer = StreamWriter::try_new(&mut out, batch.schema_ref())?;
     writer.write(batch)?;
     writer.finish()?;
