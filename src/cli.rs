@@ -79,6 +79,10 @@ pub struct QueryArgs {
     /// Output format.
     #[arg(long, short, value_enum, default_value_t)]
     pub format: OutputFormat,
+    /// Benchmark: run the query this many times (after one warm-up) and print latency
+    /// percentiles as measured by the client, instead of the result.
+    #[arg(long, value_name = "RUNS")]
+    pub bench: Option<usize>,
 }
 
 /// OTLP transport for loadgen.

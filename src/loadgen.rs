@@ -13,12 +13,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
+use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, InstrumentationScope, KeyValue, any_value::Value};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::metrics::v1::{
@@ -405,13 +402,46 @@ enum Outcome {
     Failed(String),
 }
 
+/// A gRPC codec that sends bytes already encoded as protobuf, so that a request is encoded once
+/// and a retry costs no re-encoding.
+#[derive(Clone)]
+struct PreEncoded<U>(std::marker::PhantomData<U>);
+
+struct RawEncoder;
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: bytes::Bytes, buf: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        buf.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl<U: Message + Default + Send + 'static> tonic::codec::Codec for PreEncoded<U> {
+    type Encode = bytes::Bytes;
+    type Decode = U;
+    type Encoder = RawEncoder;
+    type Decoder = tonic_prost::ProstDecoder<U>;
+
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstCodec::<U, U>::raw_decoder(tonic::codec::BufferSettings::default())
+    }
+}
+
+const TRACE_EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+const METRICS_EXPORT: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+const LOGS_EXPORT: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+
 #[derive(Clone)]
 enum Transport {
-    Grpc {
-        traces: TraceServiceClient<tonic::transport::Channel>,
-        metrics: MetricsServiceClient<tonic::transport::Channel>,
-        logs: LogsServiceClient<tonic::transport::Channel>,
-    },
+    Grpc(tonic::client::Grpc<tonic::transport::Channel>),
     Http {
         client: reqwest::Client,
         base: String,
@@ -439,12 +469,7 @@ impl Transport {
                     .connect()
                     .await
                     .with_context(|| format!("could not connect to {endpoint}; is `vigil serve` running?"))?;
-                let limit = 64 << 20;
-                Ok(Transport::Grpc {
-                    traces: TraceServiceClient::new(channel.clone()).max_encoding_message_size(limit),
-                    metrics: MetricsServiceClient::new(channel.clone()).max_encoding_message_size(limit),
-                    logs: LogsServiceClient::new(channel).max_encoding_message_size(limit),
-                })
+                Ok(Transport::Grpc(tonic::client::Grpc::new(channel)))
             }
             Protocol::Http => Ok(Transport::Http {
                 client: reqwest::Client::builder().build().context("could not build the HTTP client")?,
@@ -453,7 +478,7 @@ impl Transport {
         }
     }
 
-    async fn send_http(client: &reqwest::Client, url: String, body: Vec<u8>) -> Outcome {
+    async fn send_http(client: &reqwest::Client, url: String, body: bytes::Bytes) -> Outcome {
         let response = client.post(url).header("content-type", "application/x-protobuf").body(body).send().await;
         match response {
             Ok(r) if r.status().is_success() => Outcome::Accepted { rejected: 0 },
@@ -475,34 +500,48 @@ impl Transport {
         }
     }
 
-    async fn traces(&mut self, request: ExportTraceServiceRequest) -> Outcome {
+    /// Sends one pre-encoded export request of the given signal.
+    async fn export(&self, signal: Signal, body: bytes::Bytes) -> Outcome {
         match self {
-            Transport::Grpc { traces, .. } => grpc_outcome(traces.export(request).await, |r| {
-                r.partial_success.as_ref().map(|p| p.rejected_spans.max(0) as u64).unwrap_or(0)
-            }),
+            Transport::Grpc(grpc) => {
+                let mut grpc = grpc.clone();
+                if let Err(e) = grpc.ready().await {
+                    return Outcome::Failed(format!("connection not ready: {e}"));
+                }
+                let path = |p: &'static str| tonic::codegen::http::uri::PathAndQuery::from_static(p);
+                let request = tonic::Request::new(body);
+                match signal {
+                    Signal::Traces => grpc_outcome(
+                        grpc.unary(request, path(TRACE_EXPORT), PreEncoded::<ExportTraceServiceResponse>(Default::default())).await,
+                        |r| r.partial_success.as_ref().map(|p| p.rejected_spans.max(0) as u64).unwrap_or(0),
+                    ),
+                    Signal::Metrics => grpc_outcome(
+                        grpc.unary(request, path(METRICS_EXPORT), PreEncoded::<ExportMetricsServiceResponse>(Default::default())).await,
+                        |_| 0,
+                    ),
+                    Signal::Logs => grpc_outcome(
+                        grpc.unary(request, path(LOGS_EXPORT), PreEncoded::<ExportLogsServiceResponse>(Default::default())).await,
+                        |_| 0,
+                    ),
+                }
+            }
             Transport::Http { client, base } => {
-                Self::send_http(client, format!("{base}/v1/traces"), request.encode_to_vec()).await
+                let path = match signal {
+                    Signal::Traces => "/v1/traces",
+                    Signal::Metrics => "/v1/metrics",
+                    Signal::Logs => "/v1/logs",
+                };
+                Self::send_http(client, format!("{base}{path}"), body).await
             }
         }
     }
+}
 
-    async fn metrics(&mut self, request: ExportMetricsServiceRequest) -> Outcome {
-        match self {
-            Transport::Grpc { metrics, .. } => grpc_outcome(metrics.export(request).await, |_| 0),
-            Transport::Http { client, base } => {
-                Self::send_http(client, format!("{base}/v1/metrics"), request.encode_to_vec()).await
-            }
-        }
-    }
-
-    async fn logs(&mut self, request: ExportLogsServiceRequest) -> Outcome {
-        match self {
-            Transport::Grpc { logs, .. } => grpc_outcome(logs.export(request).await, |_| 0),
-            Transport::Http { client, base } => {
-                Self::send_http(client, format!("{base}/v1/logs"), request.encode_to_vec()).await
-            }
-        }
-    }
+#[derive(Clone, Copy)]
+enum Signal {
+    Traces,
+    Metrics,
+    Logs,
 }
 
 #[derive(Default)]
@@ -578,8 +617,10 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
         let spans = request.resource_spans[0].scope_spans[0].spans.len() as u64;
         planned += spans;
         let service = SERVICES[batch_id as usize % SERVICES.len()];
-        let metrics = args.metrics.then(|| metrics_request(&calls, service, &run_id, batch_id));
-        let logs = args.logs.then(|| logs_request(&calls, service, &run_id, batch_id));
+        let metrics = args.metrics.then(|| bytes::Bytes::from(metrics_request(&calls, service, &run_id, batch_id).encode_to_vec()));
+        let logs = args.logs.then(|| bytes::Bytes::from(logs_request(&calls, service, &run_id, batch_id).encode_to_vec()));
+        let body = bytes::Bytes::from(request.encode_to_vec());
+        drop(request);
         let transport = transport.clone();
         let stats = stats.clone();
         let latencies = latencies.clone();
@@ -587,10 +628,10 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
         let progress = progress.clone();
         tasks.spawn(async move {
             let _permit = permit;
-            stats.request_bytes.fetch_add(request.encoded_len() as u64, Ordering::Relaxed);
+            stats.request_bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
             stats.sent.fetch_add(spans, Ordering::Relaxed);
             let t0 = Instant::now();
-            let outcome = with_retries(|| transport.clone().traces_owned(request.clone()), deadline, &stats).await;
+            let outcome = with_retries(|| transport.export(Signal::Traces, body.clone()), deadline, &stats).await;
             let micros = t0.elapsed().as_micros() as u64;
             match outcome {
                 Outcome::Accepted { rejected } => {
@@ -611,10 +652,10 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
                 Outcome::Throttled(_) => unreachable!("with_retries resolves pushback"),
             }
             if let Some(m) = metrics {
-                let _ = with_retries(|| transport.clone().metrics_owned(m.clone()), deadline, &stats).await;
+                let _ = with_retries(|| transport.export(Signal::Metrics, m.clone()), deadline, &stats).await;
             }
             if let Some(l) = logs {
-                let _ = with_retries(|| transport.clone().logs_owned(l.clone()), deadline, &stats).await;
+                let _ = with_retries(|| transport.export(Signal::Logs, l.clone()), deadline, &stats).await;
             }
             if let Some(p) = progress {
                 p.inc(spans);
@@ -665,18 +706,6 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
         bail!("the collector accepted nothing");
     }
     Ok(())
-}
-
-impl Transport {
-    async fn traces_owned(mut self, request: ExportTraceServiceRequest) -> Outcome {
-        self.traces(request).await
-    }
-    async fn metrics_owned(mut self, request: ExportMetricsServiceRequest) -> Outcome {
-        self.metrics(request).await
-    }
-    async fn logs_owned(mut self, request: ExportLogsServiceRequest) -> Outcome {
-        self.logs(request).await
-    }
 }
 
 /// Failures are summarized at the end; the first few are shown as they happen.

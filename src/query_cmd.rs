@@ -10,10 +10,41 @@ use crate::cli::{OutputFormat, QueryArgs};
 
 pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
     let url = format!("{}/api/v1/sql", args.url.trim_end_matches('/'));
-    let response = reqwest::Client::new()
-        .post(&url)
+    let client = reqwest::Client::new();
+    if let Some(runs) = args.bench {
+        return bench(&client, &url, &args.sql, runs.max(1)).await;
+    }
+    let (schema, batches) = fetch(&client, &url, &args.sql).await?;
+    print(args.format, schema, &batches)
+}
+
+/// Runs the query `runs` times after a warm-up and prints client-side latency percentiles.
+async fn bench(client: &reqwest::Client, url: &str, sql: &str, runs: usize) -> anyhow::Result<()> {
+    let (_, warm) = fetch(client, url, sql).await?;
+    let rows: usize = warm.iter().map(|b| b.num_rows()).sum();
+    let mut millis = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let started = std::time::Instant::now();
+        fetch(client, url, sql).await?;
+        millis.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    millis.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| millis[((millis.len() - 1) as f64 * p).round() as usize];
+    println!(
+        "{{\"runs\":{runs},\"rows\":{rows},\"min_ms\":{:.1},\"p50_ms\":{:.1},\"p95_ms\":{:.1},\"max_ms\":{:.1}}}",
+        millis[0],
+        pct(0.5),
+        pct(0.95),
+        millis[millis.len() - 1]
+    );
+    Ok(())
+}
+
+async fn fetch(client: &reqwest::Client, url: &str, sql: &str) -> anyhow::Result<(arrow::datatypes::SchemaRef, Vec<RecordBatch>)> {
+    let response = client
+        .post(url)
         .header(reqwest::header::ACCEPT, "application/vnd.apache.arrow.stream")
-        .json(&serde_json::json!({ "sql": args.sql }))
+        .json(&serde_json::json!({ "sql": sql }))
         .send()
         .await
         .with_context(|| format!("could not reach the collector at {url}; is `vigil serve` running?"))?;
@@ -29,10 +60,14 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
     let reader = StreamReader::try_new(Cursor::new(body), None).context("answer is not an Arrow IPC stream")?;
     let schema = reader.schema();
     let batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>().context("answer is a broken Arrow IPC stream")?;
+    Ok((schema, batches))
+}
+
+fn print(format: OutputFormat, schema: arrow::datatypes::SchemaRef, batches: &[RecordBatch]) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    match args.format {
+    match format {
         OutputFormat::Table => {
-            let table = arrow::util::pretty::pretty_format_batches(&batches)?;
+            let table = arrow::util::pretty::pretty_format_batches(batches)?;
             use std::io::Write;
             writeln!(out, "{table}")?;
             let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
@@ -43,13 +78,13 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
             if batches.is_empty() {
                 writer.write(&RecordBatch::new_empty(schema))?;
             }
-            for b in &batches {
+            for b in batches {
                 writer.write(b)?;
             }
         }
         OutputFormat::Json => {
             let mut writer = arrow::json::LineDelimitedWriter::new(out);
-            for b in &batches {
+            for b in batches {
                 writer.write(b)?;
             }
             writer.finish()?;

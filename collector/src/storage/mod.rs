@@ -321,9 +321,7 @@ impl Store {
         let payload = encode_batch(&batch)?;
         // The encoded copy lives until the WAL writer has written it; it counts against the limit too.
         let payload_bytes = payload.len() as u64;
-        if let Err(e) = self.memory.try_reserve(payload_bytes) {
-            return Err(e);
-        }
+        self.memory.try_reserve(payload_bytes)?;
         let result = self.send_to_wal(table, payload, batch, bytes).await;
         self.memory.release(payload_bytes);
         result
@@ -563,4 +561,90 @@ fn wal_writer_loop(
         pending.clear();
     }
     let _ = writer.sync();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use vigil_schemas::convert::spans_to_batch;
+    use vigil_schemas::genai::Normalizer;
+
+    fn spans(first: u8, n: u8) -> RecordBatch {
+        let now = chrono::Utc::now().timestamp_nanos_opt().unwrap() as u64;
+        let spans = (first..first + n)
+            .map(|i| Span {
+                trace_id: vec![i; 16],
+                span_id: vec![i; 8],
+                name: format!("s{i}"),
+                start_time_unix_nano: now,
+                end_time_unix_nano: now + 1,
+                ..Default::default()
+            })
+            .collect();
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+                ..Default::default()
+            }],
+        };
+        spans_to_batch(&request, &Normalizer::default()).batch
+    }
+
+    fn config(dir: &Path) -> StorageConfig {
+        StorageConfig { data_dir: dir.to_path_buf(), ..Default::default() }
+    }
+
+    fn rows(snapshot: &TableSnapshot) -> usize {
+        snapshot.batches.iter().map(|b| b.num_rows()).sum()
+    }
+
+    #[tokio::test]
+    async fn appended_rows_are_visible_flushed_and_never_replayed_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(config(dir.path()), Arc::new(Telemetry::default())).unwrap();
+        store.append(Table::Spans, spans(1, 3)).await.unwrap();
+        assert_eq!(rows(&store.snapshot(Table::Spans)), 3);
+        store.flush_due_tables(true).await.unwrap();
+        let snapshot = store.snapshot(Table::Spans);
+        assert_eq!((rows(&snapshot), snapshot.files.len()), (0, 1));
+        store.append(Table::Spans, spans(10, 2)).await.unwrap();
+        drop(store);
+
+        // Reopen without a clean shutdown: the flushed rows stay in Parquet, only the unflushed
+        // ones come back from the WAL.
+        let store = Store::open(config(dir.path()), Arc::new(Telemetry::default())).unwrap();
+        let snapshot = store.snapshot(Table::Spans);
+        assert_eq!((rows(&snapshot), snapshot.files.len()), (2, 1));
+    }
+
+    #[tokio::test]
+    async fn an_uncommitted_flush_is_discarded_and_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(config(dir.path()), Arc::new(Telemetry::default())).unwrap();
+        store.append(Table::Spans, spans(1, 4)).await.unwrap();
+        drop(store);
+        // A crash between writing a flush's files and its manifest leaves a file past the manifest.
+        let table_dir = dir.path().join("tables/spans");
+        let batch = spans(1, 4);
+        let files = parquet_files::write_flush(&table_dir, Table::Spans, &[batch], 1, &config(dir.path())).unwrap();
+        assert!(files[0].path.exists());
+        let store = Store::open(config(dir.path()), Arc::new(Telemetry::default())).unwrap();
+        let snapshot = store.snapshot(Table::Spans);
+        assert_eq!((rows(&snapshot), snapshot.files.len()), (4, 0));
+        assert!(!files[0].path.exists());
+    }
+
+    #[tokio::test]
+    async fn a_full_budget_refuses_without_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path());
+        cfg.memory_limit_bytes = 2048;
+        let store = Store::open(cfg, Arc::new(Telemetry::default())).unwrap();
+        let err = store.append(Table::Spans, spans(1, 50)).await.unwrap_err();
+        assert!(matches!(err, StoreError::Overloaded { .. }), "{err}");
+        assert_eq!(rows(&store.snapshot(Table::Spans)), 0);
+        assert_eq!(store.memory().used(), 0);
+    }
 }
