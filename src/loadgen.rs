@@ -13,17 +13,27 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
-use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
-use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
-use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, InstrumentationScope, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::{
+    AnyValue, ArrayValue, InstrumentationScope, KeyValue, any_value::Value,
+};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::metrics::v1::{
-    AggregationTemporality, Histogram as OtlpHistogram, HistogramDataPoint, Metric, ResourceMetrics, ScopeMetrics,
-    metric::Data,
+    AggregationTemporality, Histogram as OtlpHistogram, HistogramDataPoint, Metric,
+    ResourceMetrics, ScopeMetrics, metric::Data,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span, status};
+use opentelemetry_proto::tonic::trace::v1::{
+    ResourceSpans, ScopeSpans, Span, Status, span, status,
+};
 use prost::Message;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -33,7 +43,11 @@ use tokio::sync::{Mutex, Semaphore};
 use crate::cli::{LoadgenArgs, Protocol};
 
 fn kv(key: &str, value: Value) -> KeyValue {
-    KeyValue { key: key.to_string(), value: Some(AnyValue { value: Some(value) }), ..Default::default() }
+    KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    }
 }
 fn s(key: &str, v: &str) -> KeyValue {
     kv(key, Value::StringValue(v.to_string()))
@@ -55,17 +69,64 @@ struct Model {
 }
 
 const MODELS: &[Model] = &[
-    Model { provider_current: "openai", provider_legacy: "OpenAI", name: "gpt-4o", token_seconds: 0.012, weight: 30 },
-    Model { provider_current: "openai", provider_legacy: "OpenAI", name: "gpt-4o-mini", token_seconds: 0.006, weight: 25 },
-    Model { provider_current: "anthropic", provider_legacy: "Anthropic", name: "claude-3-5-sonnet-20241022", token_seconds: 0.014, weight: 15 },
-    Model { provider_current: "anthropic", provider_legacy: "Anthropic", name: "claude-3-5-haiku-20241022", token_seconds: 0.007, weight: 10 },
-    Model { provider_current: "azure.ai.openai", provider_legacy: "az.ai.openai", name: "gpt-4o", token_seconds: 0.013, weight: 10 },
-    Model { provider_current: "aws.bedrock", provider_legacy: "AWS Bedrock", name: "anthropic.claude-3-haiku-20240307-v1:0", token_seconds: 0.008, weight: 5 },
-    Model { provider_current: "vllm", provider_legacy: "vllm", name: "llama-3.1-70b-instruct", token_seconds: 0.020, weight: 5 },
+    Model {
+        provider_current: "openai",
+        provider_legacy: "OpenAI",
+        name: "gpt-4o",
+        token_seconds: 0.012,
+        weight: 30,
+    },
+    Model {
+        provider_current: "openai",
+        provider_legacy: "OpenAI",
+        name: "gpt-4o-mini",
+        token_seconds: 0.006,
+        weight: 25,
+    },
+    Model {
+        provider_current: "anthropic",
+        provider_legacy: "Anthropic",
+        name: "claude-3-5-sonnet-20241022",
+        token_seconds: 0.014,
+        weight: 15,
+    },
+    Model {
+        provider_current: "anthropic",
+        provider_legacy: "Anthropic",
+        name: "claude-3-5-haiku-20241022",
+        token_seconds: 0.007,
+        weight: 10,
+    },
+    Model {
+        provider_current: "azure.ai.openai",
+        provider_legacy: "az.ai.openai",
+        name: "gpt-4o",
+        token_seconds: 0.013,
+        weight: 10,
+    },
+    Model {
+        provider_current: "aws.bedrock",
+        provider_legacy: "AWS Bedrock",
+        name: "anthropic.claude-3-haiku-20240307-v1:0",
+        token_seconds: 0.008,
+        weight: 5,
+    },
+    Model {
+        provider_current: "vllm",
+        provider_legacy: "vllm",
+        name: "llama-3.1-70b-instruct",
+        token_seconds: 0.020,
+        weight: 5,
+    },
 ];
 
 const SERVICES: &[&str] = &["chat-api", "support-bot", "rag-search", "summarizer"];
-const ERRORS: &[&str] = &["rate_limit_exceeded", "timeout", "500", "context_length_exceeded"];
+const ERRORS: &[&str] = &[
+    "rate_limit_exceeded",
+    "timeout",
+    "500",
+    "context_length_exceeded",
+];
 const FINISH: &[&str] = &["stop", "stop", "stop", "stop", "length", "tool_calls"];
 
 /// Random traffic, reproducible from the seed.
@@ -148,7 +209,10 @@ impl Generator {
                 kind: span::SpanKind::Internal as i32,
                 start_time_unix_nano: start,
                 end_time_unix_nano: end,
-                attributes: vec![s("gen_ai.operation.name", "execute_tool"), s("gen_ai.tool.name", "search")],
+                attributes: vec![
+                    s("gen_ai.operation.name", "execute_tool"),
+                    s("gen_ai.tool.name", "search"),
+                ],
                 ..Default::default()
             });
             t = end;
@@ -160,7 +224,10 @@ impl Generator {
             kind: span::SpanKind::Server as i32,
             start_time_unix_nano: root_start,
             end_time_unix_nano: t + 1_000_000,
-            attributes: vec![s("traceloop.span.kind", "workflow"), s("http.route", "/v1/chat")],
+            attributes: vec![
+                s("traceloop.span.kind", "workflow"),
+                s("http.route", "/v1/chat"),
+            ],
             ..Default::default()
         });
         spans.extend(children);
@@ -170,9 +237,17 @@ impl Generator {
         let model = self.pick_model();
         let input = (self.input_tokens.sample(&mut self.rng) as i64).clamp(1, 128_000);
         let error = self.rng.gen_bool(0.02);
-        let output = if error { 0 } else { (self.output_tokens.sample(&mut self.rng) as i64).clamp(1, 16_000) };
+        let output = if error {
+            0
+        } else {
+            (self.output_tokens.sample(&mut self.rng) as i64).clamp(1, 16_000)
+        };
         let ttft = self.ttft.sample(&mut self.rng) * (1.0 + input as f64 / 20_000.0);
-        let seconds = if error { ttft } else { ttft + output as f64 * model.token_seconds * self.noise.sample(&mut self.rng) };
+        let seconds = if error {
+            ttft
+        } else {
+            ttft + output as f64 * model.token_seconds * self.noise.sample(&mut self.rng)
+        };
         let end = start + (seconds * 1e9) as u64;
         let current = self.rng.gen_bool(0.5);
         let temperature = [0.0, 0.2, 0.7, 1.0][self.rng.gen_range(0..4)];
@@ -193,7 +268,11 @@ impl Generator {
             if !error {
                 attributes.push(kv(
                     "gen_ai.response.finish_reasons",
-                    Value::ArrayValue(ArrayValue { values: vec![AnyValue { value: Some(Value::StringValue(finish.into())) }] }),
+                    Value::ArrayValue(ArrayValue {
+                        values: vec![AnyValue {
+                            value: Some(Value::StringValue(finish.into())),
+                        }],
+                    }),
                 ));
             }
             if self.content {
@@ -218,15 +297,24 @@ impl Generator {
             }
             if self.content {
                 attributes.push(s("gen_ai.prompt.0.role", "user"));
-                attributes.push(s("gen_ai.prompt.0.content", "Summarize the ticket for bob@example.com"));
+                attributes.push(s(
+                    "gen_ai.prompt.0.content",
+                    "Summarize the ticket for bob@example.com",
+                ));
                 attributes.push(s("gen_ai.completion.0.role", "assistant"));
-                attributes.push(s("gen_ai.completion.0.content", "The customer cannot log in."));
+                attributes.push(s(
+                    "gen_ai.completion.0.content",
+                    "The customer cannot log in.",
+                ));
             }
         }
         let mut status = None;
         if error {
             attributes.push(s("error.type", ERRORS[self.rng.gen_range(0..ERRORS.len())]));
-            status = Some(Status { code: status::StatusCode::Error as i32, message: "upstream call failed".into() });
+            status = Some(Status {
+                code: status::StatusCode::Error as i32,
+                message: "upstream call failed".into(),
+            });
         }
         let span_id = self.id(8);
         let span = Span {
@@ -256,7 +344,12 @@ impl Generator {
     }
 
     /// One export request of at least `spans` spans (whole traces), for `batch_id`.
-    fn request(&mut self, spans: usize, batch_id: u64, run_id: &str) -> (ExportTraceServiceRequest, Vec<Call>) {
+    fn request(
+        &mut self,
+        spans: usize,
+        batch_id: u64,
+        run_id: &str,
+    ) -> (ExportTraceServiceRequest, Vec<Call>) {
         let now = now_ns();
         let service = SERVICES[self.rng.gen_range(0..SERVICES.len())];
         let mut list = Vec::with_capacity(spans + 8);
@@ -297,18 +390,34 @@ fn resource(service: &str, run_id: &str, batch_id: u64) -> Resource {
 }
 
 fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
-fn metrics_request(calls: &[Call], service: &str, run_id: &str, batch_id: u64) -> ExportMetricsServiceRequest {
+fn metrics_request(
+    calls: &[Call],
+    service: &str,
+    run_id: &str,
+    batch_id: u64,
+) -> ExportMetricsServiceRequest {
     let now = now_ns();
-    let token_bounds = vec![1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0];
-    let duration_bounds = vec![0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92];
+    let token_bounds = vec![
+        1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0,
+    ];
+    let duration_bounds = vec![
+        0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+    ];
     let mut token_points = Vec::new();
     let mut duration_points = Vec::new();
     for call in calls {
         let attrs = |extra: Option<&str>| {
-            let mut a = vec![s("gen_ai.provider.name", call.provider), s("gen_ai.request.model", call.model), s("gen_ai.operation.name", "chat")];
+            let mut a = vec![
+                s("gen_ai.provider.name", call.provider),
+                s("gen_ai.request.model", call.model),
+                s("gen_ai.operation.name", "chat"),
+            ];
             if let Some(t) = extra {
                 a.push(s("gen_ai.token.type", t));
             }
@@ -348,7 +457,10 @@ fn metrics_request(calls: &[Call], service: &str, run_id: &str, batch_id: u64) -
 
 fn point(attributes: Vec<KeyValue>, value: f64, bounds: &[f64], now: u64) -> HistogramDataPoint {
     let mut counts = vec![0u64; bounds.len() + 1];
-    let bucket = bounds.iter().position(|b| value <= *b).unwrap_or(bounds.len());
+    let bucket = bounds
+        .iter()
+        .position(|b| value <= *b)
+        .unwrap_or(bounds.len());
     counts[bucket] = 1;
     HistogramDataPoint {
         attributes,
@@ -364,7 +476,12 @@ fn point(attributes: Vec<KeyValue>, value: f64, bounds: &[f64], now: u64) -> His
     }
 }
 
-fn logs_request(calls: &[Call], service: &str, run_id: &str, batch_id: u64) -> ExportLogsServiceRequest {
+fn logs_request(
+    calls: &[Call],
+    service: &str,
+    run_id: &str,
+    batch_id: u64,
+) -> ExportLogsServiceRequest {
     let records = calls
         .iter()
         .map(|c| LogRecord {
@@ -376,7 +493,10 @@ fn logs_request(calls: &[Call], service: &str, run_id: &str, batch_id: u64) -> E
                 value: Some(Value::StringValue(if c.error {
                     format!("{} call failed", c.model)
                 } else {
-                    format!("{} call finished: {} tokens in, {} out", c.model, c.input, c.output)
+                    format!(
+                        "{} call finished: {} tokens in, {} out",
+                        c.model, c.input, c.output
+                    )
                 })),
             }),
             trace_id: c.trace_id.clone(),
@@ -388,7 +508,10 @@ fn logs_request(calls: &[Call], service: &str, run_id: &str, batch_id: u64) -> E
     ExportLogsServiceRequest {
         resource_logs: vec![ResourceLogs {
             resource: Some(resource(service, run_id, batch_id)),
-            scope_logs: vec![ScopeLogs { log_records: records, ..Default::default() }],
+            scope_logs: vec![ScopeLogs {
+                log_records: records,
+                ..Default::default()
+            }],
             ..Default::default()
         }],
     }
@@ -396,7 +519,9 @@ fn logs_request(calls: &[Call], service: &str, run_id: &str, batch_id: u64) -> E
 
 /// The outcome of one export attempt.
 enum Outcome {
-    Accepted { rejected: u64 },
+    Accepted {
+        rejected: u64,
+    },
     /// The collector pushed back; retry after the given delay.
     Throttled(Duration),
     Failed(String),
@@ -413,7 +538,11 @@ impl tonic::codec::Encoder for RawEncoder {
     type Item = bytes::Bytes;
     type Error = tonic::Status;
 
-    fn encode(&mut self, item: bytes::Bytes, buf: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+    fn encode(
+        &mut self,
+        item: bytes::Bytes,
+        buf: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
         use bytes::BufMut;
         buf.put_slice(&item);
         Ok(())
@@ -448,12 +577,20 @@ enum Transport {
     },
 }
 
-fn grpc_outcome<T>(result: Result<tonic::Response<T>, tonic::Status>, rejected: impl Fn(&T) -> u64) -> Outcome {
+fn grpc_outcome<T>(
+    result: Result<tonic::Response<T>, tonic::Status>,
+    rejected: impl Fn(&T) -> u64,
+) -> Outcome {
     match result {
-        Ok(response) => Outcome::Accepted { rejected: rejected(response.get_ref()) },
+        Ok(response) => Outcome::Accepted {
+            rejected: rejected(response.get_ref()),
+        },
         Err(status) if status.code() == tonic::Code::ResourceExhausted => {
             use tonic_types::StatusExt;
-            let delay = status.get_details_retry_info().and_then(|r| r.retry_delay).unwrap_or(Duration::from_millis(200));
+            let delay = status
+                .get_details_retry_info()
+                .and_then(|r| r.retry_delay)
+                .unwrap_or(Duration::from_millis(200));
             Outcome::Throttled(delay)
         }
         Err(status) => Outcome::Failed(format!("{:?}: {}", status.code(), status.message())),
@@ -468,18 +605,27 @@ impl Transport {
                     .with_context(|| format!("invalid endpoint {endpoint}"))?
                     .connect()
                     .await
-                    .with_context(|| format!("could not connect to {endpoint}; is `vigil serve` running?"))?;
+                    .with_context(|| {
+                        format!("could not connect to {endpoint}; is `vigil serve` running?")
+                    })?;
                 Ok(Transport::Grpc(tonic::client::Grpc::new(channel)))
             }
             Protocol::Http => Ok(Transport::Http {
-                client: reqwest::Client::builder().build().context("could not build the HTTP client")?,
+                client: reqwest::Client::builder()
+                    .build()
+                    .context("could not build the HTTP client")?,
                 base: endpoint.trim_end_matches('/').to_string(),
             }),
         }
     }
 
     async fn send_http(client: &reqwest::Client, url: String, body: bytes::Bytes) -> Outcome {
-        let response = client.post(url).header("content-type", "application/x-protobuf").body(body).send().await;
+        let response = client
+            .post(url)
+            .header("content-type", "application/x-protobuf")
+            .body(body)
+            .send()
+            .await;
         match response {
             Ok(r) if r.status().is_success() => Outcome::Accepted { rejected: 0 },
             Ok(r) if r.status().as_u16() == 429 || r.status().as_u16() == 503 => {
@@ -508,19 +654,40 @@ impl Transport {
                 if let Err(e) = grpc.ready().await {
                     return Outcome::Failed(format!("connection not ready: {e}"));
                 }
-                let path = |p: &'static str| tonic::codegen::http::uri::PathAndQuery::from_static(p);
+                let path =
+                    |p: &'static str| tonic::codegen::http::uri::PathAndQuery::from_static(p);
                 let request = tonic::Request::new(body);
                 match signal {
                     Signal::Traces => grpc_outcome(
-                        grpc.unary(request, path(TRACE_EXPORT), PreEncoded::<ExportTraceServiceResponse>(Default::default())).await,
-                        |r| r.partial_success.as_ref().map(|p| p.rejected_spans.max(0) as u64).unwrap_or(0),
+                        grpc.unary(
+                            request,
+                            path(TRACE_EXPORT),
+                            PreEncoded::<ExportTraceServiceResponse>(Default::default()),
+                        )
+                        .await,
+                        |r| {
+                            r.partial_success
+                                .as_ref()
+                                .map(|p| p.rejected_spans.max(0) as u64)
+                                .unwrap_or(0)
+                        },
                     ),
                     Signal::Metrics => grpc_outcome(
-                        grpc.unary(request, path(METRICS_EXPORT), PreEncoded::<ExportMetricsServiceResponse>(Default::default())).await,
+                        grpc.unary(
+                            request,
+                            path(METRICS_EXPORT),
+                            PreEncoded::<ExportMetricsServiceResponse>(Default::default()),
+                        )
+                        .await,
                         |_| 0,
                     ),
                     Signal::Logs => grpc_outcome(
-                        grpc.unary(request, path(LOGS_EXPORT), PreEncoded::<ExportLogsServiceResponse>(Default::default())).await,
+                        grpc.unary(
+                            request,
+                            path(LOGS_EXPORT),
+                            PreEncoded::<ExportLogsServiceResponse>(Default::default()),
+                        )
+                        .await,
                         |_| 0,
                     ),
                 }
@@ -579,18 +746,26 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
     if args.batch == 0 || args.concurrency == 0 {
         bail!("--batch and --concurrency must be at least 1");
     }
-    let endpoint = args.endpoint.clone().unwrap_or_else(|| match args.protocol {
-        Protocol::Grpc => "http://127.0.0.1:4317".into(),
-        Protocol::Http => "http://127.0.0.1:4318".into(),
-    });
-    let run_id = args.run_id.clone().unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
+    let endpoint = args
+        .endpoint
+        .clone()
+        .unwrap_or_else(|| match args.protocol {
+            Protocol::Grpc => "http://127.0.0.1:4317".into(),
+            Protocol::Http => "http://127.0.0.1:4318".into(),
+        });
+    let run_id = args
+        .run_id
+        .clone()
+        .unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
     let transport = Transport::connect(args.protocol, &endpoint).await?;
     let ack_log: Option<Arc<Mutex<std::fs::File>>> = match &args.ack_log {
         Some(path) => Some(Arc::new(Mutex::new(open_ack_log(path)?))),
         None => None,
     };
     let stats = Arc::new(Stats::default());
-    let latencies = Arc::new(std::sync::Mutex::new(Histogram::<u64>::new(3).context("histogram")?));
+    let latencies = Arc::new(std::sync::Mutex::new(
+        Histogram::<u64>::new(3).context("histogram")?,
+    ));
     let semaphore = Arc::new(Semaphore::new(args.concurrency));
     let max_spans = args.spans.unwrap_or(u64::MAX);
     let duration = Duration::from_secs_f64(args.duration.max(0.0));
@@ -610,15 +785,23 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
                 tokio::time::sleep(wait).await;
             }
         }
-        let permit = semaphore.clone().acquire_owned().await.context("semaphore closed")?;
+        let permit = semaphore
+            .clone()
+            .acquire_owned()
+            .await
+            .context("semaphore closed")?;
         batch_id += 1;
         let want = args.batch.min((max_spans - planned) as usize);
         let (request, calls) = generator.request(want, batch_id, &run_id);
         let spans = request.resource_spans[0].scope_spans[0].spans.len() as u64;
         planned += spans;
         let service = SERVICES[batch_id as usize % SERVICES.len()];
-        let metrics = args.metrics.then(|| bytes::Bytes::from(metrics_request(&calls, service, &run_id, batch_id).encode_to_vec()));
-        let logs = args.logs.then(|| bytes::Bytes::from(logs_request(&calls, service, &run_id, batch_id).encode_to_vec()));
+        let metrics = args.metrics.then(|| {
+            bytes::Bytes::from(metrics_request(&calls, service, &run_id, batch_id).encode_to_vec())
+        });
+        let logs = args.logs.then(|| {
+            bytes::Bytes::from(logs_request(&calls, service, &run_id, batch_id).encode_to_vec())
+        });
         let body = bytes::Bytes::from(request.encode_to_vec());
         drop(request);
         let transport = transport.clone();
@@ -628,15 +811,24 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
         let progress = progress.clone();
         tasks.spawn(async move {
             let _permit = permit;
-            stats.request_bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+            stats
+                .request_bytes
+                .fetch_add(body.len() as u64, Ordering::Relaxed);
             stats.sent.fetch_add(spans, Ordering::Relaxed);
             let t0 = Instant::now();
-            let outcome = with_retries(|| transport.export(Signal::Traces, body.clone()), deadline, &stats).await;
+            let outcome = with_retries(
+                || transport.export(Signal::Traces, body.clone()),
+                deadline,
+                &stats,
+            )
+            .await;
             let micros = t0.elapsed().as_micros() as u64;
             match outcome {
                 Outcome::Accepted { rejected } => {
                     let _ = latencies.lock().map(|mut h| h.record(micros.max(1)));
-                    stats.accepted.fetch_add(spans - rejected.min(spans), Ordering::Relaxed);
+                    stats
+                        .accepted
+                        .fetch_add(spans - rejected.min(spans), Ordering::Relaxed);
                     stats.rejected.fetch_add(rejected, Ordering::Relaxed);
                     if let Some(log) = ack_log {
                         let mut file = log.lock().await;
@@ -652,10 +844,20 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
                 Outcome::Throttled(_) => unreachable!("with_retries resolves pushback"),
             }
             if let Some(m) = metrics {
-                let _ = with_retries(|| transport.export(Signal::Metrics, m.clone()), deadline, &stats).await;
+                let _ = with_retries(
+                    || transport.export(Signal::Metrics, m.clone()),
+                    deadline,
+                    &stats,
+                )
+                .await;
             }
             if let Some(l) = logs {
-                let _ = with_retries(|| transport.export(Signal::Logs, l.clone()), deadline, &stats).await;
+                let _ = with_retries(
+                    || transport.export(Signal::Logs, l.clone()),
+                    deadline,
+                    &stats,
+                )
+                .await;
             }
             if let Some(p) = progress {
                 p.inc(spans);
@@ -672,7 +874,10 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
         p.finish_and_clear();
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let h = latencies.lock().map(|h| h.clone()).unwrap_or_else(|_| Histogram::new(3).expect("histogram"));
+    let h = latencies
+        .lock()
+        .map(|h| h.clone())
+        .unwrap_or_else(|_| Histogram::new(3).expect("histogram"));
     let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
     let summary = serde_json::json!({
         "run_id": run_id,
@@ -730,8 +935,10 @@ fn progress_bar(total: Option<u64>) -> indicatif::ProgressBar {
         None => indicatif::ProgressBar::new_spinner(),
     };
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} {human_pos} spans sent ({per_sec})")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {elapsed_precise} {human_pos} spans sent ({per_sec})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
     );
     bar.enable_steady_tick(Duration::from_millis(200));
     bar

@@ -40,16 +40,28 @@ async fn bench(client: &reqwest::Client, url: &str, sql: &str, runs: usize) -> a
     Ok(())
 }
 
-async fn fetch(client: &reqwest::Client, url: &str, sql: &str) -> anyhow::Result<(arrow::datatypes::SchemaRef, Vec<RecordBatch>)> {
+async fn fetch(
+    client: &reqwest::Client,
+    url: &str,
+    sql: &str,
+) -> anyhow::Result<(arrow::datatypes::SchemaRef, Vec<RecordBatch>)> {
     let response = client
         .post(url)
-        .header(reqwest::header::ACCEPT, "application/vnd.apache.arrow.stream")
+        .header(
+            reqwest::header::ACCEPT,
+            "application/vnd.apache.arrow.stream",
+        )
         .json(&serde_json::json!({ "sql": sql }))
         .send()
         .await
-        .with_context(|| format!("could not reach the collector at {url}; is `vigil serve` running?"))?;
+        .with_context(|| {
+            format!("could not reach the collector at {url}; is `vigil serve` running?")
+        })?;
     let status = response.status();
-    let body = response.bytes().await.context("could not read the collector's answer")?;
+    let body = response
+        .bytes()
+        .await
+        .context("could not read the collector's answer")?;
     if !status.is_success() {
         let message = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
@@ -57,13 +69,20 @@ async fn fetch(client: &reqwest::Client, url: &str, sql: &str) -> anyhow::Result
             .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
         bail!("query refused ({status}): {message}");
     }
-    let reader = StreamReader::try_new(Cursor::new(body), None).context("answer is not an Arrow IPC stream")?;
+    let reader = StreamReader::try_new(Cursor::new(body), None)
+        .context("answer is not an Arrow IPC stream")?;
     let schema = reader.schema();
-    let batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>().context("answer is a broken Arrow IPC stream")?;
+    let batches: Vec<RecordBatch> = reader
+        .collect::<Result<_, _>>()
+        .context("answer is a broken Arrow IPC stream")?;
     Ok((schema, batches))
 }
 
-fn print(format: OutputFormat, schema: arrow::datatypes::SchemaRef, batches: &[RecordBatch]) -> anyhow::Result<()> {
+fn print(
+    format: OutputFormat,
+    schema: arrow::datatypes::SchemaRef,
+    batches: &[RecordBatch],
+) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match format {
         OutputFormat::Table => {
@@ -74,7 +93,9 @@ fn print(format: OutputFormat, schema: arrow::datatypes::SchemaRef, batches: &[R
             eprintln!("{rows} row(s)");
         }
         OutputFormat::Csv => {
-            let mut writer = arrow::csv::WriterBuilder::new().with_header(true).build(out);
+            let mut writer = arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(out);
             if batches.is_empty() {
                 writer.write(&RecordBatch::new_empty(schema))?;
             }

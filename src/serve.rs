@@ -8,23 +8,32 @@ use vigil_collector::CollectorConfig;
 use crate::cli::{LogFormat, ServeArgs};
 
 /// Top-level keys of the config that VIGIL_* variables may set.
-const CONFIG_SECTIONS: [&str; 6] = ["otlp_grpc_addr", "otlp_http_addr", "query_addr", "storage", "normalize", "limits"];
+const CONFIG_SECTIONS: [&str; 6] = [
+    "otlp_grpc_addr",
+    "otlp_http_addr",
+    "query_addr",
+    "storage",
+    "normalize",
+    "limits",
+];
 
 /// Defaults ← TOML file ← `VIGIL_*` variables ← flags.
 pub fn load_config(args: &ServeArgs) -> anyhow::Result<CollectorConfig> {
     let mut figment = Figment::from(Serialized::defaults(CollectorConfig::default()));
     if let Some(path) = &args.config {
-        anyhow::ensure!(path.exists(), "config file {} does not exist", path.display());
+        anyhow::ensure!(
+            path.exists(),
+            "config file {} does not exist",
+            path.display()
+        );
         figment = figment.merge(Toml::file(path));
     }
-    figment = figment.merge(
-        Env::prefixed("VIGIL_")
-            .split("__")
-            .filter(|key| {
-                let key = key.as_str().to_ascii_lowercase();
-                CONFIG_SECTIONS.iter().any(|s| key == *s || key.starts_with(&format!("{s}.")))
-            }),
-    );
+    figment = figment.merge(Env::prefixed("VIGIL_").split("__").filter(|key| {
+        let key = key.as_str().to_ascii_lowercase();
+        CONFIG_SECTIONS
+            .iter()
+            .any(|s| key == *s || key.starts_with(&format!("{s}.")))
+    }));
     if let Some(dir) = &args.data_dir {
         figment = figment.merge(Serialized::default("storage.data_dir", dir));
     }
@@ -46,7 +55,9 @@ pub fn load_config(args: &ServeArgs) -> anyhow::Result<CollectorConfig> {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("VIGIL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -56,7 +67,10 @@ fn init_logging(format: LogFormat) {
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = load_config(&args)?;
     if args.print_config {
-        print!("{}", toml::to_string_pretty(&config).context("could not render the configuration")?);
+        print!(
+            "{}",
+            toml::to_string_pretty(&config).context("could not render the configuration")?
+        );
         return Ok(());
     }
     init_logging(args.log_format);
@@ -76,13 +90,14 @@ async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

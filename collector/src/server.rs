@@ -53,7 +53,11 @@ pub enum ServerError {
     #[error("could not open storage: {0}")]
     Storage(#[from] StoreError),
     #[error("could not listen on {addr} ({what}): {source}")]
-    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("could not set up the query engine: {0}")]
     Query(#[from] crate::query::QueryError),
 }
@@ -74,13 +78,13 @@ pub struct RunningCollector {
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {
-    TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { what, addr, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { what, addr, source })
 }
 
-fn until(mut rx: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
-    async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    }
+async fn until(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
 }
 
 /// Opens storage (replaying the WAL), binds every listener and starts serving.
@@ -116,7 +120,10 @@ pub async fn start(config: CollectorConfig) -> Result<RunningCollector, ServerEr
     let rx = shutdown_rx.clone();
     let http_router = otlp_http::router(ingest.clone());
     servers.push(tokio::spawn(async move {
-        if let Err(e) = axum::serve(http_listener, http_router).with_graceful_shutdown(until(rx)).await {
+        if let Err(e) = axum::serve(http_listener, http_router)
+            .with_graceful_shutdown(until(rx))
+            .await
+        {
             tracing::error!(error = %e, "OTLP/HTTP server failed");
         }
     }));
@@ -128,14 +135,26 @@ pub async fn start(config: CollectorConfig) -> Result<RunningCollector, ServerEr
         ready: ready.clone(),
     });
     servers.push(tokio::spawn(async move {
-        if let Err(e) = axum::serve(query_listener, query_router).with_graceful_shutdown(until(rx)).await {
+        if let Err(e) = axum::serve(query_listener, query_router)
+            .with_graceful_shutdown(until(rx))
+            .await
+        {
             tracing::error!(error = %e, "query server failed");
         }
     }));
     let background = tokio::spawn(store.clone().run_background(shutdown_rx));
     ready.store(true, Ordering::Release);
     tracing::info!(%otlp_grpc_addr, %otlp_http_addr, %query_addr, data_dir = %config.storage.data_dir.display(), "vigil collector ready");
-    Ok(RunningCollector { otlp_grpc_addr, otlp_http_addr, query_addr, engine, store, shutdown, servers, background })
+    Ok(RunningCollector {
+        otlp_grpc_addr,
+        otlp_http_addr,
+        query_addr,
+        engine,
+        store,
+        shutdown,
+        servers,
+        background,
+    })
 }
 
 impl RunningCollector {

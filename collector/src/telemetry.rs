@@ -22,6 +22,9 @@ pub struct SignalCounters {
     pub requests: AtomicU64,
 }
 
+/// Picks one counter out of a signal's counters.
+type CounterOf = fn(&SignalCounters) -> &AtomicU64;
+
 /// All of the collector's counters.
 #[derive(Debug, Default)]
 pub struct Telemetry {
@@ -65,36 +68,108 @@ impl Telemetry {
     pub fn render(&self, gauges: &[(&str, &str, f64)]) -> String {
         let mut out = String::new();
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let per_signal: [(&str, &str, fn(&SignalCounters) -> &AtomicU64); 5] = [
-            ("vigil_ingest_accepted_items_total", "Items stored, by signal.", |s| &s.accepted),
-            ("vigil_ingest_rejected_items_total", "Items rejected as malformed, by signal.", |s| &s.rejected),
-            ("vigil_ingest_requests_total", "Export requests accepted, by signal.", |s| &s.requests),
-            ("vigil_ingest_throttled_requests_total", "Export requests refused because memory was full, by signal.", |s| &s.throttled_requests),
-            ("vigil_ingest_bad_requests_total", "Export requests refused as malformed, oversize or of a wrong content type, by signal.", |s| &s.bad_requests),
+        let per_signal: [(&str, &str, CounterOf); 5] = [
+            (
+                "vigil_ingest_accepted_items_total",
+                "Items stored, by signal.",
+                |s| &s.accepted,
+            ),
+            (
+                "vigil_ingest_rejected_items_total",
+                "Items rejected as malformed, by signal.",
+                |s| &s.rejected,
+            ),
+            (
+                "vigil_ingest_requests_total",
+                "Export requests accepted, by signal.",
+                |s| &s.requests,
+            ),
+            (
+                "vigil_ingest_throttled_requests_total",
+                "Export requests refused because memory was full, by signal.",
+                |s| &s.throttled_requests,
+            ),
+            (
+                "vigil_ingest_bad_requests_total",
+                "Export requests refused as malformed, oversize or of a wrong content type, by signal.",
+                |s| &s.bad_requests,
+            ),
         ];
         for (name, help, field) in per_signal {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             for table in [Table::Spans, Table::Metrics, Table::Logs] {
-                let _ = writeln!(out, "{name}{{signal=\"{}\"}} {}", table.name(), get(field(self.signal(table))));
+                let _ = writeln!(
+                    out,
+                    "{name}{{signal=\"{}\"}} {}",
+                    table.name(),
+                    get(field(self.signal(table)))
+                );
             }
         }
         let singles = [
-            ("vigil_unpriced_spans_total", "Spans with token counts whose model has no price (cost_usd is null).", &self.unpriced_spans),
-            ("vigil_wal_bytes_total", "Bytes appended to the write-ahead log.", &self.wal_bytes),
-            ("vigil_wal_group_commits_total", "Group commits to the write-ahead log.", &self.wal_groups),
-            ("vigil_wal_replayed_records_total", "WAL records replayed at start-up.", &self.wal_replayed_records),
-            ("vigil_parquet_files_written_total", "Parquet files written.", &self.parquet_files_written),
-            ("vigil_parquet_bytes_written_total", "Bytes of Parquet written.", &self.parquet_bytes_written),
-            ("vigil_flush_failures_total", "Flushes to Parquet that failed and will be retried.", &self.flush_failures),
-            ("vigil_retention_deleted_files_total", "Parquet files deleted by retention.", &self.retention_deleted_files),
-            ("vigil_queries_total", "SQL queries answered.", &self.queries),
-            ("vigil_query_errors_total", "SQL queries refused or failed.", &self.query_errors),
+            (
+                "vigil_unpriced_spans_total",
+                "Spans with token counts whose model has no price (cost_usd is null).",
+                &self.unpriced_spans,
+            ),
+            (
+                "vigil_wal_bytes_total",
+                "Bytes appended to the write-ahead log.",
+                &self.wal_bytes,
+            ),
+            (
+                "vigil_wal_group_commits_total",
+                "Group commits to the write-ahead log.",
+                &self.wal_groups,
+            ),
+            (
+                "vigil_wal_replayed_records_total",
+                "WAL records replayed at start-up.",
+                &self.wal_replayed_records,
+            ),
+            (
+                "vigil_parquet_files_written_total",
+                "Parquet files written.",
+                &self.parquet_files_written,
+            ),
+            (
+                "vigil_parquet_bytes_written_total",
+                "Bytes of Parquet written.",
+                &self.parquet_bytes_written,
+            ),
+            (
+                "vigil_flush_failures_total",
+                "Flushes to Parquet that failed and will be retried.",
+                &self.flush_failures,
+            ),
+            (
+                "vigil_retention_deleted_files_total",
+                "Parquet files deleted by retention.",
+                &self.retention_deleted_files,
+            ),
+            (
+                "vigil_queries_total",
+                "SQL queries answered.",
+                &self.queries,
+            ),
+            (
+                "vigil_query_errors_total",
+                "SQL queries refused or failed.",
+                &self.query_errors,
+            ),
         ];
         for (name, help, counter) in singles {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", get(counter));
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                get(counter)
+            );
         }
         for (name, help, value) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
         }
         out
     }

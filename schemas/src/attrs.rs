@@ -48,7 +48,11 @@ pub fn attributes_to_json(attributes: &[KeyValue]) -> serde_json::Map<String, se
     attributes
         .iter()
         .map(|kv| {
-            let v = kv.value.as_ref().map(value_to_json).unwrap_or(serde_json::Value::Null);
+            let v = kv
+                .value
+                .as_ref()
+                .map(value_to_json)
+                .unwrap_or(serde_json::Value::Null);
             (kv.key.clone(), v)
         })
         .collect()
@@ -80,17 +84,17 @@ pub fn value_as_string_list(value: &AnyValue) -> Option<Vec<String>> {
         Value::ArrayValue(a) => Some(a.values.iter().filter_map(value_to_string).collect()),
         Value::StringValue(s) => {
             let trimmed = s.trim();
-            if trimmed.starts_with('[') {
-                if let Ok(list) = serde_json::from_str::<Vec<serde_json::Value>>(trimmed) {
-                    return Some(
-                        list.into_iter()
-                            .map(|v| match v {
-                                serde_json::Value::String(s) => s,
-                                other => other.to_string(),
-                            })
-                            .collect(),
-                    );
-                }
+            if trimmed.starts_with('[')
+                && let Ok(list) = serde_json::from_str::<Vec<serde_json::Value>>(trimmed)
+            {
+                return Some(
+                    list.into_iter()
+                        .map(|v| match v {
+                            serde_json::Value::String(s) => s,
+                            other => other.to_string(),
+                        })
+                        .collect(),
+                );
             }
             Some(vec![s.clone()])
         }
@@ -114,14 +118,31 @@ mod tests {
     use opentelemetry_proto::tonic::common::v1::ArrayValue;
 
     fn s(v: &str) -> AnyValue {
-        AnyValue { value: Some(Value::StringValue(v.into())) }
+        AnyValue {
+            value: Some(Value::StringValue(v.into())),
+        }
     }
 
     #[test]
     fn numbers_parse_from_every_shape() {
-        assert_eq!(value_as_i64(&AnyValue { value: Some(Value::IntValue(7)) }), Some(7));
-        assert_eq!(value_as_i64(&AnyValue { value: Some(Value::DoubleValue(7.0)) }), Some(7));
-        assert_eq!(value_as_i64(&AnyValue { value: Some(Value::DoubleValue(7.5)) }), None);
+        assert_eq!(
+            value_as_i64(&AnyValue {
+                value: Some(Value::IntValue(7))
+            }),
+            Some(7)
+        );
+        assert_eq!(
+            value_as_i64(&AnyValue {
+                value: Some(Value::DoubleValue(7.0))
+            }),
+            Some(7)
+        );
+        assert_eq!(
+            value_as_i64(&AnyValue {
+                value: Some(Value::DoubleValue(7.5))
+            }),
+            None
+        );
         assert_eq!(value_as_i64(&s(" 42 ")), Some(42));
         assert_eq!(value_as_i64(&s("many")), None);
         assert_eq!(value_as_f64(&s("0.7")), Some(0.7));
@@ -130,10 +151,15 @@ mod tests {
     #[test]
     fn string_lists_come_from_arrays_json_and_scalars() {
         let arr = AnyValue {
-            value: Some(Value::ArrayValue(ArrayValue { values: vec![s("stop"), s("length")] })),
+            value: Some(Value::ArrayValue(ArrayValue {
+                values: vec![s("stop"), s("length")],
+            })),
         };
         assert_eq!(value_as_string_list(&arr).unwrap(), vec!["stop", "length"]);
-        assert_eq!(value_as_string_list(&s(r#"["stop"]"#)).unwrap(), vec!["stop"]);
+        assert_eq!(
+            value_as_string_list(&s(r#"["stop"]"#)).unwrap(),
+            vec!["stop"]
+        );
         assert_eq!(value_as_string_list(&s("stop")).unwrap(), vec!["stop"]);
     }
 }

@@ -8,7 +8,9 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::span::Event;
 use serde::{Deserialize, Serialize};
 
-use crate::attrs::{value_as_f64, value_as_i64, value_as_string_list, value_to_json, value_to_string};
+use crate::attrs::{
+    value_as_f64, value_as_i64, value_as_string_list, value_to_json, value_to_string,
+};
 use crate::pricing::{PriceTable, TokenUsage};
 use crate::redact::ContentPolicy;
 
@@ -34,7 +36,10 @@ pub struct Normalizer {
 impl Normalizer {
     /// Merges the user's price overrides into the shipped defaults.
     pub fn new(config: &NormalizeConfig) -> Normalizer {
-        Normalizer { content: config.content, prices: PriceTable::defaults().with_overrides(&config.prices) }
+        Normalizer {
+            content: config.content,
+            prices: PriceTable::defaults().with_overrides(&config.prices),
+        }
     }
 }
 
@@ -73,14 +78,17 @@ pub struct GenAiFields {
 pub fn normalize_provider(raw: &str) -> String {
     let lower = raw.trim().to_ascii_lowercase();
     let canonical = match lower.as_str() {
-        "az.ai.openai" | "azure.ai.openai" | "azure_openai" | "azure-openai" | "azure openai" | "azure" => {
-            "azure.ai.openai"
-        }
+        "az.ai.openai" | "azure.ai.openai" | "azure_openai" | "azure-openai" | "azure openai"
+        | "azure" => "azure.ai.openai",
         "az.ai.inference" | "azure.ai.inference" => "azure.ai.inference",
         "openai" => "openai",
         "anthropic" => "anthropic",
-        "aws.bedrock" | "aws_bedrock" | "bedrock" | "aws bedrock" | "amazon bedrock" => "aws.bedrock",
-        "gcp.vertex_ai" | "vertex_ai" | "vertexai" | "vertex ai" | "google vertex ai" => "gcp.vertex_ai",
+        "aws.bedrock" | "aws_bedrock" | "bedrock" | "aws bedrock" | "amazon bedrock" => {
+            "aws.bedrock"
+        }
+        "gcp.vertex_ai" | "vertex_ai" | "vertexai" | "vertex ai" | "google vertex ai" => {
+            "gcp.vertex_ai"
+        }
         "gcp.gemini" | "gemini" | "google_genai" | "google" | "googlegenai" => "gcp.gemini",
         "gcp.gen_ai" => "gcp.gen_ai",
         "cohere" => "cohere",
@@ -180,67 +188,98 @@ pub fn extract(
 ) -> (GenAiFields, Vec<(String, String)>) {
     let mut g = GenAiFields::default();
     let mut rest = Vec::with_capacity(attributes.len());
-    let mut messages: [BTreeMap<u32, serde_json::Map<String, serde_json::Value>>; 2] = Default::default();
+    let mut messages: [BTreeMap<u32, serde_json::Map<String, serde_json::Value>>; 2] =
+        Default::default();
     let mut indexed_finish_reasons: BTreeMap<u32, String> = BTreeMap::new();
     let mut reported_cost = None;
     let mut input_value = None;
     let mut output_value = None;
 
     for kv in attributes {
-        let Some(value) = kv.value.as_ref() else { continue };
+        let Some(value) = kv.value.as_ref() else {
+            continue;
+        };
         let key = kv.key.as_str();
         let as_string = || value_to_string(value);
         let claimed = match key {
-            "gen_ai.provider.name" => set_str(&mut g.system, as_string().map(|s| normalize_provider(&s)), true),
-            "gen_ai.system" | "llm.provider" | "llm.system" | "llm.vendor" => {
-                set_str(&mut g.system, as_string().map(|s| normalize_provider(&s)), false)
+            "gen_ai.provider.name" => set_str(
+                &mut g.system,
+                as_string().map(|s| normalize_provider(&s)),
+                true,
+            ),
+            "gen_ai.system" | "llm.provider" | "llm.system" | "llm.vendor" => set_str(
+                &mut g.system,
+                as_string().map(|s| normalize_provider(&s)),
+                false,
+            ),
+            "gen_ai.operation.name" => set_str(
+                &mut g.operation,
+                as_string().map(|s| normalize_operation(&s)),
+                true,
+            ),
+            "llm.request.type" => set_str(
+                &mut g.operation,
+                as_string().map(|s| normalize_operation(&s)),
+                false,
+            ),
+            "gen_ai.request.model" | "llm.request.model" => {
+                set_str(&mut g.request_model, as_string(), true)
             }
-            "gen_ai.operation.name" => set_str(&mut g.operation, as_string().map(|s| normalize_operation(&s)), true),
-            "llm.request.type" => set_str(&mut g.operation, as_string().map(|s| normalize_operation(&s)), false),
-            "gen_ai.request.model" | "llm.request.model" => set_str(&mut g.request_model, as_string(), true),
             "llm.model_name" => set_str(&mut g.request_model, as_string(), false),
-            "gen_ai.response.model" | "llm.response.model" => set_str(&mut g.response_model, as_string(), true),
+            "gen_ai.response.model" | "llm.response.model" => {
+                set_str(&mut g.response_model, as_string(), true)
+            }
             "gen_ai.usage.input_tokens" => set_int(&mut g.input_tokens, value, true),
             "gen_ai.usage.prompt_tokens" | "llm.usage.prompt_tokens" | "llm.token_count.prompt" => {
                 set_int(&mut g.input_tokens, value, false)
             }
             "gen_ai.usage.output_tokens" => set_int(&mut g.output_tokens, value, true),
-            "gen_ai.usage.completion_tokens" | "llm.usage.completion_tokens" | "llm.token_count.completion" => {
-                set_int(&mut g.output_tokens, value, false)
-            }
+            "gen_ai.usage.completion_tokens"
+            | "llm.usage.completion_tokens"
+            | "llm.token_count.completion" => set_int(&mut g.output_tokens, value, false),
             "gen_ai.usage.total_tokens" | "llm.usage.total_tokens" | "llm.token_count.total" => {
                 set_int(&mut g.total_tokens, value, false)
             }
             "gen_ai.usage.cache_read.input_tokens"
             | "gen_ai.usage.cache_read_input_tokens"
             | "llm.usage.cache_read_input_tokens"
-            | "llm.token_count.prompt_details.cache_read" => set_int(&mut g.cache_read_tokens, value, false),
+            | "llm.token_count.prompt_details.cache_read" => {
+                set_int(&mut g.cache_read_tokens, value, false)
+            }
             "gen_ai.usage.cache_creation.input_tokens"
             | "gen_ai.usage.cache_creation_input_tokens"
             | "llm.usage.cache_creation_input_tokens"
-            | "llm.token_count.prompt_details.cache_write" => set_int(&mut g.cache_creation_tokens, value, false),
+            | "llm.token_count.prompt_details.cache_write" => {
+                set_int(&mut g.cache_creation_tokens, value, false)
+            }
             "gen_ai.usage.reasoning_tokens"
             | "gen_ai.usage.reasoning.output_tokens"
             | "gen_ai.usage.output_tokens_details.reasoning_tokens"
             | "llm.usage.reasoning_tokens"
-            | "llm.token_count.completion_details.reasoning" => set_int(&mut g.reasoning_tokens, value, false),
-            "gen_ai.response.finish_reasons" | "llm.response.finish_reasons" | "llm.response.finish_reason" => {
-                match value_as_string_list(value) {
-                    Some(list) if g.finish_reasons.is_none() => {
-                        g.finish_reasons = Some(list);
-                        true
-                    }
-                    Some(_) => true,
-                    None => false,
-                }
+            | "llm.token_count.completion_details.reasoning" => {
+                set_int(&mut g.reasoning_tokens, value, false)
             }
+            "gen_ai.response.finish_reasons"
+            | "llm.response.finish_reasons"
+            | "llm.response.finish_reason" => match value_as_string_list(value) {
+                Some(list) if g.finish_reasons.is_none() => {
+                    g.finish_reasons = Some(list);
+                    true
+                }
+                Some(_) => true,
+                None => false,
+            },
             "gen_ai.request.temperature" | "llm.request.temperature" | "llm.temperature" => {
                 set_float(&mut g.request_temperature, value)
             }
-            "gen_ai.request.max_tokens" | "llm.request.max_tokens" => set_int(&mut g.request_max_tokens, value, true),
+            "gen_ai.request.max_tokens" | "llm.request.max_tokens" => {
+                set_int(&mut g.request_max_tokens, value, true)
+            }
             "llm.invocation_parameters" => {
                 // OpenInference packs the request parameters into one JSON string; keep it whole too.
-                if let Some(params) = as_string().and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok()) {
+                if let Some(params) =
+                    as_string().and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+                {
                     if g.request_temperature.is_none() {
                         g.request_temperature = params.get("temperature").and_then(|v| v.as_f64());
                     }
@@ -258,8 +297,12 @@ pub fn extract(
                 reported_cost = value_as_f64(value).filter(|c| c.is_finite() && *c >= 0.0);
                 reported_cost.is_some()
             }
-            "gen_ai.input.messages" => set_content(&mut g.input_messages, value, normalizer.content),
-            "gen_ai.output.messages" => set_content(&mut g.output_messages, value, normalizer.content),
+            "gen_ai.input.messages" => {
+                set_content(&mut g.input_messages, value, normalizer.content)
+            }
+            "gen_ai.output.messages" => {
+                set_content(&mut g.output_messages, value, normalizer.content)
+            }
             "input.value" => {
                 input_value = Some(value);
                 true
@@ -270,15 +313,16 @@ pub fn extract(
             }
             _ => {
                 if let Some((side, index, field)) = indexed_message_key(key) {
-                    if field == "finish_reason" {
-                        if let Some(reason) = as_string() {
-                            indexed_finish_reasons.insert(index, reason);
-                        }
+                    if field == "finish_reason"
+                        && let Some(reason) = as_string()
+                    {
+                        indexed_finish_reasons.insert(index, reason);
                     }
                     let entry = messages[side as usize].entry(index).or_default();
                     entry.insert(field.to_string(), value_to_json(value));
                     true
-                } else if key.contains("time_to_first_token") || key.contains("time_to_first_chunk") {
+                } else if key.contains("time_to_first_token") || key.contains("time_to_first_chunk")
+                {
                     match ttft_from_attribute(key, value) {
                         Some(ns) => {
                             g.ttft_ns.get_or_insert(ns);
@@ -313,8 +357,11 @@ pub fn extract(
         }
         let list = std::mem::take(&mut messages[side as usize]);
         if !list.is_empty() {
-            let array: Vec<serde_json::Value> = list.into_values().map(serde_json::Value::Object).collect();
-            *slot = normalizer.content.apply(serde_json::Value::Array(array).to_string());
+            let array: Vec<serde_json::Value> =
+                list.into_values().map(serde_json::Value::Object).collect();
+            *slot = normalizer
+                .content
+                .apply(serde_json::Value::Array(array).to_string());
         } else if let Some(value) = fallback {
             *slot = value_to_string(value).and_then(|s| normalizer.content.apply(s));
         }
@@ -329,45 +376,50 @@ pub fn extract(
             g.response_model = g.request_model.clone();
         }
     }
-    if g.operation.is_none() {
-        if let Some(kind) = attributes.iter().find(|kv| kv.key == "openinference.span.kind") {
-            match kind.value.as_ref().and_then(value_to_string).as_deref() {
-                Some("LLM") => g.operation = Some("chat".into()),
-                Some("EMBEDDING") => g.operation = Some("embeddings".into()),
-                Some("RERANKER") => g.operation = Some("rerank".into()),
-                _ => {}
-            }
+    if g.operation.is_none()
+        && let Some(kind) = attributes
+            .iter()
+            .find(|kv| kv.key == "openinference.span.kind")
+    {
+        match kind.value.as_ref().and_then(value_to_string).as_deref() {
+            Some("LLM") => g.operation = Some("chat".into()),
+            Some("EMBEDDING") => g.operation = Some("embeddings".into()),
+            Some("RERANKER") => g.operation = Some("rerank".into()),
+            _ => {}
         }
     }
-    if g.total_tokens.is_none() {
-        if let (Some(i), Some(o)) = (g.input_tokens, g.output_tokens) {
-            g.total_tokens = Some(i.saturating_add(o));
-        }
+    if g.total_tokens.is_none()
+        && let (Some(i), Some(o)) = (g.input_tokens, g.output_tokens)
+    {
+        g.total_tokens = Some(i.saturating_add(o));
     }
     if g.ttft_ns.is_none() {
         g.ttft_ns = events
             .iter()
             .find(|e| {
                 let name = e.name.as_str();
-                name.contains("first_token") || name.contains("first_chunk") || name == "gen_ai.content.completion.chunk"
+                name.contains("first_token")
+                    || name.contains("first_chunk")
+                    || name == "gen_ai.content.completion.chunk"
             })
             .and_then(|e| e.time_unix_nano.checked_sub(start_time_unix_nano))
             .and_then(|ns| i64::try_from(ns).ok());
     }
 
     g.cost_usd = reported_cost;
-    if g.cost_usd.is_none() && (g.input_tokens.is_some() || g.output_tokens.is_some()) {
-        if let Some(model) = g.response_model.as_ref().or(g.request_model.as_ref()) {
-            let usage = TokenUsage {
-                input: g.input_tokens.unwrap_or(0),
-                output: g.output_tokens.unwrap_or(0),
-                cache_read: g.cache_read_tokens.unwrap_or(0),
-                cache_write: g.cache_creation_tokens.unwrap_or(0),
-                reasoning: g.reasoning_tokens.unwrap_or(0),
-            };
-            g.cost_usd = normalizer.prices.cost(model, usage);
-            g.unpriced_model = g.cost_usd.is_none();
-        }
+    if g.cost_usd.is_none()
+        && (g.input_tokens.is_some() || g.output_tokens.is_some())
+        && let Some(model) = g.response_model.as_ref().or(g.request_model.as_ref())
+    {
+        let usage = TokenUsage {
+            input: g.input_tokens.unwrap_or(0),
+            output: g.output_tokens.unwrap_or(0),
+            cache_read: g.cache_read_tokens.unwrap_or(0),
+            cache_write: g.cache_creation_tokens.unwrap_or(0),
+            reasoning: g.reasoning_tokens.unwrap_or(0),
+        };
+        g.cost_usd = normalizer.prices.cost(model, usage);
+        g.unpriced_model = g.cost_usd.is_none();
     }
     (g, rest)
 }
@@ -418,7 +470,11 @@ mod tests {
     use opentelemetry_proto::tonic::common::v1::any_value::Value;
 
     fn kv(key: &str, value: Value) -> KeyValue {
-        KeyValue { key: key.into(), value: Some(AnyValue { value: Some(value) }), ..Default::default() }
+        KeyValue {
+            key: key.into(),
+            value: Some(AnyValue { value: Some(value) }),
+            ..Default::default()
+        }
     }
     fn s(key: &str, v: &str) -> KeyValue {
         kv(key, Value::StringValue(v.into()))
@@ -428,7 +484,10 @@ mod tests {
     }
 
     fn run(attrs: &[KeyValue], content: ContentPolicy) -> (GenAiFields, Vec<(String, String)>) {
-        let normalizer = Normalizer::new(&NormalizeConfig { content, ..Default::default() });
+        let normalizer = Normalizer::new(&NormalizeConfig {
+            content,
+            ..Default::default()
+        });
         extract(attrs, &[], 0, &normalizer)
     }
 
@@ -445,7 +504,10 @@ mod tests {
                 kv("gen_ai.request.temperature", Value::DoubleValue(0.2)),
                 i("gen_ai.request.max_tokens", 512),
                 s("gen_ai.response.finish_reasons", "[\"stop\"]"),
-                kv("gen_ai.response.time_to_first_chunk", Value::DoubleValue(0.25)),
+                kv(
+                    "gen_ai.response.time_to_first_chunk",
+                    Value::DoubleValue(0.25),
+                ),
                 s("http.method", "POST"),
             ],
             ContentPolicy::Keep,
@@ -453,7 +515,10 @@ mod tests {
         assert_eq!(g.system.as_deref(), Some("azure.ai.openai"));
         assert_eq!(g.operation.as_deref(), Some("chat"));
         assert_eq!(g.response_model.as_deref(), Some("gpt-4o-2024-08-06"));
-        assert_eq!((g.input_tokens, g.output_tokens, g.total_tokens), (Some(1000), Some(200), Some(1200)));
+        assert_eq!(
+            (g.input_tokens, g.output_tokens, g.total_tokens),
+            (Some(1000), Some(200), Some(1200))
+        );
         assert_eq!(g.finish_reasons, Some(vec!["stop".to_string()]));
         assert_eq!(g.ttft_ns, Some(250_000_000));
         assert_eq!(g.request_max_tokens, Some(512));
@@ -483,12 +548,25 @@ mod tests {
         );
         assert_eq!(g.system.as_deref(), Some("anthropic"));
         assert_eq!(g.operation.as_deref(), Some("text_completion"));
-        assert_eq!((g.input_tokens, g.output_tokens, g.total_tokens), (Some(30), Some(12), Some(42)));
+        assert_eq!(
+            (g.input_tokens, g.output_tokens, g.total_tokens),
+            (Some(30), Some(12), Some(42))
+        );
         assert_eq!(g.finish_reasons, Some(vec!["end_turn".to_string()]));
         let input = g.input_messages.unwrap();
-        assert!(input.contains("[REDACTED_EMAIL]") && input.contains("\"role\":\"user\""), "{input}");
-        assert!(g.output_messages.unwrap().contains("\"finish_reason\":\"end_turn\""));
-        assert_eq!(rest, vec![("traceloop.workflow.name".to_string(), "support".to_string())]);
+        assert!(
+            input.contains("[REDACTED_EMAIL]") && input.contains("\"role\":\"user\""),
+            "{input}"
+        );
+        assert!(
+            g.output_messages
+                .unwrap()
+                .contains("\"finish_reason\":\"end_turn\"")
+        );
+        assert_eq!(
+            rest,
+            vec![("traceloop.workflow.name".to_string(), "support".to_string())]
+        );
         assert!(g.cost_usd.is_some());
     }
 
@@ -502,7 +580,10 @@ mod tests {
                 i("llm.token_count.prompt", 10),
                 i("llm.token_count.completion", 5),
                 i("llm.token_count.total", 15),
-                s("llm.invocation_parameters", "{\"temperature\":0.7,\"max_tokens\":64}"),
+                s(
+                    "llm.invocation_parameters",
+                    "{\"temperature\":0.7,\"max_tokens\":64}",
+                ),
                 s("input.value", "hello"),
                 s("output.value", "hi"),
             ],
@@ -536,18 +617,32 @@ mod tests {
     #[test]
     fn reported_cost_wins_and_unknown_model_is_flagged_not_zeroed() {
         let (g, _) = run(
-            &[s("gen_ai.request.model", "gpt-4o"), i("gen_ai.usage.input_tokens", 10), kv("gen_ai.usage.cost", Value::DoubleValue(0.5))],
+            &[
+                s("gen_ai.request.model", "gpt-4o"),
+                i("gen_ai.usage.input_tokens", 10),
+                kv("gen_ai.usage.cost", Value::DoubleValue(0.5)),
+            ],
             ContentPolicy::Keep,
         );
         assert_eq!(g.cost_usd, Some(0.5));
-        let (g, _) = run(&[s("gen_ai.request.model", "my-finetune"), i("gen_ai.usage.input_tokens", 10)], ContentPolicy::Keep);
+        let (g, _) = run(
+            &[
+                s("gen_ai.request.model", "my-finetune"),
+                i("gen_ai.usage.input_tokens", 10),
+            ],
+            ContentPolicy::Keep,
+        );
         assert_eq!(g.cost_usd, None);
         assert!(g.unpriced_model);
     }
 
     #[test]
     fn ttft_from_first_chunk_event_and_unit_suffixes() {
-        let events = vec![Event { time_unix_nano: 1_300, name: "llm.first_token".into(), ..Default::default() }];
+        let events = vec![Event {
+            time_unix_nano: 1_300,
+            name: "llm.first_token".into(),
+            ..Default::default()
+        }];
         let (g, _) = extract(&[], &events, 1_000, &Normalizer::default());
         assert_eq!(g.ttft_ns, Some(300));
         let (g, _) = run(&[i("llm.time_to_first_token_ms", 120)], ContentPolicy::Keep);
@@ -556,7 +651,10 @@ mod tests {
 
     #[test]
     fn provider_aliases() {
-        assert_eq!(normalize_provider("az.ai.openai"), normalize_provider("azure.ai.openai"));
+        assert_eq!(
+            normalize_provider("az.ai.openai"),
+            normalize_provider("azure.ai.openai")
+        );
         assert_eq!(normalize_provider("AWS Bedrock"), "aws.bedrock");
         assert_eq!(normalize_provider("MyCorp"), "mycorp");
     }

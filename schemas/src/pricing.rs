@@ -79,10 +79,11 @@ impl PriceTable {
             candidates.push(tail);
         }
         let last = *candidates.last().unwrap_or(&model);
-        if let Some((vendor, tail)) = last.split_once('.') {
-            if !vendor.is_empty() && vendor.chars().all(|c| c.is_ascii_alphabetic() || c == '-') {
-                candidates.push(tail);
-            }
+        if let Some((vendor, tail)) = last.split_once('.')
+            && !vendor.is_empty()
+            && vendor.chars().all(|c| c.is_ascii_alphabetic() || c == '-')
+        {
+            candidates.push(tail);
         }
         for candidate in candidates {
             if let Some(price) = self.models.get(candidate) {
@@ -134,14 +135,24 @@ mod tests {
         assert_eq!(t.lookup("gpt-4o-mini-2024-07-18").unwrap().input, 0.15);
         assert_eq!(t.lookup("gpt-4o-2024-08-06").unwrap().input, 2.50);
         assert_eq!(t.lookup("openai/gpt-4o").unwrap().input, 2.50);
-        assert_eq!(t.lookup("anthropic.claude-3-5-sonnet-20241022-v2:0").unwrap().input, 3.0);
+        assert_eq!(
+            t.lookup("anthropic.claude-3-5-sonnet-20241022-v2:0")
+                .unwrap()
+                .input,
+            3.0
+        );
         assert!(t.lookup("my-finetune").is_none());
     }
 
     #[test]
     fn cost_splits_cached_and_reasoning_tokens() {
         let t = PriceTable::defaults();
-        let usage = TokenUsage { input: 1_000_000, output: 1_000_000, cache_read: 500_000, ..Default::default() };
+        let usage = TokenUsage {
+            input: 1_000_000,
+            output: 1_000_000,
+            cache_read: 500_000,
+            ..Default::default()
+        };
         // 0.5M uncached at 2.50 + 0.5M cached at 1.25 + 1M output at 10.
         let cost = t.cost("gpt-4o", usage).unwrap();
         assert!((cost - (1.25 + 0.625 + 10.0)).abs() < 1e-9, "{cost}");

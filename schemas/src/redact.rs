@@ -19,7 +19,8 @@ pub enum ContentPolicy {
 }
 
 static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}").expect("email regex")
+    Regex::new(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+        .expect("email regex")
 });
 static API_KEY: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(concat!(
@@ -42,11 +43,19 @@ pub fn redact(text: &str) -> String {
     let text = EMAIL.replace_all(&text, "[REDACTED_EMAIL]");
     let text = CARD.replace_all(&text, |caps: &regex::Captures<'_>| {
         let digits: Vec<u32> = caps[0].chars().filter_map(|c| c.to_digit(10)).collect();
-        if luhn_valid(&digits) { "[REDACTED_CARD]".to_string() } else { caps[0].to_string() }
+        if luhn_valid(&digits) {
+            "[REDACTED_CARD]".to_string()
+        } else {
+            caps[0].to_string()
+        }
     });
     let text = PHONE.replace_all(&text, |caps: &regex::Captures<'_>| {
         let digits = caps[0].chars().filter(|c| c.is_ascii_digit()).count();
-        if (7..=15).contains(&digits) { "[REDACTED_PHONE]".to_string() } else { caps[0].to_string() }
+        if (7..=15).contains(&digits) {
+            "[REDACTED_PHONE]".to_string()
+        } else {
+            caps[0].to_string()
+        }
     });
     text.into_owned()
 }
@@ -59,9 +68,15 @@ fn luhn_valid(digits: &[u32]) -> bool {
         .iter()
         .rev()
         .enumerate()
-        .map(|(i, &d)| if i % 2 == 1 { if d * 2 > 9 { d * 2 - 9 } else { d * 2 } } else { d })
+        .map(|(i, &d)| {
+            if i % 2 == 1 {
+                if d * 2 > 9 { d * 2 - 9 } else { d * 2 }
+            } else {
+                d
+            }
+        })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 impl ContentPolicy {
@@ -88,20 +103,32 @@ mod tests {
         assert!(out.contains("[REDACTED_PHONE]"), "{out}");
         assert!(out.contains("[REDACTED_CARD]"), "{out}");
         assert!(out.contains("[REDACTED_API_KEY]"), "{out}");
-        assert!(!out.contains("jane.doe") && !out.contains("4111") && !out.contains("abcdefghijkl"), "{out}");
+        assert!(
+            !out.contains("jane.doe") && !out.contains("4111") && !out.contains("abcdefghijkl"),
+            "{out}"
+        );
     }
 
     #[test]
     fn leaves_ordinary_text_and_non_luhn_numbers() {
-        assert_eq!(redact("The answer is 42, in 2024."), "The answer is 42, in 2024.");
+        assert_eq!(
+            redact("The answer is 42, in 2024."),
+            "The answer is 42, in 2024."
+        );
         let order = "order 1234567890123 shipped";
         assert!(!redact(order).contains("CARD"));
     }
 
     #[test]
     fn policies() {
-        assert_eq!(ContentPolicy::Keep.apply("a@b.io".into()).as_deref(), Some("a@b.io"));
-        assert_eq!(ContentPolicy::Redact.apply("a@b.io".into()).as_deref(), Some("[REDACTED_EMAIL]"));
+        assert_eq!(
+            ContentPolicy::Keep.apply("a@b.io".into()).as_deref(),
+            Some("a@b.io")
+        );
+        assert_eq!(
+            ContentPolicy::Redact.apply("a@b.io".into()).as_deref(),
+            Some("[REDACTED_EMAIL]")
+        );
         assert_eq!(ContentPolicy::Drop.apply("x".into()), None);
     }
 }

@@ -19,9 +19,16 @@ pub fn vigil_bin() -> PathBuf {
     }
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> → target/<profile>/vigil
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile> directory");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile> directory");
     let bin = profile_dir.join(format!("vigil{}", std::env::consts::EXE_SUFFIX));
-    assert!(bin.exists(), "{} does not exist: run `cargo build --workspace --bins` (scripts/test.sh does) before the end-to-end tests", bin.display());
+    assert!(
+        bin.exists(),
+        "{} does not exist: run `cargo build --workspace --bins` (scripts/test.sh does) before the end-to-end tests",
+        bin.display()
+    );
     bin
 }
 
@@ -31,13 +38,19 @@ pub fn python() -> PathBuf {
         return PathBuf::from(path);
     }
     let venv = repo_root().join(".venv/bin/python");
-    assert!(venv.exists(), "no Python with the OpenTelemetry SDK: run scripts/test.sh, which creates .venv");
+    assert!(
+        venv.exists(),
+        "no Python with the OpenTelemetry SDK: run scripts/test.sh, which creates .venv"
+    );
     venv
 }
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_path_buf()
 }
 
 /// A `vigil serve` process on ephemeral loopback ports.
@@ -59,16 +72,30 @@ impl Collector {
     }
 
     /// Starts a collector with extra flags and environment variables.
-    pub fn start_with(data_dir: &Path, extra_args: Vec<String>, env: &[(&str, &str)]) -> anyhow::Result<Collector> {
+    pub fn start_with(
+        data_dir: &Path,
+        extra_args: Vec<String>,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Collector> {
         std::fs::create_dir_all(data_dir)?;
         let log_path = data_dir.with_extension("log");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
         let mut command = Command::new(vigil_bin());
         command
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--otlp-grpc-addr", "127.0.0.1:0", "--otlp-http-addr", "127.0.0.1:0", "--query-addr", "127.0.0.1:0"])
+            .args([
+                "--otlp-grpc-addr",
+                "127.0.0.1:0",
+                "--otlp-http-addr",
+                "127.0.0.1:0",
+                "--query-addr",
+                "127.0.0.1:0",
+            ])
             .args(&extra_args)
             .env_remove("VIGIL_CONFIG")
             .stdin(Stdio::null())
@@ -141,12 +168,19 @@ impl Collector {
     /// SIGTERM and wait for a clean exit (buffers flushed).
     pub fn stop(&mut self) -> anyhow::Result<()> {
         if let Some(mut child) = self.child.take() {
-            let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status()?;
+            let status = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status()?;
             anyhow::ensure!(status.success(), "kill -TERM failed");
             let deadline = Instant::now() + Duration::from_secs(60);
             loop {
                 if let Some(status) = child.try_wait()? {
-                    anyhow::ensure!(status.success(), "vigil serve exited with {status}; log:\n{}", self.log());
+                    anyhow::ensure!(
+                        status.success(),
+                        "vigil serve exited with {status}; log:\n{}",
+                        self.log()
+                    );
                     return Ok(());
                 }
                 if Instant::now() > deadline {
@@ -178,7 +212,11 @@ impl Collector {
         if status != 200 {
             bail!("query {sql:?} failed with {status}: {body}");
         }
-        Ok(body.get("rows").and_then(|r| r.as_array()).cloned().unwrap_or_default())
+        Ok(body
+            .get("rows")
+            .and_then(|r| r.as_array())
+            .cloned()
+            .unwrap_or_default())
     }
 
     /// Runs SQL and returns the HTTP status with the JSON body, whatever the status.
@@ -197,10 +235,10 @@ impl Collector {
     pub async fn wait_ready(&self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(r) = reqwest::get(format!("{}/readyz", self.query_url())).await {
-                if r.status().is_success() {
-                    return Ok(());
-                }
+            if let Ok(r) = reqwest::get(format!("{}/readyz", self.query_url())).await
+                && r.status().is_success()
+            {
+                return Ok(());
             }
             if Instant::now() > deadline {
                 bail!("collector not ready after 30 s");
@@ -231,11 +269,20 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
 
 /// A single value from a one-row result: `rows[0][column]`.
 pub fn one<'a>(rows: &'a [Value], column: &str) -> &'a Value {
-    rows.first().and_then(|r| r.get(column)).unwrap_or(&Value::Null)
+    rows.first()
+        .and_then(|r| r.get(column))
+        .unwrap_or(&Value::Null)
 }
 
 /// Runs `vigil` with arguments and returns (status, stdout, stderr).
 pub fn run_vigil(args: &[&str]) -> anyhow::Result<(std::process::ExitStatus, String, String)> {
-    let output = Command::new(vigil_bin()).args(args).stdin(Stdio::null()).output()?;
-    Ok((output.status, String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned()))
+    let output = Command::new(vigil_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()?;
+    Ok((
+        output.status,
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    ))
 }

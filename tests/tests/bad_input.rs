@@ -17,12 +17,17 @@ fn request(service: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
             resource: Some(Resource {
                 attributes: vec![KeyValue {
                     key: "service.name".into(),
-                    value: Some(AnyValue { value: Some(Value::StringValue(service.into())) }),
+                    value: Some(AnyValue {
+                        value: Some(Value::StringValue(service.into())),
+                    }),
                     ..Default::default()
                 }],
                 ..Default::default()
             }),
-            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
             ..Default::default()
         }],
     }
@@ -39,8 +44,16 @@ fn span(n: u8) -> Span {
     }
 }
 
-async fn post(c: &Collector, path: &str, content_type: &str, body: Vec<u8>, gzip: bool) -> (u16, String, reqwest::header::HeaderMap) {
-    let mut builder = reqwest::Client::new().post(format!("{}{path}", c.http_url())).header("content-type", content_type);
+async fn post(
+    c: &Collector,
+    path: &str,
+    content_type: &str,
+    body: Vec<u8>,
+    gzip: bool,
+) -> (u16, String, reqwest::header::HeaderMap) {
+    let mut builder = reqwest::Client::new()
+        .post(format!("{}{path}", c.http_url()))
+        .header("content-type", content_type);
     if gzip {
         builder = builder.header("content-encoding", "gzip");
     }
@@ -70,12 +83,26 @@ async fn bad_requests_are_refused_clearly_and_good_ones_around_them_are_kept() {
     good(&c, 1).await;
 
     // Malformed protobuf.
-    let (status, text, _) = post(&c, "/v1/traces", "application/x-protobuf", vec![0xff, 0xff, 0xff, 0x01, 0x02], false).await;
+    let (status, text, _) = post(
+        &c,
+        "/v1/traces",
+        "application/x-protobuf",
+        vec![0xff, 0xff, 0xff, 0x01, 0x02],
+        false,
+    )
+    .await;
     assert_eq!(status, 400, "{text}");
     good(&c, 2).await;
 
     // Malformed JSON.
-    let (status, text, _) = post(&c, "/v1/traces", "application/json", b"{\"resourceSpans\": [".to_vec(), false).await;
+    let (status, text, _) = post(
+        &c,
+        "/v1/traces",
+        "application/json",
+        b"{\"resourceSpans\": [".to_vec(),
+        false,
+    )
+    .await;
     assert_eq!(status, 400);
     assert!(text.contains("not valid OTLP JSON"), "{text}");
     good(&c, 3).await;
@@ -87,9 +114,20 @@ async fn bad_requests_are_refused_clearly_and_good_ones_around_them_are_kept() {
     good(&c, 4).await;
 
     // Oversize body, plain and as a gzip bomb.
-    let big = request("big", (0..2000u32).map(|i| span((i % 250) as u8 + 1)).collect()).encode_to_vec();
+    let big = request(
+        "big",
+        (0..2000u32).map(|i| span((i % 250) as u8 + 1)).collect(),
+    )
+    .encode_to_vec();
     assert!(big.len() > 65536);
-    let (status, text, _) = post(&c, "/v1/traces", "application/x-protobuf", big.clone(), false).await;
+    let (status, text, _) = post(
+        &c,
+        "/v1/traces",
+        "application/x-protobuf",
+        big.clone(),
+        false,
+    )
+    .await;
     assert_eq!(status, 413, "{text}");
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     gz.write_all(&vec![0u8; 10 << 20]).unwrap();
@@ -99,20 +137,42 @@ async fn bad_requests_are_refused_clearly_and_good_ones_around_them_are_kept() {
     good(&c, 5).await;
 
     // Broken gzip.
-    let (status, text, _) = post(&c, "/v1/traces", "application/x-protobuf", b"not gzip".to_vec(), true).await;
+    let (status, text, _) = post(
+        &c,
+        "/v1/traces",
+        "application/x-protobuf",
+        b"not gzip".to_vec(),
+        true,
+    )
+    .await;
     assert_eq!(status, 400, "{text}");
     assert!(text.contains("gzip"));
 
     // A valid gzip'd protobuf and a valid OTLP JSON request are taken.
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(&request("good", vec![span(6)]).encode_to_vec()).unwrap();
-    let (status, text, _) = post(&c, "/v1/traces", "application/x-protobuf", gz.finish().unwrap(), true).await;
+    gz.write_all(&request("good", vec![span(6)]).encode_to_vec())
+        .unwrap();
+    let (status, text, _) = post(
+        &c,
+        "/v1/traces",
+        "application/x-protobuf",
+        gz.finish().unwrap(),
+        true,
+    )
+    .await;
     assert_eq!(status, 200, "{text}");
     let json = serde_json::json!({"resourceSpans": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "good"}}]},
         "scopeSpans": [{"spans": [{"traceId": "07070707070707070707070707070707", "spanId": "0707070707070707", "name": "span-7",
         "kind": 3, "startTimeUnixNano": "1700000000000000000", "endTimeUnixNano": "1700000000500000000",
         "attributes": [{"key": "gen_ai.usage.input_tokens", "value": {"intValue": "12"}}]}]}]}]});
-    let (status, text, _) = post(&c, "/v1/traces", "application/json", serde_json::to_vec(&json).unwrap(), false).await;
+    let (status, text, _) = post(
+        &c,
+        "/v1/traces",
+        "application/json",
+        serde_json::to_vec(&json).unwrap(),
+        false,
+    )
+    .await;
     assert_eq!(status, 200, "{text}");
 
     // Partial success: one span with a bad id is rejected, its neighbour is kept.
@@ -120,21 +180,42 @@ async fn bad_requests_are_refused_clearly_and_good_ones_around_them_are_kept() {
     bad.span_id = vec![1, 2, 3];
     let body = request("good", vec![bad, span(9)]).encode_to_vec();
     let mut client = TraceServiceClient::connect(c.grpc_url()).await.unwrap();
-    let response = client.export(ExportTraceServiceRequest::decode(body.as_slice()).unwrap()).await.unwrap();
-    let partial = response.into_inner().partial_success.expect("partial success reported");
+    let response = client
+        .export(ExportTraceServiceRequest::decode(body.as_slice()).unwrap())
+        .await
+        .unwrap();
+    let partial = response
+        .into_inner()
+        .partial_success
+        .expect("partial success reported");
     assert_eq!(partial.rejected_spans, 1);
-    assert!(partial.error_message.contains("span_id must be 8 bytes"), "{}", partial.error_message);
+    assert!(
+        partial.error_message.contains("span_id must be 8 bytes"),
+        "{}",
+        partial.error_message
+    );
 
     let rows = c.sql("SELECT count(*) AS n, count(DISTINCT span_id) AS d FROM spans WHERE service_name = 'good'").await.unwrap();
     assert_eq!(one(&rows, "n"), 8, "spans 1-7 and 9");
     assert_eq!(one(&rows, "d"), 8);
-    let rows = c.sql("SELECT input_tokens, kind FROM spans WHERE name = 'span-7'").await.unwrap();
+    let rows = c
+        .sql("SELECT input_tokens, kind FROM spans WHERE name = 'span-7'")
+        .await
+        .unwrap();
     assert_eq!(one(&rows, "input_tokens"), 12);
     assert_eq!(one(&rows, "kind"), "client");
 
     // Every refusal is counted on /metrics.
-    let metrics = reqwest::get(format!("{}/metrics", c.query_url())).await.unwrap().text().await.unwrap();
-    let bad_line = metrics.lines().find(|l| l.starts_with("vigil_ingest_bad_requests_total{signal=\"spans\"}")).unwrap();
+    let metrics = reqwest::get(format!("{}/metrics", c.query_url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let bad_line = metrics
+        .lines()
+        .find(|l| l.starts_with("vigil_ingest_bad_requests_total{signal=\"spans\"}"))
+        .unwrap();
     assert!(bad_line.ends_with(" 6"), "{bad_line}");
     assert!(metrics.contains("vigil_ingest_rejected_items_total{signal=\"spans\"} 1"));
 }
@@ -145,7 +226,10 @@ async fn sql_is_read_only_and_errors_say_why() {
     let c = Collector::start(&dir.path().join("data"), &[]).unwrap();
     for (sql, expect) in [
         ("CREATE TABLE t AS SELECT 1", "DDL"),
-        ("CREATE EXTERNAL TABLE t STORED AS CSV LOCATION '/etc/passwd'", "DDL"),
+        (
+            "CREATE EXTERNAL TABLE t STORED AS CSV LOCATION '/etc/passwd'",
+            "DDL",
+        ),
         ("INSERT INTO spans SELECT * FROM spans", "DML"),
         ("COPY (SELECT 1) TO '/tmp/x.csv'", "COPY"),
         ("DROP TABLE spans", "DDL"),
@@ -154,7 +238,10 @@ async fn sql_is_read_only_and_errors_say_why() {
         let (status, body) = c.sql_raw(sql).await.unwrap();
         assert_eq!(status, 400, "{sql}: {body}");
         let message = body["error"].as_str().unwrap();
-        assert!(message.contains(expect) && message.contains("read-only"), "{sql}: {message}");
+        assert!(
+            message.contains(expect) && message.contains("read-only"),
+            "{sql}: {message}"
+        );
     }
     let (status, body) = c.sql_raw("SELECT nope FROM spans").await.unwrap();
     assert_eq!(status, 400);

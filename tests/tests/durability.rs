@@ -29,12 +29,21 @@ async fn stored_per_batch(c: &Collector, run: &str) -> BTreeMap<u64, u64> {
         ))
         .await
         .unwrap();
-    rows.iter().map(|r| (r["batch"].as_u64().unwrap(), r["n"].as_u64().unwrap())).collect()
+    rows.iter()
+        .map(|r| (r["batch"].as_u64().unwrap(), r["n"].as_u64().unwrap()))
+        .collect()
 }
 
 fn loadgen(c: &Collector, run: &str, ack_log: &Path, extra: &[&str]) -> std::process::Child {
     Command::new(vigil_bin())
-        .args(["loadgen", "--quiet", "--endpoint", &c.grpc_url(), "--run-id", run])
+        .args([
+            "loadgen",
+            "--quiet",
+            "--endpoint",
+            &c.grpc_url(),
+            "--run-id",
+            run,
+        ])
         .arg("--ack-log")
         .arg(ack_log)
         .args(extra)
@@ -55,7 +64,12 @@ async fn sigkill_mid_stream_loses_nothing_acknowledged_and_duplicates_nothing() 
         &[("VIGIL_STORAGE__FLUSH_ROWS", "20000")],
     )
     .unwrap();
-    let mut sender = loadgen(&c, "crash", &ack_log, &["--rate", "20000", "--duration", "30", "--batch", "200"]);
+    let mut sender = loadgen(
+        &c,
+        "crash",
+        &ack_log,
+        &["--rate", "20000", "--duration", "30", "--batch", "200"],
+    );
     // Let it run until some batches are acknowledged and at least one flush happened.
     let deadline = Instant::now() + Duration::from_secs(20);
     while read_ack_log(&ack_log).values().sum::<u64>() < 40_000 && Instant::now() < deadline {
@@ -65,7 +79,10 @@ async fn sigkill_mid_stream_loses_nothing_acknowledged_and_duplicates_nothing() 
     // Loadgen sees the connection drop; whatever it did not get an answer for is unacknowledged.
     let _ = sender.wait();
     let acked = read_ack_log(&ack_log);
-    assert!(acked.values().sum::<u64>() >= 20_000, "too little was acknowledged before the kill: {acked:?}");
+    assert!(
+        acked.values().sum::<u64>() >= 20_000,
+        "too little was acknowledged before the kill: {acked:?}"
+    );
 
     c.restart().unwrap();
     let stored = stored_per_batch(&c, "crash").await;
@@ -75,15 +92,25 @@ async fn sigkill_mid_stream_loses_nothing_acknowledged_and_duplicates_nothing() 
             missing.push((*batch, *spans, stored.get(batch).copied()));
         }
     }
-    assert!(missing.is_empty(), "acknowledged batches not stored exactly once (batch, sent, stored): {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "acknowledged batches not stored exactly once (batch, sent, stored): {missing:?}"
+    );
     // Unacknowledged batches may or may not have landed, but never twice.
     let dupes = c
         .sql("SELECT count(*) AS n, count(DISTINCT span_id) AS d FROM spans WHERE resource_attributes['loadgen.run'] = 'crash'")
         .await
         .unwrap();
-    assert_eq!(one(&dupes, "n"), one(&dupes, "d"), "duplicate spans after replay");
+    assert_eq!(
+        one(&dupes, "n"),
+        one(&dupes, "d"),
+        "duplicate spans after replay"
+    );
     let files = walk_parquet(&c.data_dir.join("tables/spans"));
-    assert!(files > 0, "the kill should have come after at least one flush");
+    assert!(
+        files > 0,
+        "the kill should have come after at least one flush"
+    );
 
     // A second restart (clean this time) replays nothing twice.
     c.stop().unwrap();
@@ -122,7 +149,21 @@ async fn overload_pushes_back_keeps_memory_bounded_and_stores_everything_acknowl
         &[("VIGIL_STORAGE__FLUSH_INTERVAL_SECS", "3600")],
     )
     .unwrap();
-    let sender = loadgen(&c, "flood", &ack_log, &["--rate", "0", "--duration", "15", "--batch", "1000", "--concurrency", "16"]);
+    let sender = loadgen(
+        &c,
+        "flood",
+        &ack_log,
+        &[
+            "--rate",
+            "0",
+            "--duration",
+            "15",
+            "--batch",
+            "1000",
+            "--concurrency",
+            "16",
+        ],
+    );
     let pid = c.pid();
     let mut peak = 0u64;
     let started = Instant::now();
@@ -134,20 +175,53 @@ async fn overload_pushes_back_keeps_memory_bounded_and_stores_everything_acknowl
         }
         peak
     });
-    let output = tokio::task::spawn_blocking(move || sender.wait_with_output()).await.unwrap().unwrap();
+    let output = tokio::task::spawn_blocking(move || sender.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
     peak = peak.max(sampler.join().unwrap());
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "loadgen failed: {stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "loadgen failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-    assert!(summary["throttled_attempts"].as_u64().unwrap() > 0, "the sender never saw pushback: {summary}");
-    assert!(peak < LIMIT + MARGIN, "RSS peaked at {} MiB, over the {} MiB limit + {} MiB margin", peak >> 20, LIMIT >> 20, MARGIN >> 20);
+    assert!(
+        summary["throttled_attempts"].as_u64().unwrap() > 0,
+        "the sender never saw pushback: {summary}"
+    );
+    assert!(
+        peak < LIMIT + MARGIN,
+        "RSS peaked at {} MiB, over the {} MiB limit + {} MiB margin",
+        peak >> 20,
+        LIMIT >> 20,
+        MARGIN >> 20
+    );
 
     let acked = read_ack_log(&ack_log);
     let stored = stored_per_batch(&c, "flood").await;
     for (batch, spans) in &acked {
-        assert_eq!(stored.get(batch), Some(spans), "acknowledged batch {batch} not stored whole");
+        assert_eq!(
+            stored.get(batch),
+            Some(spans),
+            "acknowledged batch {batch} not stored whole"
+        );
     }
-    let metrics = reqwest::get(format!("{}/metrics", c.query_url())).await.unwrap().text().await.unwrap();
-    assert!(!metrics.contains("vigil_ingest_throttled_requests_total{signal=\"spans\"} 0\n"), "{metrics}");
-    eprintln!("overload: peak RSS {} MiB, {} pushbacks, {} spans acknowledged", peak >> 20, summary["throttled_attempts"], acked.values().sum::<u64>());
+    let metrics = reqwest::get(format!("{}/metrics", c.query_url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !metrics.contains("vigil_ingest_throttled_requests_total{signal=\"spans\"} 0\n"),
+        "{metrics}"
+    );
+    eprintln!(
+        "overload: peak RSS {} MiB, {} pushbacks, {} spans acknowledged",
+        peak >> 20,
+        summary["throttled_attempts"],
+        acked.values().sum::<u64>()
+    );
 }

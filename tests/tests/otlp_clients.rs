@@ -15,7 +15,14 @@ use vigil_tests::{Collector, one, python, repo_root};
 fn run_python_sdk(protocol: &str, endpoint: &str, run_id: &str) -> Value {
     let output = Command::new(python())
         .arg(repo_root().join("tests/python/send_otel.py"))
-        .args(["--protocol", protocol, "--endpoint", endpoint, "--run-id", run_id])
+        .args([
+            "--protocol",
+            protocol,
+            "--endpoint",
+            endpoint,
+            "--run-id",
+            run_id,
+        ])
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
         .output()
         .expect("python runs");
@@ -34,7 +41,8 @@ fn map_get(map: &Value, key: &str) -> Option<String> {
     match map {
         Value::Object(o) => o.get(key).and_then(|v| v.as_str()).map(str::to_string),
         Value::Array(entries) => entries.iter().find_map(|e| {
-            (e.get("keys").and_then(|k| k.as_str()) == Some(key)).then(|| e.get("values")?.as_str().map(str::to_string))?
+            (e.get("keys").and_then(|k| k.as_str()) == Some(key))
+                .then(|| e.get("values")?.as_str().map(str::to_string))?
         }),
         _ => None,
     }
@@ -53,7 +61,12 @@ async fn check_python_run(c: &Collector, protocol: &str) {
         .await
         .unwrap();
     assert_eq!(spans.len(), 4, "{spans:#?}");
-    let by_name = |n: &str| spans.iter().find(|s| s["name"] == n).unwrap_or_else(|| panic!("no span {n}: {spans:#?}"));
+    let by_name = |n: &str| {
+        spans
+            .iter()
+            .find(|s| s["name"] == n)
+            .unwrap_or_else(|| panic!("no span {n}: {spans:#?}"))
+    };
 
     let current = by_name("chat gpt-4o");
     assert_eq!(current["kind"], "client");
@@ -69,9 +82,20 @@ async fn check_python_run(c: &Collector, protocol: &str) {
     assert_eq!(current["request_temperature"], 0.2);
     assert_eq!(current["request_max_tokens"], 512);
     let cost = current["cost_usd"].as_f64().unwrap();
-    assert!((cost - (1200.0 * 2.5 + 300.0 * 10.0) / 1e6).abs() < 1e-9, "{cost}");
-    assert!(current["input_messages"].as_str().unwrap().contains("\"content\":\"hi\""));
-    assert_eq!(map_get(&current["attributes"], "app.feature").as_deref(), Some("summarize"));
+    assert!(
+        (cost - (1200.0 * 2.5 + 300.0 * 10.0) / 1e6).abs() < 1e-9,
+        "{cost}"
+    );
+    assert!(
+        current["input_messages"]
+            .as_str()
+            .unwrap()
+            .contains("\"content\":\"hi\"")
+    );
+    assert_eq!(
+        map_get(&current["attributes"], "app.feature").as_deref(),
+        Some("summarize")
+    );
     assert!(!current["parent_span_id"].is_null());
 
     let legacy = by_name("anthropic.completion");
@@ -84,15 +108,24 @@ async fn check_python_run(c: &Collector, protocol: &str) {
     assert_eq!(legacy["finish_reasons"], serde_json::json!(["end_turn"]));
     assert!(legacy["cost_usd"].as_f64().unwrap() > 0.0);
     let input = legacy["input_messages"].as_str().unwrap();
-    assert!(input.contains("alice@example.com") && input.contains("\"role\":\"user\""), "{input}");
-    assert_eq!(map_get(&legacy["attributes"], "traceloop.workflow.name").as_deref(), Some("support"));
+    assert!(
+        input.contains("alice@example.com") && input.contains("\"role\":\"user\""),
+        "{input}"
+    );
+    assert_eq!(
+        map_get(&legacy["attributes"], "traceloop.workflow.name").as_deref(),
+        Some("support")
+    );
 
     let failed = by_name("azure chat");
     assert_eq!(failed["gen_ai_system"], "azure.ai.openai");
     assert_eq!(failed["status_code"], "error");
     assert_eq!(failed["status_message"], "429 from upstream");
     assert_eq!(failed["error_type"], "rate_limit_exceeded");
-    assert!(failed["cost_usd"].is_null(), "an unknown model must get a null cost, not zero");
+    assert!(
+        failed["cost_usd"].is_null(),
+        "an unknown model must get a null cost, not zero"
+    );
     assert!(failed["events"].as_str().unwrap().contains("RuntimeError"));
 
     let root = by_name("workflow");
@@ -108,29 +141,67 @@ async fn check_python_run(c: &Collector, protocol: &str) {
         ))
         .await
         .unwrap();
-    let metric = |n: &str| metrics.iter().find(|m| m["metric_name"] == n).unwrap_or_else(|| panic!("no metric {n}: {metrics:#?}"));
+    let metric = |n: &str| {
+        metrics
+            .iter()
+            .find(|m| m["metric_name"] == n)
+            .unwrap_or_else(|| panic!("no metric {n}: {metrics:#?}"))
+    };
     assert_eq!(metrics.len(), 5, "{metrics:#?}");
     let requests = metric("vigil_test_requests");
-    assert_eq!((requests["metric_type"].as_str(), requests["value"].as_f64()), (Some("sum"), Some(5.0)));
+    assert_eq!(
+        (requests["metric_type"].as_str(), requests["value"].as_f64()),
+        (Some("sum"), Some(5.0))
+    );
     assert_eq!(requests["is_monotonic"], true);
     assert_eq!(requests["temporality"], "cumulative");
-    assert_eq!(map_get(&requests["attributes"], "route").as_deref(), Some("/chat"));
+    assert_eq!(
+        map_get(&requests["attributes"], "route").as_deref(),
+        Some("/chat")
+    );
     let inflight = metric("vigil_test_inflight");
-    assert_eq!((inflight["is_monotonic"].as_bool(), inflight["value"].as_f64()), (Some(false), Some(2.0)));
+    assert_eq!(
+        (
+            inflight["is_monotonic"].as_bool(),
+            inflight["value"].as_f64()
+        ),
+        (Some(false), Some(2.0))
+    );
     let gauge = metric("vigil_test_temperature");
-    assert_eq!((gauge["metric_type"].as_str(), gauge["value"].as_f64(), gauge["unit"].as_str()), (Some("gauge"), Some(71.5), Some("Cel")));
+    assert_eq!(
+        (
+            gauge["metric_type"].as_str(),
+            gauge["value"].as_f64(),
+            gauge["unit"].as_str()
+        ),
+        (Some("gauge"), Some(71.5), Some("Cel"))
+    );
     let latency = metric("vigil_test_latency");
     assert_eq!(latency["metric_type"], "histogram");
     assert_eq!(latency["count"], 3);
     assert!((latency["sum"].as_f64().unwrap() - 0.7).abs() < 1e-9);
-    assert_eq!((latency["min"].as_f64(), latency["max"].as_f64()), (Some(0.1), Some(0.4)));
-    assert_eq!(latency["bucket_bounds"], serde_json::json!([0.05, 0.15, 0.3, 1.0]));
+    assert_eq!(
+        (latency["min"].as_f64(), latency["max"].as_f64()),
+        (Some(0.1), Some(0.4))
+    );
+    assert_eq!(
+        latency["bucket_bounds"],
+        serde_json::json!([0.05, 0.15, 0.3, 1.0])
+    );
     assert_eq!(latency["bucket_counts"], serde_json::json!([0, 1, 1, 1, 0]));
     let tokens = metric("vigil_test_tokens");
     assert_eq!(tokens["metric_type"], "exponential_histogram");
-    assert_eq!((tokens["count"].as_u64(), tokens["sum"].as_f64()), (Some(3), Some(1110.0)));
+    assert_eq!(
+        (tokens["count"].as_u64(), tokens["sum"].as_f64()),
+        (Some(3), Some(1110.0))
+    );
     assert!(tokens["exp_scale"].is_i64());
-    let positive: u64 = tokens["exp_positive_counts"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).sum();
+    let positive: u64 = tokens["exp_positive_counts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
     assert_eq!(positive, 3);
 
     let logs = c
@@ -143,7 +214,10 @@ async fn check_python_run(c: &Collector, protocol: &str) {
     assert_eq!(logs.len(), 2, "{logs:#?}");
     assert_eq!(logs[0]["severity_number"], 13);
     assert_eq!(logs[0]["body"], "token budget exceeded for alice");
-    assert_eq!(map_get(&logs[0]["attributes"], "tenant").as_deref(), Some("acme"));
+    assert_eq!(
+        map_get(&logs[0]["attributes"], "tenant").as_deref(),
+        Some("acme")
+    );
     assert_eq!(logs[1]["severity_text"], "ERROR");
     assert_eq!(logs[0]["trace_id"].as_str().unwrap().len(), 32);
     // The logs were emitted inside the workflow span: they join to it.
@@ -171,7 +245,9 @@ async fn python_sdk_over_grpc_and_http() {
 }
 
 fn rust_resource(service: &str) -> opentelemetry_sdk::Resource {
-    opentelemetry_sdk::Resource::builder().with_service_name(service.to_string()).build()
+    opentelemetry_sdk::Resource::builder()
+        .with_service_name(service.to_string())
+        .build()
 }
 
 /// Sends spans, metrics and logs with the Rust SDK over one OTLP transport.
@@ -179,14 +255,38 @@ fn send_with_rust_sdk(service: &str, grpc: Option<String>, http: Option<String>)
     use opentelemetry_otlp::{LogExporter, MetricExporter, SpanExporter};
     let (spans, metrics, logs) = match (&grpc, &http) {
         (Some(endpoint), _) => (
-            SpanExporter::builder().with_tonic().with_endpoint(endpoint).build().unwrap(),
-            MetricExporter::builder().with_tonic().with_endpoint(endpoint).build().unwrap(),
-            LogExporter::builder().with_tonic().with_endpoint(endpoint).build().unwrap(),
+            SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint)
+                .build()
+                .unwrap(),
+            MetricExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint)
+                .build()
+                .unwrap(),
+            LogExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint)
+                .build()
+                .unwrap(),
         ),
         (None, Some(base)) => (
-            SpanExporter::builder().with_http().with_endpoint(format!("{base}/v1/traces")).build().unwrap(),
-            MetricExporter::builder().with_http().with_endpoint(format!("{base}/v1/metrics")).build().unwrap(),
-            LogExporter::builder().with_http().with_endpoint(format!("{base}/v1/logs")).build().unwrap(),
+            SpanExporter::builder()
+                .with_http()
+                .with_endpoint(format!("{base}/v1/traces"))
+                .build()
+                .unwrap(),
+            MetricExporter::builder()
+                .with_http()
+                .with_endpoint(format!("{base}/v1/metrics"))
+                .build()
+                .unwrap(),
+            LogExporter::builder()
+                .with_http()
+                .with_endpoint(format!("{base}/v1/logs"))
+                .build()
+                .unwrap(),
         ),
         _ => unreachable!(),
     };
@@ -234,7 +334,10 @@ fn send_with_rust_sdk(service: &str, grpc: Option<String>, http: Option<String>)
     let histogram = meter.f64_histogram("rust_latency").with_unit("s").build();
     histogram.record(0.5, &[]);
     histogram.record(1.5, &[]);
-    let _gauge = meter.f64_observable_gauge("rust_temperature").with_callback(|o| o.observe(40.0, &[])).build();
+    let _gauge = meter
+        .f64_observable_gauge("rust_temperature")
+        .with_callback(|o| o.observe(40.0, &[]))
+        .build();
     meter_provider.force_flush().unwrap();
     meter_provider.shutdown().unwrap();
 
@@ -268,21 +371,54 @@ async fn check_rust_run(c: &Collector, service: &str) {
     assert_eq!(current["cache_read_tokens"], 500);
     // 500 uncached input at 0.15, 500 cached at 0.075, 100 output at 0.60 per million.
     let expected = (500.0 * 0.15 + 500.0 * 0.075 + 100.0 * 0.60) / 1e6;
-    assert!((current["cost_usd"].as_f64().unwrap() - expected).abs() < 1e-12, "{current}");
+    assert!(
+        (current["cost_usd"].as_f64().unwrap() - expected).abs() < 1e-12,
+        "{current}"
+    );
     let legacy = &spans[1];
     assert_eq!(legacy["gen_ai_system"], "openai");
-    assert_eq!((legacy["input_tokens"].as_i64(), legacy["output_tokens"].as_i64(), legacy["total_tokens"].as_i64()), (Some(7), Some(3), Some(10)));
+    assert_eq!(
+        (
+            legacy["input_tokens"].as_i64(),
+            legacy["output_tokens"].as_i64(),
+            legacy["total_tokens"].as_i64()
+        ),
+        (Some(7), Some(3), Some(10))
+    );
 
     let metrics = c
         .sql(&format!("SELECT metric_name, metric_type, value, count, sum FROM metrics WHERE service_name = '{service}' ORDER BY metric_name"))
         .await
         .unwrap();
-    let names: Vec<&str> = metrics.iter().map(|m| m["metric_name"].as_str().unwrap()).collect();
-    assert!(names.contains(&"rust_requests") && names.contains(&"rust_latency") && names.contains(&"rust_temperature"), "{metrics:#?}");
-    let latency = metrics.iter().find(|m| m["metric_name"] == "rust_latency").unwrap();
-    assert_eq!((latency["metric_type"].as_str(), latency["count"].as_u64(), latency["sum"].as_f64()), (Some("histogram"), Some(2), Some(2.0)));
+    let names: Vec<&str> = metrics
+        .iter()
+        .map(|m| m["metric_name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"rust_requests")
+            && names.contains(&"rust_latency")
+            && names.contains(&"rust_temperature"),
+        "{metrics:#?}"
+    );
+    let latency = metrics
+        .iter()
+        .find(|m| m["metric_name"] == "rust_latency")
+        .unwrap();
+    assert_eq!(
+        (
+            latency["metric_type"].as_str(),
+            latency["count"].as_u64(),
+            latency["sum"].as_f64()
+        ),
+        (Some("histogram"), Some(2), Some(2.0))
+    );
 
-    let logs = c.sql(&format!("SELECT body, severity_number FROM logs WHERE service_name = '{service}'")).await.unwrap();
+    let logs = c
+        .sql(&format!(
+            "SELECT body, severity_number FROM logs WHERE service_name = '{service}'"
+        ))
+        .await
+        .unwrap();
     assert_eq!(logs.len(), 1, "{logs:#?}");
     assert_eq!(logs[0]["body"], "rust says hello");
     assert_eq!(logs[0]["severity_number"], 13);
@@ -294,9 +430,13 @@ async fn rust_otlp_exporter_over_grpc_and_http() {
     let c = Collector::start(&dir.path().join("data"), &[]).unwrap();
     let grpc = c.grpc_url();
     // The SDK's flush blocks, so it runs off the async workers.
-    tokio::task::spawn_blocking(move || send_with_rust_sdk("rust-grpc", Some(grpc), None)).await.unwrap();
+    tokio::task::spawn_blocking(move || send_with_rust_sdk("rust-grpc", Some(grpc), None))
+        .await
+        .unwrap();
     let http = c.http_url();
-    tokio::task::spawn_blocking(move || send_with_rust_sdk("rust-http", None, Some(http))).await.unwrap();
+    tokio::task::spawn_blocking(move || send_with_rust_sdk("rust-http", None, Some(http)))
+        .await
+        .unwrap();
     check_rust_run(&c, "rust-grpc").await;
     check_rust_run(&c, "rust-http").await;
     tokio::time::sleep(Duration::from_millis(10)).await;

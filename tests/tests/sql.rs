@@ -6,11 +6,26 @@ use vigil_tests::{Collector, one, run_vigil, vigil_bin};
 
 fn loadgen(c: &Collector, spans: u64, run: &str) {
     let output = Command::new(vigil_bin())
-        .args(["loadgen", "--quiet", "--rate", "0", "--batch", "250", "--endpoint", &c.grpc_url(), "--run-id", run])
+        .args([
+            "loadgen",
+            "--quiet",
+            "--rate",
+            "0",
+            "--batch",
+            "250",
+            "--endpoint",
+            &c.grpc_url(),
+            "--run-id",
+            run,
+        ])
         .args(["--spans", &spans.to_string(), "--metrics", "--logs"])
         .output()
         .unwrap();
-    assert!(output.status.success(), "loadgen: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "loadgen: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -22,9 +37,20 @@ async fn queries_span_parquet_and_memory_and_survive_restart() {
     c.stop().unwrap();
     c.restart().unwrap();
     c.wait_ready().await.unwrap();
-    let metrics = reqwest::get(format!("{}/metrics", c.query_url())).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("vigil_buffered_rows{table=\"spans\"} 0"), "{metrics}");
-    assert!(!metrics.contains("vigil_parquet_files{table=\"spans\"} 0"), "{metrics}");
+    let metrics = reqwest::get(format!("{}/metrics", c.query_url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("vigil_buffered_rows{table=\"spans\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("vigil_parquet_files{table=\"spans\"} 0"),
+        "{metrics}"
+    );
     loadgen(&c, 1000, "after");
 
     let rows = c
@@ -32,13 +58,22 @@ async fn queries_span_parquet_and_memory_and_survive_restart() {
         .await
         .unwrap();
     assert_eq!(rows.len(), 2, "{rows:?}");
-    assert!(rows[0]["n"].as_u64().unwrap() >= 1000 && rows[1]["n"].as_u64().unwrap() >= 2000, "{rows:?}");
+    assert!(
+        rows[0]["n"].as_u64().unwrap() >= 1000 && rows[1]["n"].as_u64().unwrap() >= 2000,
+        "{rows:?}"
+    );
     let total: u64 = rows.iter().map(|r| r["n"].as_u64().unwrap()).sum();
 
     // Time filters prune hour partitions but never change the answer.
-    let recent = c.sql("SELECT count(*) AS n FROM spans WHERE time > now() - interval '1 hour'").await.unwrap();
+    let recent = c
+        .sql("SELECT count(*) AS n FROM spans WHERE time > now() - interval '1 hour'")
+        .await
+        .unwrap();
     assert_eq!(one(&recent, "n").as_u64(), Some(total));
-    let ancient = c.sql("SELECT count(*) AS n FROM spans WHERE time < TIMESTAMP '2001-01-01T00:00:00Z'").await.unwrap();
+    let ancient = c
+        .sql("SELECT count(*) AS n FROM spans WHERE time < TIMESTAMP '2001-01-01T00:00:00Z'")
+        .await
+        .unwrap();
     assert_eq!(one(&ancient, "n"), 0);
     let between = c
         .sql("SELECT count(*) AS n FROM spans WHERE time BETWEEN now() - interval '2 hours' AND now() + interval '1 hour'")
@@ -58,24 +93,49 @@ async fn queries_span_parquet_and_memory_and_survive_restart() {
         .sql("SELECT service_name, avg(CASE WHEN status_code = 'error' THEN 1.0 ELSE 0.0 END) AS error_rate FROM spans GROUP BY 1")
         .await
         .unwrap();
-    assert!(errors.iter().all(|r| r["error_rate"].as_f64().unwrap() < 0.2), "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .all(|r| r["error_rate"].as_f64().unwrap() < 0.2),
+        "{errors:?}"
+    );
     let metrics = c.sql("SELECT count(*) AS n FROM metrics WHERE metric_name = 'gen_ai.client.operation.duration'").await.unwrap();
     assert!(one(&metrics, "n").as_u64().unwrap() > 0);
-    let logs = c.sql("SELECT count(*) AS n FROM logs l JOIN spans s ON l.span_id = s.span_id").await.unwrap();
-    assert!(one(&logs, "n").as_u64().unwrap() > 0, "logs join to their spans");
+    let logs = c
+        .sql("SELECT count(*) AS n FROM logs l JOIN spans s ON l.span_id = s.span_id")
+        .await
+        .unwrap();
+    assert!(
+        one(&logs, "n").as_u64().unwrap() > 0,
+        "logs join to their spans"
+    );
 
     // `vigil query`, in each format.
     let url = c.query_url();
-    let (status, out, err) = run_vigil(&["query", "--url", &url, "SELECT count(*) AS n FROM spans"]).unwrap();
+    let (status, out, err) =
+        run_vigil(&["query", "--url", &url, "SELECT count(*) AS n FROM spans"]).unwrap();
     assert!(status.success(), "{err}");
-    assert!(out.contains("| n ") && out.contains(&total.to_string()), "{out}");
-    let (status, out, _) = run_vigil(&["query", "--url", &url, "--format", "csv", "SELECT 1 AS a, 'x' AS b"]).unwrap();
+    assert!(
+        out.contains("| n ") && out.contains(&total.to_string()),
+        "{out}"
+    );
+    let (status, out, _) = run_vigil(&[
+        "query",
+        "--url",
+        &url,
+        "--format",
+        "csv",
+        "SELECT 1 AS a, 'x' AS b",
+    ])
+    .unwrap();
     assert!(status.success());
     assert_eq!(out.trim(), "a,b\n1,x");
-    let (status, out, _) = run_vigil(&["query", "--url", &url, "--format", "json", "SELECT 2 AS a"]).unwrap();
+    let (status, out, _) =
+        run_vigil(&["query", "--url", &url, "--format", "json", "SELECT 2 AS a"]).unwrap();
     assert!(status.success());
     assert_eq!(out.trim(), "{\"a\":2}");
-    let (status, out, _) = run_vigil(&["query", "--url", &url, "--bench", "3", "SELECT 1"]).unwrap();
+    let (status, out, _) =
+        run_vigil(&["query", "--url", &url, "--bench", "3", "SELECT 1"]).unwrap();
     assert!(status.success());
     assert!(out.contains("\"p95_ms\""), "{out}");
     let (status, _, err) = run_vigil(&["query", "--url", &url, "DROP TABLE spans"]).unwrap();
@@ -93,19 +153,31 @@ fn serve_help_config_and_bad_config() {
     let (status, out, _) = run_vigil(&["serve", "--help"]).unwrap();
     assert!(status.success());
     assert!(out.contains("--data-dir") && out.contains("VIGIL_"));
-    let (status, out, err) = run_vigil(&["serve", "--print-config", "--data-dir", "/tmp/somewhere"]).unwrap();
+    let (status, out, err) =
+        run_vigil(&["serve", "--print-config", "--data-dir", "/tmp/somewhere"]).unwrap();
     assert!(status.success(), "{err}");
     assert!(out.contains("data_dir = \"/tmp/somewhere\""), "{out}");
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[storage]\nflush_rowz = 5\n").unwrap();
-    let (status, _, err) = run_vigil(&["serve", "--print-config", "--config", bad.to_str().unwrap()]).unwrap();
+    let (status, _, err) =
+        run_vigil(&["serve", "--print-config", "--config", bad.to_str().unwrap()]).unwrap();
     assert!(!status.success());
     assert!(err.contains("flush_rowz"), "{err}");
     let example = vigil_tests::repo_root().join("vigil.example.toml");
-    let (status, _, err) = run_vigil(&["serve", "--print-config", "--config", example.to_str().unwrap()]).unwrap();
-    assert!(status.success(), "the shipped example config must load: {err}");
-    let (status, _, err) = run_vigil(&["query", "--url", "http://127.0.0.1:9", "SELECT 1"]).unwrap();
+    let (status, _, err) = run_vigil(&[
+        "serve",
+        "--print-config",
+        "--config",
+        example.to_str().unwrap(),
+    ])
+    .unwrap();
+    assert!(
+        status.success(),
+        "the shipped example config must load: {err}"
+    );
+    let (status, _, err) =
+        run_vigil(&["query", "--url", "http://127.0.0.1:9", "SELECT 1"]).unwrap();
     assert!(!status.success());
     assert!(err.contains("is `vigil serve` running?"), "{err}");
 }

@@ -29,7 +29,9 @@ pub struct VigilTable {
 
 impl std::fmt::Debug for VigilTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VigilTable").field("table", &self.table).finish()
+        f.debug_struct("VigilTable")
+            .field("table", &self.table)
+            .finish()
     }
 }
 
@@ -52,7 +54,11 @@ fn literal_ns(value: &ScalarValue) -> Option<i64> {
 /// Narrows `[lo, hi]` by one conjunct of the WHERE clause, if it bounds `time`.
 fn narrow(expr: &Expr, lo: &mut i64, hi: &mut i64) {
     match expr {
-        Expr::BinaryExpr(BinaryExpr { left, op: Operator::And, right }) => {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::And,
+            right,
+        }) => {
             narrow(left, lo, hi);
             narrow(right, lo, hi);
         }
@@ -68,7 +74,9 @@ fn narrow(expr: &Expr, lo: &mut i64, hi: &mut i64) {
             if column.name != col::TIME {
                 return;
             }
-            let Some(ns) = literal_ns(literal) else { return };
+            let Some(ns) = literal_ns(literal) else {
+                return;
+            };
             match op {
                 Operator::Gt | Operator::GtEq => *lo = (*lo).max(ns),
                 Operator::Lt | Operator::LtEq => *hi = (*hi).min(ns),
@@ -80,15 +88,15 @@ fn narrow(expr: &Expr, lo: &mut i64, hi: &mut i64) {
             }
         }
         Expr::Between(between) if !between.negated => {
-            if let (Expr::Column(c), Expr::Literal(a, _), Expr::Literal(b, _)) =
-                (between.expr.as_ref(), between.low.as_ref(), between.high.as_ref())
+            if let (Expr::Column(c), Expr::Literal(a, _), Expr::Literal(b, _)) = (
+                between.expr.as_ref(),
+                between.low.as_ref(),
+                between.high.as_ref(),
+            ) && c.name == col::TIME
+                && let (Some(a), Some(b)) = (literal_ns(a), literal_ns(b))
             {
-                if c.name == col::TIME {
-                    if let (Some(a), Some(b)) = (literal_ns(a), literal_ns(b)) {
-                        *lo = (*lo).max(a);
-                        *hi = (*hi).min(b);
-                    }
-                }
+                *lo = (*lo).max(a);
+                *hi = (*hi).min(b);
             }
         }
         _ => {}
@@ -114,7 +122,10 @@ impl TableProvider for VigilTable {
         TableType::Base
     }
 
-    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
         // Pruning is by hour and row group only, so DataFusion still applies every filter.
         Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
     }
@@ -132,9 +143,14 @@ impl TableProvider for VigilTable {
         let target_partitions = state.config_options().execution.target_partitions.max(1);
         let mut plans: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
 
-        let files: Vec<_> = snapshot.files.iter().filter(|f| f.overlaps(lo, hi)).collect();
+        let files: Vec<_> = snapshot
+            .files
+            .iter()
+            .filter(|f| f.overlaps(lo, hi))
+            .collect();
         if !files.is_empty() {
-            let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); target_partitions.min(files.len())];
+            let mut groups: Vec<Vec<PartitionedFile>> =
+                vec![Vec::new(); target_partitions.min(files.len())];
             let group_count = groups.len();
             for (i, f) in files.iter().enumerate() {
                 let path = f.path.to_string_lossy().into_owned();
@@ -150,13 +166,15 @@ impl TableProvider for VigilTable {
         }
 
         if !snapshot.batches.is_empty() || plans.is_empty() {
-            let mut partitions = vec![Vec::new(); target_partitions.min(snapshot.batches.len()).max(1)];
+            let mut partitions =
+                vec![Vec::new(); target_partitions.min(snapshot.batches.len()).max(1)];
             let count = partitions.len();
             for (i, batch) in snapshot.batches.into_iter().enumerate() {
                 partitions[i % count].push(batch);
             }
-            let memory = MemorySourceConfig::try_new(&partitions, schema.clone(), projection.cloned())?
-                .with_limit(limit);
+            let memory =
+                MemorySourceConfig::try_new(&partitions, schema.clone(), projection.cloned())?
+                    .with_limit(limit);
             plans.push(DataSourceExec::from_data_source(memory));
         }
 
@@ -175,8 +193,18 @@ mod tests {
 
     #[test]
     fn time_bounds_come_from_comparisons_and_between() {
-        let ts = |ns: i64| lit(ScalarValue::TimestampNanosecond(Some(ns), Some("UTC".into())));
-        let filters = vec![column("time").gt_eq(ts(100)).and(column("time").lt(ts(200))), column("name").eq(lit("x"))];
+        let ts = |ns: i64| {
+            lit(ScalarValue::TimestampNanosecond(
+                Some(ns),
+                Some("UTC".into()),
+            ))
+        };
+        let filters = vec![
+            column("time")
+                .gt_eq(ts(100))
+                .and(column("time").lt(ts(200))),
+            column("name").eq(lit("x")),
+        ];
         assert_eq!(time_range(&filters), (100, 200));
         let filters = vec![column("time").between(ts(5), ts(7))];
         assert_eq!(time_range(&filters), (5, 7));

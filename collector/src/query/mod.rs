@@ -52,10 +52,16 @@ impl QueryEngine {
         let config = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema("vigil", "public");
-        let state = SessionStateBuilder::new().with_config(config).with_default_features().build();
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .build();
         let ctx = SessionContext::new_with_state(state);
         for table in Table::ALL {
-            ctx.register_table(table.name(), Arc::new(VigilTable::new(table, store.clone())))?;
+            ctx.register_table(
+                table.name(),
+                Arc::new(VigilTable::new(table, store.clone())),
+            )?;
         }
         Ok(QueryEngine { ctx })
     }
@@ -67,13 +73,22 @@ impl QueryEngine {
 
     /// Runs one read-only SQL statement: DDL, DML, COPY and `SET` are refused.
     pub async fn query(&self, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>), QueryError> {
-        let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
-        let frame = self.ctx.sql_with_options(sql, options).await.map_err(|e| match e {
-            DataFusionError::Plan(msg) if msg.contains("not supported") => QueryError::Invalid(format!(
-                "{msg}; vigil's SQL endpoint is read-only (SELECT, EXPLAIN, SHOW, DESCRIBE)"
-            )),
-            other => other.into(),
-        })?;
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let frame = self
+            .ctx
+            .sql_with_options(sql, options)
+            .await
+            .map_err(|e| match e {
+                DataFusionError::Plan(msg) if msg.contains("not supported") => {
+                    QueryError::Invalid(format!(
+                        "{msg}; vigil's SQL endpoint is read-only (SELECT, EXPLAIN, SHOW, DESCRIBE)"
+                    ))
+                }
+                other => other.into(),
+            })?;
         let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
         let batches = frame.collect().await?;
         Ok((schema, batches))

@@ -66,27 +66,56 @@ async fn readyz(State(state): State<QueryHttpState>) -> Response {
 async fn metrics(State(state): State<QueryHttpState>) -> Response {
     let memory = state.store.memory();
     let gauges = vec![
-        ("vigil_memory_used_bytes", "Bytes buffered in memory or reserved by requests in flight.", memory.used() as f64),
-        ("vigil_memory_limit_bytes", "The configured memory limit.", memory.limit() as f64),
+        (
+            "vigil_memory_used_bytes",
+            "Bytes buffered in memory or reserved by requests in flight.",
+            memory.used() as f64,
+        ),
+        (
+            "vigil_memory_limit_bytes",
+            "The configured memory limit.",
+            memory.limit() as f64,
+        ),
     ];
     let stats = state.store.stats();
     let mut lines = Vec::new();
     for (table, rows, bytes, files, disk) in &stats {
-        lines.push(format!("vigil_buffered_rows{{table=\"{}\"}} {rows}", table.name()));
-        lines.push(format!("vigil_buffered_bytes{{table=\"{}\"}} {bytes}", table.name()));
-        lines.push(format!("vigil_parquet_files{{table=\"{}\"}} {files}", table.name()));
-        lines.push(format!("vigil_parquet_bytes{{table=\"{}\"}} {disk}", table.name()));
+        lines.push(format!(
+            "vigil_buffered_rows{{table=\"{}\"}} {rows}",
+            table.name()
+        ));
+        lines.push(format!(
+            "vigil_buffered_bytes{{table=\"{}\"}} {bytes}",
+            table.name()
+        ));
+        lines.push(format!(
+            "vigil_parquet_files{{table=\"{}\"}} {files}",
+            table.name()
+        ));
+        lines.push(format!(
+            "vigil_parquet_bytes{{table=\"{}\"}} {disk}",
+            table.name()
+        ));
     }
     let mut body = state.telemetry.render(&gauges);
     body.push_str("# HELP vigil_buffered_rows Rows in memory not yet in Parquet.\n# TYPE vigil_buffered_rows gauge\n");
     body.push_str("# HELP vigil_buffered_bytes Bytes in memory not yet in Parquet.\n# TYPE vigil_buffered_bytes gauge\n");
-    body.push_str("# HELP vigil_parquet_files Committed Parquet files.\n# TYPE vigil_parquet_files gauge\n");
+    body.push_str(
+        "# HELP vigil_parquet_files Committed Parquet files.\n# TYPE vigil_parquet_files gauge\n",
+    );
     body.push_str("# HELP vigil_parquet_bytes Bytes of committed Parquet files.\n# TYPE vigil_parquet_bytes gauge\n");
     for line in lines {
         body.push_str(&line);
         body.push('\n');
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 async fn sql(State(state): State<QueryHttpState>, headers: HeaderMap, body: Bytes) -> Response {
@@ -95,7 +124,10 @@ async fn sql(State(state): State<QueryHttpState>, headers: HeaderMap, body: Byte
         Ok(r) => r,
         Err(e) => {
             add(&state.telemetry.query_errors, 1);
-            return error(StatusCode::BAD_REQUEST, format!("request body must be JSON like {{\"sql\": \"SELECT 1\"}}: {e}"));
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("request body must be JSON like {{\"sql\": \"SELECT 1\"}}: {e}"),
+            );
         }
     };
     let (schema, batches) = match state.engine.query(&request.sql).await {
@@ -114,17 +146,27 @@ async fn sql(State(state): State<QueryHttpState>, headers: HeaderMap, body: Byte
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains(ARROW_STREAM));
-    let result = if wants_arrow { arrow_body(&schema, &batches) } else { json_body(&schema, &batches, started) };
+    let result = if wants_arrow {
+        arrow_body(&schema, &batches)
+    } else {
+        json_body(&schema, &batches, started)
+    };
     match result {
         Ok(response) => response,
         Err(e) => {
             add(&state.telemetry.query_errors, 1);
-            error(StatusCode::INTERNAL_SERVER_ERROR, format!("could not encode the result: {e}"))
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("could not encode the result: {e}"),
+            )
         }
     }
 }
 
-fn arrow_body(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Response, arrow::error::ArrowError> {
+fn arrow_body(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<Response, arrow::error::ArrowError> {
     let mut out = Vec::new();
     let mut writer = StreamWriter::try_new(&mut out, schema)?;
     for b in batches {
@@ -135,10 +177,16 @@ fn arrow_body(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Response, a
     Ok(([(header::CONTENT_TYPE, ARROW_STREAM)], out).into_response())
 }
 
-fn json_body(schema: &SchemaRef, batches: &[RecordBatch], started: Instant) -> Result<Response, arrow::error::ArrowError> {
+fn json_body(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    started: Instant,
+) -> Result<Response, arrow::error::ArrowError> {
     let mut rows = Vec::new();
     {
-        let mut writer = WriterBuilder::new().with_explicit_nulls(true).build::<_, JsonArray>(&mut rows);
+        let mut writer = WriterBuilder::new()
+            .with_explicit_nulls(true)
+            .build::<_, JsonArray>(&mut rows);
         for b in batches {
             writer.write(b)?;
         }
@@ -156,8 +204,18 @@ fn json_body(schema: &SchemaRef, batches: &[RecordBatch], started: Instant) -> R
     // Splice the already-encoded rows in rather than re-parsing them.
     let mut body = Vec::with_capacity(rows.len() + 256);
     body.extend_from_slice(b"{\"columns\":");
-    body.extend_from_slice(serde_json::to_string(&columns).unwrap_or_default().as_bytes());
-    body.extend_from_slice(format!(",\"row_count\":{row_count},\"elapsed_ms\":{:.3},\"rows\":", started.elapsed().as_secs_f64() * 1e3).as_bytes());
+    body.extend_from_slice(
+        serde_json::to_string(&columns)
+            .unwrap_or_default()
+            .as_bytes(),
+    );
+    body.extend_from_slice(
+        format!(
+            ",\"row_count\":{row_count},\"elapsed_ms\":{:.3},\"rows\":",
+            started.elapsed().as_secs_f64() * 1e3
+        )
+        .as_bytes(),
+    );
     body.extend_from_slice(&rows);
     body.push(b'}');
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())

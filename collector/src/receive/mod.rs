@@ -30,7 +30,10 @@ pub struct ReceiverLimits {
 
 impl Default for ReceiverLimits {
     fn default() -> Self {
-        ReceiverLimits { max_request_bytes: 32 << 20, retry_after_secs: 1 }
+        ReceiverLimits {
+            max_request_bytes: 32 << 20,
+            retry_after_secs: 1,
+        }
     }
 }
 
@@ -46,7 +49,10 @@ pub struct Accepted {
 pub enum IngestError {
     /// Memory is full: the client should retry after `retry_after`.
     #[error("{message}")]
-    Overloaded { message: String, retry_after: Duration },
+    Overloaded {
+        message: String,
+        retry_after: Duration,
+    },
     /// Storage failed; nothing of the request was acknowledged.
     #[error("storage failed: {0}")]
     Storage(String),
@@ -62,8 +68,18 @@ pub struct Ingest {
 
 impl Ingest {
     /// An ingest path writing to `store`.
-    pub fn new(store: Arc<Store>, normalizer: Normalizer, telemetry: Arc<Telemetry>, limits: ReceiverLimits) -> Ingest {
-        Ingest { store, normalizer, telemetry, limits }
+    pub fn new(
+        store: Arc<Store>,
+        normalizer: Normalizer,
+        telemetry: Arc<Telemetry>,
+        limits: ReceiverLimits,
+    ) -> Ingest {
+        Ingest {
+            store,
+            normalizer,
+            telemetry,
+            limits,
+        }
     }
 
     /// The configured limits.
@@ -77,7 +93,10 @@ impl Ingest {
     }
 
     /// Stores the spans of a trace export request.
-    pub async fn traces(&self, request: &ExportTraceServiceRequest) -> Result<Accepted, IngestError> {
+    pub async fn traces(
+        &self,
+        request: &ExportTraceServiceRequest,
+    ) -> Result<Accepted, IngestError> {
         self.check_memory(Table::Spans)?;
         let converted = spans_to_batch(request, &self.normalizer);
         add(&self.telemetry.unpriced_spans, converted.unpriced);
@@ -85,15 +104,20 @@ impl Ingest {
     }
 
     /// Stores the data points of a metrics export request.
-    pub async fn metrics(&self, request: &ExportMetricsServiceRequest) -> Result<Accepted, IngestError> {
+    pub async fn metrics(
+        &self,
+        request: &ExportMetricsServiceRequest,
+    ) -> Result<Accepted, IngestError> {
         self.check_memory(Table::Metrics)?;
-        self.store_converted(Table::Metrics, metrics_to_batch(request)).await
+        self.store_converted(Table::Metrics, metrics_to_batch(request))
+            .await
     }
 
     /// Stores the records of a logs export request.
     pub async fn logs(&self, request: &ExportLogsServiceRequest) -> Result<Accepted, IngestError> {
         self.check_memory(Table::Logs)?;
-        self.store_converted(Table::Logs, logs_to_batch(request)).await
+        self.store_converted(Table::Logs, logs_to_batch(request))
+            .await
     }
 
     /// Refuses early, before decoding work is spent, when memory is already full.
@@ -111,10 +135,17 @@ impl Ingest {
     }
 
     fn overloaded(&self, message: String) -> IngestError {
-        IngestError::Overloaded { message, retry_after: Duration::from_secs(self.limits.retry_after_secs) }
+        IngestError::Overloaded {
+            message,
+            retry_after: Duration::from_secs(self.limits.retry_after_secs),
+        }
     }
 
-    async fn store_converted(&self, table: Table, converted: Converted) -> Result<Accepted, IngestError> {
+    async fn store_converted(
+        &self,
+        table: Table,
+        converted: Converted,
+    ) -> Result<Accepted, IngestError> {
         let counters = self.telemetry.signal(table);
         let accepted = converted.accepted();
         match self.store.append(table, converted.batch).await {
@@ -122,7 +153,10 @@ impl Ingest {
                 add(&counters.requests, 1);
                 add(&counters.accepted, accepted);
                 add(&counters.rejected, converted.rejected);
-                Ok(Accepted { rejected: converted.rejected, message: converted.first_error })
+                Ok(Accepted {
+                    rejected: converted.rejected,
+                    message: converted.first_error,
+                })
             }
             Err(StoreError::Overloaded { used, limit }) => {
                 add(&counters.throttled_requests, 1);

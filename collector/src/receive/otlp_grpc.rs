@@ -2,15 +2,21 @@
 
 use std::sync::Arc;
 
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{LogsService, LogsServiceServer};
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{MetricsService, MetricsServiceServer};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -29,15 +35,25 @@ pub struct OtlpGrpc {
 fn to_status(e: IngestError) -> Status {
     match e {
         // RetryInfo tells OTLP exporters that the refusal is temporary and when to try again.
-        IngestError::Overloaded { message, retry_after } => {
-            Status::with_error_details(Code::ResourceExhausted, message, ErrorDetails::with_retry_info(Some(retry_after)))
-        }
+        IngestError::Overloaded {
+            message,
+            retry_after,
+        } => Status::with_error_details(
+            Code::ResourceExhausted,
+            message,
+            ErrorDetails::with_retry_info(Some(retry_after)),
+        ),
         IngestError::Storage(message) => Status::unavailable(message),
     }
 }
 
 fn partial<T>(accepted: &Accepted, make: impl FnOnce(i64, String) -> T) -> Option<T> {
-    (accepted.rejected > 0).then(|| make(accepted.rejected as i64, accepted.message.clone().unwrap_or_default()))
+    (accepted.rejected > 0).then(|| {
+        make(
+            accepted.rejected as i64,
+            accepted.message.clone().unwrap_or_default(),
+        )
+    })
 }
 
 #[tonic::async_trait]
@@ -46,11 +62,17 @@ impl TraceService for OtlpGrpc {
         &self,
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let accepted = self.ingest.traces(request.get_ref()).await.map_err(to_status)?;
+        let accepted = self
+            .ingest
+            .traces(request.get_ref())
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(ExportTraceServiceResponse {
-            partial_success: partial(&accepted, |rejected_spans, error_message| ExportTracePartialSuccess {
-                rejected_spans,
-                error_message,
+            partial_success: partial(&accepted, |rejected_spans, error_message| {
+                ExportTracePartialSuccess {
+                    rejected_spans,
+                    error_message,
+                }
             }),
         }))
     }
@@ -62,11 +84,17 @@ impl MetricsService for OtlpGrpc {
         &self,
         request: Request<ExportMetricsServiceRequest>,
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        let accepted = self.ingest.metrics(request.get_ref()).await.map_err(to_status)?;
+        let accepted = self
+            .ingest
+            .metrics(request.get_ref())
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(ExportMetricsServiceResponse {
-            partial_success: partial(&accepted, |rejected_data_points, error_message| ExportMetricsPartialSuccess {
-                rejected_data_points,
-                error_message,
+            partial_success: partial(&accepted, |rejected_data_points, error_message| {
+                ExportMetricsPartialSuccess {
+                    rejected_data_points,
+                    error_message,
+                }
             }),
         }))
     }
@@ -78,11 +106,17 @@ impl LogsService for OtlpGrpc {
         &self,
         request: Request<ExportLogsServiceRequest>,
     ) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        let accepted = self.ingest.logs(request.get_ref()).await.map_err(to_status)?;
+        let accepted = self
+            .ingest
+            .logs(request.get_ref())
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(ExportLogsServiceResponse {
-            partial_success: partial(&accepted, |rejected_log_records, error_message| ExportLogsPartialSuccess {
-                rejected_log_records,
-                error_message,
+            partial_success: partial(&accepted, |rejected_log_records, error_message| {
+                ExportLogsPartialSuccess {
+                    rejected_log_records,
+                    error_message,
+                }
             }),
         }))
     }
@@ -117,6 +151,9 @@ pub async fn serve(
         .add_service(traces)
         .add_service(metrics)
         .add_service(logs)
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
         .await
 }

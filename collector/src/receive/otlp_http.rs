@@ -54,34 +54,62 @@ struct Refusal {
 
 impl Refusal {
     fn new(status: StatusCode, message: impl Into<String>) -> Refusal {
-        Refusal { status, message: message.into(), retry_after: None }
+        Refusal {
+            status,
+            message: message.into(),
+            retry_after: None,
+        }
     }
 
     /// The body is a `google.rpc.Status`, in the request's encoding when it is known.
     fn into_response(self, encoding: Option<Encoding>) -> Response {
         let code = match self.status {
-            StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNSUPPORTED_MEDIA_TYPE => 3,
+            StatusCode::BAD_REQUEST
+            | StatusCode::PAYLOAD_TOO_LARGE
+            | StatusCode::UNSUPPORTED_MEDIA_TYPE => 3,
             StatusCode::TOO_MANY_REQUESTS => 8,
             _ => 14,
         };
         let mut response = match encoding {
             Some(Encoding::Protobuf) => {
-                let status = tonic_types::pb::Status { code, message: self.message, details: vec![] };
-                (self.status, [(header::CONTENT_TYPE, Encoding::Protobuf.content_type())], status.encode_to_vec())
+                let status = tonic_types::pb::Status {
+                    code,
+                    message: self.message,
+                    details: vec![],
+                };
+                (
+                    self.status,
+                    [(header::CONTENT_TYPE, Encoding::Protobuf.content_type())],
+                    status.encode_to_vec(),
+                )
                     .into_response()
             }
-            _ => (self.status, axum::Json(serde_json::json!({ "code": code, "message": self.message }))).into_response(),
+            _ => (
+                self.status,
+                axum::Json(serde_json::json!({ "code": code, "message": self.message })),
+            )
+                .into_response(),
         };
         if let Some(secs) = self.retry_after {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }
 }
 
 fn media_type(headers: &HeaderMap) -> Result<Encoding, Refusal> {
-    let raw = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let media = raw.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let raw = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media = raw
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match media.as_str() {
         "application/x-protobuf" | "application/protobuf" => Ok(Encoding::Protobuf),
         "application/json" => Ok(Encoding::Json),
@@ -96,16 +124,22 @@ fn media_type(headers: &HeaderMap) -> Result<Encoding, Refusal> {
 }
 
 fn decompress(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, Refusal> {
-    let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity");
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("identity");
     match encoding.trim().to_ascii_lowercase().as_str() {
         "" | "identity" => Ok(body),
         "gzip" => {
             let mut out = Vec::with_capacity(body.len() * 4);
             // Read one byte past the limit so that an oversize (or a zip bomb) is detected, not truncated.
             let mut decoder = flate2::read::GzDecoder::new(body.as_ref()).take(limit as u64 + 1);
-            decoder
-                .read_to_end(&mut out)
-                .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, format!("body is not valid gzip: {e}")))?;
+            decoder.read_to_end(&mut out).map_err(|e| {
+                Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("body is not valid gzip: {e}"),
+                )
+            })?;
             if out.len() > limit {
                 return Err(Refusal::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
@@ -121,7 +155,10 @@ fn decompress(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, R
     }
 }
 
-fn decode<T: Message + Default + DeserializeOwned>(encoding: Encoding, body: &[u8]) -> Result<T, Refusal> {
+fn decode<T: Message + Default + DeserializeOwned>(
+    encoding: Encoding,
+    body: &[u8],
+) -> Result<T, Refusal> {
     match encoding {
         Encoding::Protobuf => T::decode(body).map_err(|e| {
             Refusal::new(
@@ -143,12 +180,20 @@ fn encode<T: Message + Serialize>(encoding: Encoding, response: &T) -> Response 
         Encoding::Protobuf => response.encode_to_vec(),
         Encoding::Json => serde_json::to_vec(response).unwrap_or_else(|_| b"{}".to_vec()),
     };
-    (StatusCode::OK, [(header::CONTENT_TYPE, encoding.content_type())], body).into_response()
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, encoding.content_type())],
+        body,
+    )
+        .into_response()
 }
 
 fn refusal_from(e: IngestError) -> Refusal {
     match e {
-        IngestError::Overloaded { message, retry_after } => Refusal {
+        IngestError::Overloaded {
+            message,
+            retry_after,
+        } => Refusal {
             status: StatusCode::TOO_MANY_REQUESTS,
             message,
             retry_after: Some(retry_after.as_secs().max(1)),
@@ -179,7 +224,12 @@ async fn prepare<T: Message + Default + DeserializeOwned>(
     })
 }
 
-fn count_refusal(ingest: &Ingest, table: Table, encoding: Option<Encoding>, refusal: Refusal) -> Response {
+fn count_refusal(
+    ingest: &Ingest,
+    table: Table,
+    encoding: Option<Encoding>,
+    refusal: Refusal,
+) -> Response {
     if encoding.is_none() {
         add(&ingest.telemetry().signal(table).bad_requests, 1);
     }
@@ -188,10 +238,13 @@ fn count_refusal(ingest: &Ingest, table: Table, encoding: Option<Encoding>, refu
 }
 
 async fn traces(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Response {
-    let (encoding, request) = match prepare::<ExportTraceServiceRequest>(&ingest, Table::Spans, &headers, body).await {
-        Ok(ok) => ok,
-        Err((encoding, refusal)) => return count_refusal(&ingest, Table::Spans, encoding, refusal),
-    };
+    let (encoding, request) =
+        match prepare::<ExportTraceServiceRequest>(&ingest, Table::Spans, &headers, body).await {
+            Ok(ok) => ok,
+            Err((encoding, refusal)) => {
+                return count_refusal(&ingest, Table::Spans, encoding, refusal);
+            }
+        };
     match ingest.traces(&request).await {
         Ok(accepted) => encode(encoding, &trace_response(&accepted)),
         Err(e) => refusal_from(e).into_response(Some(encoding)),
@@ -199,10 +252,14 @@ async fn traces(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Bod
 }
 
 async fn metrics(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Response {
-    let (encoding, request) = match prepare::<ExportMetricsServiceRequest>(&ingest, Table::Metrics, &headers, body).await {
-        Ok(ok) => ok,
-        Err((encoding, refusal)) => return count_refusal(&ingest, Table::Metrics, encoding, refusal),
-    };
+    let (encoding, request) =
+        match prepare::<ExportMetricsServiceRequest>(&ingest, Table::Metrics, &headers, body).await
+        {
+            Ok(ok) => ok,
+            Err((encoding, refusal)) => {
+                return count_refusal(&ingest, Table::Metrics, encoding, refusal);
+            }
+        };
     match ingest.metrics(&request).await {
         Ok(accepted) => encode(
             encoding,
@@ -218,10 +275,13 @@ async fn metrics(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Bo
 }
 
 async fn logs(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Response {
-    let (encoding, request) = match prepare::<ExportLogsServiceRequest>(&ingest, Table::Logs, &headers, body).await {
-        Ok(ok) => ok,
-        Err((encoding, refusal)) => return count_refusal(&ingest, Table::Logs, encoding, refusal),
-    };
+    let (encoding, request) =
+        match prepare::<ExportLogsServiceRequest>(&ingest, Table::Logs, &headers, body).await {
+            Ok(ok) => ok,
+            Err((encoding, refusal)) => {
+                return count_refusal(&ingest, Table::Logs, encoding, refusal);
+            }
+        };
     match ingest.logs(&request).await {
         Ok(accepted) => encode(
             encoding,

@@ -77,7 +77,10 @@ pub enum StoreError {
     #[error(transparent)]
     Wal(#[from] WalError),
     #[error("storage I/O error on {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("Parquet error on {path}: {message}")]
     Parquet { path: PathBuf, message: String },
     #[error("Arrow error: {0}")]
@@ -87,7 +90,10 @@ pub enum StoreError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io { path: path.to_path_buf(), source }
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Memory accounting shared by receivers (reservations) and flushes (releases).
@@ -99,7 +105,10 @@ pub struct MemoryBudget {
 
 impl MemoryBudget {
     fn new(limit: u64) -> MemoryBudget {
-        MemoryBudget { used: AtomicU64::new(0), limit }
+        MemoryBudget {
+            used: AtomicU64::new(0),
+            limit,
+        }
     }
 
     /// Reserves `bytes` if that stays within the limit.
@@ -108,9 +117,17 @@ impl MemoryBudget {
         loop {
             let next = current + bytes;
             if next > self.limit {
-                return Err(StoreError::Overloaded { used: current, limit: self.limit });
+                return Err(StoreError::Overloaded {
+                    used: current,
+                    limit: self.limit,
+                });
             }
-            match self.used.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Relaxed) {
+            match self.used.compare_exchange_weak(
+                current,
+                next,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => return Ok(()),
                 Err(actual) => current = actual,
             }
@@ -124,7 +141,11 @@ impl MemoryBudget {
 
     /// Gives bytes back.
     pub fn release(&self, bytes: u64) {
-        let _ = self.used.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |u| Some(u.saturating_sub(bytes)));
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |u| {
+                Some(u.saturating_sub(bytes))
+            });
     }
 
     /// Bytes in use.
@@ -188,7 +209,13 @@ pub struct TableSnapshot {
 }
 
 enum WalCommand {
-    Append { table: Table, payload: Vec<u8>, batch: RecordBatch, bytes: u64, done: oneshot::Sender<Result<(), String>> },
+    Append {
+        table: Table,
+        payload: Vec<u8>,
+        batch: RecordBatch,
+        bytes: u64,
+        done: oneshot::Sender<Result<(), String>>,
+    },
     Truncate(u64),
     Sync,
 }
@@ -213,10 +240,11 @@ fn read_manifest(dir: &Path) -> Result<u64, StoreError> {
     let path = dir.join(MANIFEST);
     match fs::read(&path) {
         Ok(bytes) => {
-            let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| StoreError::Io {
-                path: path.clone(),
-                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-            })?;
+            let manifest: Manifest =
+                serde_json::from_slice(&bytes).map_err(|e| StoreError::Io {
+                    path: path.clone(),
+                    source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                })?;
             Ok(manifest.flushed_lsn)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
@@ -235,14 +263,19 @@ fn write_manifest(dir: &Path, flushed_lsn: u64) -> Result<(), StoreError> {
         f.sync_all().map_err(io_err(&tmp))?;
     }
     fs::rename(&tmp, &path).map_err(io_err(&path))?;
-    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))?;
     Ok(())
 }
 
 impl Store {
     /// Opens the data directory: recovers Parquet files and replays the WAL, then starts the WAL
     /// writer. Must be called inside a Tokio runtime.
-    pub fn open(config: StorageConfig, telemetry: Arc<Telemetry>) -> Result<Arc<Store>, StoreError> {
+    pub fn open(
+        config: StorageConfig,
+        telemetry: Arc<Telemetry>,
+    ) -> Result<Arc<Store>, StoreError> {
         let tables_dir = config.data_dir.join("tables");
         // Half of the limit is for buffered rows; the other half is headroom for requests being
         // decoded (before they can be counted) and for flushes in progress.
@@ -253,10 +286,19 @@ impl Store {
             fs::create_dir_all(&dir).map_err(io_err(&dir))?;
             let flushed_lsn = read_manifest(&dir)?;
             let files = parquet_files::recover(&dir, flushed_lsn)?;
-            let data = TableData { files, flushed_lsn, ..Default::default() };
+            let data = TableData {
+                files,
+                flushed_lsn,
+                ..Default::default()
+            };
             tables.insert(
                 table,
-                Arc::new(TableState { table, dir, data: RwLock::new(data), flush_lock: tokio::sync::Mutex::new(()) }),
+                Arc::new(TableState {
+                    table,
+                    dir,
+                    data: RwLock::new(data),
+                    flush_lock: tokio::sync::Mutex::new(()),
+                }),
             );
         }
 
@@ -278,7 +320,10 @@ impl Store {
         }
         add(&telemetry.wal_replayed_records, replayed);
         if replayed > 0 {
-            tracing::info!(records = replayed, "replayed WAL records not yet in Parquet");
+            tracing::info!(
+                records = replayed,
+                "replayed WAL records not yet in Parquet"
+            );
         }
 
         let (wal_tx, wal_rx) = mpsc::channel(4096);
@@ -288,7 +333,13 @@ impl Store {
             .name("vigil-wal".into())
             .spawn(move || wal_writer_loop(writer, wal_rx, writer_tables, writer_telemetry))
             .map_err(io_err(&config.data_dir))?;
-        let store = Arc::new(Store { config, tables, wal_tx, memory, telemetry });
+        let store = Arc::new(Store {
+            config,
+            tables,
+            wal_tx,
+            memory,
+            telemetry,
+        });
         Ok(store)
     }
 
@@ -317,7 +368,12 @@ impl Store {
         result
     }
 
-    async fn append_reserved(&self, table: Table, batch: RecordBatch, bytes: u64) -> Result<(), StoreError> {
+    async fn append_reserved(
+        &self,
+        table: Table,
+        batch: RecordBatch,
+        bytes: u64,
+    ) -> Result<(), StoreError> {
         let payload = encode_batch(&batch)?;
         // The encoded copy lives until the WAL writer has written it; it counts against the limit too.
         let payload_bytes = payload.len() as u64;
@@ -327,10 +383,22 @@ impl Store {
         result
     }
 
-    async fn send_to_wal(&self, table: Table, payload: Vec<u8>, batch: RecordBatch, bytes: u64) -> Result<(), StoreError> {
+    async fn send_to_wal(
+        &self,
+        table: Table,
+        payload: Vec<u8>,
+        batch: RecordBatch,
+        bytes: u64,
+    ) -> Result<(), StoreError> {
         let (done, wait) = oneshot::channel();
         self.wal_tx
-            .send(WalCommand::Append { table, payload, batch, bytes, done })
+            .send(WalCommand::Append {
+                table,
+                payload,
+                batch,
+                bytes,
+                done,
+            })
             .await
             .map_err(|_| StoreError::WriterGone("channel closed".into()))?;
         match wait.await {
@@ -343,10 +411,14 @@ impl Store {
     /// A consistent view of a table for a query.
     pub fn snapshot(&self, table: Table) -> TableSnapshot {
         let data = self.tables[&table].data.read();
-        let mut batches = Vec::with_capacity(data.flushing.batches.len() + data.active.batches.len());
+        let mut batches =
+            Vec::with_capacity(data.flushing.batches.len() + data.active.batches.len());
         batches.extend(data.flushing.batches.iter().cloned());
         batches.extend(data.active.batches.iter().cloned());
-        TableSnapshot { batches, files: data.files.clone() }
+        TableSnapshot {
+            batches,
+            files: data.files.clone(),
+        }
     }
 
     /// Rows and bytes in memory, and Parquet files and bytes, per table.
@@ -356,7 +428,13 @@ impl Store {
             .map(|(t, s)| {
                 let d = s.data.read();
                 let disk: u64 = d.files.iter().map(|f| f.size).sum();
-                (*t, d.active.rows + d.flushing.rows, d.active.bytes + d.flushing.bytes, d.files.len(), disk)
+                (
+                    *t,
+                    d.active.rows + d.flushing.rows,
+                    d.active.bytes + d.flushing.bytes,
+                    d.files.len(),
+                    disk,
+                )
             })
             .collect()
     }
@@ -375,18 +453,22 @@ impl Store {
         a.rows >= self.config.flush_rows
             || a.bytes >= self.config.flush_bytes
             || memory_pressure
-            || a.since.is_some_and(|s| s.elapsed() >= Duration::from_secs(self.config.flush_interval_secs))
+            || a.since.is_some_and(|s| {
+                s.elapsed() >= Duration::from_secs(self.config.flush_interval_secs)
+            })
     }
 
     /// Flushes every table whose buffer is due (or every table with data, when `force`).
     pub async fn flush_due_tables(self: &Arc<Self>, force: bool) -> Result<(), StoreError> {
         for state in self.tables.values() {
-            let due = if force { !state.data.read().active.batches.is_empty() } else { self.flush_due(state) };
-            if due {
-                if let Err(e) = self.flush_table(state.clone()).await {
-                    add(&self.telemetry.flush_failures, 1);
-                    tracing::error!(table = %state.table, error = %e, "flush failed; data stays in memory and in the WAL and will be retried");
-                }
+            let due = if force {
+                !state.data.read().active.batches.is_empty()
+            } else {
+                self.flush_due(state)
+            };
+            if due && let Err(e) = self.flush_table(state.clone()).await {
+                add(&self.telemetry.flush_failures, 1);
+                tracing::error!(table = %state.table, error = %e, "flush failed; data stays in memory and in the WAL and will be retried");
             }
         }
         Ok(())
@@ -407,18 +489,22 @@ impl Store {
         let dir = state.dir.clone();
         let table = state.table;
         let config = self.config.clone();
-        let written = tokio::task::spawn_blocking(move || -> Result<Vec<ParquetFile>, StoreError> {
-            let files = parquet_files::write_flush(&dir, table, &batches, max_lsn, &config)?;
-            write_manifest(&dir, max_lsn)?;
-            Ok(files)
-        })
-        .await
-        .map_err(|e| StoreError::WriterGone(format!("flush task panicked: {e}")))??;
+        let written =
+            tokio::task::spawn_blocking(move || -> Result<Vec<ParquetFile>, StoreError> {
+                let files = parquet_files::write_flush(&dir, table, &batches, max_lsn, &config)?;
+                write_manifest(&dir, max_lsn)?;
+                Ok(files)
+            })
+            .await
+            .map_err(|e| StoreError::WriterGone(format!("flush task panicked: {e}")))??;
 
         let released = {
             let mut d = state.data.write();
             add(&self.telemetry.parquet_files_written, written.len() as u64);
-            add(&self.telemetry.parquet_bytes_written, written.iter().map(|f| f.size).sum());
+            add(
+                &self.telemetry.parquet_bytes_written,
+                written.iter().map(|f| f.size).sum(),
+            );
             d.files.extend(written);
             d.files.sort_by_key(|f| (f.hour_start_ns, f.lsn));
             d.flushed_lsn = max_lsn;
@@ -448,8 +534,12 @@ impl Store {
     /// `shutdown` resolves, then flushes everything that is buffered.
     pub async fn run_background(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let mut flush_tick = tokio::time::interval(Duration::from_millis(500));
-        let mut sync_tick = tokio::time::interval(Duration::from_millis(self.config.wal.sync_interval_ms.max(10)));
-        let mut retention_tick = tokio::time::interval(Duration::from_secs(self.config.retention.check_interval_secs.max(1)));
+        let mut sync_tick = tokio::time::interval(Duration::from_millis(
+            self.config.wal.sync_interval_ms.max(10),
+        ));
+        let mut retention_tick = tokio::time::interval(Duration::from_secs(
+            self.config.retention.check_interval_secs.max(1),
+        ));
         loop {
             tokio::select! {
                 _ = flush_tick.tick() => {
@@ -486,7 +576,11 @@ impl Store {
                 continue;
             }
             let state = states[index];
-            state.data.write().files.retain(|f| !paths.contains(&f.path));
+            state
+                .data
+                .write()
+                .files
+                .retain(|f| !paths.contains(&f.path));
             for path in paths {
                 match fs::remove_file(&path) {
                     Ok(()) => deleted += 1,
@@ -518,7 +612,13 @@ fn wal_writer_loop(
         // Gather everything already queued into one group: one write, one fsync.
         while let Some(command) = next.take() {
             match command {
-                WalCommand::Append { table, payload, batch, bytes, done } => {
+                WalCommand::Append {
+                    table,
+                    payload,
+                    batch,
+                    bytes,
+                    done,
+                } => {
                     group_bytes += payload.len();
                     pending.push(PendingRecord { table, payload });
                     waiters.push((table, batch, bytes, done));
@@ -585,7 +685,10 @@ mod tests {
             .collect();
         let request = ExportTraceServiceRequest {
             resource_spans: vec![ResourceSpans {
-                scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
                 ..Default::default()
             }],
         };
@@ -593,7 +696,10 @@ mod tests {
     }
 
     fn config(dir: &Path) -> StorageConfig {
-        StorageConfig { data_dir: dir.to_path_buf(), ..Default::default() }
+        StorageConfig {
+            data_dir: dir.to_path_buf(),
+            ..Default::default()
+        }
     }
 
     fn rows(snapshot: &TableSnapshot) -> usize {
@@ -628,7 +734,9 @@ mod tests {
         // A crash between writing a flush's files and its manifest leaves a file past the manifest.
         let table_dir = dir.path().join("tables/spans");
         let batch = spans(1, 4);
-        let files = parquet_files::write_flush(&table_dir, Table::Spans, &[batch], 1, &config(dir.path())).unwrap();
+        let files =
+            parquet_files::write_flush(&table_dir, Table::Spans, &[batch], 1, &config(dir.path()))
+                .unwrap();
         assert!(files[0].path.exists());
         let store = Store::open(config(dir.path()), Arc::new(Telemetry::default())).unwrap();
         let snapshot = store.snapshot(Table::Spans);

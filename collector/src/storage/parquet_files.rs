@@ -49,7 +49,8 @@ fn sort_keys(table: Table) -> &'static [&'static str] {
 
 fn hour_dir(dir: &Path, hour_start_ns: i64) -> PathBuf {
     let t = DateTime::from_timestamp_nanos(hour_start_ns);
-    dir.join(format!("date={}", t.format("%Y-%m-%d"))).join(format!("hour={:02}", t.hour()))
+    dir.join(format!("date={}", t.format("%Y-%m-%d")))
+        .join(format!("hour={:02}", t.hour()))
 }
 
 /// The working memory of a flush beyond the buffers it writes out: rows are sorted in chunks of
@@ -77,7 +78,9 @@ pub fn write_flush(
 ) -> Result<Vec<ParquetFile>, StoreError> {
     let schema = table.schema();
     let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(config.zstd_level).unwrap_or_default()))
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(config.zstd_level).unwrap_or_default(),
+        ))
         .set_max_row_group_row_count(Some(config.row_group_rows.max(1024)))
         .build();
     let budget = chunk_bytes(config);
@@ -86,7 +89,9 @@ pub fn write_flush(
     while chunk_start < batches.len() {
         let mut chunk_end = chunk_start;
         let mut bytes = 0;
-        while chunk_end < batches.len() && (bytes == 0 || bytes + batches[chunk_end].get_array_memory_size() <= budget) {
+        while chunk_end < batches.len()
+            && (bytes == 0 || bytes + batches[chunk_end].get_array_memory_size() <= budget)
+        {
             bytes += batches[chunk_end].get_array_memory_size();
             chunk_end += 1;
         }
@@ -113,12 +118,25 @@ pub fn write_flush(
                     let tmp = target_dir.join(format!("{lsn:020}.parquet.tmp"));
                     let file = fs::File::create(&tmp).map_err(io_err(&tmp))?;
                     let writer = ArrowWriter::try_new(file, schema.clone(), Some(props.clone()))
-                        .map_err(|e| StoreError::Parquet { path: tmp.clone(), message: e.to_string() })?;
-                    e.insert(HourWriter { writer, tmp, path, dir: target_dir })
+                        .map_err(|e| StoreError::Parquet {
+                            path: tmp.clone(),
+                            message: e.to_string(),
+                        })?;
+                    e.insert(HourWriter {
+                        writer,
+                        tmp,
+                        path,
+                        dir: target_dir,
+                    })
                 }
             };
-            let parquet_err = |e: parquet::errors::ParquetError| StoreError::Parquet { path: out.tmp.clone(), message: e.to_string() };
-            out.writer.write(&sorted.slice(start, end - start)).map_err(parquet_err)?;
+            let parquet_err = |e: parquet::errors::ParquetError| StoreError::Parquet {
+                path: out.tmp.clone(),
+                message: e.to_string(),
+            };
+            out.writer
+                .write(&sorted.slice(start, end - start))
+                .map_err(parquet_err)?;
             if out.writer.in_progress_size() >= budget {
                 out.writer.flush().map_err(parquet_err)?;
             }
@@ -128,44 +146,73 @@ pub fn write_flush(
 
     let mut files = Vec::with_capacity(writers.len());
     for (hour, out) in writers {
-        let file = out
-            .writer
-            .into_inner()
-            .map_err(|e| StoreError::Parquet { path: out.tmp.clone(), message: e.to_string() })?;
+        let file = out.writer.into_inner().map_err(|e| StoreError::Parquet {
+            path: out.tmp.clone(),
+            message: e.to_string(),
+        })?;
         file.sync_all().map_err(io_err(&out.tmp))?;
         let size = file.metadata().map_err(io_err(&out.tmp))?.len();
         fs::rename(&out.tmp, &out.path).map_err(io_err(&out.path))?;
-        fs::File::open(&out.dir).and_then(|d| d.sync_all()).map_err(io_err(&out.dir))?;
-        files.push(ParquetFile { path: out.path, size, hour_start_ns: hour, lsn });
+        fs::File::open(&out.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(&out.dir))?;
+        files.push(ParquetFile {
+            path: out.path,
+            size,
+            hour_start_ns: hour,
+            lsn,
+        });
     }
     Ok(files)
 }
 
 /// Sorts a chunk by (hour, the table's sort keys) and returns it with each row's hour.
-fn sort_by_hour(dir: &Path, table: Table, chunk: &RecordBatch) -> Result<(RecordBatch, Int64Array), StoreError> {
+fn sort_by_hour(
+    dir: &Path,
+    table: Table,
+    chunk: &RecordBatch,
+) -> Result<(RecordBatch, Int64Array), StoreError> {
     let time = chunk
         .column_by_name(col::TIME)
         .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
-        .ok_or_else(|| StoreError::Parquet { path: dir.to_path_buf(), message: "batch has no time column".into() })?;
-    let hours: Int64Array = time.iter().map(|t| t.map(|t| t.div_euclid(HOUR_NS) * HOUR_NS)).collect();
+        .ok_or_else(|| StoreError::Parquet {
+            path: dir.to_path_buf(),
+            message: "batch has no time column".into(),
+        })?;
+    let hours: Int64Array = time
+        .iter()
+        .map(|t| t.map(|t| t.div_euclid(HOUR_NS) * HOUR_NS))
+        .collect();
     let hours: ArrayRef = Arc::new(hours);
-    let mut sort_columns = vec![SortColumn { values: hours.clone(), options: None }];
+    let mut sort_columns = vec![SortColumn {
+        values: hours.clone(),
+        options: None,
+    }];
     for key in sort_keys(table) {
         if let Some(column) = chunk.column_by_name(key) {
-            sort_columns.push(SortColumn { values: column.clone(), options: None });
+            sort_columns.push(SortColumn {
+                values: column.clone(),
+                options: None,
+            });
         }
     }
     let indices = lexsort_to_indices(&sort_columns, None)?;
     let sorted = take_record_batch(chunk, &indices)?;
     let sorted_hours = arrow::compute::take(hours.as_ref(), &indices, None)?;
-    let sorted_hours = sorted_hours.as_any().downcast_ref::<Int64Array>().expect("hours are Int64").clone();
+    let sorted_hours = sorted_hours
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .expect("hours are Int64")
+        .clone();
     Ok((sorted, sorted_hours))
 }
 
 fn parse_hour(date_dir: &str, hour_dir: &str) -> Option<i64> {
     let date = NaiveDate::parse_from_str(date_dir.strip_prefix("date=")?, "%Y-%m-%d").ok()?;
     let hour: u32 = hour_dir.strip_prefix("hour=")?.parse().ok()?;
-    date.and_hms_opt(hour, 0, 0)?.and_utc().timestamp_nanos_opt()
+    date.and_hms_opt(hour, 0, 0)?
+        .and_utc()
+        .timestamp_nanos_opt()
 }
 
 /// Lists a table's committed files; deletes temporary files and files of a flush that did not
@@ -193,14 +240,24 @@ pub fn recover(dir: &Path, flushed_lsn: u64) -> Result<Vec<ParquetFile>, StoreEr
                     fs::remove_file(&path).map_err(io_err(&path))?;
                     continue;
                 }
-                let Some(lsn) = name.strip_suffix(".parquet").and_then(|s| s.parse::<u64>().ok()) else { continue };
+                let Some(lsn) = name
+                    .strip_suffix(".parquet")
+                    .and_then(|s| s.parse::<u64>().ok())
+                else {
+                    continue;
+                };
                 if lsn > flushed_lsn {
                     tracing::info!(path = %path.display(), "deleting a Parquet file of an uncommitted flush; the WAL replays its rows");
                     fs::remove_file(&path).map_err(io_err(&path))?;
                     continue;
                 }
                 let size = entry.metadata().map_err(io_err(&path))?.len();
-                files.push(ParquetFile { path, size, hour_start_ns, lsn });
+                files.push(ParquetFile {
+                    path,
+                    size,
+                    hour_start_ns,
+                    lsn,
+                });
             }
         }
     }

@@ -23,12 +23,20 @@ pub struct RetentionConfig {
 
 impl Default for RetentionConfig {
     fn default() -> Self {
-        RetentionConfig { max_age_hours: 24 * 7, max_bytes: 0, check_interval_secs: 60 }
+        RetentionConfig {
+            max_age_hours: 24 * 7,
+            max_bytes: 0,
+            check_interval_secs: 60,
+        }
     }
 }
 
 /// The files to delete, per table (same order as `tables`).
-pub fn select_victims(tables: &[Vec<ParquetFile>], now_ns: i64, config: &RetentionConfig) -> Vec<Vec<PathBuf>> {
+pub fn select_victims(
+    tables: &[Vec<ParquetFile>],
+    now_ns: i64,
+    config: &RetentionConfig,
+) -> Vec<Vec<PathBuf>> {
     let mut victims: Vec<Vec<PathBuf>> = vec![Vec::new(); tables.len()];
     let mut kept: Vec<(i64, usize, &ParquetFile)> = Vec::new();
     let cutoff = if config.max_age_hours == 0 {
@@ -64,14 +72,26 @@ mod tests {
     use super::*;
 
     fn file(name: &str, hour: i64, size: u64) -> ParquetFile {
-        ParquetFile { path: PathBuf::from(name), size, hour_start_ns: hour * HOUR_NS, lsn: hour as u64 }
+        ParquetFile {
+            path: PathBuf::from(name),
+            size,
+            hour_start_ns: hour * HOUR_NS,
+            lsn: hour as u64,
+        }
     }
 
     #[test]
     fn age_then_size() {
         let now = 100 * HOUR_NS;
-        let tables = vec![vec![file("a", 10, 5), file("b", 98, 5), file("c", 99, 5)], vec![file("d", 97, 5)]];
-        let config = RetentionConfig { max_age_hours: 24, max_bytes: 9, check_interval_secs: 1 };
+        let tables = vec![
+            vec![file("a", 10, 5), file("b", 98, 5), file("c", 99, 5)],
+            vec![file("d", 97, 5)],
+        ];
+        let config = RetentionConfig {
+            max_age_hours: 24,
+            max_bytes: 9,
+            check_interval_secs: 1,
+        };
         let victims = select_victims(&tables, now, &config);
         assert_eq!(victims[0], vec![PathBuf::from("a"), PathBuf::from("b")]);
         assert_eq!(victims[1], vec![PathBuf::from("d")]);
@@ -80,7 +100,11 @@ mod tests {
     #[test]
     fn zero_means_unlimited() {
         let tables = vec![vec![file("a", 0, 1 << 40)]];
-        let config = RetentionConfig { max_age_hours: 0, max_bytes: 0, check_interval_secs: 1 };
+        let config = RetentionConfig {
+            max_age_hours: 0,
+            max_bytes: 0,
+            check_interval_secs: 1,
+        };
         assert!(select_victims(&tables, i64::MAX, &config)[0].is_empty());
     }
 }

@@ -22,6 +22,8 @@ pub fn decode_batch(bytes: &[u8]) -> Result<RecordBatch, ArrowError> {
     let mut reader = StreamReader::try_new(Cursor::new(bytes), None)?;
     match reader.next() {
         Some(batch) => batch,
-        None => Err(ArrowError::IpcError("WAL payload holds no record batch".into())),
+        None => Err(ArrowError::IpcError(
+            "WAL payload holds no record batch".into(),
+        )),
     }
 }

@@ -52,7 +52,11 @@ pub struct WalConfig {
 
 impl Default for WalConfig {
     fn default() -> Self {
-        WalConfig { sync: SyncPolicy::Always, sync_interval_ms: 200, segment_bytes: 64 << 20 }
+        WalConfig {
+            sync: SyncPolicy::Always,
+            sync_interval_ms: 200,
+            segment_bytes: 64 << 20,
+        }
     }
 }
 
@@ -60,13 +64,19 @@ impl Default for WalConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum WalError {
     #[error("WAL I/O error on {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("WAL record could not be encoded or decoded: {0}")]
     Codec(#[from] arrow::error::ArrowError),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
-    move |source| WalError::Io { path: path.to_path_buf(), source }
+    move |source| WalError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// A record read back from the log.
@@ -123,9 +133,14 @@ fn list_segments(dir: &Path) -> Result<Vec<Segment>, WalError> {
     for entry in fs::read_dir(dir).map_err(io(dir))? {
         let entry = entry.map_err(io(dir))?;
         let name = entry.file_name();
-        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".wal")) else { continue };
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".wal")) else {
+            continue;
+        };
         if let Ok(first_lsn) = stem.parse::<u64>() {
-            segments.push(Segment { path: entry.path(), first_lsn });
+            segments.push(Segment {
+                path: entry.path(),
+                first_lsn,
+            });
         }
     }
     segments.sort_by_key(|s| s.first_lsn);
@@ -135,33 +150,57 @@ fn list_segments(dir: &Path) -> Result<Vec<Segment>, WalError> {
 /// Reads every intact record of one segment; the error string says where reading stopped early.
 fn read_segment(path: &Path, records: &mut Vec<WalRecord>) -> Result<Option<String>, WalError> {
     let mut bytes = Vec::new();
-    File::open(path).map_err(io(path))?.read_to_end(&mut bytes).map_err(io(path))?;
+    File::open(path)
+        .map_err(io(path))?
+        .read_to_end(&mut bytes)
+        .map_err(io(path))?;
     if bytes.len() < SEGMENT_MAGIC.len() || &bytes[..SEGMENT_MAGIC.len()] != SEGMENT_MAGIC {
-        return Ok(Some(format!("{}: not a vigil WAL segment (bad magic)", path.display())));
+        return Ok(Some(format!(
+            "{}: not a vigil WAL segment (bad magic)",
+            path.display()
+        )));
     }
     let mut pos = SEGMENT_MAGIC.len();
     while pos < bytes.len() {
         if bytes.len() - pos < HEADER_LEN {
-            return Ok(Some(format!("{}: torn record header at byte {pos}", path.display())));
+            return Ok(Some(format!(
+                "{}: torn record header at byte {pos}",
+                path.display()
+            )));
         }
         let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().expect("4 bytes")) as usize;
         let crc = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().expect("4 bytes"));
         let body_start = pos + 8;
         let body_end = body_start + 8 + 1 + len;
         if body_end > bytes.len() {
-            return Ok(Some(format!("{}: torn record at byte {pos}", path.display())));
+            return Ok(Some(format!(
+                "{}: torn record at byte {pos}",
+                path.display()
+            )));
         }
         let body = &bytes[body_start..body_end];
         if crc32fast::hash(body) != crc {
-            return Ok(Some(format!("{}: checksum mismatch at byte {pos}", path.display())));
+            return Ok(Some(format!(
+                "{}: checksum mismatch at byte {pos}",
+                path.display()
+            )));
         }
         let lsn = u64::from_le_bytes(body[..8].try_into().expect("8 bytes"));
         let Some(table) = Table::from_tag(body[8]) else {
-            return Ok(Some(format!("{}: unknown table tag {} at byte {pos}", path.display(), body[8])));
+            return Ok(Some(format!(
+                "{}: unknown table tag {} at byte {pos}",
+                path.display(),
+                body[8]
+            )));
         };
         let batch = match decode_batch(&body[9..]) {
             Ok(batch) => batch,
-            Err(e) => return Ok(Some(format!("{}: undecodable batch at byte {pos}: {e}", path.display()))),
+            Err(e) => {
+                return Ok(Some(format!(
+                    "{}: undecodable batch at byte {pos}: {e}",
+                    path.display()
+                )));
+            }
         };
         records.push(WalRecord { lsn, table, batch });
         pos = body_end;
@@ -187,7 +226,10 @@ pub fn open(dir: &Path, config: WalConfig) -> Result<(WalWriter, Recovered), Wal
         .unwrap_or(1)
         .max(segments.last().map(|s| s.first_lsn).unwrap_or(1));
     // An old segment that starts at `next_lsn` holds no record; the new segment replaces it.
-    let segments: Vec<Segment> = segments.into_iter().filter(|s| s.first_lsn != next_lsn).collect();
+    let segments: Vec<Segment> = segments
+        .into_iter()
+        .filter(|s| s.first_lsn != next_lsn)
+        .collect();
     let (current, file) = create_segment(dir, next_lsn)?;
     let writer = WalWriter {
         dir: dir.to_path_buf(),
@@ -200,24 +242,42 @@ pub fn open(dir: &Path, config: WalConfig) -> Result<(WalWriter, Recovered), Wal
         last_sync: Instant::now(),
         dirty: false,
     };
-    Ok((writer, Recovered { records, corrupt_segments }))
+    Ok((
+        writer,
+        Recovered {
+            records,
+            corrupt_segments,
+        },
+    ))
 }
 
 fn create_segment(dir: &Path, first_lsn: u64) -> Result<(Segment, BufWriter<File>), WalError> {
     let path = dir.join(segment_name(first_lsn));
-    let mut file = OpenOptions::new().create(true).write(true).truncate(true).open(&path).map_err(io(&path))?;
+    let mut file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(&path)
+        .map_err(io(&path))?;
     file.write_all(SEGMENT_MAGIC).map_err(io(&path))?;
     file.sync_all().map_err(io(&path))?;
     // The new file's directory entry must be durable too, or a crash could lose the segment.
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
-    Ok((Segment { path, first_lsn }, BufWriter::with_capacity(1 << 20, file)))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))?;
+    Ok((
+        Segment { path, first_lsn },
+        BufWriter::with_capacity(1 << 20, file),
+    ))
 }
 
 impl WalWriter {
     /// Appends a group of records, writes them to the OS and syncs them as the policy says.
     /// Returns the LSN of each record, in order.
     pub fn append_group(&mut self, group: &[PendingRecord]) -> Result<Vec<u64>, WalError> {
-        if self.current_bytes >= self.config.segment_bytes && self.current_bytes > SEGMENT_MAGIC.len() as u64 {
+        if self.current_bytes >= self.config.segment_bytes
+            && self.current_bytes > SEGMENT_MAGIC.len() as u64
+        {
             self.rotate()?;
         }
         let mut lsns = Vec::with_capacity(group.len());
@@ -235,9 +295,13 @@ impl WalWriter {
                 source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "record over 4 GiB"),
             })?;
             self.file.write_all(&len.to_le_bytes()).map_err(io(&path))?;
-            self.file.write_all(&hasher.finalize().to_le_bytes()).map_err(io(&path))?;
+            self.file
+                .write_all(&hasher.finalize().to_le_bytes())
+                .map_err(io(&path))?;
             self.file.write_all(&lsn_bytes).map_err(io(&path))?;
-            self.file.write_all(&[record.table.tag()]).map_err(io(&path))?;
+            self.file
+                .write_all(&[record.table.tag()])
+                .map_err(io(&path))?;
             self.file.write_all(&record.payload).map_err(io(&path))?;
             self.current_bytes += (HEADER_LEN + record.payload.len()) as u64;
             lsns.push(lsn);
@@ -282,7 +346,13 @@ impl WalWriter {
     pub fn truncate_through(&mut self, durable_lsn: u64) -> Result<usize, WalError> {
         let mut deleted = 0;
         // A closed segment ends where the next one begins.
-        let starts: Vec<u64> = self.closed.iter().skip(1).map(|s| s.first_lsn).chain([self.current.first_lsn]).collect();
+        let starts: Vec<u64> = self
+            .closed
+            .iter()
+            .skip(1)
+            .map(|s| s.first_lsn)
+            .chain([self.current.first_lsn])
+            .collect();
         let mut keep = Vec::new();
         for (segment, next_start) in self.closed.drain(..).zip(starts) {
             if next_start.saturating_sub(1) <= durable_lsn {
@@ -321,7 +391,10 @@ mod tests {
     }
 
     fn pending(v: i64) -> PendingRecord {
-        PendingRecord { table: Table::Spans, payload: encode_batch(&batch(v)).unwrap() }
+        PendingRecord {
+            table: Table::Spans,
+            payload: encode_batch(&batch(v)).unwrap(),
+        }
     }
 
     #[test]
@@ -329,7 +402,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut w, rec) = open(dir.path(), WalConfig::default()).unwrap();
         assert!(rec.records.is_empty());
-        assert_eq!(w.append_group(&[pending(1), pending(3)]).unwrap(), vec![1, 2]);
+        assert_eq!(
+            w.append_group(&[pending(1), pending(3)]).unwrap(),
+            vec![1, 2]
+        );
         assert_eq!(w.append_group(&[pending(5)]).unwrap(), vec![3]);
         drop(w);
         let (w, rec) = open(dir.path(), WalConfig::default()).unwrap();
@@ -348,11 +424,20 @@ mod tests {
         let path = w.current.path.clone();
         drop(w);
         let len = fs::metadata(&path).unwrap().len();
-        OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 5).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len - 5)
+            .unwrap();
         let (_, rec) = open(dir.path(), WalConfig::default()).unwrap();
         assert_eq!(rec.records.len(), 1);
         assert_eq!(rec.corrupt_segments.len(), 1);
-        assert!(rec.corrupt_segments[0].contains("torn"), "{:?}", rec.corrupt_segments);
+        assert!(
+            rec.corrupt_segments[0].contains("torn"),
+            "{:?}",
+            rec.corrupt_segments
+        );
     }
 
     #[test]
@@ -374,7 +459,10 @@ mod tests {
     #[test]
     fn rotation_and_truncation_keep_unflushed_segments() {
         let dir = tempfile::tempdir().unwrap();
-        let config = WalConfig { segment_bytes: 1, ..Default::default() };
+        let config = WalConfig {
+            segment_bytes: 1,
+            ..Default::default()
+        };
         let (mut w, _) = open(dir.path(), config.clone()).unwrap();
         for i in 0..4 {
             w.append_group(&[pending(i)]).unwrap();

@@ -1,6 +1,8 @@
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Int32Builder, StringBuilder, TimestampNanosecondBuilder, UInt32Builder};
+use arrow::array::{
+    ArrayRef, Int32Builder, StringBuilder, TimestampNanosecondBuilder, UInt32Builder,
+};
 use arrow::record_batch::RecordBatch;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
@@ -14,7 +16,10 @@ fn optional_id(bytes: &[u8], len: usize, what: &str) -> Result<Option<String>, S
         return Ok(None);
     }
     if bytes.len() != len {
-        return Err(format!("{what} must be {len} bytes or empty, got {}", bytes.len()));
+        return Err(format!(
+            "{what} must be {len} bytes or empty, got {}",
+            bytes.len()
+        ));
     }
     Ok(Some(hex::encode(bytes)))
 }
@@ -47,7 +52,11 @@ pub fn logs_to_batch(request: &ExportLogsServiceRequest) -> Converted {
     let mut rejections = Rejections::default();
 
     for rl in &request.resource_logs {
-        let resource = rl.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or(&[]);
+        let resource = rl
+            .resource
+            .as_ref()
+            .map(|r| r.attributes.as_slice())
+            .unwrap_or(&[]);
         let service_name = service_name(resource);
         for sl in &rl.scope_logs {
             let scope = sl.scope.as_ref();
@@ -57,13 +66,22 @@ pub fn logs_to_batch(request: &ExportLogsServiceRequest) -> Converted {
                 let (tid, sid) = match ids {
                     Ok(ids) => ids,
                     Err(e) => {
-                        rejections.reject(|| format!("log record of service {service_name:?}: {e}"));
+                        rejections
+                            .reject(|| format!("log record of service {service_name:?}: {e}"));
                         continue;
                     }
                 };
-                let t = if record.time_unix_nano != 0 { record.time_unix_nano } else { record.observed_time_unix_nano };
+                let t = if record.time_unix_nano != 0 {
+                    record.time_unix_nano
+                } else {
+                    record.observed_time_unix_nano
+                };
                 let (Some(t), Some(o)) = (to_ns(t), to_ns(record.observed_time_unix_nano)) else {
-                    rejections.reject(|| format!("log record of service {service_name:?}: timestamp past the year 2262"));
+                    rejections.reject(|| {
+                        format!(
+                            "log record of service {service_name:?}: timestamp past the year 2262"
+                        )
+                    });
                     continue;
                 };
                 time.append_value(t);
@@ -106,5 +124,10 @@ pub fn logs_to_batch(request: &ExportLogsServiceRequest) -> Converted {
     ];
     let batch = RecordBatch::try_new(Table::Logs.schema(), columns)
         .expect("log columns are built in schema order with schema types");
-    Converted { batch, rejected: rejections.count, first_error: rejections.first, unpriced: 0 }
+    Converted {
+        batch,
+        rejected: rejections.count,
+        first_error: rejections.first,
+        unpriced: 0,
+    }
 }

@@ -125,7 +125,8 @@ fn exemplars_json(exemplars: &[Exemplar]) -> Option<String> {
                 o["span_id"] = hex::encode(&e.span_id).into();
             }
             if !e.filtered_attributes.is_empty() {
-                o["filtered_attributes"] = serde_json::Value::Object(attributes_to_json(&e.filtered_attributes));
+                o["filtered_attributes"] =
+                    serde_json::Value::Object(attributes_to_json(&e.filtered_attributes));
             }
             o
         })
@@ -180,18 +181,30 @@ impl Builders {
 
     fn append(&mut self, cx: &Context<'_>, p: Point<'_>, rejections: &mut Rejections) {
         let Some(time) = to_ns(p.time) else {
-            rejections.reject(|| format!("metric {:?}: time_unix_nano is past the year 2262", cx.metric.name));
+            rejections.reject(|| {
+                format!(
+                    "metric {:?}: time_unix_nano is past the year 2262",
+                    cx.metric.name
+                )
+            });
             return;
         };
         self.time.append_value(time);
-        self.start_time.append_option(if p.start_time == 0 { None } else { to_ns(p.start_time) });
+        self.start_time.append_option(if p.start_time == 0 {
+            None
+        } else {
+            to_ns(p.start_time)
+        });
         self.metric_name.append_value(&cx.metric.name);
         self.metric_type.append_value(cx.metric_type);
         self.unit.append_option(opt_str(&cx.metric.unit));
-        self.description.append_option(opt_str(&cx.metric.description));
+        self.description
+            .append_option(opt_str(&cx.metric.description));
         self.service.append_value(cx.service_name);
-        self.scope_name.append_option(cx.scope.and_then(|s| opt_str(&s.name)));
-        self.scope_version.append_option(cx.scope.and_then(|s| opt_str(&s.version)));
+        self.scope_name
+            .append_option(cx.scope.and_then(|s| opt_str(&s.name)));
+        self.scope_version
+            .append_option(cx.scope.and_then(|s| opt_str(&s.version)));
         append_attributes(&mut self.resource_attributes, cx.resource);
         append_attributes(&mut self.attributes, p.attributes);
         self.temporality.append_option(p.temporality);
@@ -208,9 +221,11 @@ impl Builders {
                 self.exp_scale.append_value(e.scale);
                 self.exp_zero_count.append_value(e.zero_count);
                 self.exp_zero_threshold.append_value(e.zero_threshold);
-                self.exp_positive_offset.append_option(e.positive.map(|b| b.0));
+                self.exp_positive_offset
+                    .append_option(e.positive.map(|b| b.0));
                 append_u64_list(&mut self.exp_positive_counts, e.positive.map(|b| b.1));
-                self.exp_negative_offset.append_option(e.negative.map(|b| b.0));
+                self.exp_negative_offset
+                    .append_option(e.negative.map(|b| b.0));
                 append_u64_list(&mut self.exp_negative_counts, e.negative.map(|b| b.1));
             }
             None => {
@@ -223,8 +238,14 @@ impl Builders {
                 self.exp_negative_counts.append(false);
             }
         }
-        append_f64_list(&mut self.quantiles, p.quantiles.as_ref().map(|q| q.0.as_slice()));
-        append_f64_list(&mut self.quantile_values, p.quantiles.as_ref().map(|q| q.1.as_slice()));
+        append_f64_list(
+            &mut self.quantiles,
+            p.quantiles.as_ref().map(|q| q.0.as_slice()),
+        );
+        append_f64_list(
+            &mut self.quantile_values,
+            p.quantiles.as_ref().map(|q| q.1.as_slice()),
+        );
         self.exemplars.append_option(exemplars_json(p.exemplars));
         self.flags.append_value(p.flags);
     }
@@ -273,12 +294,21 @@ pub fn metrics_to_batch(request: &ExportMetricsServiceRequest) -> Converted {
     let mut rejections = Rejections::default();
     let mut b = Builders::new(64);
     for rm in &request.resource_metrics {
-        let resource = rm.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or(&[]);
+        let resource = rm
+            .resource
+            .as_ref()
+            .map(|r| r.attributes.as_slice())
+            .unwrap_or(&[]);
         let service_name = service_name(resource);
         for sm in &rm.scope_metrics {
             for metric in &sm.metrics {
                 let Some(data) = &metric.data else {
-                    rejections.reject(|| format!("metric {:?} has no data (gauge, sum, histogram, …)", metric.name));
+                    rejections.reject(|| {
+                        format!(
+                            "metric {:?} has no data (gauge, sum, histogram, …)",
+                            metric.name
+                        )
+                    });
                     continue;
                 };
                 let metric_type = match data {
@@ -288,7 +318,13 @@ pub fn metrics_to_batch(request: &ExportMetricsServiceRequest) -> Converted {
                     Data::ExponentialHistogram(_) => "exponential_histogram",
                     Data::Summary(_) => "summary",
                 };
-                let cx = Context { metric, metric_type, service_name: &service_name, scope: sm.scope.as_ref(), resource };
+                let cx = Context {
+                    metric,
+                    metric_type,
+                    service_name: &service_name,
+                    scope: sm.scope.as_ref(),
+                    resource,
+                };
                 match data {
                     Data::Gauge(g) => {
                         for dp in &g.data_points {
@@ -355,8 +391,14 @@ pub fn metrics_to_batch(request: &ExportMetricsServiceRequest) -> Converted {
                                     scale: dp.scale,
                                     zero_count: dp.zero_count,
                                     zero_threshold: dp.zero_threshold,
-                                    positive: dp.positive.as_ref().map(|b| (b.offset, b.bucket_counts.as_slice())),
-                                    negative: dp.negative.as_ref().map(|b| (b.offset, b.bucket_counts.as_slice())),
+                                    positive: dp
+                                        .positive
+                                        .as_ref()
+                                        .map(|b| (b.offset, b.bucket_counts.as_slice())),
+                                    negative: dp
+                                        .negative
+                                        .as_ref()
+                                        .map(|b| (b.offset, b.bucket_counts.as_slice())),
                                 }),
                                 exemplars: &dp.exemplars,
                                 flags: dp.flags,
@@ -387,7 +429,12 @@ pub fn metrics_to_batch(request: &ExportMetricsServiceRequest) -> Converted {
             }
         }
     }
-    Converted { batch: b.finish(), rejected: rejections.count, first_error: rejections.first, unpriced: 0 }
+    Converted {
+        batch: b.finish(),
+        rejected: rejections.count,
+        first_error: rejections.first,
+        unpriced: 0,
+    }
 }
 
 fn number_value(v: Option<number_data_point::Value>) -> Option<f64> {

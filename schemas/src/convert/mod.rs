@@ -59,7 +59,10 @@ fn to_ns(t: u64) -> Option<i64> {
 }
 
 /// Appends attributes as one map entry; values that are unset are skipped.
-fn append_attributes(builder: &mut MapBuilder<StringBuilder, StringBuilder>, attributes: &[KeyValue]) {
+fn append_attributes(
+    builder: &mut MapBuilder<StringBuilder, StringBuilder>,
+    attributes: &[KeyValue],
+) {
     for kv in attributes {
         if let Some(v) = kv.value.as_ref().and_then(value_to_string) {
             builder.keys().append_value(&kv.key);
@@ -71,7 +74,10 @@ fn append_attributes(builder: &mut MapBuilder<StringBuilder, StringBuilder>, att
 }
 
 /// Appends string pairs as one map entry.
-fn append_pairs(builder: &mut MapBuilder<StringBuilder, StringBuilder>, pairs: &[(String, String)]) {
+fn append_pairs(
+    builder: &mut MapBuilder<StringBuilder, StringBuilder>,
+    pairs: &[(String, String)],
+) {
     for (k, v) in pairs {
         builder.keys().append_value(k);
         builder.values().append_value(v);
@@ -85,7 +91,9 @@ fn hex_id(bytes: &[u8], len: usize, what: &str) -> Result<String, String> {
         return Err(format!("{what} must be {len} bytes, got {}", bytes.len()));
     }
     if bytes.iter().all(|b| *b == 0) {
-        return Err(format!("{what} is all zeros, which OTLP defines as invalid"));
+        return Err(format!(
+            "{what} is all zeros, which OTLP defines as invalid"
+        ));
     }
     Ok(hex::encode(bytes))
 }

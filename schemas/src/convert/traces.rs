@@ -49,9 +49,16 @@ fn validate(span: &Span) -> Result<Ids, String> {
     } else {
         Some(hex_id(&span.parent_span_id, 8, "parent_span_id")?)
     };
-    let start = to_ns(span.start_time_unix_nano).ok_or("start_time_unix_nano is past the year 2262")?;
+    let start =
+        to_ns(span.start_time_unix_nano).ok_or("start_time_unix_nano is past the year 2262")?;
     let end = to_ns(span.end_time_unix_nano).ok_or("end_time_unix_nano is past the year 2262")?;
-    Ok(Ids { trace_id, span_id, parent_span_id, start, end })
+    Ok(Ids {
+        trace_id,
+        span_id,
+        parent_span_id,
+        start,
+        end,
+    })
 }
 
 /// Converts an OTLP trace export request into rows of `spans`.
@@ -107,7 +114,11 @@ pub fn spans_to_batch(request: &ExportTraceServiceRequest, normalizer: &Normaliz
     let mut unpriced = 0u64;
 
     for rs in &request.resource_spans {
-        let resource = rs.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or(&[]);
+        let resource = rs
+            .resource
+            .as_ref()
+            .map(|r| r.attributes.as_slice())
+            .unwrap_or(&[]);
         let service_name = service_name(resource);
         for ss in &rs.scope_spans {
             let scope = ss.scope.as_ref();
@@ -115,11 +126,18 @@ pub fn spans_to_batch(request: &ExportTraceServiceRequest, normalizer: &Normaliz
                 let ids = match validate(span) {
                     Ok(ids) => ids,
                     Err(e) => {
-                        rejections.reject(|| format!("span {:?} of service {service_name:?}: {e}", span.name));
+                        rejections.reject(|| {
+                            format!("span {:?} of service {service_name:?}: {e}", span.name)
+                        });
                         continue;
                     }
                 };
-                let (g, rest) = extract(&span.attributes, &span.events, span.start_time_unix_nano, normalizer);
+                let (g, rest) = extract(
+                    &span.attributes,
+                    &span.events,
+                    span.start_time_unix_nano,
+                    normalizer,
+                );
                 time.append_value(ids.start);
                 end_time.append_value(ids.end);
                 duration.append_value(ids.end.saturating_sub(ids.start));
@@ -131,7 +149,8 @@ pub fn spans_to_batch(request: &ExportTraceServiceRequest, normalizer: &Normaliz
                 kind.append_value(kind_name(span.kind));
                 let code = span.status.as_ref().map(|s| s.code).unwrap_or(0);
                 status_code.append_value(status_name(code));
-                status_message.append_option(span.status.as_ref().and_then(|s| opt_str(&s.message)));
+                status_message
+                    .append_option(span.status.as_ref().and_then(|s| opt_str(&s.message)));
                 service.append_value(&service_name);
                 scope_name.append_option(scope.and_then(|s| opt_str(&s.name)));
                 scope_version.append_option(scope.and_then(|s| opt_str(&s.version)));
@@ -166,7 +185,9 @@ pub fn spans_to_batch(request: &ExportTraceServiceRequest, normalizer: &Normaliz
                 temperature.append_option(g.request_temperature);
                 max_tokens.append_option(g.request_max_tokens);
                 let error = g.error_type.clone().or_else(|| {
-                    (status_name(code) == "error").then(|| exception_type(span)).flatten()
+                    (status_name(code) == "error")
+                        .then(|| exception_type(span))
+                        .flatten()
                 });
                 error_type.append_option(error.as_deref());
                 cost.append_option(g.cost_usd);
@@ -223,7 +244,12 @@ pub fn spans_to_batch(request: &ExportTraceServiceRequest, normalizer: &Normaliz
     ];
     let batch = RecordBatch::try_new(Table::Spans.schema(), columns)
         .expect("span columns are built in schema order with schema types");
-    Converted { batch, rejected: rejections.count, first_error: rejections.first, unpriced }
+    Converted {
+        batch,
+        rejected: rejections.count,
+        first_error: rejections.first,
+        unpriced,
+    }
 }
 
 /// `exception.type` of the span's exception event, the documented fallback for `error.type`.
@@ -266,7 +292,8 @@ fn links_json(span: &Span) -> Option<String> {
         .links
         .iter()
         .map(|l| {
-            let mut o = json!({"trace_id": hex::encode(&l.trace_id), "span_id": hex::encode(&l.span_id)});
+            let mut o =
+                json!({"trace_id": hex::encode(&l.trace_id), "span_id": hex::encode(&l.span_id)});
             if !l.trace_state.is_empty() {
                 o["trace_state"] = l.trace_state.clone().into();
             }
