@@ -3,7 +3,10 @@ use std::sync::Arc;
 use arrow::array::{
     ArrayRef, Int32Builder, StringBuilder, TimestampNanosecondBuilder, UInt32Builder,
 };
+use arrow::datatypes::Int32Type;
 use arrow::record_batch::RecordBatch;
+
+type Dict = arrow::array::StringDictionaryBuilder<Int32Type>;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 
@@ -37,15 +40,15 @@ pub fn logs_to_batch(request: &ExportLogsServiceRequest) -> Converted {
     let mut time = TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC");
     let mut observed = TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC");
     let mut severity_number = Int32Builder::with_capacity(n);
-    let mut severity_text = StringBuilder::new();
+    let mut severity_text = Dict::new();
     let mut body = StringBuilder::new();
-    let mut event_name = StringBuilder::new();
+    let mut event_name = Dict::new();
     let mut trace_id = StringBuilder::new();
     let mut span_id = StringBuilder::new();
     let mut flags = UInt32Builder::with_capacity(n);
-    let mut service = StringBuilder::new();
-    let mut scope_name = StringBuilder::new();
-    let mut scope_version = StringBuilder::new();
+    let mut service = Dict::new();
+    let mut scope_name = Dict::new();
+    let mut scope_version = Dict::new();
     let mut resource_attributes = new_string_map_builder();
     let mut attributes = new_string_map_builder();
     let mut dropped = UInt32Builder::with_capacity(n);

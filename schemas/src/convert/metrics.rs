@@ -4,7 +4,10 @@ use arrow::array::{
     ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, ListBuilder, MapBuilder, StringBuilder,
     TimestampNanosecondBuilder, UInt32Builder, UInt64Builder,
 };
+use arrow::datatypes::Int32Type;
 use arrow::record_batch::RecordBatch;
+
+type Dict = arrow::array::StringDictionaryBuilder<Int32Type>;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
@@ -48,16 +51,16 @@ struct ExpBuckets<'a> {
 struct Builders {
     time: TimestampNanosecondBuilder,
     start_time: TimestampNanosecondBuilder,
-    metric_name: StringBuilder,
-    metric_type: StringBuilder,
-    unit: StringBuilder,
-    description: StringBuilder,
-    service: StringBuilder,
-    scope_name: StringBuilder,
-    scope_version: StringBuilder,
+    metric_name: Dict,
+    metric_type: Dict,
+    unit: Dict,
+    description: Dict,
+    service: Dict,
+    scope_name: Dict,
+    scope_version: Dict,
     resource_attributes: MapBuilder<StringBuilder, StringBuilder>,
     attributes: MapBuilder<StringBuilder, StringBuilder>,
-    temporality: StringBuilder,
+    temporality: Dict,
     is_monotonic: BooleanBuilder,
     value: Float64Builder,
     count: UInt64Builder,
@@ -147,16 +150,16 @@ impl Builders {
         Builders {
             time: TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC"),
             start_time: TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC"),
-            metric_name: StringBuilder::with_capacity(n, n * 24),
-            metric_type: StringBuilder::with_capacity(n, n * 6),
-            unit: StringBuilder::new(),
-            description: StringBuilder::new(),
-            service: StringBuilder::with_capacity(n, n * 16),
-            scope_name: StringBuilder::new(),
-            scope_version: StringBuilder::new(),
+            metric_name: Dict::new(),
+            metric_type: Dict::new(),
+            unit: Dict::new(),
+            description: Dict::new(),
+            service: Dict::new(),
+            scope_name: Dict::new(),
+            scope_version: Dict::new(),
             resource_attributes: new_string_map_builder(),
             attributes: new_string_map_builder(),
-            temporality: StringBuilder::new(),
+            temporality: Dict::new(),
             is_monotonic: BooleanBuilder::with_capacity(n),
             value: Float64Builder::with_capacity(n),
             count: UInt64Builder::with_capacity(n),

@@ -4,7 +4,10 @@ use arrow::array::{
     ArrayRef, Float64Builder, Int64Builder, ListBuilder, StringBuilder, TimestampNanosecondBuilder,
     UInt32Builder,
 };
+use arrow::datatypes::Int32Type;
 use arrow::record_batch::RecordBatch;
+
+type Dict = arrow::array::StringDictionaryBuilder<Int32Type>;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::{Span, span::SpanKind, status::StatusCode};
 use serde_json::json;
@@ -76,13 +79,13 @@ pub fn spans_to_batch(request: &ExportTraceServiceRequest, normalizer: &Normaliz
     let mut span_id = StringBuilder::with_capacity(n, n * 16);
     let mut parent_span_id = StringBuilder::with_capacity(n, n * 16);
     let mut trace_state = StringBuilder::new();
-    let mut name = StringBuilder::with_capacity(n, n * 16);
-    let mut kind = StringBuilder::with_capacity(n, n * 6);
-    let mut status_code = StringBuilder::with_capacity(n, n * 5);
+    let mut name = Dict::new();
+    let mut kind = Dict::new();
+    let mut status_code = Dict::new();
     let mut status_message = StringBuilder::new();
-    let mut service = StringBuilder::with_capacity(n, n * 16);
-    let mut scope_name = StringBuilder::new();
-    let mut scope_version = StringBuilder::new();
+    let mut service = Dict::new();
+    let mut scope_name = Dict::new();
+    let mut scope_version = Dict::new();
     let mut resource_attributes = new_string_map_builder();
     let mut attributes = new_string_map_builder();
     let mut events = StringBuilder::new();
@@ -91,10 +94,10 @@ pub fn spans_to_batch(request: &ExportTraceServiceRequest, normalizer: &Normaliz
     let mut dropped_attributes = UInt32Builder::with_capacity(n);
     let mut dropped_events = UInt32Builder::with_capacity(n);
     let mut dropped_links = UInt32Builder::with_capacity(n);
-    let mut gen_ai_system = StringBuilder::new();
-    let mut gen_ai_operation = StringBuilder::new();
-    let mut request_model = StringBuilder::new();
-    let mut response_model = StringBuilder::new();
+    let mut gen_ai_system = Dict::new();
+    let mut gen_ai_operation = Dict::new();
+    let mut request_model = Dict::new();
+    let mut response_model = Dict::new();
     let mut input_tokens = Int64Builder::with_capacity(n);
     let mut output_tokens = Int64Builder::with_capacity(n);
     let mut total_tokens = Int64Builder::with_capacity(n);
@@ -105,7 +108,7 @@ pub fn spans_to_batch(request: &ExportTraceServiceRequest, normalizer: &Normaliz
     let mut finish_reasons = ListBuilder::new(StringBuilder::new());
     let mut temperature = Float64Builder::with_capacity(n);
     let mut max_tokens = Int64Builder::with_capacity(n);
-    let mut error_type = StringBuilder::new();
+    let mut error_type = Dict::new();
     let mut cost = Float64Builder::with_capacity(n);
     let mut input_messages = StringBuilder::new();
     let mut output_messages = StringBuilder::new();
