@@ -1,5 +1,7 @@
 //! OTLP attribute values as the strings and numbers vigil stores.
 
+use std::borrow::Cow;
+
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
 
 /// The value as it is stored in a `Map<Utf8, Utf8>` column: strings as they are, numbers and
@@ -15,6 +17,22 @@ pub fn value_to_string(value: &AnyValue) -> Option<String> {
         // A reference into a profile's string table: meaningless outside profiles, kept as the index.
         Value::StringValueStrindex(i) => Some(format!("strindex:{i}")),
     }
+}
+
+/// Like [`value_to_string`], but borrows string values instead of copying them.
+pub fn value_to_cow(value: &AnyValue) -> Option<Cow<'_, str>> {
+    match value.value.as_ref()? {
+        Value::StringValue(s) => Some(Cow::Borrowed(s)),
+        _ => value_to_string(value).map(Cow::Owned),
+    }
+}
+
+/// Attributes as (key, value) pairs ready for a map column; unset values are skipped.
+pub fn attribute_pairs(attributes: &[KeyValue]) -> Vec<(&str, Cow<'_, str>)> {
+    attributes
+        .iter()
+        .filter_map(|kv| Some((kv.key.as_str(), value_to_cow(kv.value.as_ref()?)?)))
+        .collect()
 }
 
 /// The value as JSON, keeping its type.

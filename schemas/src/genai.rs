@@ -8,8 +8,10 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::span::Event;
 use serde::{Deserialize, Serialize};
 
+use std::borrow::Cow;
+
 use crate::attrs::{
-    value_as_f64, value_as_i64, value_as_string_list, value_to_json, value_to_string,
+    value_as_f64, value_as_i64, value_as_string_list, value_to_cow, value_to_json, value_to_string,
 };
 use crate::pricing::{PriceTable, TokenUsage};
 use crate::redact::ContentPolicy;
@@ -180,12 +182,12 @@ fn ttft_from_attribute(key: &str, value: &AnyValue) -> Option<i64> {
 }
 
 /// Splits a span's attributes into the GenAI columns and the attributes left to store as a map.
-pub fn extract(
-    attributes: &[KeyValue],
+pub fn extract<'a>(
+    attributes: &'a [KeyValue],
     events: &[Event],
     start_time_unix_nano: u64,
     normalizer: &Normalizer,
-) -> (GenAiFields, Vec<(String, String)>) {
+) -> (GenAiFields, Vec<(&'a str, Cow<'a, str>)>) {
     let mut g = GenAiFields::default();
     let mut rest = Vec::with_capacity(attributes.len());
     let mut messages: [BTreeMap<u32, serde_json::Map<String, serde_json::Value>>; 2] =
@@ -338,13 +340,15 @@ pub fn extract(
         if claimed {
             continue;
         }
-        let Some(text) = as_string() else { continue };
+        let Some(text) = value_to_cow(value) else {
+            continue;
+        };
         if is_content_key(key) {
-            if let Some(text) = normalizer.content.apply(text) {
-                rest.push((kv.key.clone(), text));
+            if let Some(text) = normalizer.content.apply(text.into_owned()) {
+                rest.push((key, Cow::Owned(text)));
             }
         } else {
-            rest.push((kv.key.clone(), text));
+            rest.push((key, text));
         }
     }
 
@@ -488,7 +492,13 @@ mod tests {
             content,
             ..Default::default()
         });
-        extract(attrs, &[], 0, &normalizer)
+        let (g, rest) = extract(attrs, &[], 0, &normalizer);
+        (
+            g,
+            rest.into_iter()
+                .map(|(k, v)| (k.to_string(), v.into_owned()))
+                .collect(),
+        )
     }
 
     #[test]

@@ -231,6 +231,14 @@ impl Collector {
         Ok((status, body))
     }
 
+    /// The collector's own `/metrics` page.
+    pub async fn own_metrics(&self) -> anyhow::Result<String> {
+        Ok(reqwest::get(format!("{}/metrics", self.query_url()))
+            .await?
+            .text()
+            .await?)
+    }
+
     /// Waits until the query port answers `/readyz`.
     pub async fn wait_ready(&self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -206,12 +206,7 @@ async fn bad_requests_are_refused_clearly_and_good_ones_around_them_are_kept() {
     assert_eq!(one(&rows, "kind"), "client");
 
     // Every refusal is counted on /metrics.
-    let metrics = reqwest::get(format!("{}/metrics", c.query_url()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = c.own_metrics().await.unwrap();
     let bad_line = metrics
         .lines()
         .find(|l| l.starts_with("vigil_ingest_bad_requests_total{signal=\"spans\"}"))

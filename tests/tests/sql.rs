@@ -37,12 +37,7 @@ async fn queries_span_parquet_and_memory_and_survive_restart() {
     c.stop().unwrap();
     c.restart().unwrap();
     c.wait_ready().await.unwrap();
-    let metrics = reqwest::get(format!("{}/metrics", c.query_url()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = c.own_metrics().await.unwrap();
     assert!(
         metrics.contains("vigil_buffered_rows{table=\"spans\"} 0"),
         "{metrics}"

@@ -10,8 +10,8 @@ type Dict = arrow::array::StringDictionaryBuilder<Int32Type>;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 
-use super::{Converted, Rejections, append_attributes, opt_str, to_ns};
-use crate::attrs::{service_name, value_to_string};
+use super::{Converted, Rejections, append_attributes, append_pairs, opt_str, to_ns};
+use crate::attrs::{attribute_pairs, service_name, value_to_string};
 use crate::tables::{Table, new_string_map_builder};
 
 fn optional_id(bytes: &[u8], len: usize, what: &str) -> Result<Option<String>, String> {
@@ -61,6 +61,8 @@ pub fn logs_to_batch(request: &ExportLogsServiceRequest) -> Converted {
             .map(|r| r.attributes.as_slice())
             .unwrap_or(&[]);
         let service_name = service_name(resource);
+        // Resource attributes repeat on every row: render them once per resource.
+        let resource_pairs = attribute_pairs(resource);
         for sl in &rl.scope_logs {
             let scope = sl.scope.as_ref();
             for record in &sl.log_records {
@@ -102,7 +104,7 @@ pub fn logs_to_batch(request: &ExportLogsServiceRequest) -> Converted {
                 service.append_value(&service_name);
                 scope_name.append_option(scope.and_then(|s| opt_str(&s.name)));
                 scope_version.append_option(scope.and_then(|s| opt_str(&s.version)));
-                append_attributes(&mut resource_attributes, resource);
+                append_pairs(&mut resource_attributes, &resource_pairs);
                 append_attributes(&mut attributes, &record.attributes);
                 dropped.append_value(record.dropped_attributes_count);
             }

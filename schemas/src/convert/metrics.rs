@@ -1,3 +1,4 @@
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -15,8 +16,8 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use serde_json::json;
 
-use super::{Converted, Rejections, append_attributes, opt_str, to_ns};
-use crate::attrs::{attributes_to_json, service_name};
+use super::{Converted, Rejections, append_attributes, append_pairs, opt_str, to_ns};
+use crate::attrs::{attribute_pairs, attributes_to_json, service_name};
 use crate::tables::{Table, new_string_map_builder};
 
 /// One row's fields that only some metric types have.
@@ -142,7 +143,7 @@ struct Context<'a> {
     metric_type: &'static str,
     service_name: &'a str,
     scope: Option<&'a InstrumentationScope>,
-    resource: &'a [KeyValue],
+    resource: &'a [(&'a str, Cow<'a, str>)],
 }
 
 impl Builders {
@@ -208,7 +209,7 @@ impl Builders {
             .append_option(cx.scope.and_then(|s| opt_str(&s.name)));
         self.scope_version
             .append_option(cx.scope.and_then(|s| opt_str(&s.version)));
-        append_attributes(&mut self.resource_attributes, cx.resource);
+        append_pairs(&mut self.resource_attributes, cx.resource);
         append_attributes(&mut self.attributes, p.attributes);
         self.temporality.append_option(p.temporality);
         self.is_monotonic.append_option(p.is_monotonic);
@@ -303,6 +304,8 @@ pub fn metrics_to_batch(request: &ExportMetricsServiceRequest) -> Converted {
             .map(|r| r.attributes.as_slice())
             .unwrap_or(&[]);
         let service_name = service_name(resource);
+        // Resource attributes repeat on every row: render them once per resource.
+        let resource_pairs = attribute_pairs(resource);
         for sm in &rm.scope_metrics {
             for metric in &sm.metrics {
                 let Some(data) = &metric.data else {
@@ -326,7 +329,7 @@ pub fn metrics_to_batch(request: &ExportMetricsServiceRequest) -> Converted {
                     metric_type,
                     service_name: &service_name,
                     scope: sm.scope.as_ref(),
-                    resource,
+                    resource: &resource_pairs,
                 };
                 match data {
                     Data::Gauge(g) => {

@@ -15,7 +15,9 @@ use arrow::array::{MapBuilder, StringBuilder};
 use arrow::record_batch::RecordBatch;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 
-use crate::attrs::value_to_string;
+use std::borrow::Cow;
+
+use crate::attrs::value_to_cow;
 
 /// The outcome of converting one export request.
 #[derive(Debug)]
@@ -64,7 +66,7 @@ fn append_attributes(
     attributes: &[KeyValue],
 ) {
     for kv in attributes {
-        if let Some(v) = kv.value.as_ref().and_then(value_to_string) {
+        if let Some(v) = kv.value.as_ref().and_then(value_to_cow) {
             builder.keys().append_value(&kv.key);
             builder.values().append_value(v);
         }
@@ -73,10 +75,10 @@ fn append_attributes(
     let _ = builder.append(true);
 }
 
-/// Appends string pairs as one map entry.
+/// Appends (key, value) pairs as one map entry.
 fn append_pairs(
     builder: &mut MapBuilder<StringBuilder, StringBuilder>,
-    pairs: &[(String, String)],
+    pairs: &[(&str, Cow<'_, str>)],
 ) {
     for (k, v) in pairs {
         builder.keys().append_value(k);

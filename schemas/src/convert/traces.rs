@@ -12,8 +12,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::{Span, span::SpanKind, status::StatusCode};
 use serde_json::json;
 
-use super::{Converted, Rejections, append_attributes, append_pairs, hex_id, opt_str, to_ns};
-use crate::attrs::{attributes_to_json, service_name, value_to_string};
+use super::{Converted, Rejections, append_pairs, hex_id, opt_str, to_ns};
+use crate::attrs::{attribute_pairs, attributes_to_json, service_name, value_to_string};
 use crate::genai::{Normalizer, extract};
 use crate::tables::{Table, new_string_map_builder};
 
@@ -123,6 +123,8 @@ pub fn spans_to_batch(request: &ExportTraceServiceRequest, normalizer: &Normaliz
             .map(|r| r.attributes.as_slice())
             .unwrap_or(&[]);
         let service_name = service_name(resource);
+        // Resource attributes repeat on every row: render them once per resource.
+        let resource_pairs = attribute_pairs(resource);
         for ss in &rs.scope_spans {
             let scope = ss.scope.as_ref();
             for span in &ss.spans {
@@ -157,7 +159,7 @@ pub fn spans_to_batch(request: &ExportTraceServiceRequest, normalizer: &Normaliz
                 service.append_value(&service_name);
                 scope_name.append_option(scope.and_then(|s| opt_str(&s.name)));
                 scope_version.append_option(scope.and_then(|s| opt_str(&s.version)));
-                append_attributes(&mut resource_attributes, resource);
+                append_pairs(&mut resource_attributes, &resource_pairs);
                 append_pairs(&mut attributes, &rest);
                 events.append_option(events_json(span));
                 links.append_option(links_json(span));
