@@ -8,13 +8,14 @@ use vigil_collector::CollectorConfig;
 use crate::cli::{LogFormat, ServeArgs};
 
 /// Top-level keys of the config that VIGIL_* variables may set.
-const CONFIG_SECTIONS: [&str; 6] = [
+const CONFIG_SECTIONS: [&str; 7] = [
     "otlp_grpc_addr",
     "otlp_http_addr",
     "query_addr",
     "storage",
     "normalize",
     "limits",
+    "query",
 ];
 
 /// Defaults ← TOML file ← `VIGIL_*` variables ← flags.

@@ -10,8 +10,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use vigil_schemas::genai::{NormalizeConfig, Normalizer};
 
-use crate::query::QueryEngine;
 use crate::query::sql_http::{self, QueryHttpState};
+use crate::query::{QueryConfig, QueryEngine};
 use crate::receive::{Ingest, ReceiverLimits, otlp_grpc, otlp_http};
 use crate::storage::{StorageConfig, Store, StoreError};
 use crate::telemetry::Telemetry;
@@ -32,6 +32,8 @@ pub struct CollectorConfig {
     pub normalize: NormalizeConfig,
     /// Request size limits and pushback.
     pub limits: ReceiverLimits,
+    /// What one SQL query may cost.
+    pub query: QueryConfig,
 }
 
 impl Default for CollectorConfig {
@@ -43,6 +45,7 @@ impl Default for CollectorConfig {
             storage: StorageConfig::default(),
             normalize: NormalizeConfig::default(),
             limits: ReceiverLimits::default(),
+            query: QueryConfig::default(),
         }
     }
 }
@@ -91,7 +94,7 @@ async fn until(mut rx: watch::Receiver<bool>) {
 pub async fn start(config: CollectorConfig) -> Result<RunningCollector, ServerError> {
     let telemetry = Arc::new(Telemetry::default());
     let store = Store::open(config.storage.clone(), telemetry.clone())?;
-    let engine = QueryEngine::new(store.clone())?;
+    let engine = QueryEngine::new(store.clone(), config.query.clone())?;
     let ingest = Arc::new(Ingest::new(
         store.clone(),
         Normalizer::new(&config.normalize),

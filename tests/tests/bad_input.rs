@@ -218,7 +218,28 @@ async fn bad_requests_are_refused_clearly_and_good_ones_around_them_are_kept() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_is_read_only_and_errors_say_why() {
     let dir = tempfile::tempdir().unwrap();
-    let c = Collector::start(&dir.path().join("data"), &[]).unwrap();
+    let c = Collector::start_with(
+        &dir.path().join("data"),
+        vec![],
+        &[("VIGIL_QUERY__MAX_RESULT_ROWS", "5")],
+    )
+    .unwrap();
+    let (status, body) = c
+        .sql_raw("SELECT * FROM (VALUES (1), (2), (3), (4), (5), (6), (7)) AS t(x)")
+        .await
+        .unwrap();
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("max_result_rows"),
+        "{body}"
+    );
+    assert_eq!(
+        c.sql("SELECT * FROM (VALUES (1), (2)) AS t(x)")
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
     for (sql, expect) in [
         ("CREATE TABLE t AS SELECT 1", "DDL"),
         (

@@ -5,17 +5,44 @@ pub mod catalog;
 pub mod sql_http;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::SQLOptions;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
 use vigil_schemas::Table;
 
 use crate::storage::Store;
 use catalog::VigilTable;
+
+/// Limits on what one query may cost, so that one careless `SELECT *` cannot take the collector down.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueryConfig {
+    /// Memory DataFusion may use across running queries (sorts, joins and aggregations spill or
+    /// fail past it).
+    pub memory_limit_bytes: u64,
+    /// A query whose result has more rows than this is refused; aggregate or add a LIMIT.
+    pub max_result_rows: usize,
+    /// A query running longer than this is cancelled.
+    pub timeout_secs: u64,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig {
+            memory_limit_bytes: 512 << 20,
+            max_result_rows: 1_000_000,
+            timeout_secs: 60,
+        }
+    }
+}
 
 /// Why a query was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +53,9 @@ pub enum QueryError {
     /// The query was valid but failed while running.
     #[error("query failed: {0}")]
     Execution(String),
+    /// The query would cost more than the configured limits allow.
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 impl From<DataFusionError> for QueryError {
@@ -44,16 +74,21 @@ impl From<DataFusionError> for QueryError {
 #[derive(Clone)]
 pub struct QueryEngine {
     ctx: SessionContext,
+    limits: QueryConfig,
 }
 
 impl QueryEngine {
-    /// An engine whose `spans`, `metrics`, `logs` and `alerts` read from `store`.
-    pub fn new(store: Arc<Store>) -> Result<QueryEngine, QueryError> {
+    /// An engine whose `spans`, `metrics`, `logs` and `alerts` read from `store`, within `limits`.
+    pub fn new(store: Arc<Store>, limits: QueryConfig) -> Result<QueryEngine, QueryError> {
         let config = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema("vigil", "public");
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(limits.memory_limit_bytes as usize, 1.0)
+            .build_arc()?;
         let state = SessionStateBuilder::new()
             .with_config(config)
+            .with_runtime_env(runtime)
             .with_default_features()
             .build();
         let ctx = SessionContext::new_with_state(state);
@@ -63,7 +98,7 @@ impl QueryEngine {
                 Arc::new(VigilTable::new(table, store.clone())),
             )?;
         }
-        Ok(QueryEngine { ctx })
+        Ok(QueryEngine { ctx, limits })
     }
 
     /// The DataFusion context, for in-process readers such as the analyzer.
@@ -90,7 +125,30 @@ impl QueryEngine {
                 other => other.into(),
             })?;
         let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-        let batches = frame.collect().await?;
-        Ok((schema, batches))
+        let max_rows = self.limits.max_result_rows;
+        let collect = async move {
+            let mut stream = frame.execute_stream().await?;
+            let mut batches = Vec::new();
+            let mut rows = 0usize;
+            while let Some(batch) = stream.next().await {
+                let batch = batch?;
+                rows += batch.num_rows();
+                if rows > max_rows {
+                    return Err(QueryError::TooLarge(format!(
+                        "the result has more than {max_rows} rows (query.max_result_rows); aggregate, filter or add a LIMIT"
+                    )));
+                }
+                batches.push(batch);
+            }
+            Ok(batches)
+        };
+        let timeout = Duration::from_secs(self.limits.timeout_secs.max(1));
+        match tokio::time::timeout(timeout, collect).await {
+            Ok(batches) => Ok((schema, batches?)),
+            Err(_) => Err(QueryError::TooLarge(format!(
+                "the query ran longer than {} s (query.timeout_secs) and was cancelled",
+                timeout.as_secs()
+            ))),
+        }
     }
 }

@@ -136,6 +136,7 @@ async fn sql(State(state): State<QueryHttpState>, headers: HeaderMap, body: Byte
             add(&state.telemetry.query_errors, 1);
             let status = match e {
                 QueryError::Invalid(_) => StatusCode::BAD_REQUEST,
+                QueryError::TooLarge(_) => StatusCode::UNPROCESSABLE_ENTITY,
                 QueryError::Execution(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
             return error(status, e.to_string());
