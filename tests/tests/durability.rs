@@ -223,3 +223,75 @@ async fn overload_pushes_back_keeps_memory_bounded_and_stores_everything_acknowl
         acked.values().sum::<u64>()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_over_http_answers_429_with_retry_after_and_stores_everything_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let ack_log = dir.path().join("acks.log");
+    // 8 MiB: 4 MiB of buffers, a flush due at 2 MiB, so 16 senders outrun it.
+    let c = Collector::start(
+        &dir.path().join("data"),
+        &["--memory-limit-bytes", "8388608"],
+    )
+    .unwrap();
+    let sender = Command::new(vigil_bin())
+        .args([
+            "loadgen",
+            "--quiet",
+            "--protocol",
+            "http",
+            "--endpoint",
+            &c.http_url(),
+            "--run-id",
+            "http-flood",
+        ])
+        .args([
+            "--rate",
+            "0",
+            "--duration",
+            "6",
+            "--batch",
+            "300",
+            "--concurrency",
+            "16",
+        ])
+        .arg("--ack-log")
+        .arg(&ack_log)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&sender.stdout);
+    assert!(
+        sender.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&sender.stderr)
+    );
+    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert!(
+        summary["throttled_attempts"].as_u64().unwrap() > 0,
+        "no 429 seen: {summary}"
+    );
+    assert_eq!(summary["failed_spans"], 0, "{summary}");
+    let acked = read_ack_log(&ack_log);
+    let stored = stored_per_batch(&c, "http-flood").await;
+    assert_eq!(stored, acked);
+
+    // A single request bigger than the whole buffer budget is refused for good, not retried forever.
+    let big = Command::new(vigil_bin())
+        .args([
+            "loadgen",
+            "--quiet",
+            "--protocol",
+            "http",
+            "--endpoint",
+            &c.http_url(),
+        ])
+        .args(["--spans", "20000", "--batch", "20000", "--rate", "0"])
+        .output()
+        .unwrap();
+    assert!(!big.status.success());
+    let stderr = String::from_utf8_lossy(&big.stderr);
+    assert!(
+        stderr.contains("413") && stderr.contains("smaller batches"),
+        "{stderr}"
+    );
+}

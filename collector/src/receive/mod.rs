@@ -53,6 +53,9 @@ pub enum IngestError {
         message: String,
         retry_after: Duration,
     },
+    /// The request can never fit in memory; retrying it will not help.
+    #[error("{0}")]
+    TooLarge(String),
     /// Storage failed; nothing of the request was acknowledged.
     #[error("storage failed: {0}")]
     Storage(String),
@@ -163,6 +166,10 @@ impl Ingest {
                 Err(self.overloaded(format!(
                     "memory limit reached ({used} of {limit} bytes buffered); retry after the next flush"
                 )))
+            }
+            Err(e @ StoreError::TooLarge { .. }) => {
+                add(&counters.bad_requests, 1);
+                Err(IngestError::TooLarge(e.to_string()))
             }
             Err(e) => Err(IngestError::Storage(e.to_string())),
         }

@@ -43,6 +43,8 @@ fn to_status(e: IngestError) -> Status {
             message,
             ErrorDetails::with_retry_info(Some(retry_after)),
         ),
+        // Without RetryInfo, RESOURCE_EXHAUSTED tells exporters not to retry.
+        IngestError::TooLarge(message) => Status::resource_exhausted(message),
         IngestError::Storage(message) => Status::unavailable(message),
     }
 }

@@ -198,6 +198,7 @@ fn refusal_from(e: IngestError) -> Refusal {
             message,
             retry_after: Some(retry_after.as_secs().max(1)),
         },
+        IngestError::TooLarge(message) => Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, message),
         IngestError::Storage(message) => Refusal::new(StatusCode::SERVICE_UNAVAILABLE, message),
     }
 }

@@ -74,6 +74,10 @@ impl Default for StorageConfig {
 pub enum StoreError {
     #[error("memory limit reached ({used} of {limit} bytes buffered); retry after the next flush")]
     Overloaded { used: u64, limit: u64 },
+    #[error(
+        "one request needs {needed} bytes in memory but the buffers may hold only {limit}; send smaller batches or raise storage.memory_limit_bytes"
+    )]
+    TooLarge { needed: u64, limit: u64 },
     #[error(transparent)]
     Wal(#[from] WalError),
     #[error("storage I/O error on {path}: {source}")]
@@ -179,6 +183,29 @@ impl Buffered {
         self.since.get_or_insert_with(Instant::now);
         self.batches.push(batch);
     }
+}
+
+/// Casts a batch written under an older schema (say, a column that was UTF-8 and is now a
+/// dictionary) to the table's current one; columns are matched by name, new ones are null.
+fn conform(
+    batch: RecordBatch,
+    schema: &arrow::datatypes::SchemaRef,
+) -> Result<RecordBatch, arrow::error::ArrowError> {
+    if batch.schema() == *schema {
+        return Ok(batch);
+    }
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|field| match batch.column_by_name(field.name()) {
+            Some(column) => arrow::compute::cast(column, field.data_type()),
+            None => Ok(arrow::array::new_null_array(
+                field.data_type(),
+                batch.num_rows(),
+            )),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(schema.clone(), columns)
 }
 
 /// What one table holds.
@@ -304,7 +331,7 @@ impl Store {
 
         let (writer, recovered) = wal::open(&config.data_dir.join("wal"), config.wal.clone())?;
         for problem in &recovered.corrupt_segments {
-            tracing::warn!(%problem, "WAL segment ended early; records after this point were never acknowledged");
+            tracing::warn!(%problem, "WAL segment ends early; the records after this point are skipped (after a crash, a torn tail holds only unacknowledged records)");
         }
         let mut replayed = 0u64;
         for record in recovered.records {
@@ -313,9 +340,16 @@ impl Store {
             if record.lsn <= data.flushed_lsn {
                 continue;
             }
-            let bytes = record.batch.get_array_memory_size() as u64;
+            let batch = match conform(record.batch, &record.table.schema()) {
+                Ok(batch) => batch,
+                Err(e) => {
+                    tracing::error!(lsn = record.lsn, table = %record.table, error = %e, "WAL record does not fit the table's schema and is skipped");
+                    continue;
+                }
+            };
+            let bytes = batch.get_array_memory_size() as u64;
             memory.force_reserve(bytes);
-            data.active.push(record.lsn, record.batch, bytes);
+            data.active.push(record.lsn, batch, bytes);
             replayed += 1;
         }
         add(&telemetry.wal_replayed_records, replayed);
@@ -360,6 +394,13 @@ impl Store {
             return Ok(());
         }
         let bytes = batch.get_array_memory_size() as u64;
+        // Twice: the batch and its WAL copy are held together for a moment.
+        if bytes * 2 > self.memory.limit() {
+            return Err(StoreError::TooLarge {
+                needed: bytes * 2,
+                limit: self.memory.limit(),
+            });
+        }
         self.memory.try_reserve(bytes)?;
         let result = self.append_reserved(table, batch, bytes).await;
         if result.is_err() {
@@ -742,6 +783,22 @@ mod tests {
         let snapshot = store.snapshot(Table::Spans);
         assert_eq!((rows(&snapshot), snapshot.files.len()), (4, 0));
         assert!(!files[0].path.exists());
+    }
+
+    #[test]
+    fn old_batches_are_cast_to_the_current_schema() {
+        use arrow::array::{Array, StringArray};
+        use arrow::datatypes::{DataType, Field, Schema};
+        let old = Arc::new(Schema::new(vec![Field::new("name", DataType::Utf8, false)]));
+        let batch =
+            RecordBatch::try_new(old, vec![Arc::new(StringArray::from(vec!["a", "b"]))]).unwrap();
+        let new = Arc::new(Schema::new(vec![
+            Field::new("name", vigil_schemas::tables::dict_type(), false),
+            Field::new("added", DataType::Int64, true),
+        ]));
+        let conformed = conform(batch, &new).unwrap();
+        assert_eq!(conformed.schema(), new);
+        assert_eq!(conformed.column(1).null_count(), 2);
     }
 
     #[tokio::test]
