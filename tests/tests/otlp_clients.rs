@@ -441,3 +441,66 @@ async fn rust_otlp_exporter_over_grpc_and_http() {
     check_rust_run(&c, "rust-http").await;
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+/// No SDK emits summaries any more, but older instrumentation (and Prometheus receivers) do:
+/// a summary, and logs, sent as OTLP JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn summary_metrics_and_logs_as_otlp_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Collector::start(&dir.path().join("data"), &[]).unwrap();
+    let resource = serde_json::json!({"attributes": [{"key": "service.name", "value": {"stringValue": "json-sender"}}]});
+    let metrics = serde_json::json!({"resourceMetrics": [{"resource": resource, "scopeMetrics": [{"scope": {"name": "legacy"},
+        "metrics": [{"name": "rpc_latency", "unit": "ms", "summary": {"dataPoints": [{
+            "timeUnixNano": "1700000000000000000", "count": "10", "sum": 123.5,
+            "quantileValues": [{"quantile": 0.5, "value": 11.0}, {"quantile": 0.99, "value": 40.0}],
+            "attributes": [{"key": "method", "value": {"stringValue": "Get"}}]}]}}]}]}]});
+    let logs = serde_json::json!({"resourceLogs": [{"resource": resource, "scopeLogs": [{"logRecords": [{
+        "timeUnixNano": "1700000000000000000", "severityNumber": 17, "severityText": "ERROR",
+        "body": {"kvlistValue": {"values": [{"key": "msg", "value": {"stringValue": "boom"}}]}},
+        "traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174",
+        "attributes": [{"key": "attempt", "value": {"intValue": "3"}}]}]}]}]});
+    let client = reqwest::Client::new();
+    for (path, body) in [("/v1/metrics", metrics), ("/v1/logs", logs)] {
+        let response = client
+            .post(format!("{}{path}", c.http_url()))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status().as_u16(),
+            200,
+            "{path}: {}",
+            response.text().await.unwrap()
+        );
+    }
+    let rows = c
+        .sql("SELECT metric_type, unit, count, sum, quantiles, quantile_values, attributes['method'] AS method FROM metrics WHERE metric_name = 'rpc_latency'")
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["metric_type"], "summary");
+    assert_eq!(
+        (rows[0]["count"].as_u64(), rows[0]["sum"].as_f64()),
+        (Some(10), Some(123.5))
+    );
+    assert_eq!(rows[0]["quantiles"], serde_json::json!([0.5, 0.99]));
+    assert_eq!(rows[0]["quantile_values"], serde_json::json!([11.0, 40.0]));
+    assert_eq!(rows[0]["method"], "Get");
+    let rows = c
+        .sql("SELECT severity_text, body, trace_id, span_id, attributes['attempt'] AS attempt, time FROM logs WHERE service_name = 'json-sender'")
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["body"], "{\"msg\":\"boom\"}");
+    assert_eq!(rows[0]["trace_id"], "5b8efff798038103d269b633813fc60c");
+    assert_eq!(rows[0]["span_id"], "eee19b7ec3c1b174");
+    assert_eq!(rows[0]["attempt"], "3");
+    assert!(
+        rows[0]["time"]
+            .as_str()
+            .unwrap()
+            .starts_with("2023-11-14T22:13:20"),
+        "{rows:?}"
+    );
+}

@@ -67,13 +67,13 @@ async fn metrics(State(state): State<QueryHttpState>) -> Response {
     let memory = state.store.memory();
     let gauges = vec![
         (
-            "vigil_memory_used_bytes",
-            "Bytes buffered in memory or reserved by requests in flight.",
+            "vigil_buffer_used_bytes",
+            "Bytes held by buffered rows and by requests waiting for the WAL.",
             memory.used() as f64,
         ),
         (
-            "vigil_memory_limit_bytes",
-            "The configured memory limit.",
+            "vigil_buffer_budget_bytes",
+            "What buffered rows may hold: half of storage.memory_limit_bytes.",
             memory.limit() as f64,
         ),
     ];
