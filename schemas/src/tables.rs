@@ -183,13 +183,19 @@ pub fn dict_type() -> DataType {
 /// `Map<Utf8, Utf8>`, exactly as [`new_string_map_builder`] builds it.
 pub fn string_map_type() -> DataType {
     static TYPE: LazyLock<DataType> =
-        LazyLock::new(|| new_string_map_builder().finish().data_type().clone());
+        LazyLock::new(|| new_string_map_builder(0).finish().data_type().clone());
     TYPE.clone()
 }
 
-/// The builder of every `Map<Utf8, Utf8>` column.
-pub fn new_string_map_builder() -> MapBuilder<StringBuilder, StringBuilder> {
-    MapBuilder::new(None, StringBuilder::new(), StringBuilder::new())
+/// The builder of every `Map<Utf8, Utf8>` column, for `rows` rows. Builders start small and
+/// grow, so that a small request does not hold kilobytes of empty capacity in the buffers.
+pub fn new_string_map_builder(rows: usize) -> MapBuilder<StringBuilder, StringBuilder> {
+    MapBuilder::with_capacity(
+        None,
+        StringBuilder::with_capacity(rows * 4, 0),
+        StringBuilder::with_capacity(rows * 4, 0),
+        rows,
+    )
 }
 
 fn list_of(item: DataType) -> DataType {

@@ -803,12 +803,30 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_budget_refuses_without_writing() {
+        let batch = spans(1, 5);
+        let bytes = batch.get_array_memory_size() as u64;
+        let payload = encode_batch(&batch).unwrap().len() as u64;
+        // Room for two batches but not for a second batch's WAL copy besides them.
+        let budget = 2 * bytes + payload / 2;
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path());
+        cfg.memory_limit_bytes = budget * 2;
+        let store = Store::open(cfg, Arc::new(Telemetry::default())).unwrap();
+        store.append(Table::Spans, batch.clone()).await.unwrap();
+        let err = store.append(Table::Spans, batch).await.unwrap_err();
+        assert!(matches!(err, StoreError::Overloaded { .. }), "{err}");
+        assert_eq!(rows(&store.snapshot(Table::Spans)), 5);
+        assert_eq!(store.memory().used(), bytes);
+    }
+
+    #[tokio::test]
+    async fn a_batch_bigger_than_the_whole_budget_is_refused_for_good() {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = config(dir.path());
         cfg.memory_limit_bytes = 2048;
         let store = Store::open(cfg, Arc::new(Telemetry::default())).unwrap();
         let err = store.append(Table::Spans, spans(1, 50)).await.unwrap_err();
-        assert!(matches!(err, StoreError::Overloaded { .. }), "{err}");
+        assert!(matches!(err, StoreError::TooLarge { .. }), "{err}");
         assert_eq!(rows(&store.snapshot(Table::Spans)), 0);
         assert_eq!(store.memory().used(), 0);
     }

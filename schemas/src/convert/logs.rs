@@ -40,17 +40,17 @@ pub fn logs_to_batch(request: &ExportLogsServiceRequest) -> Converted {
     let mut time = TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC");
     let mut observed = TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC");
     let mut severity_number = Int32Builder::with_capacity(n);
-    let mut severity_text = Dict::new();
-    let mut body = StringBuilder::new();
-    let mut event_name = Dict::new();
-    let mut trace_id = StringBuilder::new();
-    let mut span_id = StringBuilder::new();
+    let mut severity_text = Dict::with_capacity(n, 16, 256);
+    let mut body = StringBuilder::with_capacity(n, 0);
+    let mut event_name = Dict::with_capacity(n, 16, 256);
+    let mut trace_id = StringBuilder::with_capacity(n, 0);
+    let mut span_id = StringBuilder::with_capacity(n, 0);
     let mut flags = UInt32Builder::with_capacity(n);
-    let mut service = Dict::new();
-    let mut scope_name = Dict::new();
-    let mut scope_version = Dict::new();
-    let mut resource_attributes = new_string_map_builder();
-    let mut attributes = new_string_map_builder();
+    let mut service = Dict::with_capacity(n, 16, 256);
+    let mut scope_name = Dict::with_capacity(n, 16, 256);
+    let mut scope_version = Dict::with_capacity(n, 16, 256);
+    let mut resource_attributes = new_string_map_builder(n);
+    let mut attributes = new_string_map_builder(n);
     let mut dropped = UInt32Builder::with_capacity(n);
     let mut rejections = Rejections::default();
 

@@ -151,34 +151,34 @@ impl Builders {
         Builders {
             time: TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC"),
             start_time: TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC"),
-            metric_name: Dict::new(),
-            metric_type: Dict::new(),
-            unit: Dict::new(),
-            description: Dict::new(),
-            service: Dict::new(),
-            scope_name: Dict::new(),
-            scope_version: Dict::new(),
-            resource_attributes: new_string_map_builder(),
-            attributes: new_string_map_builder(),
-            temporality: Dict::new(),
+            metric_name: Dict::with_capacity(n, 16, 256),
+            metric_type: Dict::with_capacity(n, 16, 256),
+            unit: Dict::with_capacity(n, 16, 256),
+            description: Dict::with_capacity(n, 16, 256),
+            service: Dict::with_capacity(n, 16, 256),
+            scope_name: Dict::with_capacity(n, 16, 256),
+            scope_version: Dict::with_capacity(n, 16, 256),
+            resource_attributes: new_string_map_builder(n),
+            attributes: new_string_map_builder(n),
+            temporality: Dict::with_capacity(n, 16, 256),
             is_monotonic: BooleanBuilder::with_capacity(n),
             value: Float64Builder::with_capacity(n),
             count: UInt64Builder::with_capacity(n),
             sum: Float64Builder::with_capacity(n),
             min: Float64Builder::with_capacity(n),
             max: Float64Builder::with_capacity(n),
-            bucket_bounds: ListBuilder::new(Float64Builder::new()),
-            bucket_counts: ListBuilder::new(UInt64Builder::new()),
-            exp_scale: Int32Builder::new(),
-            exp_zero_count: UInt64Builder::new(),
-            exp_zero_threshold: Float64Builder::new(),
-            exp_positive_offset: Int32Builder::new(),
-            exp_positive_counts: ListBuilder::new(UInt64Builder::new()),
-            exp_negative_offset: Int32Builder::new(),
-            exp_negative_counts: ListBuilder::new(UInt64Builder::new()),
-            quantiles: ListBuilder::new(Float64Builder::new()),
-            quantile_values: ListBuilder::new(Float64Builder::new()),
-            exemplars: StringBuilder::new(),
+            bucket_bounds: ListBuilder::with_capacity(Float64Builder::with_capacity(0), n),
+            bucket_counts: ListBuilder::with_capacity(UInt64Builder::with_capacity(0), n),
+            exp_scale: Int32Builder::with_capacity(n),
+            exp_zero_count: UInt64Builder::with_capacity(n),
+            exp_zero_threshold: Float64Builder::with_capacity(n),
+            exp_positive_offset: Int32Builder::with_capacity(n),
+            exp_positive_counts: ListBuilder::with_capacity(UInt64Builder::with_capacity(0), n),
+            exp_negative_offset: Int32Builder::with_capacity(n),
+            exp_negative_counts: ListBuilder::with_capacity(UInt64Builder::with_capacity(0), n),
+            quantiles: ListBuilder::with_capacity(Float64Builder::with_capacity(0), n),
+            quantile_values: ListBuilder::with_capacity(Float64Builder::with_capacity(0), n),
+            exemplars: StringBuilder::with_capacity(n, 0),
             flags: UInt32Builder::with_capacity(n),
         }
     }
@@ -296,7 +296,21 @@ impl Builders {
 /// Converts an OTLP metrics export request into rows of `metrics`, one per data point.
 pub fn metrics_to_batch(request: &ExportMetricsServiceRequest) -> Converted {
     let mut rejections = Rejections::default();
-    let mut b = Builders::new(64);
+    let points: usize = request
+        .resource_metrics
+        .iter()
+        .flat_map(|rm| rm.scope_metrics.iter())
+        .flat_map(|sm| sm.metrics.iter())
+        .map(|m| match &m.data {
+            Some(Data::Gauge(g)) => g.data_points.len(),
+            Some(Data::Sum(s)) => s.data_points.len(),
+            Some(Data::Histogram(h)) => h.data_points.len(),
+            Some(Data::ExponentialHistogram(h)) => h.data_points.len(),
+            Some(Data::Summary(s)) => s.data_points.len(),
+            None => 0,
+        })
+        .sum();
+    let mut b = Builders::new(points);
     for rm in &request.resource_metrics {
         let resource = rm
             .resource
