@@ -20,6 +20,18 @@ fn read_ack_log(path: &Path) -> BTreeMap<u64, u64> {
         .collect()
 }
 
+/// Loadgen's JSON summary (its last stdout line), after checking that it succeeded.
+fn loadgen_summary(output: &std::process::Output) -> Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "loadgen failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .expect("loadgen prints a JSON summary")
+}
+
 /// Spans stored per loadgen batch for one run.
 async fn stored_per_batch(c: &Collector, run: &str) -> BTreeMap<u64, u64> {
     let rows = c
@@ -34,13 +46,14 @@ async fn stored_per_batch(c: &Collector, run: &str) -> BTreeMap<u64, u64> {
         .collect()
 }
 
-fn loadgen(c: &Collector, run: &str, ack_log: &Path, extra: &[&str]) -> std::process::Child {
+/// Starts loadgen against `endpoint` with an ack log; `extra` sets protocol, rate and sizes.
+fn loadgen(endpoint: &str, run: &str, ack_log: &Path, extra: &[&str]) -> std::process::Child {
     Command::new(vigil_bin())
         .args([
             "loadgen",
             "--quiet",
             "--endpoint",
-            &c.grpc_url(),
+            endpoint,
             "--run-id",
             run,
         ])
@@ -65,7 +78,7 @@ async fn sigkill_mid_stream_loses_nothing_acknowledged_and_duplicates_nothing() 
     )
     .unwrap();
     let mut sender = loadgen(
-        &c,
+        &c.grpc_url(),
         "crash",
         &ack_log,
         &["--rate", "20000", "--duration", "30", "--batch", "200"],
@@ -153,7 +166,7 @@ async fn overload_pushes_back_keeps_memory_bounded_and_stores_everything_acknowl
     )
     .unwrap();
     let sender = loadgen(
-        &c,
+        &c.grpc_url(),
         "flood",
         &ack_log,
         &[
@@ -183,13 +196,7 @@ async fn overload_pushes_back_keeps_memory_bounded_and_stores_everything_acknowl
         .unwrap()
         .unwrap();
     peak = peak.max(sampler.join().unwrap());
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "loadgen failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let summary = loadgen_summary(&output);
     assert!(
         summary["throttled_attempts"].as_u64().unwrap() > 0,
         "the sender never saw pushback: {summary}"
@@ -234,18 +241,13 @@ async fn overload_over_http_answers_429_with_retry_after_and_stores_everything_a
         &["--memory-limit-bytes", "8388608"],
     )
     .unwrap();
-    let sender = Command::new(vigil_bin())
-        .args([
-            "loadgen",
-            "--quiet",
+    let sender = loadgen(
+        &c.http_url(),
+        "http-flood",
+        &ack_log,
+        &[
             "--protocol",
             "http",
-            "--endpoint",
-            &c.http_url(),
-            "--run-id",
-            "http-flood",
-        ])
-        .args([
             "--rate",
             "0",
             "--duration",
@@ -254,18 +256,9 @@ async fn overload_over_http_answers_429_with_retry_after_and_stores_everything_a
             "300",
             "--concurrency",
             "16",
-        ])
-        .arg("--ack-log")
-        .arg(&ack_log)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&sender.stdout);
-    assert!(
-        sender.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&sender.stderr)
+        ],
     );
-    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let summary = loadgen_summary(&sender.wait_with_output().unwrap());
     assert!(
         summary["throttled_attempts"].as_u64().unwrap() > 0,
         "no 429 seen: {summary}"
