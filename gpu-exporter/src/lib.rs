@@ -19,5 +19,6 @@
 
 pub mod device;
 pub mod fields;
+pub mod nccl;
 pub mod sample;
 pub mod snapshot;
