@@ -23,38 +23,84 @@ pub struct MetricDef {
 }
 
 const fn gauge(name: &'static str, unit: &'static str, help: &'static str) -> MetricDef {
-    MetricDef { name, kind: MetricKind::Gauge, unit, help }
+    MetricDef {
+        name,
+        kind: MetricKind::Gauge,
+        unit,
+        help,
+    }
 }
 
 const fn counter(name: &'static str, unit: &'static str, help: &'static str) -> MetricDef {
-    MetricDef { name, kind: MetricKind::Counter, unit, help }
+    MetricDef {
+        name,
+        kind: MetricKind::Counter,
+        unit,
+        help,
+    }
 }
 
 // dcgm-exporter's default set.
-pub const SM_CLOCK: MetricDef = gauge("DCGM_FI_DEV_SM_CLOCK", "MHz", "SM clock frequency (in MHz).");
-pub const MEM_CLOCK: MetricDef = gauge("DCGM_FI_DEV_MEM_CLOCK", "MHz", "Memory clock frequency (in MHz).");
+pub const SM_CLOCK: MetricDef = gauge(
+    "DCGM_FI_DEV_SM_CLOCK",
+    "MHz",
+    "SM clock frequency (in MHz).",
+);
+pub const MEM_CLOCK: MetricDef = gauge(
+    "DCGM_FI_DEV_MEM_CLOCK",
+    "MHz",
+    "Memory clock frequency (in MHz).",
+);
 pub const GPU_TEMP: MetricDef = gauge("DCGM_FI_DEV_GPU_TEMP", "Cel", "GPU temperature (in C).");
-pub const MEMORY_TEMP: MetricDef = gauge("DCGM_FI_DEV_MEMORY_TEMP", "Cel", "Memory temperature (in C).");
+pub const MEMORY_TEMP: MetricDef = gauge(
+    "DCGM_FI_DEV_MEMORY_TEMP",
+    "Cel",
+    "Memory temperature (in C).",
+);
 pub const POWER_USAGE: MetricDef = gauge("DCGM_FI_DEV_POWER_USAGE", "W", "Power draw (in W).");
 pub const TOTAL_ENERGY: MetricDef = counter(
     "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION",
     "mJ",
     "Total energy consumption since boot (in mJ).",
 );
-pub const PCIE_REPLAY: MetricDef =
-    counter("DCGM_FI_DEV_PCIE_REPLAY_COUNTER", "1", "Total number of PCIe retries.");
+pub const PCIE_REPLAY: MetricDef = counter(
+    "DCGM_FI_DEV_PCIE_REPLAY_COUNTER",
+    "1",
+    "Total number of PCIe retries.",
+);
 pub const GPU_UTIL: MetricDef = gauge("DCGM_FI_DEV_GPU_UTIL", "%", "GPU utilization (in %).");
-pub const MEM_COPY_UTIL: MetricDef =
-    gauge("DCGM_FI_DEV_MEM_COPY_UTIL", "%", "Memory utilization (in %).");
+pub const MEM_COPY_UTIL: MetricDef = gauge(
+    "DCGM_FI_DEV_MEM_COPY_UTIL",
+    "%",
+    "Memory utilization (in %).",
+);
 pub const ENC_UTIL: MetricDef = gauge("DCGM_FI_DEV_ENC_UTIL", "%", "Encoder utilization (in %).");
 pub const DEC_UTIL: MetricDef = gauge("DCGM_FI_DEV_DEC_UTIL", "%", "Decoder utilization (in %).");
-pub const XID_ERRORS: MetricDef =
-    gauge("DCGM_FI_DEV_XID_ERRORS", "1", "Value of the last XID error encountered.");
-pub const FB_FREE: MetricDef = gauge("DCGM_FI_DEV_FB_FREE", "MiB", "Frame buffer memory free (in MB).");
-pub const FB_USED: MetricDef = gauge("DCGM_FI_DEV_FB_USED", "MiB", "Frame buffer memory used (in MB).");
-pub const FB_RESERVED: MetricDef =
-    gauge("DCGM_FI_DEV_FB_RESERVED", "MiB", "Frame buffer memory reserved (in MB).");
-pub const FB_TOTAL: MetricDef = gauge("DCGM_FI_DEV_FB_TOTAL", "MiB", "Frame buffer memory total (in MB).");
+pub const XID_ERRORS: MetricDef = gauge(
+    "DCGM_FI_DEV_XID_ERRORS",
+    "1",
+    "Value of the last XID error encountered.",
+);
+pub const FB_FREE: MetricDef = gauge(
+    "DCGM_FI_DEV_FB_FREE",
+    "MiB",
+    "Frame buffer memory free (in MB).",
+);
+pub const FB_USED: MetricDef = gauge(
+    "DCGM_FI_DEV_FB_USED",
+    "MiB",
+    "Frame buffer memory used (in MB).",
+);
+pub const FB_RESERVED: MetricDef = gauge(
+    "DCGM_FI_DEV_FB_RESERVED",
+    "MiB",
+    "Frame buffer memory reserved (in MB).",
+);
+pub const FB_TOTAL: MetricDef = gauge(
+    "DCGM_FI_DEV_FB_TOTAL",
+    "MiB",
+    "Frame buffer memory total (in MB).",
+);
 pub const NVLINK_BANDWIDTH_TOTAL: MetricDef = counter(
     "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL",
     "KiBy",
@@ -70,10 +116,16 @@ pub const CORRECTABLE_REMAPPED_ROWS: MetricDef = counter(
     "1",
     "Number of remapped rows for correctable errors",
 );
-pub const ROW_REMAP_FAILURE: MetricDef =
-    gauge("DCGM_FI_DEV_ROW_REMAP_FAILURE", "1", "Whether remapping of rows has failed");
-pub const ROW_REMAP_PENDING: MetricDef =
-    gauge("DCGM_FI_DEV_ROW_REMAP_PENDING", "1", "Whether remapping of rows is pending a GPU reset");
+pub const ROW_REMAP_FAILURE: MetricDef = gauge(
+    "DCGM_FI_DEV_ROW_REMAP_FAILURE",
+    "1",
+    "Whether remapping of rows has failed",
+);
+pub const ROW_REMAP_PENDING: MetricDef = gauge(
+    "DCGM_FI_DEV_ROW_REMAP_PENDING",
+    "1",
+    "Whether remapping of rows is pending a GPU reset",
+);
 
 // Profiling (GPM, Hopper and later).
 pub const PROF_GR_ENGINE_ACTIVE: MetricDef = gauge(
@@ -81,10 +133,16 @@ pub const PROF_GR_ENGINE_ACTIVE: MetricDef = gauge(
     "1",
     "Ratio of time the graphics engine is active.",
 );
-pub const PROF_SM_ACTIVE: MetricDef =
-    gauge("DCGM_FI_PROF_SM_ACTIVE", "1", "The ratio of cycles an SM has at least 1 warp assigned.");
-pub const PROF_SM_OCCUPANCY: MetricDef =
-    gauge("DCGM_FI_PROF_SM_OCCUPANCY", "1", "The ratio of number of warps resident on an SM.");
+pub const PROF_SM_ACTIVE: MetricDef = gauge(
+    "DCGM_FI_PROF_SM_ACTIVE",
+    "1",
+    "The ratio of cycles an SM has at least 1 warp assigned.",
+);
+pub const PROF_SM_OCCUPANCY: MetricDef = gauge(
+    "DCGM_FI_PROF_SM_OCCUPANCY",
+    "1",
+    "The ratio of number of warps resident on an SM.",
+);
 pub const PROF_PIPE_TENSOR_ACTIVE: MetricDef = gauge(
     "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE",
     "1",
@@ -95,12 +153,21 @@ pub const PROF_DRAM_ACTIVE: MetricDef = gauge(
     "1",
     "Ratio of cycles the device memory interface is active sending or receiving data.",
 );
-pub const PROF_PIPE_FP64_ACTIVE: MetricDef =
-    gauge("DCGM_FI_PROF_PIPE_FP64_ACTIVE", "1", "Ratio of cycles the fp64 pipes are active.");
-pub const PROF_PIPE_FP32_ACTIVE: MetricDef =
-    gauge("DCGM_FI_PROF_PIPE_FP32_ACTIVE", "1", "Ratio of cycles the fp32 pipes are active.");
-pub const PROF_PIPE_FP16_ACTIVE: MetricDef =
-    gauge("DCGM_FI_PROF_PIPE_FP16_ACTIVE", "1", "Ratio of cycles the fp16 pipes are active.");
+pub const PROF_PIPE_FP64_ACTIVE: MetricDef = gauge(
+    "DCGM_FI_PROF_PIPE_FP64_ACTIVE",
+    "1",
+    "Ratio of cycles the fp64 pipes are active.",
+);
+pub const PROF_PIPE_FP32_ACTIVE: MetricDef = gauge(
+    "DCGM_FI_PROF_PIPE_FP32_ACTIVE",
+    "1",
+    "Ratio of cycles the fp32 pipes are active.",
+);
+pub const PROF_PIPE_FP16_ACTIVE: MetricDef = gauge(
+    "DCGM_FI_PROF_PIPE_FP16_ACTIVE",
+    "1",
+    "Ratio of cycles the fp16 pipes are active.",
+);
 // DCGM reports these as bytes per second over the sample period; dcgm-exporter calls them
 // counters, which makes rate() on them meaningless, so they are gauges here.
 pub const PROF_PCIE_TX_BYTES: MetricDef = gauge(
@@ -155,8 +222,11 @@ pub const RELIABILITY_VIOLATION: MetricDef = counter(
     "us",
     "Throttling duration due to reliability constraints (in us).",
 );
-pub const POWER_LIMIT: MetricDef =
-    gauge("DCGM_FI_DEV_POWER_MGMT_LIMIT", "W", "Current power management limit (in W).");
+pub const POWER_LIMIT: MetricDef = gauge(
+    "DCGM_FI_DEV_POWER_MGMT_LIMIT",
+    "W",
+    "Current power management limit (in W).",
+);
 pub const ECC_SBE_VOL: MetricDef = counter(
     "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL",
     "1",
@@ -187,8 +257,11 @@ pub const RETIRED_DBE: MetricDef = counter(
     "1",
     "Total number of retired pages due to double-bit errors.",
 );
-pub const RETIRED_PENDING: MetricDef =
-    gauge("DCGM_FI_DEV_RETIRED_PENDING", "1", "Whether pages are pending retirement.");
+pub const RETIRED_PENDING: MetricDef = gauge(
+    "DCGM_FI_DEV_RETIRED_PENDING",
+    "1",
+    "Whether pages are pending retirement.",
+);
 pub const NVLINK_CRC_FLIT_TOTAL: MetricDef = counter(
     "DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL",
     "1",
@@ -214,14 +287,26 @@ pub const NVLINK_LINK_ERRORS: MetricDef = counter(
     "1",
     "NVLink errors per link and counter (crc_flit, crc_data, replay, recovery).",
 );
-pub const PCIE_LINK_GEN: MetricDef =
-    gauge("DCGM_FI_DEV_PCIE_LINK_GEN", "1", "Current PCIe link generation.");
-pub const PCIE_LINK_WIDTH: MetricDef =
-    gauge("DCGM_FI_DEV_PCIE_LINK_WIDTH", "1", "Current PCIe link width (lanes).");
-pub const PCIE_MAX_LINK_GEN: MetricDef =
-    gauge("DCGM_FI_DEV_PCIE_MAX_LINK_GEN", "1", "Maximum PCIe link generation of the GPU and system.");
-pub const PCIE_MAX_LINK_WIDTH: MetricDef =
-    gauge("DCGM_FI_DEV_PCIE_MAX_LINK_WIDTH", "1", "Maximum PCIe link width (lanes).");
+pub const PCIE_LINK_GEN: MetricDef = gauge(
+    "DCGM_FI_DEV_PCIE_LINK_GEN",
+    "1",
+    "Current PCIe link generation.",
+);
+pub const PCIE_LINK_WIDTH: MetricDef = gauge(
+    "DCGM_FI_DEV_PCIE_LINK_WIDTH",
+    "1",
+    "Current PCIe link width (lanes).",
+);
+pub const PCIE_MAX_LINK_GEN: MetricDef = gauge(
+    "DCGM_FI_DEV_PCIE_MAX_LINK_GEN",
+    "1",
+    "Maximum PCIe link generation of the GPU and system.",
+);
+pub const PCIE_MAX_LINK_WIDTH: MetricDef = gauge(
+    "DCGM_FI_DEV_PCIE_MAX_LINK_WIDTH",
+    "1",
+    "Maximum PCIe link width (lanes).",
+);
 pub const PCIE_DOWNTRAINED: MetricDef = gauge(
     "vigil_gpu_pcie_link_downtrained",
     "1",

@@ -7,13 +7,13 @@
 //! The same mapping serves real GPUs and the simulated fleet:
 //!
 //! ```
-//! use std::time::{Duration, Instant, SystemTime};
+//! use std::time::{Duration, SystemTime};
 //! use vigil_gpu_exporter::{sample, sim, snapshot::Snapshot};
 //!
 //! let mut fleet = sim::Fleet::new(sim::FleetConfig { nodes: 1, gpus_per_node: 2, ..Default::default() });
 //! fleet.advance(SystemTime::now(), Duration::from_secs(5));
 //! let mut out = Snapshot::new(SystemTime::now());
-//! fleet.sample_into(&sample::LabelConfig::default(), Instant::now(), &mut out);
+//! fleet.sample_into(&sample::LabelConfig::default(), SystemTime::now(), &mut out);
 //! assert!(out.value("DCGM_FI_DEV_SM_CLOCK", &[("gpu", "1")]).is_some());
 //! ```
 
@@ -21,4 +21,5 @@ pub mod device;
 pub mod fields;
 pub mod nccl;
 pub mod sample;
+pub mod sim;
 pub mod snapshot;

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
 use crate::device::{
     ClockDomain, DeviceIdentity, EccCounter, EccKind, GpuDevice, NvLinkCounter, Read, ReadError,
@@ -22,7 +22,9 @@ pub struct LabelConfig {
 
 impl Default for LabelConfig {
     fn default() -> Self {
-        LabelConfig { hostname_labels: vec!["Hostname".to_string()] }
+        LabelConfig {
+            hostname_labels: vec!["Hostname".to_string()],
+        }
     }
 }
 
@@ -36,8 +38,14 @@ pub fn device_labels(
     let mut labels: Labels = vec![
         (Arc::from("gpu"), Arc::from(identity.index.to_string())),
         (Arc::from("UUID"), Arc::from(identity.uuid.as_str())),
-        (Arc::from("pci_bus_id"), Arc::from(identity.pci_bus_id.as_str())),
-        (Arc::from("device"), Arc::from(format!("nvidia{}", identity.minor_number))),
+        (
+            Arc::from("pci_bus_id"),
+            Arc::from(identity.pci_bus_id.as_str()),
+        ),
+        (
+            Arc::from("device"),
+            Arc::from(format!("nvidia{}", identity.minor_number)),
+        ),
         (Arc::from("modelName"), Arc::from(identity.name.as_str())),
     ];
     for name in &config.hostname_labels {
@@ -65,16 +73,19 @@ pub struct XidTracker {
 #[derive(Debug, Default)]
 struct GpuXids {
     totals: BTreeMap<u64, u64>,
-    recent: VecDeque<(Instant, u64)>,
+    recent: VecDeque<(SystemTime, u64)>,
     last: Option<u64>,
 }
 
 impl XidTracker {
     pub fn new(window: Duration) -> Self {
-        XidTracker { window, per_gpu: HashMap::new() }
+        XidTracker {
+            window,
+            per_gpu: HashMap::new(),
+        }
     }
 
-    pub fn record(&mut self, event: &XidEvent, at: Instant) {
+    pub fn record(&mut self, event: &XidEvent, at: SystemTime) {
         let gpu = self.per_gpu.entry(event.uuid.clone()).or_default();
         *gpu.totals.entry(event.xid).or_default() += 1;
         gpu.recent.push_back((at, event.xid));
@@ -83,16 +94,28 @@ impl XidTracker {
 
     /// Emit this GPU's XID metrics: the last code (0 if none yet, as dcgm-exporter reports), a
     /// counter per code and a windowed count per code.
-    fn emit(&mut self, uuid: &str, labels: &Labels, now: Instant, out: &mut Snapshot) {
+    fn emit(&mut self, uuid: &str, labels: &Labels, now: SystemTime, out: &mut Snapshot) {
         let window_label = humantime::format_duration(self.window).to_string();
         let gpu = self.per_gpu.entry(uuid.to_string()).or_default();
-        while gpu.recent.front().is_some_and(|(at, _)| now.duration_since(*at) > self.window) {
+        while gpu
+            .recent
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at).unwrap_or_default() > self.window)
+        {
             gpu.recent.pop_front();
         }
-        out.push(&fields::XID_ERRORS, labels.clone(), gpu.last.unwrap_or(0) as f64);
+        out.push(
+            &fields::XID_ERRORS,
+            labels.clone(),
+            gpu.last.unwrap_or(0) as f64,
+        );
         for (xid, total) in &gpu.totals {
             let xid_label = xid.to_string();
-            out.push(&fields::XID_TOTAL, with(labels, &[("xid", &xid_label)]), *total as f64);
+            out.push(
+                &fields::XID_TOTAL,
+                with(labels, &[("xid", &xid_label)]),
+                *total as f64,
+            );
             let in_window = gpu.recent.iter().filter(|(_, code)| code == xid).count();
             out.push(
                 &fields::XID_WINDOW,
@@ -119,7 +142,12 @@ struct Emitter<'a> {
 
 impl Emitter<'_> {
     /// Emit a reading; leave it out if unsupported; count any other failure.
-    fn put<T>(&mut self, def: &'static MetricDef, reading: Read<T>, to_value: impl FnOnce(T) -> f64) {
+    fn put<T>(
+        &mut self,
+        def: &'static MetricDef,
+        reading: Read<T>,
+        to_value: impl FnOnce(T) -> f64,
+    ) {
         if let Some(value) = self.take(def.name, reading) {
             self.out.push(def, self.labels.clone(), to_value(value));
         }
@@ -149,53 +177,137 @@ pub fn sample_gpu(
     labels: &Labels,
     uuid: &str,
     xids: &mut XidTracker,
-    now: Instant,
+    now: SystemTime,
     out: &mut Snapshot,
     errors: &mut ReadErrors,
 ) {
     let profiling = device.profiling();
     let device = &*device;
-    let mut e = Emitter { labels, out, errors, lost: false };
-    e.put(&fields::SM_CLOCK, device.clock_mhz(ClockDomain::Sm), f64::from);
+    let mut e = Emitter {
+        labels,
+        out,
+        errors,
+        lost: false,
+    };
+    e.put(
+        &fields::SM_CLOCK,
+        device.clock_mhz(ClockDomain::Sm),
+        f64::from,
+    );
     if e.lost {
         // Every other query would fail the same way; say so once.
         e.out.push(&fields::GPU_UP, labels.clone(), 0.0);
         xids.emit(uuid, labels, now, e.out);
         return;
     }
-    e.put(&fields::MEM_CLOCK, device.clock_mhz(ClockDomain::Memory), f64::from);
-    e.put(&fields::GPU_TEMP, device.temperature_c(TempSensor::Gpu), f64::from);
-    e.put(&fields::MEMORY_TEMP, device.temperature_c(TempSensor::Memory), f64::from);
-    e.put(&fields::POWER_USAGE, device.power_usage_mw(), |mw| f64::from(mw) / 1000.0);
-    e.put(&fields::POWER_LIMIT, device.power_limit_mw(), |mw| f64::from(mw) / 1000.0);
-    e.put(&fields::TOTAL_ENERGY, device.total_energy_mj(), |mj| mj as f64);
+    e.put(
+        &fields::MEM_CLOCK,
+        device.clock_mhz(ClockDomain::Memory),
+        f64::from,
+    );
+    e.put(
+        &fields::GPU_TEMP,
+        device.temperature_c(TempSensor::Gpu),
+        f64::from,
+    );
+    e.put(
+        &fields::MEMORY_TEMP,
+        device.temperature_c(TempSensor::Memory),
+        f64::from,
+    );
+    e.put(&fields::POWER_USAGE, device.power_usage_mw(), |mw| {
+        f64::from(mw) / 1000.0
+    });
+    e.put(&fields::POWER_LIMIT, device.power_limit_mw(), |mw| {
+        f64::from(mw) / 1000.0
+    });
+    e.put(&fields::TOTAL_ENERGY, device.total_energy_mj(), |mj| {
+        mj as f64
+    });
     if let Some(util) = e.take(fields::GPU_UTIL.name, device.utilization()) {
-        e.out.push(&fields::GPU_UTIL, labels.clone(), f64::from(util.gpu_percent));
-        e.out.push(&fields::MEM_COPY_UTIL, labels.clone(), f64::from(util.memory_percent));
+        e.out.push(
+            &fields::GPU_UTIL,
+            labels.clone(),
+            f64::from(util.gpu_percent),
+        );
+        e.out.push(
+            &fields::MEM_COPY_UTIL,
+            labels.clone(),
+            f64::from(util.memory_percent),
+        );
     }
     e.put(&fields::ENC_UTIL, device.encoder_utilization(), f64::from);
     e.put(&fields::DEC_UTIL, device.decoder_utilization(), f64::from);
     if let Some(memory) = e.take(fields::FB_USED.name, device.memory()) {
         const MIB: f64 = 1024.0 * 1024.0;
-        e.out.push(&fields::FB_FREE, labels.clone(), (memory.free as f64 / MIB).floor());
-        e.out.push(&fields::FB_USED, labels.clone(), (memory.used as f64 / MIB).floor());
-        e.out.push(&fields::FB_RESERVED, labels.clone(), (memory.reserved as f64 / MIB).floor());
-        e.out.push(&fields::FB_TOTAL, labels.clone(), (memory.total as f64 / MIB).floor());
+        e.out.push(
+            &fields::FB_FREE,
+            labels.clone(),
+            (memory.free as f64 / MIB).floor(),
+        );
+        e.out.push(
+            &fields::FB_USED,
+            labels.clone(),
+            (memory.used as f64 / MIB).floor(),
+        );
+        e.out.push(
+            &fields::FB_RESERVED,
+            labels.clone(),
+            (memory.reserved as f64 / MIB).floor(),
+        );
+        e.out.push(
+            &fields::FB_TOTAL,
+            labels.clone(),
+            (memory.total as f64 / MIB).floor(),
+        );
     }
-    e.put(&fields::PCIE_REPLAY, device.pcie_replay_counter(), |n| n as f64);
+    e.put(&fields::PCIE_REPLAY, device.pcie_replay_counter(), |n| {
+        n as f64
+    });
     if let Some(link) = e.take(fields::PCIE_LINK_GEN.name, device.pcie_link()) {
-        e.out.push(&fields::PCIE_LINK_GEN, labels.clone(), f64::from(link.generation));
-        e.out.push(&fields::PCIE_LINK_WIDTH, labels.clone(), f64::from(link.width));
-        e.out.push(&fields::PCIE_MAX_LINK_GEN, labels.clone(), f64::from(link.max_generation));
-        e.out.push(&fields::PCIE_MAX_LINK_WIDTH, labels.clone(), f64::from(link.max_width));
+        e.out.push(
+            &fields::PCIE_LINK_GEN,
+            labels.clone(),
+            f64::from(link.generation),
+        );
+        e.out.push(
+            &fields::PCIE_LINK_WIDTH,
+            labels.clone(),
+            f64::from(link.width),
+        );
+        e.out.push(
+            &fields::PCIE_MAX_LINK_GEN,
+            labels.clone(),
+            f64::from(link.max_generation),
+        );
+        e.out.push(
+            &fields::PCIE_MAX_LINK_WIDTH,
+            labels.clone(),
+            f64::from(link.max_width),
+        );
         let downtrained = link.generation < link.max_generation || link.width < link.max_width;
-        e.out.push(&fields::PCIE_DOWNTRAINED, labels.clone(), f64::from(u8::from(downtrained)));
+        e.out.push(
+            &fields::PCIE_DOWNTRAINED,
+            labels.clone(),
+            f64::from(u8::from(downtrained)),
+        );
     }
-    if let Some(reasons) = e.take(fields::CLOCK_THROTTLE_REASONS.name, device.throttle_reasons()) {
-        e.out.push(&fields::CLOCK_THROTTLE_REASONS, labels.clone(), reasons as f64);
+    if let Some(reasons) = e.take(
+        fields::CLOCK_THROTTLE_REASONS.name,
+        device.throttle_reasons(),
+    ) {
+        e.out.push(
+            &fields::CLOCK_THROTTLE_REASONS,
+            labels.clone(),
+            reasons as f64,
+        );
         for (bit, reason) in throttle::ALL {
             let active = f64::from(u8::from(reasons & bit != 0));
-            e.out.push(&fields::THROTTLE_ACTIVE, with(labels, &[("reason", reason)]), active);
+            e.out.push(
+                &fields::THROTTLE_ACTIVE,
+                with(labels, &[("reason", reason)]),
+                active,
+            );
         }
     }
     for policy in Violation::ALL {
@@ -208,28 +320,81 @@ pub fn sample_gpu(
             Violation::Reliability => &fields::RELIABILITY_VIOLATION,
         };
         // NVML counts nanoseconds; dcgm-exporter reports microseconds.
-        e.put(def, device.violation_time_ns(policy), |ns| (ns / 1000) as f64);
+        e.put(def, device.violation_time_ns(policy), |ns| {
+            (ns / 1000) as f64
+        });
     }
     for (def, kind, counter) in [
-        (&fields::ECC_SBE_VOL, EccKind::SingleBit, EccCounter::Volatile),
-        (&fields::ECC_DBE_VOL, EccKind::DoubleBit, EccCounter::Volatile),
-        (&fields::ECC_SBE_AGG, EccKind::SingleBit, EccCounter::Aggregate),
-        (&fields::ECC_DBE_AGG, EccKind::DoubleBit, EccCounter::Aggregate),
+        (
+            &fields::ECC_SBE_VOL,
+            EccKind::SingleBit,
+            EccCounter::Volatile,
+        ),
+        (
+            &fields::ECC_DBE_VOL,
+            EccKind::DoubleBit,
+            EccCounter::Volatile,
+        ),
+        (
+            &fields::ECC_SBE_AGG,
+            EccKind::SingleBit,
+            EccCounter::Aggregate,
+        ),
+        (
+            &fields::ECC_DBE_AGG,
+            EccKind::DoubleBit,
+            EccCounter::Aggregate,
+        ),
     ] {
         e.put(def, device.ecc_errors(kind, counter), |n| n as f64);
     }
     if let Some(pages) = e.take(fields::RETIRED_SBE.name, device.retired_pages()) {
-        e.out.push(&fields::RETIRED_SBE, labels.clone(), pages.single_bit as f64);
-        e.out.push(&fields::RETIRED_DBE, labels.clone(), pages.double_bit as f64);
-        e.out.push(&fields::RETIRED_PENDING, labels.clone(), f64::from(u8::from(pages.pending)));
+        e.out.push(
+            &fields::RETIRED_SBE,
+            labels.clone(),
+            pages.single_bit as f64,
+        );
+        e.out.push(
+            &fields::RETIRED_DBE,
+            labels.clone(),
+            pages.double_bit as f64,
+        );
+        e.out.push(
+            &fields::RETIRED_PENDING,
+            labels.clone(),
+            f64::from(u8::from(pages.pending)),
+        );
     }
-    if let Some(rows) = e.take(fields::CORRECTABLE_REMAPPED_ROWS.name, device.remapped_rows()) {
-        e.out.push(&fields::CORRECTABLE_REMAPPED_ROWS, labels.clone(), rows.correctable as f64);
-        e.out.push(&fields::UNCORRECTABLE_REMAPPED_ROWS, labels.clone(), rows.uncorrectable as f64);
-        e.out.push(&fields::ROW_REMAP_PENDING, labels.clone(), f64::from(u8::from(rows.pending)));
-        e.out.push(&fields::ROW_REMAP_FAILURE, labels.clone(), f64::from(u8::from(rows.failed)));
+    if let Some(rows) = e.take(
+        fields::CORRECTABLE_REMAPPED_ROWS.name,
+        device.remapped_rows(),
+    ) {
+        e.out.push(
+            &fields::CORRECTABLE_REMAPPED_ROWS,
+            labels.clone(),
+            rows.correctable as f64,
+        );
+        e.out.push(
+            &fields::UNCORRECTABLE_REMAPPED_ROWS,
+            labels.clone(),
+            rows.uncorrectable as f64,
+        );
+        e.out.push(
+            &fields::ROW_REMAP_PENDING,
+            labels.clone(),
+            f64::from(u8::from(rows.pending)),
+        );
+        e.out.push(
+            &fields::ROW_REMAP_FAILURE,
+            labels.clone(),
+            f64::from(u8::from(rows.failed)),
+        );
     }
-    e.put(&fields::NVLINK_BANDWIDTH_TOTAL, device.nvlink_traffic_kib(), |kib| kib as f64);
+    e.put(
+        &fields::NVLINK_BANDWIDTH_TOTAL,
+        device.nvlink_traffic_kib(),
+        |kib| kib as f64,
+    );
     let links = device.nvlink_link_count();
     if links > 0 {
         let mut totals = [None::<u64>; 4];
@@ -241,7 +406,10 @@ pub fn sample_gpu(
                     *totals[slot].get_or_insert(0) += count;
                     e.out.push(
                         &fields::NVLINK_LINK_ERRORS,
-                        with(labels, &[("link", &link_label), ("counter", counter.label())]),
+                        with(
+                            labels,
+                            &[("link", &link_label), ("counter", counter.label())],
+                        ),
                         count as f64,
                     );
                 }
@@ -278,14 +446,22 @@ pub fn sample_gpu(
         }
     }
     let lost = e.lost;
-    e.out.push(&fields::GPU_UP, labels.clone(), if lost { 0.0 } else { 1.0 });
+    e.out.push(
+        &fields::GPU_UP,
+        labels.clone(),
+        if lost { 0.0 } else { 1.0 },
+    );
     xids.emit(uuid, labels, now, e.out);
 }
 
 /// Emit the exporter's own read-error counters.
 pub fn emit_read_errors(errors: &ReadErrors, base: &Labels, out: &mut Snapshot) {
     for (field, count) in &errors.by_field {
-        out.push(&fields::READ_ERRORS, with(base, &[("field", field)]), *count as f64);
+        out.push(
+            &fields::READ_ERRORS,
+            with(base, &[("field", field)]),
+            *count as f64,
+        );
     }
 }
 
@@ -379,7 +555,12 @@ mod tests {
             Err(ReadError::NotSupported)
         }
         fn remapped_rows(&self) -> Read<RemappedRows> {
-            Ok(RemappedRows { correctable: 2, uncorrectable: 0, pending: false, failed: false })
+            Ok(RemappedRows {
+                correctable: 2,
+                uncorrectable: 0,
+                pending: false,
+                failed: false,
+            })
         }
         fn nvlink_link_count(&self) -> u32 {
             self.nvlinks
@@ -416,14 +597,22 @@ mod tests {
             memory_temp: Some(70),
             power_mw: Some(512_345),
             energy_mj: Some(123_456_789),
-            util: Some(Utilization { gpu_percent: 97, memory_percent: 41 }),
+            util: Some(Utilization {
+                gpu_percent: 97,
+                memory_percent: 41,
+            }),
             memory: Some(MemoryInfo {
                 total: 81559 * 1024 * 1024,
                 free: 1000 * 1024 * 1024,
                 used: 80000 * 1024 * 1024,
                 reserved: 559 * 1024 * 1024,
             }),
-            link: Some(PcieLink { generation: 5, width: 16, max_generation: 5, max_width: 16 }),
+            link: Some(PcieLink {
+                generation: 5,
+                width: 16,
+                max_generation: 5,
+                max_width: 16,
+            }),
             reasons: Some(0),
             thermal_violation_ns: Some(2_500_000),
             dbe_volatile: Ok(0),
@@ -441,11 +630,37 @@ mod tests {
         let mut out = Snapshot::new(SystemTime::UNIX_EPOCH);
         let mut errors = ReadErrors::default();
         let mut xids = XidTracker::new(Duration::from_secs(300));
-        let now = Instant::now();
-        xids.record(&XidEvent { uuid: identity().uuid, xid: 79 }, now);
-        xids.record(&XidEvent { uuid: identity().uuid, xid: 48 }, now);
-        xids.record(&XidEvent { uuid: identity().uuid, xid: 48 }, now);
-        sample_gpu(device, &labels, &identity().uuid, &mut xids, now, &mut out, &mut errors);
+        let now = SystemTime::now();
+        xids.record(
+            &XidEvent {
+                uuid: identity().uuid,
+                xid: 79,
+            },
+            now,
+        );
+        xids.record(
+            &XidEvent {
+                uuid: identity().uuid,
+                xid: 48,
+            },
+            now,
+        );
+        xids.record(
+            &XidEvent {
+                uuid: identity().uuid,
+                xid: 48,
+            },
+            now,
+        );
+        sample_gpu(
+            device,
+            &labels,
+            &identity().uuid,
+            &mut xids,
+            now,
+            &mut out,
+            &mut errors,
+        );
         (out, errors)
     }
 
@@ -473,7 +688,10 @@ mod tests {
             format!("vigil_gpu_pcie_link_downtrained{{{labels}}} 0"),
             format!("vigil_gpu_up{{{labels}}} 1"),
         ] {
-            assert!(text.contains(&format!("{line}\n")), "missing {line}\n{text}");
+            assert!(
+                text.contains(&format!("{line}\n")),
+                "missing {line}\n{text}"
+            );
         }
         // Link 2 does not support error counters: no series for it, and no zero.
         assert!(!text.contains("link=\"2\""));
@@ -512,7 +730,10 @@ mod tests {
         }
         // The fields after the unsupported ones still arrive.
         assert_eq!(out.value("DCGM_FI_DEV_GPU_TEMP", &[]), Some(61.0));
-        assert_eq!(out.value("DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS", &[]), Some(2.0));
+        assert_eq!(
+            out.value("DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS", &[]),
+            Some(2.0)
+        );
         assert_eq!(out.value("DCGM_FI_DEV_PCIE_REPLAY_COUNTER", &[]), Some(3.0));
     }
 
@@ -521,7 +742,10 @@ mod tests {
         let mut device = h100();
         device.dbe_volatile = Err(ReadError::Other("Unknown Error".into()));
         let (out, errors) = sample(&mut device, &LabelConfig::default());
-        assert_eq!(errors.by_field.get("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL"), Some(&1));
+        assert_eq!(
+            errors.by_field.get("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL"),
+            Some(&1)
+        );
         assert!(out.value("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL", &[]).is_none());
         assert_eq!(out.value("DCGM_FI_DEV_ECC_SBE_VOL_TOTAL", &[]), Some(0.0));
 
@@ -529,7 +753,10 @@ mod tests {
         lost.sm_clock = Err(ReadError::GpuLost);
         let (out, _) = sample(&mut lost, &LabelConfig::default());
         assert_eq!(out.value("vigil_gpu_up", &[]), Some(0.0));
-        assert_eq!(out.value("vigil_gpu_xid_errors_total", &[("xid", "79")]), Some(1.0));
+        assert_eq!(
+            out.value("vigil_gpu_xid_errors_total", &[("xid", "79")]),
+            Some(1.0)
+        );
         assert!(out.value("DCGM_FI_DEV_GPU_TEMP", &[]).is_none());
     }
 
@@ -537,15 +764,31 @@ mod tests {
     fn throttle_bits_become_named_reasons_and_hostname_labels_are_configurable() {
         let mut device = h100();
         device.reasons = Some(throttle::HW_SLOWDOWN | throttle::HW_THERMAL_SLOWDOWN);
-        device.link = Some(PcieLink { generation: 3, width: 8, max_generation: 5, max_width: 16 });
-        let config = LabelConfig { hostname_labels: vec!["Hostname".into(), "hostname".into()] };
+        device.link = Some(PcieLink {
+            generation: 3,
+            width: 8,
+            max_generation: 5,
+            max_width: 16,
+        });
+        let config = LabelConfig {
+            hostname_labels: vec!["Hostname".into(), "hostname".into()],
+        };
         let (out, _) = sample(&mut device, &config);
-        assert_eq!(out.value("DCGM_FI_DEV_CLOCK_THROTTLE_REASONS", &[]), Some(72.0));
+        assert_eq!(
+            out.value("DCGM_FI_DEV_CLOCK_THROTTLE_REASONS", &[]),
+            Some(72.0)
+        );
         let active = |reason| out.value("vigil_gpu_clock_throttle_active", &[("reason", reason)]);
         assert_eq!(active("hw_slowdown"), Some(1.0));
         assert_eq!(active("hw_thermal_slowdown"), Some(1.0));
         assert_eq!(active("sw_power_cap"), Some(0.0));
-        assert_eq!(out.value("vigil_gpu_pcie_link_downtrained", &[("hostname", "node-7")]), Some(1.0));
-        assert_eq!(out.value("DCGM_FI_DEV_PCIE_LINK_WIDTH", &[("Hostname", "node-7")]), Some(8.0));
+        assert_eq!(
+            out.value("vigil_gpu_pcie_link_downtrained", &[("hostname", "node-7")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            out.value("DCGM_FI_DEV_PCIE_LINK_WIDTH", &[("Hostname", "node-7")]),
+            Some(8.0)
+        );
     }
 }

@@ -25,7 +25,12 @@ pub struct Histogram {
 impl Histogram {
     pub fn new(bounds: Arc<[f64]>) -> Self {
         let buckets = bounds.len() + 1;
-        Histogram { bounds, bucket_counts: vec![0; buckets], sum: 0.0, count: 0 }
+        Histogram {
+            bounds,
+            bucket_counts: vec![0; buckets],
+            sum: 0.0,
+            count: 0,
+        }
     }
 
     pub fn observe(&mut self, value: f64) {
@@ -66,13 +71,19 @@ pub struct Snapshot {
 
 impl Default for Snapshot {
     fn default() -> Self {
-        Snapshot { taken_at: SystemTime::UNIX_EPOCH, families: BTreeMap::new() }
+        Snapshot {
+            taken_at: SystemTime::UNIX_EPOCH,
+            families: BTreeMap::new(),
+        }
     }
 }
 
 impl Snapshot {
     pub fn new(taken_at: SystemTime) -> Self {
-        Snapshot { taken_at, families: BTreeMap::new() }
+        Snapshot {
+            taken_at,
+            families: BTreeMap::new(),
+        }
     }
 
     /// Add one scalar sample.
@@ -83,17 +94,21 @@ impl Snapshot {
     pub fn push_value(&mut self, def: &'static MetricDef, labels: Labels, value: Value) {
         self.families
             .entry(def.name)
-            .or_insert_with(|| Family { def, series: Vec::new() })
+            .or_insert_with(|| Family {
+                def,
+                series: Vec::new(),
+            })
             .series
             .push(Series { labels, value });
     }
 
     /// The scalar value of the first series of `name` whose labels include every pair in `matching`.
     pub fn value(&self, name: &str, matching: &[(&str, &str)]) -> Option<f64> {
-        self.series(name, matching).find_map(|series| match series.value {
-            Value::Scalar(value) => Some(value),
-            Value::Histogram(_) => None,
-        })
+        self.series(name, matching)
+            .find_map(|series| match series.value {
+                Value::Scalar(value) => Some(value),
+                Value::Histogram(_) => None,
+            })
     }
 
     /// Series of `name` whose labels include every pair in `matching`.
@@ -105,7 +120,10 @@ impl Snapshot {
         self.families.get(name).into_iter().flat_map(move |family| {
             family.series.iter().filter(move |series| {
                 matching.iter().all(|(key, want)| {
-                    series.labels.iter().any(|(k, v)| &**k == *key && &**v == *want)
+                    series
+                        .labels
+                        .iter()
+                        .any(|(k, v)| &**k == *key && &**v == *want)
                 })
             })
         })
@@ -113,7 +131,10 @@ impl Snapshot {
 
     /// Total number of series.
     pub fn series_count(&self) -> usize {
-        self.families.values().map(|family| family.series.len()).sum()
+        self.families
+            .values()
+            .map(|family| family.series.len())
+            .sum()
     }
 
     /// Prometheus text exposition format 0.0.4, the format dcgm-exporter serves.
@@ -153,7 +174,13 @@ impl Snapshot {
                         let sum = format!("{}_sum", def.name);
                         write_sample(&mut out, &sum, &series.labels, None, histogram.sum);
                         let count = format!("{}_count", def.name);
-                        write_sample(&mut out, &count, &series.labels, None, histogram.count as f64);
+                        write_sample(
+                            &mut out,
+                            &count,
+                            &series.labels,
+                            None,
+                            histogram.count as f64,
+                        );
                     }
                 }
             }
@@ -162,7 +189,13 @@ impl Snapshot {
     }
 }
 
-fn write_sample(out: &mut String, name: &str, labels: &Labels, extra: Option<(&str, &str)>, value: f64) {
+fn write_sample(
+    out: &mut String,
+    name: &str,
+    labels: &Labels,
+    extra: Option<(&str, &str)>,
+    value: f64,
+) {
     out.push_str(name);
     if !labels.is_empty() || extra.is_some() {
         out.push('{');
@@ -214,7 +247,10 @@ fn escape_help(help: &str) -> String {
 
 /// Build a label list from static names and owned values.
 pub fn labels<const N: usize>(pairs: [(&str, &str); N]) -> Labels {
-    pairs.into_iter().map(|(k, v)| (Arc::from(k), Arc::from(v))).collect()
+    pairs
+        .into_iter()
+        .map(|(k, v)| (Arc::from(k), Arc::from(v)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -225,22 +261,54 @@ mod tests {
     #[test]
     fn renders_gauges_counters_and_histograms_with_escaped_labels() {
         let mut snapshot = Snapshot::new(SystemTime::UNIX_EPOCH);
-        snapshot.push(&fields::GPU_TEMP, labels([("gpu", "0"), ("modelName", "A \"quoted\"\\name")]), 41.0);
+        snapshot.push(
+            &fields::GPU_TEMP,
+            labels([("gpu", "0"), ("modelName", "A \"quoted\"\\name")]),
+            41.0,
+        );
         snapshot.push(&fields::TOTAL_ENERGY, labels([("gpu", "0")]), 1.5e12);
         let mut histogram = Histogram::new(Arc::from(vec![10.0, 100.0]));
         for value in [5.0, 50.0, 500.0, 7.0] {
             histogram.observe(value);
         }
-        snapshot.push_value(&fields::NCCL_EXEC_TIME, labels([("rank", "1")]), Value::Histogram(histogram));
+        snapshot.push_value(
+            &fields::NCCL_EXEC_TIME,
+            labels([("rank", "1")]),
+            Value::Histogram(histogram),
+        );
         let text = snapshot.render_prometheus();
-        assert!(text.contains("# TYPE DCGM_FI_DEV_GPU_TEMP gauge\n"), "{text}");
-        assert!(text.contains(r#"DCGM_FI_DEV_GPU_TEMP{gpu="0",modelName="A \"quoted\"\\name"} 41"#), "{text}");
-        assert!(text.contains("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{gpu=\"0\"} 1500000000000\n"), "{text}");
-        assert!(text.contains("vigil_nccl_coll_exec_time_us_bucket{rank=\"1\",le=\"10\"} 2\n"), "{text}");
-        assert!(text.contains("vigil_nccl_coll_exec_time_us_bucket{rank=\"1\",le=\"100\"} 3\n"), "{text}");
-        assert!(text.contains("vigil_nccl_coll_exec_time_us_bucket{rank=\"1\",le=\"+Inf\"} 4\n"), "{text}");
-        assert!(text.contains("vigil_nccl_coll_exec_time_us_sum{rank=\"1\"} 562\n"), "{text}");
-        assert!(text.contains("vigil_nccl_coll_exec_time_us_count{rank=\"1\"} 4\n"), "{text}");
+        assert!(
+            text.contains("# TYPE DCGM_FI_DEV_GPU_TEMP gauge\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"DCGM_FI_DEV_GPU_TEMP{gpu="0",modelName="A \"quoted\"\\name"} 41"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{gpu=\"0\"} 1500000000000\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vigil_nccl_coll_exec_time_us_bucket{rank=\"1\",le=\"10\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vigil_nccl_coll_exec_time_us_bucket{rank=\"1\",le=\"100\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vigil_nccl_coll_exec_time_us_bucket{rank=\"1\",le=\"+Inf\"} 4\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vigil_nccl_coll_exec_time_us_sum{rank=\"1\"} 562\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vigil_nccl_coll_exec_time_us_count{rank=\"1\"} 4\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -61,7 +61,8 @@ struct RawCollPerf {
 /// Parse one Inspector JSON object. `Ok(None)` for a well-formed record without `coll_perf` (the
 /// plugin writes such records for communicators that have not run a collective yet).
 pub fn parse_record(json: &[u8], default_hostname: &str) -> Result<Option<CollRecord>, String> {
-    let raw: RawRecord = serde_json::from_slice(json).map_err(|e| format!("NCCL Inspector record: {e}"))?;
+    let raw: RawRecord =
+        serde_json::from_slice(json).map_err(|e| format!("NCCL Inspector record: {e}"))?;
     Ok(raw.coll_perf.map(|perf| CollRecord {
         comm_id: raw.header.id,
         rank: raw.header.rank,
@@ -95,8 +96,22 @@ pub fn size_bucket(bytes: u64) -> &'static str {
 
 /// Exec-time histogram bounds, microseconds: roughly ×2.5 steps from 10 µs to 10 s.
 pub const EXEC_TIME_BOUNDS_US: [f64; 16] = [
-    10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1_000.0, 2_500.0, 5_000.0, 10_000.0, 25_000.0, 50_000.0,
-    100_000.0, 250_000.0, 1_000_000.0, 10_000_000.0,
+    10.0,
+    25.0,
+    50.0,
+    100.0,
+    250.0,
+    500.0,
+    1_000.0,
+    2_500.0,
+    5_000.0,
+    10_000.0,
+    25_000.0,
+    50_000.0,
+    100_000.0,
+    250_000.0,
+    1_000_000.0,
+    10_000_000.0,
 ];
 
 /// How many recent sequence numbers the straggler score looks at per communicator.
@@ -221,8 +236,16 @@ impl InspectorAggregator {
             }
             out.push(&fields::NCCL_BUSBW, labels.clone(), state.last_busbw);
             out.push(&fields::NCCL_ALGOBW, labels.clone(), state.last_algobw);
-            out.push(&fields::NCCL_COLLECTIVES, labels.clone(), state.total as f64);
-            out.push_value(&fields::NCCL_EXEC_TIME, labels, Value::Histogram(state.exec_time.clone()));
+            out.push(
+                &fields::NCCL_COLLECTIVES,
+                labels.clone(),
+                state.total as f64,
+            );
+            out.push_value(
+                &fields::NCCL_EXEC_TIME,
+                labels,
+                Value::Histogram(state.exec_time.clone()),
+            );
         }
         for (comm_id, comm) in &self.comms {
             for (rank, ratios) in &comm.ratios {
@@ -313,10 +336,16 @@ mod tests {
         }
         let mut out = Snapshot::default();
         aggregator.emit(&["Hostname".to_string()], &mut out);
-        let score = |rank| out.value("vigil_nccl_straggler_score", &[("rank", rank)]).unwrap();
+        let score = |rank| {
+            out.value("vigil_nccl_straggler_score", &[("rank", rank)])
+                .unwrap()
+        };
         assert!((score("1") - 0.2).abs() < 1e-9, "{}", score("1"));
         assert!((score("0") - (61974.0 / 74368.8 - 1.0)).abs() < 1e-9);
-        let busbw = out.value("vigil_nccl_coll_busbw_gbs", &[("rank", "0"), ("msg_size", ">=256MiB")]);
+        let busbw = out.value(
+            "vigil_nccl_coll_busbw_gbs",
+            &[("rank", "0"), ("msg_size", ">=256MiB")],
+        );
         assert_eq!(busbw, Some(485.119099));
         let text = out.render_prometheus();
         assert!(text.contains(r#"vigil_nccl_coll_exec_time_us_bucket{Hostname="gpu-node-1",comm="0x7f8c496ae9f661",rank="1",coll="AllReduce",msg_size=">=256MiB",le="100000"} 1"#), "{text}");

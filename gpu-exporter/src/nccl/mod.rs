@@ -27,7 +27,11 @@ pub struct FileTail {
 
 impl FileTail {
     pub fn new(path: PathBuf) -> Self {
-        FileTail { path, offset: 0, partial: Vec::new() }
+        FileTail {
+            path,
+            offset: 0,
+            partial: Vec::new(),
+        }
     }
 
     /// Complete lines appended since the last call.
@@ -103,7 +107,9 @@ impl NcclSources {
     /// Read whatever is new in every source.
     pub fn poll(&mut self) {
         for path in expand(&self.config.inspector_paths) {
-            self.inspector_tails.entry(path.clone()).or_insert_with(|| FileTail::new(path));
+            self.inspector_tails
+                .entry(path.clone())
+                .or_insert_with(|| FileTail::new(path));
         }
         for tail in self.inspector_tails.values_mut() {
             match tail.read_lines() {
@@ -119,11 +125,15 @@ impl NcclSources {
                         }
                     }
                 }
-                Err(e) => tracing::debug!(path = %tail.path.display(), error = %e, "cannot read NCCL Inspector output"),
+                Err(e) => {
+                    tracing::debug!(path = %tail.path.display(), error = %e, "cannot read NCCL Inspector output")
+                }
             }
         }
         for path in expand(&self.config.log_paths) {
-            self.log_tails.entry(path.clone()).or_insert_with(|| FileTail::new(path));
+            self.log_tails
+                .entry(path.clone())
+                .or_insert_with(|| FileTail::new(path));
         }
         for tail in self.log_tails.values_mut() {
             if let Ok(lines) = tail.read_lines() {
@@ -135,11 +145,20 @@ impl NcclSources {
             }
         }
         for path in expand(&self.config.probe_paths) {
-            let Ok(modified) = std::fs::metadata(&path).and_then(|m| m.modified()) else { continue };
-            if self.probes.get(&path).is_some_and(|(seen, _)| *seen == modified) {
+            let Ok(modified) = std::fs::metadata(&path).and_then(|m| m.modified()) else {
+                continue;
+            };
+            if self
+                .probes
+                .get(&path)
+                .is_some_and(|(seen, _)| *seen == modified)
+            {
                 continue;
             }
-            match std::fs::read_to_string(&path).map_err(|e| e.to_string()).and_then(|text| probe::parse(&text)) {
+            match std::fs::read_to_string(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|text| probe::parse(&text))
+            {
                 Ok(results) => {
                     self.probes.insert(path, (modified, results));
                 }
@@ -162,7 +181,10 @@ impl NcclSources {
                     hostname_labels,
                     &self.hostname,
                     None,
-                    &[("coll", &result.op), ("size_bytes", &result.size_bytes.to_string())],
+                    &[
+                        ("coll", &result.op),
+                        ("size_bytes", &result.size_bytes.to_string()),
+                    ],
                 );
                 out.push(&fields::NCCL_PROBE_BUSBW, labels.clone(), result.busbw_gbs);
                 out.push(&fields::NCCL_PROBE_TIME, labels, result.time_us);
@@ -232,7 +254,11 @@ mod tests {
         std::fs::write(&probe_file, "# Collective test starting: all_reduce_perf\n 1048576 262144 float sum -1 55.02 19.06 35.73 0 54.10 19.38 36.34 0\n").unwrap();
 
         let mut sources = NcclSources::new(
-            NcclConfig { inspector_paths: vec![job.clone()], probe_paths: vec![probe_file], log_paths: vec![log] },
+            NcclConfig {
+                inspector_paths: vec![job.clone()],
+                probe_paths: vec![probe_file],
+                log_paths: vec![log],
+            },
             "n1".into(),
         );
         sources.poll();
@@ -241,12 +267,32 @@ mod tests {
         sources.poll();
         let mut out = Snapshot::default();
         sources.emit(&["Hostname".into()], &mut out);
-        assert_eq!(out.value("vigil_nccl_collectives_total", &[("rank", "0")]), Some(1.0));
-        assert_eq!(out.value("vigil_nccl_collectives_total", &[("rank", "1")]), Some(1.0));
-        let score = out.value("vigil_nccl_straggler_score", &[("rank", "1")]).unwrap();
+        assert_eq!(
+            out.value("vigil_nccl_collectives_total", &[("rank", "0")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            out.value("vigil_nccl_collectives_total", &[("rank", "1")]),
+            Some(1.0)
+        );
+        let score = out
+            .value("vigil_nccl_straggler_score", &[("rank", "1")])
+            .unwrap();
         assert!((score - 0.5).abs() < 1e-9);
-        assert_eq!(out.value("vigil_nccl_parse_errors_total", &[("source", "inspector")]), Some(1.0));
-        assert_eq!(out.value("vigil_nccl_warnings_total", &[("kind", "net_ib")]), Some(1.0));
-        assert_eq!(out.value("vigil_nccl_probe_busbw_gbs", &[("coll", "AllReduce"), ("size_bytes", "1048576")]), Some(35.73));
+        assert_eq!(
+            out.value("vigil_nccl_parse_errors_total", &[("source", "inspector")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            out.value("vigil_nccl_warnings_total", &[("kind", "net_ib")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            out.value(
+                "vigil_nccl_probe_busbw_gbs",
+                &[("coll", "AllReduce"), ("size_bytes", "1048576")]
+            ),
+            Some(35.73)
+        );
     }
 }

@@ -17,7 +17,11 @@ pub struct ProbeResult {
 
 /// Parse either format; JSON is recognised by its leading `{`.
 pub fn parse(text: &str) -> Result<Vec<ProbeResult>, String> {
-    if text.trim_start().starts_with('{') { parse_json(text) } else { parse_text(text) }
+    if text.trim_start().starts_with('{') {
+        parse_json(text)
+    } else {
+        parse_text(text)
+    }
 }
 
 /// `all_reduce_perf` → `AllReduce`.
@@ -62,11 +66,19 @@ pub fn parse_text(text: &str) -> Result<Vec<ProbeResult>, String> {
             continue;
         };
         if cols.len() < 8 {
-            return Err(format!("nccl-tests output line {}: too few columns: {trimmed:?}", number + 1));
+            return Err(format!(
+                "nccl-tests output line {}: too few columns: {trimmed:?}",
+                number + 1
+            ));
         }
         let number_at = |index: usize| -> Result<f64, String> {
             cols[index].parse::<f64>().map_err(|_| {
-                format!("nccl-tests output line {}: column {} is not a number: {:?}", number + 1, index + 1, cols[index])
+                format!(
+                    "nccl-tests output line {}: column {} is not a number: {:?}",
+                    number + 1,
+                    index + 1,
+                    cols[index]
+                )
             })
         };
         results.push(ProbeResult {
@@ -133,7 +145,9 @@ pub fn parse_json(text: &str) -> Result<Vec<ProbeResult>, String> {
     let binary_op = run.args.first().map(|binary| op_from_binary(binary));
     let mut results = Vec::new();
     for row in run.results {
-        let Some(timing) = row.out_of_place.or(row.in_place) else { continue };
+        let Some(timing) = row.out_of_place.or(row.in_place) else {
+            continue;
+        };
         let op = row
             .experiment_name
             .filter(|name| !name.is_empty())
@@ -181,13 +195,16 @@ mod tests {
     fn parses_the_text_table() {
         let rows = parse(TEXT).unwrap();
         assert_eq!(rows.len(), 3);
-        assert_eq!(rows[1], ProbeResult {
-            op: "AllReduce".into(),
-            size_bytes: 1048576,
-            time_us: 55.02,
-            algbw_gbs: 19.06,
-            busbw_gbs: 35.73,
-        });
+        assert_eq!(
+            rows[1],
+            ProbeResult {
+                op: "AllReduce".into(),
+                size_bytes: 1048576,
+                time_us: 55.02,
+                algbw_gbs: 19.06,
+                busbw_gbs: 35.73,
+            }
+        );
         assert_eq!(rows[2].time_us, 44012.0);
     }
 
@@ -205,8 +222,15 @@ mod tests {
     #[test]
     fn bad_input_names_the_line() {
         let error = parse("  1024  256  float  sum  -1  12.0  abc  0.1  0\n").unwrap_err();
-        assert!(error.contains("line 1") && error.contains("\"abc\""), "{error}");
+        assert!(
+            error.contains("line 1") && error.contains("\"abc\""),
+            "{error}"
+        );
         assert!(parse("# only comments\n").is_err());
-        assert!(parse("{not json").unwrap_err().starts_with("nccl-tests JSON"));
+        assert!(
+            parse("{not json")
+                .unwrap_err()
+                .starts_with("nccl-tests JSON")
+        );
     }
 }
