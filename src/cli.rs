@@ -21,6 +21,9 @@ pub enum Command {
     Query(QueryArgs),
     /// Send synthetic OpenLLMetry-shaped traffic to a collector at a target rate.
     Loadgen(LoadgenArgs),
+    /// Export GPU (NVML) and NCCL telemetry: OTLP to the collector and a dcgm-exporter-compatible
+    /// /metrics page (:9400). `--simulate` runs a simulated fleet instead, with injected faults.
+    GpuExporter(GpuExporterArgs),
 }
 
 /// Log output format.
@@ -137,4 +140,71 @@ pub struct LoadgenArgs {
     /// Do not draw a progress bar.
     #[arg(long)]
     pub quiet: bool,
+}
+
+#[derive(Args)]
+pub struct GpuExporterArgs {
+    /// Simulate a GPU fleet instead of reading NVML (no GPU or driver needed).
+    #[arg(long)]
+    pub simulate: bool,
+    /// Simulated nodes.
+    #[arg(long, default_value_t = 2, requires = "simulate")]
+    pub nodes: usize,
+    /// Simulated GPUs per node.
+    #[arg(long, default_value_t = 8, requires = "simulate")]
+    pub gpus_per_node: usize,
+    /// Simulated GPU model: h100, a100 or l40s.
+    #[arg(long, default_value = "h100", requires = "simulate")]
+    pub gpu_model: String,
+    /// Seed of the simulation (same seed, same fleet: UUIDs, spreads, noise).
+    #[arg(long, default_value_t = 1, requires = "simulate")]
+    pub seed: u64,
+    /// Inject a fault: KIND:NODE[/GPU]:START[:DURATION], e.g. thermal:sim-node-00/3:60s:5m.
+    /// Kinds: thermal, power-cap, clock-drop, ecc-storm, xid79, xid48, xid94, xid31,
+    /// pcie-downtrain, nvlink-crc, straggler, nccl-sag. Repeatable.
+    #[arg(long = "fault", requires = "simulate")]
+    pub faults: Vec<String>,
+    /// A TOML fault schedule ([[fault]] tables with kind, node, gpu, start, duration).
+    #[arg(long, requires = "simulate")]
+    pub fault_file: Option<PathBuf>,
+    /// Write the ground truth of the fault schedule (CSV: fault,host,gpu,uuid,start,end) here.
+    #[arg(long, requires = "simulate")]
+    pub ground_truth: Option<PathBuf>,
+    /// Sampling interval (e.g. 1s, 5s).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub interval: std::time::Duration,
+    /// Address of the /metrics page; "none" to serve no page.
+    #[arg(long, default_value = "0.0.0.0:9400")]
+    pub listen: String,
+    /// The collector's OTLP/gRPC endpoint.
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_ENDPOINT",
+        default_value = "http://127.0.0.1:4317"
+    )]
+    pub otlp_endpoint: String,
+    /// Do not export OTLP (serve /metrics only, like dcgm-exporter).
+    #[arg(long)]
+    pub no_otlp: bool,
+    /// This node's name in the labels [default: the system hostname].
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Label name(s) that carry the host name; dcgm-exporter uses Hostname. Repeatable.
+    #[arg(long = "hostname-label", default_value = "Hostname")]
+    pub hostname_labels: Vec<String>,
+    /// NCCL Inspector output: a directory (NCCL_INSPECTOR_DUMP_DIR) or file. Repeatable.
+    #[arg(long = "nccl-inspector")]
+    pub nccl_inspector: Vec<PathBuf>,
+    /// nccl-tests output (text or -J JSON) to export as probes. Repeatable.
+    #[arg(long = "nccl-tests")]
+    pub nccl_tests: Vec<PathBuf>,
+    /// NCCL debug log (NCCL_DEBUG=WARN or INFO, NCCL_DEBUG_FILE) to count warnings in. Repeatable.
+    #[arg(long = "nccl-log")]
+    pub nccl_log: Vec<PathBuf>,
+    /// Window of DCGM_EXP_XID_ERRORS_COUNT.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub xid_window: std::time::Duration,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t, env = "VIGIL_LOG_FORMAT")]
+    pub log_format: LogFormat,
 }

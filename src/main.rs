@@ -2,6 +2,7 @@
 //! library crates together.
 
 mod cli;
+mod gpu_exporter_cmd;
 mod loadgen;
 mod query_cmd;
 mod serve;
@@ -25,6 +26,7 @@ fn main() -> std::process::ExitCode {
             cli::Command::Serve(args) => serve::run(args).await,
             cli::Command::Query(args) => query_cmd::run(args).await,
             cli::Command::Loadgen(args) => loadgen::run(args).await,
+            cli::Command::GpuExporter(args) => gpu_exporter_cmd::run(args).await,
         }
     });
     match result {

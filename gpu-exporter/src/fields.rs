@@ -382,3 +382,13 @@ pub const READ_ERRORS: MetricDef = counter(
     "1",
     "NVML readings that failed for a reason other than 'not supported', per field.",
 );
+pub const ROUNDS: MetricDef = counter(
+    "vigil_gpu_exporter_rounds_total",
+    "1",
+    "Sampling rounds completed since the exporter started.",
+);
+pub const ROUND_SECONDS: MetricDef = gauge(
+    "vigil_gpu_exporter_round_seconds",
+    "s",
+    "How long the last sampling round took (every GPU, NCCL sources and rendering).",
+);

@@ -18,8 +18,11 @@
 //! ```
 
 pub mod device;
+pub mod export;
+pub mod exporter;
 pub mod fields;
 pub mod nccl;
+pub mod nvml;
 pub mod sample;
 pub mod sim;
 pub mod snapshot;

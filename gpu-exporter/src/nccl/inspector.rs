@@ -132,6 +132,8 @@ struct SeriesKey {
 #[derive(Debug)]
 struct SeriesState {
     exec_time: Histogram,
+    /// The series' labels as OTLP attributes, when exec times are also exported over OTLP.
+    otel_attributes: Option<Vec<opentelemetry::KeyValue>>,
     total: u64,
     interval_busbw: f64,
     interval_algobw: f64,
@@ -154,6 +156,7 @@ struct CommState {
 #[derive(Debug)]
 pub struct InspectorAggregator {
     bounds: Arc<[f64]>,
+    otel: Option<(opentelemetry::metrics::Histogram<f64>, Vec<String>)>,
     series: BTreeMap<SeriesKey, SeriesState>,
     comms: BTreeMap<String, CommState>,
 }
@@ -162,6 +165,7 @@ impl Default for InspectorAggregator {
     fn default() -> Self {
         InspectorAggregator {
             bounds: Arc::from(EXEC_TIME_BOUNDS_US.to_vec()),
+            otel: None,
             series: BTreeMap::new(),
             comms: BTreeMap::new(),
         }
@@ -169,6 +173,15 @@ impl Default for InspectorAggregator {
 }
 
 impl InspectorAggregator {
+    /// Also record every exec time into an OTLP histogram, labelled as on the `/metrics` page.
+    pub fn record_into(
+        &mut self,
+        histogram: opentelemetry::metrics::Histogram<f64>,
+        hostname_labels: Vec<String>,
+    ) {
+        self.otel = Some((histogram, hostname_labels));
+    }
+
     pub fn observe(&mut self, record: &CollRecord) {
         let key = SeriesKey {
             hostname: record.hostname.clone(),
@@ -178,16 +191,29 @@ impl InspectorAggregator {
             size: size_bucket(record.msg_size_bytes),
             gpu: record.gpu.clone(),
         };
-        let state = self.series.entry(key).or_insert_with(|| SeriesState {
-            exec_time: Histogram::new(self.bounds.clone()),
-            total: 0,
-            interval_busbw: 0.0,
-            interval_algobw: 0.0,
-            interval_count: 0,
-            last_busbw: 0.0,
-            last_algobw: 0.0,
-        });
+        let otel = &self.otel;
+        let state = self
+            .series
+            .entry(key)
+            .or_insert_with_key(|key| SeriesState {
+                exec_time: Histogram::new(self.bounds.clone()),
+                otel_attributes: otel.as_ref().map(|(_, hostname_labels)| {
+                    series_labels(hostname_labels, key)
+                        .iter()
+                        .map(|(k, v)| opentelemetry::KeyValue::new(k.to_string(), v.to_string()))
+                        .collect()
+                }),
+                total: 0,
+                interval_busbw: 0.0,
+                interval_algobw: 0.0,
+                interval_count: 0,
+                last_busbw: 0.0,
+                last_algobw: 0.0,
+            });
         state.exec_time.observe(record.exec_time_us);
+        if let (Some((histogram, _)), Some(attributes)) = (&self.otel, &state.otel_attributes) {
+            histogram.record(record.exec_time_us, attributes);
+        }
         state.total += 1;
         state.interval_busbw += record.busbw_gbs;
         state.interval_algobw += record.algobw_gbs;
@@ -216,17 +242,7 @@ impl InspectorAggregator {
     /// Emit every series into `out` and start a new bandwidth interval.
     pub fn emit(&mut self, hostname_labels: &[String], out: &mut Snapshot) {
         for (key, state) in &mut self.series {
-            let labels = nccl_labels(
-                hostname_labels,
-                &key.hostname,
-                key.gpu.as_ref(),
-                &[
-                    ("comm", &key.comm_id),
-                    ("rank", &key.rank.to_string()),
-                    ("coll", &key.coll),
-                    ("msg_size", key.size),
-                ],
-            );
+            let labels = series_labels(hostname_labels, key);
             if state.interval_count > 0 {
                 state.last_busbw = state.interval_busbw / state.interval_count as f64;
                 state.last_algobw = state.interval_algobw / state.interval_count as f64;
@@ -265,6 +281,20 @@ impl InspectorAggregator {
             }
         }
     }
+}
+
+fn series_labels(hostname_labels: &[String], key: &SeriesKey) -> Labels {
+    nccl_labels(
+        hostname_labels,
+        &key.hostname,
+        key.gpu.as_ref(),
+        &[
+            ("comm", &key.comm_id),
+            ("rank", &key.rank.to_string()),
+            ("coll", &key.coll),
+            ("msg_size", key.size),
+        ],
+    )
 }
 
 fn score_sequence(ratios: &mut HashMap<u32, VecDeque<f64>>, peers: &[(u32, f64)]) {

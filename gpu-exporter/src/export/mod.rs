@@ -1,0 +1,4 @@
+//! Where a snapshot goes: OTLP to the collector, and the Prometheus page.
+
+pub mod otlp;
+pub mod prom;
