@@ -44,14 +44,14 @@ fn config_from(args: &GpuExporterArgs) -> anyhow::Result<ExporterConfig> {
             bail!("--nodes and --gpus-per-node must be at least 1");
         }
         Source::Simulate {
-            fleet: FleetConfig {
+            fleet: Box::new(FleetConfig {
                 nodes: args.nodes,
                 gpus_per_node: args.gpus_per_node,
                 model: sim::model_by_name(&args.gpu_model).map_err(anyhow::Error::msg)?,
                 seed: args.seed,
                 faults,
                 ..FleetConfig::default()
-            },
+            }),
             ground_truth: args.ground_truth.clone(),
         }
     } else {

@@ -25,7 +25,7 @@ pub enum Source {
     Nvml,
     /// A simulated fleet; the ground truth of its fault schedule is written to `ground_truth`.
     Simulate {
-        fleet: FleetConfig,
+        fleet: Box<FleetConfig>,
         ground_truth: Option<PathBuf>,
     },
 }
@@ -166,7 +166,7 @@ pub async fn start(config: ExporterConfig) -> Result<RunningExporter, ExporterEr
             fleet,
             ground_truth,
         } => {
-            let fleet = Fleet::new(fleet.clone());
+            let fleet = Fleet::new((**fleet).clone());
             fleet.validate().map_err(ExporterError::Simulation)?;
             if let Some(path) = ground_truth {
                 faults::write_ground_truth(path, &fleet.ground_truth(SystemTime::now())).map_err(

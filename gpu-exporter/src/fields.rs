@@ -330,9 +330,9 @@ pub const GPU_UP: MetricDef = gauge(
 
 // NCCL.
 pub const NCCL_EXEC_TIME: MetricDef = MetricDef {
-    name: "vigil_nccl_coll_exec_time_us",
+    name: "vigil_nccl_coll_exec_time_seconds",
     kind: MetricKind::Histogram,
-    unit: "us",
+    unit: "s",
     help: "NCCL collective execution time (NCCL Inspector), per operation, message-size bucket, communicator and rank.",
 };
 pub const NCCL_BUSBW: MetricDef = gauge(
@@ -361,8 +361,8 @@ pub const NCCL_PROBE_BUSBW: MetricDef = gauge(
     "Bus bandwidth measured by an nccl-tests run, per operation and message size (out-of-place).",
 );
 pub const NCCL_PROBE_TIME: MetricDef = gauge(
-    "vigil_nccl_probe_time_us",
-    "us",
+    "vigil_nccl_probe_time_seconds",
+    "s",
     "Time measured by an nccl-tests run, per operation and message size (out-of-place).",
 );
 pub const NCCL_WARNINGS: MetricDef = counter(

@@ -208,10 +208,7 @@ impl NvmlGpu {
     fn fields(&self, ids: &[u32]) -> Read<Vec<Read<f64>>> {
         let ids: Vec<FieldId> = ids.iter().map(|id| FieldId(*id)).collect();
         let samples = read(self.device.field_values_for(&ids))?;
-        Ok(samples
-            .into_iter()
-            .map(|sample| field_value(sample))
-            .collect())
+        Ok(samples.into_iter().map(field_value).collect())
     }
 }
 

@@ -290,23 +290,23 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("vigil_nccl_coll_exec_time_us_bucket{rank=\"1\",le=\"10\"} 2\n"),
+            text.contains("vigil_nccl_coll_exec_time_seconds_bucket{rank=\"1\",le=\"10\"} 2\n"),
             "{text}"
         );
         assert!(
-            text.contains("vigil_nccl_coll_exec_time_us_bucket{rank=\"1\",le=\"100\"} 3\n"),
+            text.contains("vigil_nccl_coll_exec_time_seconds_bucket{rank=\"1\",le=\"100\"} 3\n"),
             "{text}"
         );
         assert!(
-            text.contains("vigil_nccl_coll_exec_time_us_bucket{rank=\"1\",le=\"+Inf\"} 4\n"),
+            text.contains("vigil_nccl_coll_exec_time_seconds_bucket{rank=\"1\",le=\"+Inf\"} 4\n"),
             "{text}"
         );
         assert!(
-            text.contains("vigil_nccl_coll_exec_time_us_sum{rank=\"1\"} 562\n"),
+            text.contains("vigil_nccl_coll_exec_time_seconds_sum{rank=\"1\"} 562\n"),
             "{text}"
         );
         assert!(
-            text.contains("vigil_nccl_coll_exec_time_us_count{rank=\"1\"} 4\n"),
+            text.contains("vigil_nccl_coll_exec_time_seconds_count{rank=\"1\"} 4\n"),
             "{text}"
         );
     }

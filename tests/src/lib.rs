@@ -294,3 +294,202 @@ pub fn run_vigil(args: &[&str]) -> anyhow::Result<(std::process::ExitStatus, Str
         String::from_utf8_lossy(&output.stderr).into_owned(),
     ))
 }
+
+/// Starts a child whose stdout announces itself with one line starting with `prefix`; returns
+/// the child and that line. Stderr goes to `log_path`.
+fn spawn_announcing(
+    mut command: Command,
+    prefix: &'static str,
+    log_path: &Path,
+) -> anyhow::Result<(Child, String)> {
+    let log = std::fs::File::create(log_path)?;
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log));
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("could not start {command:?}"))?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with(prefix) {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(line) => Ok((child, line)),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            let log = std::fs::read_to_string(log_path).unwrap_or_default();
+            bail!("{prefix} did not announce itself within 60 s; its log:\n{log}")
+        }
+    }
+}
+
+/// A `vigil gpu-exporter` process.
+pub struct GpuExporter {
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT/metrics`.
+    pub metrics_url: String,
+    pub log_path: PathBuf,
+}
+
+impl GpuExporter {
+    /// Starts `vigil gpu-exporter` with `args` and its page on an ephemeral loopback port.
+    pub fn start(args: &[&str], log_path: &Path) -> anyhow::Result<GpuExporter> {
+        let mut command = Command::new(vigil_bin());
+        command
+            .arg("gpu-exporter")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args);
+        let (child, line) = spawn_announcing(command, "vigil gpu-exporter:", log_path)?;
+        let metrics_url = line
+            .split_whitespace()
+            .find_map(|t| t.strip_prefix("metrics="))
+            .with_context(|| format!("no metrics= in {line:?}"))?
+            .to_string();
+        Ok(GpuExporter {
+            child: Some(child),
+            metrics_url,
+            log_path: log_path.to_path_buf(),
+        })
+    }
+
+    /// SIGTERM, and wait for the last round to be exported.
+    pub fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            let status = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()?;
+            if !status.success() {
+                bail!("could not signal the exporter");
+            }
+            let exit = child.wait()?;
+            if !exit.success() {
+                bail!(
+                    "gpu-exporter exited with {exit}; log:\n{}",
+                    std::fs::read_to_string(&self.log_path).unwrap_or_default()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+impl Drop for GpuExporter {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A free loopback port, for servers (Prometheus) that cannot bind port 0 and report it.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A binary from a Debian package the end-to-end tests need; fails with what to install.
+pub fn required_tool(name: &str, package: &str) -> PathBuf {
+    for dir in ["/usr/bin", "/usr/local/bin", "/bin"] {
+        let path = Path::new(dir).join(name);
+        if path.exists() {
+            return path;
+        }
+    }
+    panic!(
+        "{name} is not installed: install the Debian package {package} (scripts/test.sh does, with apt-get)"
+    );
+}
+
+/// A real Prometheus server on loopback scraping `targets` every second.
+pub struct Prometheus {
+    child: Option<Child>,
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    pub fn start(targets: &[String]) -> anyhow::Result<Prometheus> {
+        let binary = required_tool("prometheus", "prometheus");
+        let dir = tempfile::tempdir()?;
+        let config = dir.path().join("prometheus.yml");
+        let quoted: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: vigil-gpu\n    static_configs:\n      - targets: [{}]\n",
+                quoted.join(", ")
+            ),
+        )?;
+        let port = free_port()?;
+        let log = std::fs::File::create(dir.path().join("prometheus.log"))?;
+        let child = Command::new(binary)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .context("could not start prometheus")?;
+        let prometheus = Prometheus {
+            child: Some(child),
+            url: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = reqwest::blocking::get(format!("{}/-/ready", prometheus.url))
+                .is_ok_and(|r| r.status().is_success());
+            if ready {
+                return Ok(prometheus);
+            }
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(prometheus._dir.path().join("prometheus.log"))
+                    .unwrap_or_default();
+                bail!("prometheus did not become ready within 60 s; its log:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Runs an instant PromQL query and returns `data.result`.
+    pub fn query(&self, promql: &str) -> anyhow::Result<Vec<Value>> {
+        let response: Value = reqwest::blocking::Client::new()
+            .get(format!("{}/api/v1/query", self.url))
+            .query(&[("query", promql)])
+            .send()?
+            .json()?;
+        if response["status"] != "success" {
+            bail!("PromQL {promql:?} failed: {response}");
+        }
+        Ok(response["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

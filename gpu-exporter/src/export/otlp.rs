@@ -17,7 +17,7 @@ use opentelemetry_sdk::metrics::{Instrument, PeriodicReader, SdkMeterProvider, S
 use parking_lot::RwLock;
 
 use crate::fields::{self, MetricKind};
-use crate::nccl::inspector::EXEC_TIME_BOUNDS_US;
+use crate::nccl::inspector::EXEC_TIME_BOUNDS_SECONDS;
 use crate::snapshot::{Snapshot, Value};
 
 /// Why OTLP export could not start.
@@ -107,7 +107,7 @@ impl OtlpExport {
             .f64_histogram(fields::NCCL_EXEC_TIME.name)
             .with_description(fields::NCCL_EXEC_TIME.help)
             .with_unit(fields::NCCL_EXEC_TIME.unit)
-            .with_boundaries(EXEC_TIME_BOUNDS_US.to_vec())
+            .with_boundaries(EXEC_TIME_BOUNDS_SECONDS.to_vec())
             .build()
     }
 

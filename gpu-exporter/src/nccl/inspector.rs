@@ -94,24 +94,11 @@ pub fn size_bucket(bytes: u64) -> &'static str {
     }
 }
 
-/// Exec-time histogram bounds, microseconds: roughly ×2.5 steps from 10 µs to 10 s.
-pub const EXEC_TIME_BOUNDS_US: [f64; 16] = [
+/// Exec-time histogram bounds, seconds (Prometheus' base unit): roughly ×2.5 steps from 10 µs to
+/// 10 s.
+pub const EXEC_TIME_BOUNDS_SECONDS: [f64; 16] = [
+    1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 1.0,
     10.0,
-    25.0,
-    50.0,
-    100.0,
-    250.0,
-    500.0,
-    1_000.0,
-    2_500.0,
-    5_000.0,
-    10_000.0,
-    25_000.0,
-    50_000.0,
-    100_000.0,
-    250_000.0,
-    1_000_000.0,
-    10_000_000.0,
 ];
 
 /// How many recent sequence numbers the straggler score looks at per communicator.
@@ -164,7 +151,7 @@ pub struct InspectorAggregator {
 impl Default for InspectorAggregator {
     fn default() -> Self {
         InspectorAggregator {
-            bounds: Arc::from(EXEC_TIME_BOUNDS_US.to_vec()),
+            bounds: Arc::from(EXEC_TIME_BOUNDS_SECONDS.to_vec()),
             otel: None,
             series: BTreeMap::new(),
             comms: BTreeMap::new(),
@@ -210,9 +197,10 @@ impl InspectorAggregator {
                 last_busbw: 0.0,
                 last_algobw: 0.0,
             });
-        state.exec_time.observe(record.exec_time_us);
+        let seconds = record.exec_time_us / 1e6;
+        state.exec_time.observe(seconds);
         if let (Some((histogram, _)), Some(attributes)) = (&self.otel, &state.otel_attributes) {
-            histogram.record(record.exec_time_us, attributes);
+            histogram.record(seconds, attributes);
         }
         state.total += 1;
         state.interval_busbw += record.busbw_gbs;
@@ -226,10 +214,10 @@ impl InspectorAggregator {
             .or_insert_with(|| (record.hostname.clone(), record.gpu.clone()));
         let peers = comm.pending.entry(record.coll_sn).or_default();
         peers.push((record.rank, record.exec_time_us));
-        if peers.len() as u32 >= comm.n_ranks {
-            if let Some(peers) = comm.pending.remove(&record.coll_sn) {
-                score_sequence(&mut comm.ratios, &peers);
-            }
+        if peers.len() as u32 >= comm.n_ranks
+            && let Some(peers) = comm.pending.remove(&record.coll_sn)
+        {
+            score_sequence(&mut comm.ratios, &peers);
         }
         // Ranks this exporter cannot see never complete a sequence number: score what arrived.
         while comm.pending.len() > PENDING_LIMIT {
@@ -378,7 +366,7 @@ mod tests {
         );
         assert_eq!(busbw, Some(485.119099));
         let text = out.render_prometheus();
-        assert!(text.contains(r#"vigil_nccl_coll_exec_time_us_bucket{Hostname="gpu-node-1",comm="0x7f8c496ae9f661",rank="1",coll="AllReduce",msg_size=">=256MiB",le="100000"} 1"#), "{text}");
+        assert!(text.contains(r#"vigil_nccl_coll_exec_time_seconds_bucket{Hostname="gpu-node-1",comm="0x7f8c496ae9f661",rank="1",coll="AllReduce",msg_size=">=256MiB",le="0.1"} 1"#), "{text}");
     }
 
     #[test]

@@ -187,7 +187,7 @@ impl NcclSources {
                     ],
                 );
                 out.push(&fields::NCCL_PROBE_BUSBW, labels.clone(), result.busbw_gbs);
-                out.push(&fields::NCCL_PROBE_TIME, labels, result.time_us);
+                out.push(&fields::NCCL_PROBE_TIME, labels, result.time_us / 1e6);
             }
         }
         for (kind, count) in &self.warnings {
@@ -214,13 +214,14 @@ fn expand(paths: &[PathBuf]) -> Vec<PathBuf> {
 fn collect(path: &Path, depth: u32, files: &mut Vec<PathBuf>) {
     if path.is_file() {
         files.push(path.to_path_buf());
-    } else if depth > 0 && path.is_dir() {
-        if let Ok(entries) = std::fs::read_dir(path) {
-            let mut children: Vec<PathBuf> = entries.flatten().map(|entry| entry.path()).collect();
-            children.sort();
-            for child in children {
-                collect(&child, depth - 1, files);
-            }
+    } else if depth > 0
+        && path.is_dir()
+        && let Ok(entries) = std::fs::read_dir(path)
+    {
+        let mut children: Vec<PathBuf> = entries.flatten().map(|entry| entry.path()).collect();
+        children.sort();
+        for child in children {
+            collect(&child, depth - 1, files);
         }
     }
 }
@@ -262,7 +263,7 @@ mod tests {
             "n1".into(),
         );
         sources.poll();
-        write!(file, "{}\n", &second[40..]).unwrap();
+        writeln!(file, "{}", &second[40..]).unwrap();
         file.flush().unwrap();
         sources.poll();
         let mut out = Snapshot::default();

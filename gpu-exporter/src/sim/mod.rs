@@ -630,13 +630,13 @@ impl Fleet {
                     self.config.nodes - 1
                 ));
             }
-            if let Some(gpu) = fault.gpu {
-                if gpu >= self.config.gpus_per_node {
-                    return Err(format!(
-                        "fault {} names GPU {gpu}, but nodes have {} GPUs",
-                        fault.kind, self.config.gpus_per_node
-                    ));
-                }
+            if let Some(gpu) = fault.gpu
+                && gpu >= self.config.gpus_per_node
+            {
+                return Err(format!(
+                    "fault {} names GPU {gpu}, but nodes have {} GPUs",
+                    fault.kind, self.config.gpus_per_node
+                ));
             }
         }
         Ok(())

@@ -1,0 +1,325 @@
+//! `vigil gpu-exporter --simulate` end to end: OTLP into a running collector (read back by SQL),
+//! and the same run's `/metrics` page checked by promtool and scraped by a real Prometheus whose
+//! PromQL answers agree with vigil's SQL.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use vigil_tests::{Collector, GpuExporter, Prometheus, required_tool, run_vigil};
+
+const DCGM_LABELS: [&str; 7] = [
+    "gpu",
+    "UUID",
+    "pci_bus_id",
+    "device",
+    "modelName",
+    "Hostname",
+    "DCGM_FI_DRIVER_VERSION",
+];
+
+/// Lint findings promtool reports for dcgm-exporter's own names and labels, which a drop-in
+/// replacement has to keep.
+fn inherent_to_dcgm_naming(problem: &str) -> bool {
+    let metric = problem.split_whitespace().next().unwrap_or("");
+    problem.contains("label names should be written in 'snake_case' not 'camelCase'")
+        || (metric.starts_with("DCGM_")
+            && problem.contains("counter metrics should have \"_total\" suffix"))
+        || (metric == "DCGM_FI_DEV_PCIE_REPLAY_COUNTER"
+            && problem.contains("should not include type 'counter'"))
+}
+
+fn promtool_check(page: &str) {
+    let promtool = required_tool("promtool", "prometheus");
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(page.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // promtool exits 1 when the page does not parse, 3 when it parses but has lint findings.
+    match output.status.code() {
+        Some(0) => {}
+        Some(3) => {
+            let unexpected: Vec<&str> = report
+                .lines()
+                .filter(|line| !inherent_to_dcgm_naming(line))
+                .collect();
+            assert!(
+                unexpected.is_empty(),
+                "promtool found problems beyond dcgm-exporter's naming:\n{}",
+                unexpected.join("\n")
+            );
+        }
+        other => panic!("promtool check metrics failed ({other:?}):\n{report}"),
+    }
+}
+
+fn labels_of(value: &Value) -> BTreeMap<String, String> {
+    value
+        .as_object()
+        .map(|map| {
+            map.iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "__name__" | "job" | "instance"))
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn simulated_fleet_reaches_sql_and_prometheus_with_the_same_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let collector = Collector::start(&dir.path().join("data"), &[]).unwrap();
+    let ground_truth = dir.path().join("truth.csv");
+    let mut exporter = GpuExporter::start(
+        &[
+            "--simulate",
+            "--nodes",
+            "2",
+            "--gpus-per-node",
+            "2",
+            "--interval",
+            "1s",
+            "--otlp-endpoint",
+            &collector.grpc_url(),
+            "--fault",
+            "pcie-downtrain:sim-node-01/0:0s",
+            "--ground-truth",
+            ground_truth.to_str().unwrap(),
+        ],
+        &dir.path().join("exporter.log"),
+    )
+    .unwrap();
+    let target = exporter
+        .metrics_url
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .to_string();
+    let prometheus = Prometheus::start(&[target]).unwrap();
+
+    // Let Prometheus scrape a handful of rounds.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let counts = prometheus
+            .query("count_over_time(DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION[5m])")
+            .unwrap();
+        let fewest = counts
+            .iter()
+            .filter_map(|s| s["value"][1].as_str()?.parse::<f64>().ok())
+            .fold(f64::MAX, f64::min);
+        if counts.len() == 4 && fewest >= 5.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus did not scrape 5 rounds of 4 GPUs in 60 s: {counts:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let page = reqwest::blocking::get(&exporter.metrics_url)
+        .unwrap()
+        .text()
+        .unwrap();
+    promtool_check(&page);
+    exporter.stop().unwrap();
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let sql = |query: &str| runtime.block_on(collector.sql(query)).unwrap();
+
+    // Every dcgm-exporter default field arrives with dcgm's labels and a plausible value.
+    let rows = sql(
+        "SELECT metric_name, min(value) AS lo, max(value) AS hi, count(DISTINCT attributes['UUID']) AS gpus \
+         FROM metrics WHERE metric_name LIKE 'DCGM_%' GROUP BY metric_name",
+    );
+    let by_name: BTreeMap<String, (f64, f64, u64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["metric_name"].as_str().unwrap().to_string(),
+                (
+                    r["lo"].as_f64().unwrap(),
+                    r["hi"].as_f64().unwrap(),
+                    r["gpus"].as_u64().unwrap(),
+                ),
+            )
+        })
+        .collect();
+    let plausible: [(&str, f64, f64); 16] = [
+        ("DCGM_FI_DEV_SM_CLOCK", 300.0, 1980.0),
+        ("DCGM_FI_DEV_MEM_CLOCK", 2619.0, 2619.0),
+        ("DCGM_FI_DEV_GPU_TEMP", 20.0, 95.0),
+        ("DCGM_FI_DEV_MEMORY_TEMP", 20.0, 105.0),
+        ("DCGM_FI_DEV_POWER_USAGE", 50.0, 700.0),
+        ("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", 1e6, 1e12),
+        ("DCGM_FI_DEV_PCIE_REPLAY_COUNTER", 0.0, 1e6),
+        ("DCGM_FI_DEV_GPU_UTIL", 0.0, 100.0),
+        ("DCGM_FI_DEV_MEM_COPY_UTIL", 0.0, 100.0),
+        ("DCGM_FI_DEV_ENC_UTIL", 0.0, 100.0),
+        ("DCGM_FI_DEV_DEC_UTIL", 0.0, 100.0),
+        ("DCGM_FI_DEV_XID_ERRORS", 0.0, 0.0),
+        ("DCGM_FI_DEV_FB_FREE", 0.0, 81559.0),
+        ("DCGM_FI_DEV_FB_USED", 1.0, 81559.0),
+        ("DCGM_FI_DEV_FB_RESERVED", 1.0, 81559.0),
+        ("DCGM_FI_PROF_GR_ENGINE_ACTIVE", 0.0, 1.0),
+    ];
+    for (name, lo, hi) in plausible {
+        let (min, max, gpus) = by_name
+            .get(name)
+            .copied()
+            .unwrap_or_else(|| panic!("{name} missing from SQL; have {by_name:?}"));
+        assert_eq!(gpus, 4, "{name} should come from 4 GPUs");
+        assert!(
+            min >= lo && max <= hi,
+            "{name} in [{min}, {max}], expected within [{lo}, {hi}]"
+        );
+    }
+    for name in [
+        "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL",
+        "DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS",
+        "DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS",
+        "DCGM_FI_DEV_ROW_REMAP_FAILURE",
+        "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE",
+        "DCGM_FI_PROF_DRAM_ACTIVE",
+        "DCGM_FI_PROF_PCIE_TX_BYTES",
+        "DCGM_FI_PROF_PCIE_RX_BYTES",
+        "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS",
+        "DCGM_FI_DEV_THERMAL_VIOLATION",
+        "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL",
+        "DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL",
+        "DCGM_FI_DEV_PCIE_LINK_GEN",
+    ] {
+        assert!(by_name.contains_key(name), "{name} missing from SQL");
+    }
+    let labelled =
+        sql("SELECT attributes FROM metrics WHERE metric_name = 'DCGM_FI_DEV_GPU_TEMP' LIMIT 1");
+    let attributes = labelled[0]["attributes"].as_object().unwrap();
+    for label in DCGM_LABELS {
+        assert!(
+            attributes.contains_key(label),
+            "label {label} missing: {attributes:?}"
+        );
+    }
+    assert_eq!(attributes["modelName"], "NVIDIA H100 80GB HBM3");
+    // The downtrained link shows in SQL as it would on real hardware.
+    let link = sql(
+        "SELECT max(value) AS v FROM metrics WHERE metric_name = 'DCGM_FI_DEV_PCIE_LINK_WIDTH' \
+         AND attributes['Hostname'] = 'sim-node-01' AND attributes['gpu'] = '0'",
+    );
+    assert_eq!(link[0]["v"].as_f64(), Some(8.0));
+    let truth = std::fs::read_to_string(&ground_truth).unwrap();
+    assert!(
+        truth.starts_with("fault,host,gpu,uuid,start,end\npcie-downtrain,sim-node-01,0,GPU-"),
+        "{truth}"
+    );
+
+    // Prometheus and SQL agree: the same series with the same labels, and every value Prometheus
+    // scraped is one that vigil stored for that series (the page and OTLP share each round).
+    for metric in [
+        "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION",
+        "DCGM_FI_DEV_POWER_USAGE",
+        "DCGM_FI_DEV_GPU_TEMP",
+        "DCGM_FI_DEV_PCIE_LINK_GEN",
+    ] {
+        let scraped = prometheus.query(&format!("{metric}[5m]")).unwrap();
+        assert_eq!(scraped.len(), 4, "{metric}: {scraped:?}");
+        let rows = sql(&format!(
+            "SELECT attributes, value FROM metrics WHERE metric_name = '{metric}'"
+        ));
+        let mut stored: BTreeMap<BTreeMap<String, String>, BTreeSet<u64>> = BTreeMap::new();
+        for row in &rows {
+            stored
+                .entry(labels_of(&row["attributes"]))
+                .or_default()
+                .insert(row["value"].as_f64().unwrap().to_bits());
+        }
+        assert_eq!(stored.len(), 4, "{metric}: SQL series {:?}", stored.keys());
+        for series in &scraped {
+            let labels = labels_of(&series["metric"]);
+            let values = stored
+                .get(&labels)
+                .unwrap_or_else(|| panic!("{metric}: Prometheus series {labels:?} not in SQL"));
+            let samples = series["values"].as_array().unwrap();
+            assert!(samples.len() >= 5);
+            for sample in samples {
+                let value: f64 = sample[1].as_str().unwrap().parse().unwrap();
+                assert!(
+                    values.contains(&value.to_bits()),
+                    "{metric} {labels:?}: Prometheus scraped {value}, SQL has no such value"
+                );
+            }
+        }
+        // An aggregate over the same series: the largest value either side has seen agrees to the
+        // last round (SQL also holds the round exported at shutdown, after the last scrape).
+        let promql_max = prometheus
+            .query(&format!("max(max_over_time({metric}[5m]))"))
+            .unwrap();
+        let promql_max: f64 = promql_max[0]["value"][1].as_str().unwrap().parse().unwrap();
+        let sql_max = stored
+            .values()
+            .flatten()
+            .map(|bits| f64::from_bits(*bits))
+            .fold(f64::MIN, f64::max);
+        assert!(
+            sql_max >= promql_max,
+            "{metric}: SQL max {sql_max} < PromQL max {promql_max}"
+        );
+    }
+
+    // vigil query prints the same thing a user would type.
+    let (status, stdout, _) = run_vigil(&[
+        "query",
+        "--url",
+        &collector.query_url(),
+        "SELECT count(DISTINCT attributes['UUID']) AS gpus FROM metrics WHERE metric_name = 'DCGM_FI_DEV_SM_CLOCK'",
+    ])
+    .unwrap();
+    assert!(status.success() && stdout.contains("| 4 "), "{stdout}");
+}
+
+#[test]
+fn without_a_gpu_the_exporter_says_so_and_how_to_simulate() {
+    let (status, _, stderr) =
+        run_vigil(&["gpu-exporter", "--listen", "127.0.0.1:0", "--no-otlp"]).unwrap();
+    assert!(!status.success());
+    assert!(stderr.contains("NVML could not be loaded"), "{stderr}");
+    assert!(stderr.contains("vigil gpu-exporter --simulate"), "{stderr}");
+}
+
+#[test]
+fn bad_fault_specs_are_refused_with_the_reason() {
+    for (spec, expected) in [
+        ("meltdown:0/1:1s", "unknown fault kind"),
+        ("thermal:0:1s", "needs a GPU"),
+        ("thermal:9/0:1s", "the fleet has 2 nodes"),
+        ("thermal:0/1:later", "start \"later\""),
+    ] {
+        let (status, _, stderr) = run_vigil(&[
+            "gpu-exporter",
+            "--simulate",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-otlp",
+            "--fault",
+            spec,
+        ])
+        .unwrap();
+        assert!(!status.success(), "{spec} accepted");
+        assert!(stderr.contains(expected), "{spec}: {stderr}");
+    }
+}
