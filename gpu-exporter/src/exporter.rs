@@ -210,7 +210,10 @@ pub async fn start(config: ExporterConfig) -> Result<RunningExporter, ExporterEr
     let (stop, stopped) = mpsc::channel();
     let sampler = std::thread::Builder::new()
         .name("gpu-sampler".into())
-        .spawn(move || sampling_loop(config, backend, latest, otlp, stopped))
+        .spawn({
+            let runtime = tokio::runtime::Handle::current();
+            move || sampling_loop(config, backend, latest, otlp, stopped, runtime)
+        })
         .map_err(ExporterError::Thread)?;
 
     Ok(RunningExporter {
@@ -229,23 +232,13 @@ fn sampling_loop(
     latest: Latest,
     otlp: Option<OtlpExport>,
     stopped: mpsc::Receiver<()>,
+    runtime: tokio::runtime::Handle,
 ) {
     let node_name = match &backend {
         Backend::Nvml { .. } => config.hostname.clone(),
         Backend::Simulated(_) => "vigil-sim".to_string(),
     };
     let mut nccl = NcclSources::new(config.nccl.clone(), config.hostname.clone());
-    if let Some(otlp) = &otlp {
-        let histogram = otlp.exec_time_histogram();
-        match &mut backend {
-            Backend::Simulated(fleet) => fleet
-                .nccl
-                .record_into(histogram.clone(), config.labels.hostname_labels.clone()),
-            Backend::Nvml { .. } => {}
-        }
-        nccl.aggregator
-            .record_into(histogram, config.labels.hostname_labels.clone());
-    }
     let exporter_labels = sample_labels(&config.labels.hostname_labels, &node_name);
     let mut xids = XidTracker::new(config.xid_window);
     let mut errors = ReadErrors::default();
@@ -309,7 +302,7 @@ fn sampling_loop(
         }
     }
     if let Some(otlp) = otlp {
-        otlp.shutdown();
+        runtime.block_on(otlp.shutdown());
     }
 }
 

@@ -285,7 +285,7 @@ pub const NVLINK_RECOVERY_TOTAL: MetricDef = counter(
 pub const NVLINK_LINK_ERRORS: MetricDef = counter(
     "vigil_gpu_nvlink_errors_total",
     "1",
-    "NVLink errors per link and counter (crc_flit, crc_data, replay, recovery).",
+    "NVLink errors per link and counter (crc_flit, crc_data, replay, recovery); only links with errors.",
 );
 pub const PCIE_LINK_GEN: MetricDef = gauge(
     "DCGM_FI_DEV_PCIE_LINK_GEN",

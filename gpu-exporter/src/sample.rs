@@ -404,6 +404,11 @@ pub fn sample_gpu(
                 let reading = device.nvlink_error_count(link, counter);
                 if let Some(count) = e.take(fields::NVLINK_LINK_ERRORS.name, reading) {
                     *totals[slot].get_or_insert(0) += count;
+                    // Per-link series only for links with errors: 18 links x 4 counters of zeros
+                    // per GPU would be most of the page. The totals are always there.
+                    if count == 0 {
+                        continue;
+                    }
                     e.out.push(
                         &fields::NVLINK_LINK_ERRORS,
                         with(

@@ -1,24 +1,34 @@
-//! OTLP export with the OpenTelemetry SDK and `opentelemetry-otlp` (gRPC). Gauges and counters are
-//! observable instruments whose callbacks read the snapshot being exported, so each sampling
-//! round is exported once with the same values the `/metrics` page shows. NCCL exec times are a
-//! synchronous histogram recorded as collectives arrive.
+//! OTLP/gRPC export of each snapshot: `ExportMetricsServiceRequest`s built from the snapshot with
+//! opentelemetry-proto's types and sent with its generated tonic client. Each sampling round is
+//! exported once, stamped with the time it was sampled, with the same values the `/metrics` page
+//! shows.
+//!
+//! The OpenTelemetry SDK (observable instruments over the snapshot, exported by
+//! opentelemetry-otlp) was the first version; measured on 8 simulated GPUs at 1 s it cost 2.3% of
+//! a core and 108 MiB against 0.19% and 19 MiB for sampling alone, nearly all of it attribute-set
+//! bookkeeping the snapshot already does. Building the request directly is the same wire format
+//! at a fraction of the cost.
 
-use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::mpsc::{self, SyncSender, TrySendError};
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Histogram, Meter, MeterProvider as _};
-use opentelemetry_otlp::{MetricExporter, WithExportConfig};
-use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::metrics::{Instrument, PeriodicReader, SdkMeterProvider, Stream};
-use parking_lot::RwLock;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::{
+    AggregationTemporality, Gauge, Histogram as ProtoHistogram, HistogramDataPoint, Metric,
+    NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, metric, number_data_point,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use tokio::sync::mpsc;
+use tonic::transport::{Channel, Endpoint};
 
-use crate::fields::{self, MetricKind};
-use crate::nccl::inspector::EXEC_TIME_BOUNDS_SECONDS;
-use crate::snapshot::{Snapshot, Value};
+use crate::fields::MetricKind;
+use crate::snapshot::{Labels, Snapshot, Value};
+
+/// Data points per request: keeps each request far below the collector's size limit even for a
+/// 64-node fleet.
+const POINTS_PER_REQUEST: usize = 4000;
 
 /// Why OTLP export could not start.
 #[derive(Debug, thiserror::Error)]
@@ -28,156 +38,250 @@ pub struct OtlpError {
     message: String,
 }
 
-/// A running OTLP export pipeline.
+/// A running OTLP export task.
 pub struct OtlpExport {
-    provider: SdkMeterProvider,
-    meter: Meter,
-    rounds: Option<SyncSender<Arc<Snapshot>>>,
-    thread: Option<JoinHandle<()>>,
+    rounds: mpsc::Sender<Arc<Snapshot>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl OtlpExport {
-    /// Connect lazily to `endpoint` (e.g. `http://127.0.0.1:4317`). Must be called inside a Tokio
-    /// runtime: the gRPC channel lives on it.
+    /// Connect lazily to `endpoint` (e.g. `http://127.0.0.1:4317`): the collector may start later
+    /// or restart; each round retries. Must be called inside a Tokio runtime.
     pub fn start(endpoint: &str, service_name: &str, host_name: &str) -> Result<Self, OtlpError> {
-        let exporter = MetricExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint)
-            .with_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| OtlpError {
-                endpoint: endpoint.to_string(),
-                message: e.to_string(),
-            })?;
-        // Exports happen on force_flush after every sampling round; the reader's own timer is only
-        // a backstop.
-        let reader = PeriodicReader::builder(exporter)
-            .with_interval(Duration::from_secs(3600))
-            .build();
-        let resource = Resource::builder()
-            .with_service_name(service_name.to_string())
-            .with_attribute(KeyValue::new("host.name", host_name.to_string()))
-            .build();
-        let provider = SdkMeterProvider::builder()
-            .with_resource(resource)
-            .with_reader(reader)
-            // A fleet has many more series per metric than the SDK's default limit of 2000.
-            .with_view(|_: &Instrument| {
-                Stream::builder()
-                    .with_cardinality_limit(1 << 20)
-                    .build()
-                    .ok()
-            })
-            .build();
-        let meter = provider.meter("vigil-gpu-exporter");
-
-        let current: Arc<RwLock<Arc<Snapshot>>> = Arc::default();
-        let (rounds, receiver) = mpsc::sync_channel::<Arc<Snapshot>>(1);
-        let thread_provider = provider.clone();
-        let thread_meter = meter.clone();
-        let thread = std::thread::Builder::new()
-            .name("otlp-export".into())
-            .spawn(move || {
-                let mut registered = HashSet::new();
-                let mut instruments = Vec::new();
-                while let Ok(snapshot) = receiver.recv() {
-                    for family in snapshot.families.values() {
-                        if family.def.kind != MetricKind::Histogram && registered.insert(family.def.name) {
-                            instruments.push(register(&thread_meter, family.def, current.clone()));
-                        }
-                    }
-                    *current.write() = snapshot;
-                    if let Err(e) = thread_provider.force_flush() {
-                        tracing::warn!(error = %e, "OTLP export failed; the next round will try again");
+        let error = |message: String| OtlpError {
+            endpoint: endpoint.to_string(),
+            message,
+        };
+        let channel: Channel = Endpoint::from_shared(endpoint.to_string())
+            .map_err(|e| error(format!("not a valid endpoint URL: {e}")))?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(10))
+            .connect_lazy();
+        let mut client = MetricsServiceClient::new(channel);
+        let resource = Resource {
+            attributes: vec![
+                attribute("service.name", service_name),
+                attribute("host.name", host_name),
+            ],
+            ..Default::default()
+        };
+        let started = SystemTime::now();
+        let (rounds, mut receiver) = mpsc::channel::<Arc<Snapshot>>(1);
+        let task = tokio::spawn(async move {
+            while let Some(snapshot) = receiver.recv().await {
+                for request in requests(&snapshot, &resource, started) {
+                    if let Err(status) = client.export(request).await {
+                        tracing::warn!(code = ?status.code(), message = status.message(), "OTLP export failed; the next round will try again");
+                        break;
                     }
                 }
-            })
-            .map_err(|e| OtlpError { endpoint: endpoint.to_string(), message: e.to_string() })?;
-        Ok(OtlpExport {
-            provider,
-            meter,
-            rounds: Some(rounds),
-            thread: Some(thread),
-        })
-    }
-
-    /// The histogram NCCL exec times are recorded into.
-    pub fn exec_time_histogram(&self) -> Histogram<f64> {
-        self.meter
-            .f64_histogram(fields::NCCL_EXEC_TIME.name)
-            .with_description(fields::NCCL_EXEC_TIME.help)
-            .with_unit(fields::NCCL_EXEC_TIME.unit)
-            .with_boundaries(EXEC_TIME_BOUNDS_SECONDS.to_vec())
-            .build()
+            }
+        });
+        Ok(OtlpExport { rounds, task })
     }
 
     /// Export this round. If the previous round is still being exported (a slow or unreachable
     /// collector), this one is skipped rather than queued: memory stays bounded, and the next
     /// round carries the counters forward.
     pub fn publish(&self, snapshot: Arc<Snapshot>) -> bool {
-        match self.rounds.as_ref().map(|rounds| rounds.try_send(snapshot)) {
-            Some(Ok(())) => true,
-            Some(Err(TrySendError::Full(_))) => {
+        match self.rounds.try_send(snapshot) {
+            Ok(()) => true,
+            Err(_) => {
                 tracing::debug!("previous OTLP export still running; skipping this round");
                 false
             }
-            _ => false,
         }
     }
 
-    /// Export what is pending and stop.
-    pub fn shutdown(mut self) {
-        self.rounds.take();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-        if let Err(e) = self.provider.shutdown() {
-            tracing::debug!(error = %e, "OTLP exporter shutdown");
-        }
+    /// Export what is queued and stop.
+    pub async fn shutdown(self) {
+        drop(self.rounds);
+        let _ = self.task.await;
     }
 }
 
-/// An observable instrument for `def` that reports every series of it in the current snapshot.
-fn register(
-    meter: &Meter,
-    def: &'static fields::MetricDef,
-    current: Arc<RwLock<Arc<Snapshot>>>,
-) -> Box<dyn std::any::Any + Send> {
-    let observe = move |report: &dyn Fn(f64, &[KeyValue])| {
-        let snapshot = current.read().clone();
-        if let Some(family) = snapshot.families.get(def.name) {
-            for series in &family.series {
-                if let Value::Scalar(value) = series.value {
-                    let attributes: Vec<KeyValue> = series
-                        .labels
-                        .iter()
-                        .map(|(k, v)| KeyValue::new(k.to_string(), v.to_string()))
-                        .collect();
-                    report(value, &attributes);
-                }
-            }
+fn attribute(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.to_string())),
+        }),
+        ..Default::default()
+    }
+}
+
+fn attributes(labels: &Labels) -> Vec<KeyValue> {
+    labels.iter().map(|(k, v)| attribute(k, v)).collect()
+}
+
+fn nanos(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64
+}
+
+/// The snapshot as OTLP requests of at most [`POINTS_PER_REQUEST`] points each. Counters and
+/// histograms are cumulative since `started`.
+pub fn requests(
+    snapshot: &Snapshot,
+    resource: &Resource,
+    started: SystemTime,
+) -> Vec<ExportMetricsServiceRequest> {
+    let time = nanos(snapshot.taken_at);
+    let start = nanos(started);
+    let mut out = Vec::new();
+    let mut metrics: Vec<Metric> = Vec::new();
+    let mut points = 0;
+    let flush = |metrics: &mut Vec<Metric>, out: &mut Vec<ExportMetricsServiceRequest>| {
+        if metrics.is_empty() {
+            return;
         }
+        out.push(ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(resource.clone()),
+                scope_metrics: vec![ScopeMetrics {
+                    scope: Some(InstrumentationScope {
+                        name: "vigil-gpu-exporter".to_string(),
+                        version: env!("CARGO_PKG_VERSION").to_string(),
+                        ..Default::default()
+                    }),
+                    metrics: std::mem::take(metrics),
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            }],
+        });
     };
-    match def.kind {
-        MetricKind::Counter => Box::new(
-            meter
-                .f64_observable_counter(def.name)
-                .with_description(def.help)
-                .with_unit(def.unit)
-                .with_callback(move |observer| {
-                    observe(&|value, attributes| observer.observe(value, attributes))
-                })
-                .build(),
-        ),
-        _ => Box::new(
-            meter
-                .f64_observable_gauge(def.name)
-                .with_description(def.help)
-                .with_unit(def.unit)
-                .with_callback(move |observer| {
-                    observe(&|value, attributes| observer.observe(value, attributes))
-                })
-                .build(),
-        ),
+    for family in snapshot.families.values() {
+        let def = family.def;
+        for chunk in family.series.chunks(POINTS_PER_REQUEST) {
+            let data = match def.kind {
+                MetricKind::Gauge | MetricKind::Counter => {
+                    let data_points: Vec<NumberDataPoint> = chunk
+                        .iter()
+                        .filter_map(|series| match series.value {
+                            Value::Scalar(value) => Some(NumberDataPoint {
+                                attributes: attributes(&series.labels),
+                                start_time_unix_nano: if def.kind == MetricKind::Counter {
+                                    start
+                                } else {
+                                    0
+                                },
+                                time_unix_nano: time,
+                                value: Some(number_data_point::Value::AsDouble(value)),
+                                ..Default::default()
+                            }),
+                            Value::Histogram(_) => None,
+                        })
+                        .collect();
+                    if def.kind == MetricKind::Counter {
+                        metric::Data::Sum(Sum {
+                            data_points,
+                            aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                            is_monotonic: true,
+                        })
+                    } else {
+                        metric::Data::Gauge(Gauge { data_points })
+                    }
+                }
+                MetricKind::Histogram => metric::Data::Histogram(ProtoHistogram {
+                    data_points: chunk
+                        .iter()
+                        .filter_map(|series| match &series.value {
+                            Value::Histogram(histogram) => Some(HistogramDataPoint {
+                                attributes: attributes(&series.labels),
+                                start_time_unix_nano: start,
+                                time_unix_nano: time,
+                                count: histogram.count,
+                                sum: Some(histogram.sum),
+                                bucket_counts: histogram.bucket_counts.clone(),
+                                explicit_bounds: histogram.bounds.to_vec(),
+                                ..Default::default()
+                            }),
+                            Value::Scalar(_) => None,
+                        })
+                        .collect(),
+                    aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                }),
+            };
+            if points + chunk.len() > POINTS_PER_REQUEST {
+                flush(&mut metrics, &mut out);
+                points = 0;
+            }
+            points += chunk.len();
+            metrics.push(Metric {
+                name: def.name.to_string(),
+                description: def.help.to_string(),
+                unit: def.unit.to_string(),
+                data: Some(data),
+                ..Default::default()
+            });
+        }
+    }
+    flush(&mut metrics, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fields;
+    use crate::snapshot::{Histogram, labels};
+
+    #[test]
+    fn builds_gauges_cumulative_sums_and_histograms_in_bounded_requests() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let started = at - Duration::from_secs(60);
+        let mut snapshot = Snapshot::new(at);
+        for gpu in 0..5000 {
+            snapshot.push(&fields::GPU_TEMP, labels([("gpu", &gpu.to_string())]), 40.0);
+        }
+        snapshot.push(&fields::TOTAL_ENERGY, labels([("gpu", "0")]), 12345.0);
+        let mut histogram = Histogram::new(Arc::from(vec![0.1, 1.0]));
+        histogram.observe(0.5);
+        snapshot.push_value(
+            &fields::NCCL_EXEC_TIME,
+            labels([("rank", "0")]),
+            Value::Histogram(histogram),
+        );
+        let requests = requests(&snapshot, &Resource::default(), started);
+        assert_eq!(requests.len(), 2, "5002 points split at 4000");
+        let metrics: Vec<&Metric> = requests
+            .iter()
+            .flat_map(|r| r.resource_metrics[0].scope_metrics[0].metrics.iter())
+            .collect();
+        let points: usize = metrics
+            .iter()
+            .map(|m| match m.data.as_ref().unwrap() {
+                metric::Data::Gauge(g) => g.data_points.len(),
+                metric::Data::Sum(s) => s.data_points.len(),
+                metric::Data::Histogram(h) => h.data_points.len(),
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(points, 5002);
+        let energy = metrics
+            .iter()
+            .find(|m| m.name == "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION")
+            .unwrap();
+        let metric::Data::Sum(sum) = energy.data.as_ref().unwrap() else {
+            panic!("energy is a sum")
+        };
+        assert!(sum.is_monotonic);
+        assert_eq!(
+            sum.aggregation_temporality,
+            AggregationTemporality::Cumulative as i32
+        );
+        assert_eq!(sum.data_points[0].time_unix_nano, nanos(at));
+        assert_eq!(sum.data_points[0].start_time_unix_nano, nanos(started));
+        let exec = metrics
+            .iter()
+            .find(|m| m.name == "vigil_nccl_coll_exec_time_seconds")
+            .unwrap();
+        let metric::Data::Histogram(h) = exec.data.as_ref().unwrap() else {
+            panic!("histogram")
+        };
+        assert_eq!(h.data_points[0].bucket_counts, vec![0, 1, 0]);
+        assert_eq!(h.data_points[0].explicit_bounds, vec![0.1, 1.0]);
     }
 }

@@ -119,8 +119,6 @@ struct SeriesKey {
 #[derive(Debug)]
 struct SeriesState {
     exec_time: Histogram,
-    /// The series' labels as OTLP attributes, when exec times are also exported over OTLP.
-    otel_attributes: Option<Vec<opentelemetry::KeyValue>>,
     total: u64,
     interval_busbw: f64,
     interval_algobw: f64,
@@ -143,7 +141,6 @@ struct CommState {
 #[derive(Debug)]
 pub struct InspectorAggregator {
     bounds: Arc<[f64]>,
-    otel: Option<(opentelemetry::metrics::Histogram<f64>, Vec<String>)>,
     series: BTreeMap<SeriesKey, SeriesState>,
     comms: BTreeMap<String, CommState>,
 }
@@ -152,7 +149,6 @@ impl Default for InspectorAggregator {
     fn default() -> Self {
         InspectorAggregator {
             bounds: Arc::from(EXEC_TIME_BOUNDS_SECONDS.to_vec()),
-            otel: None,
             series: BTreeMap::new(),
             comms: BTreeMap::new(),
         }
@@ -160,15 +156,6 @@ impl Default for InspectorAggregator {
 }
 
 impl InspectorAggregator {
-    /// Also record every exec time into an OTLP histogram, labelled as on the `/metrics` page.
-    pub fn record_into(
-        &mut self,
-        histogram: opentelemetry::metrics::Histogram<f64>,
-        hostname_labels: Vec<String>,
-    ) {
-        self.otel = Some((histogram, hostname_labels));
-    }
-
     pub fn observe(&mut self, record: &CollRecord) {
         let key = SeriesKey {
             hostname: record.hostname.clone(),
@@ -178,30 +165,17 @@ impl InspectorAggregator {
             size: size_bucket(record.msg_size_bytes),
             gpu: record.gpu.clone(),
         };
-        let otel = &self.otel;
-        let state = self
-            .series
-            .entry(key)
-            .or_insert_with_key(|key| SeriesState {
-                exec_time: Histogram::new(self.bounds.clone()),
-                otel_attributes: otel.as_ref().map(|(_, hostname_labels)| {
-                    series_labels(hostname_labels, key)
-                        .iter()
-                        .map(|(k, v)| opentelemetry::KeyValue::new(k.to_string(), v.to_string()))
-                        .collect()
-                }),
-                total: 0,
-                interval_busbw: 0.0,
-                interval_algobw: 0.0,
-                interval_count: 0,
-                last_busbw: 0.0,
-                last_algobw: 0.0,
-            });
+        let state = self.series.entry(key).or_insert_with(|| SeriesState {
+            exec_time: Histogram::new(self.bounds.clone()),
+            total: 0,
+            interval_busbw: 0.0,
+            interval_algobw: 0.0,
+            interval_count: 0,
+            last_busbw: 0.0,
+            last_algobw: 0.0,
+        });
         let seconds = record.exec_time_us / 1e6;
         state.exec_time.observe(seconds);
-        if let (Some((histogram, _)), Some(attributes)) = (&self.otel, &state.otel_attributes) {
-            histogram.record(seconds, attributes);
-        }
         state.total += 1;
         state.interval_busbw += record.busbw_gbs;
         state.interval_algobw += record.algobw_gbs;
