@@ -1,0 +1,23 @@
+//! vigil's analyzer: detectors that read the collector's tables through SQL (a DataFusion
+//! `SessionContext` in `vigil serve`, Flight SQL when it runs apart) and raise alerts for model
+//! drift and silent GPU degradation, delivered to webhooks and Alertmanager. Depends on
+//! vigil-schemas, DataFusion and linfa; never on the collector's internals.
+
+pub mod alert;
+pub mod source;
+pub mod stats;
+
+/// What can go wrong while analysing.
+#[derive(Debug, thiserror::Error)]
+pub enum AnalyzerError {
+    #[error("query failed: {message}\n  SQL: {sql}")]
+    Query { sql: String, message: String },
+    #[error("unexpected query result: {0}")]
+    Shape(String),
+    #[error("{0}")]
+    Config(String),
+    #[error("alert delivery: {0}")]
+    Delivery(String),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
