@@ -4,8 +4,16 @@
 //! vigil-schemas, DataFusion and linfa; never on the collector's internals.
 
 pub mod alert;
+pub mod detectors;
+pub mod notify;
+pub mod runner;
 pub mod source;
+pub mod state;
 pub mod stats;
+
+pub use detectors::AnalyzerConfig;
+pub use notify::AlertingConfig;
+pub use runner::{AlertSink, Analyzer};
 
 /// What can go wrong while analysing.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,105 @@
+//! Detectors: each reads a window of data through SQL and returns one [`Finding`] per scope it
+//! judged. Their timing (`for`, `resolve_after`) and thresholds come from the TOML config.
+
+pub mod anomaly;
+pub mod drift;
+pub mod gpu;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::AnalyzerError;
+use crate::alert::Finding;
+use crate::source::QuerySource;
+use crate::state::Timing;
+
+/// A detector.
+#[async_trait]
+pub trait Detector: Send + Sync {
+    /// The `detector` label of its alerts.
+    fn name(&self) -> &'static str;
+    fn timing(&self) -> Timing;
+    /// Judge every scope in the window ending at `now`.
+    async fn evaluate(
+        &mut self,
+        source: &dyn QuerySource,
+        now: SystemTime,
+    ) -> Result<Vec<Finding>, AnalyzerError>;
+}
+
+/// The analyzer's configuration (`[analyzer]` in the TOML file).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnalyzerConfig {
+    /// Run the detectors inside `vigil serve`.
+    pub enabled: bool,
+    /// How often every detector runs.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    pub gpu: gpu::GpuConfig,
+    pub drift: drift::DriftConfig,
+}
+
+impl Default for AnalyzerConfig {
+    fn default() -> Self {
+        AnalyzerConfig {
+            enabled: true,
+            interval: Duration::from_secs(5),
+            gpu: gpu::GpuConfig::default(),
+            drift: drift::DriftConfig::default(),
+        }
+    }
+}
+
+impl AnalyzerConfig {
+    /// Every enabled detector.
+    pub fn detectors(&self) -> Vec<Box<dyn Detector>> {
+        let mut detectors: Vec<Box<dyn Detector>> = Vec::new();
+        if self.gpu.enabled {
+            detectors.extend(gpu::detectors(&self.gpu));
+        }
+        if self.drift.enabled {
+            detectors.push(Box::new(drift::DriftDetector::new(self.drift.clone())));
+        }
+        detectors
+    }
+}
+
+/// Durations in the config are written like `30s`, `10m`, `1h`.
+pub mod humantime_serde {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&humantime::format_duration(*duration).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not a duration like 30s, 10m or 1h: {e}"
+            ))
+        })
+    }
+}
+
+/// Labels of an alert: its name, its detector, then the scope.
+pub(crate) fn alert_labels(
+    alertname: &str,
+    detector: &str,
+    scope: &[(&str, &str)],
+) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::new();
+    labels.insert("alertname".to_string(), alertname.to_string());
+    labels.insert("detector".to_string(), detector.to_string());
+    for (key, value) in scope {
+        if !value.is_empty() {
+            labels.insert((*key).to_string(), (*value).to_string());
+        }
+    }
+    labels
+}

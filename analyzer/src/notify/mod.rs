@@ -1,0 +1,635 @@
+//! Alert delivery: webhooks in Alertmanager's webhook format (version 4), grouped and throttled as
+//! Alertmanager groups them (`group_by`, `group_wait`, `group_interval`, `repeat_interval`),
+//! signed (Standard Webhooks HMAC-SHA256 headers and a Grafana-style hex signature), sent from a
+//! durable outbox with retries, backoff and jitter, and dead-lettered when a receiver refuses
+//! them. Alerts can also be pushed to an Alertmanager's `/api/v2/alerts`.
+
+pub mod outbox;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use hmac::{Hmac, KeyInit, Mac};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::Sha256;
+
+use crate::AnalyzerError;
+use crate::alert::{Alert, AlertStatus, format_time};
+use crate::detectors::humantime_serde;
+use outbox::{Envelope, Outbox, unix_ms};
+
+/// `[alerting]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertingConfig {
+    /// Where the outbox lives [default: `<data_dir>/outbox`].
+    pub outbox_dir: Option<PathBuf>,
+    /// Sent as `externalURL`, and in `generatorURL` of each alert.
+    pub external_url: String,
+    pub webhooks: Vec<WebhookConfig>,
+    pub alertmanagers: Vec<AlertmanagerConfig>,
+}
+
+impl Default for AlertingConfig {
+    fn default() -> Self {
+        AlertingConfig {
+            outbox_dir: None,
+            external_url: "http://127.0.0.1:9470".to_string(),
+            webhooks: Vec::new(),
+            alertmanagers: Vec::new(),
+        }
+    }
+}
+
+/// `[[alerting.webhooks]]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// The receiver's name (`receiver` in the payload).
+    pub name: String,
+    pub url: String,
+    /// HMAC secrets: `whsec_<base64>` (Standard Webhooks) or any other string (used as bytes).
+    /// Every secret signs, so that during a rotation receivers holding the old or the new one
+    /// both verify.
+    pub secrets: Vec<String>,
+    pub group_by: Vec<String>,
+    #[serde(with = "humantime_serde")]
+    pub group_wait: Duration,
+    #[serde(with = "humantime_serde")]
+    pub group_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub repeat_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Attempts before a notification is dead-lettered.
+    pub max_attempts: u32,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            name: "webhook".to_string(),
+            url: String::new(),
+            secrets: Vec::new(),
+            group_by: vec!["alertname".to_string()],
+            group_wait: Duration::from_secs(10),
+            group_interval: Duration::from_secs(60),
+            repeat_interval: Duration::from_secs(4 * 3600),
+            timeout: Duration::from_secs(10),
+            max_attempts: 10,
+        }
+    }
+}
+
+/// `[[alerting.alertmanagers]]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertmanagerConfig {
+    /// Base URL, e.g. `http://127.0.0.1:9093`.
+    pub url: String,
+    /// How often firing alerts are re-sent (Alertmanager resolves alerts it stops hearing about).
+    #[serde(with = "humantime_serde")]
+    pub resend_interval: Duration,
+}
+
+impl Default for AlertmanagerConfig {
+    fn default() -> Self {
+        AlertmanagerConfig {
+            url: String::new(),
+            resend_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Delivery counters.
+#[derive(Debug, Default)]
+pub struct DeliveryStats {
+    pub delivered: AtomicU64,
+    pub retried: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub alertmanager_errors: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Group {
+    labels: BTreeMap<String, String>,
+    alerts: BTreeMap<String, Alert>,
+    created: SystemTime,
+    last_sent: Option<SystemTime>,
+    changed: bool,
+    sequence: u64,
+}
+
+/// Groups alerts per receiver and queues notifications in the outbox.
+pub struct Notifier {
+    config: AlertingConfig,
+    outbox: Outbox,
+    groups: HashMap<(usize, String), Group>,
+    client: reqwest::Client,
+    pub stats: Arc<DeliveryStats>,
+    last_alertmanager_push: Vec<Option<SystemTime>>,
+    firing: BTreeMap<String, Alert>,
+    resolved_unsent: Vec<Alert>,
+}
+
+impl Notifier {
+    pub fn new(config: AlertingConfig, outbox_dir: PathBuf) -> Result<Notifier, AnalyzerError> {
+        for webhook in &config.webhooks {
+            reqwest::Url::parse(&webhook.url).map_err(|e| {
+                AnalyzerError::Config(format!(
+                    "alerting.webhooks {:?}: url {:?}: {e}",
+                    webhook.name, webhook.url
+                ))
+            })?;
+            for secret in &webhook.secrets {
+                secret_key(secret).map_err(|e| {
+                    AnalyzerError::Config(format!("alerting.webhooks {:?}: {e}", webhook.name))
+                })?;
+            }
+        }
+        for manager in &config.alertmanagers {
+            reqwest::Url::parse(&manager.url).map_err(|e| {
+                AnalyzerError::Config(format!("alerting.alertmanagers url {:?}: {e}", manager.url))
+            })?;
+        }
+        let outbox = Outbox::open(&outbox_dir)?;
+        let alertmanagers = config.alertmanagers.len();
+        Ok(Notifier {
+            config,
+            outbox,
+            groups: HashMap::new(),
+            client: reqwest::Client::new(),
+            stats: Arc::default(),
+            last_alertmanager_push: vec![None; alertmanagers],
+            firing: BTreeMap::new(),
+            resolved_unsent: Vec::new(),
+        })
+    }
+
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    /// Take alerts that fired or resolved.
+    pub fn submit(&mut self, alerts: &[Alert], now: SystemTime) {
+        for alert in alerts {
+            match alert.status {
+                AlertStatus::Firing => {
+                    self.firing.insert(alert.fingerprint.clone(), alert.clone());
+                }
+                AlertStatus::Resolved => {
+                    self.firing.remove(&alert.fingerprint);
+                    self.resolved_unsent.push(alert.clone());
+                }
+            }
+            for (index, webhook) in self.config.webhooks.iter().enumerate() {
+                let group_labels: BTreeMap<String, String> = webhook
+                    .group_by
+                    .iter()
+                    .filter_map(|name| alert.labels.get(name).map(|v| (name.clone(), v.clone())))
+                    .collect();
+                let key = group_key(&group_labels);
+                let group = self.groups.entry((index, key)).or_insert_with(|| Group {
+                    labels: group_labels,
+                    alerts: BTreeMap::new(),
+                    created: now,
+                    last_sent: None,
+                    changed: false,
+                    sequence: 0,
+                });
+                group
+                    .alerts
+                    .insert(alert.fingerprint.clone(), alert.clone());
+                group.changed = true;
+            }
+        }
+    }
+
+    /// Queue the notifications that are due (by group_wait, group_interval, repeat_interval).
+    pub fn flush_due(&mut self, now: SystemTime) -> Result<usize, AnalyzerError> {
+        let mut queued = 0;
+        let mut emptied = Vec::new();
+        for ((index, key), group) in self.groups.iter_mut() {
+            let webhook = &self.config.webhooks[*index];
+            let since = |t: SystemTime| now.duration_since(t).unwrap_or_default();
+            let due = match group.last_sent {
+                None => since(group.created) >= webhook.group_wait,
+                Some(last) => {
+                    (group.changed && since(last) >= webhook.group_interval)
+                        || (since(last) >= webhook.repeat_interval
+                            && group
+                                .alerts
+                                .values()
+                                .any(|a| a.status == AlertStatus::Firing))
+                }
+            };
+            if !due || group.alerts.is_empty() {
+                continue;
+            }
+            group.sequence += 1;
+            let body = payload(webhook, &self.config.external_url, key, group);
+            let envelope = Envelope {
+                id: format!(
+                    "{}-{}-{}",
+                    webhook.name,
+                    &crate::alert::fingerprint(&group.labels),
+                    unix_ms(now) * 1000 + group.sequence % 1000
+                ),
+                receiver: webhook.name.clone(),
+                body,
+                attempts: 0,
+                next_attempt_ms: unix_ms(now),
+                created_ms: unix_ms(now),
+                last_error: None,
+            };
+            self.outbox.put(&envelope)?;
+            queued += 1;
+            group.last_sent = Some(now);
+            group.changed = false;
+            // Resolved alerts are told once.
+            group
+                .alerts
+                .retain(|_, alert| alert.status == AlertStatus::Firing);
+            if group.alerts.is_empty() {
+                emptied.push((*index, key.clone()));
+            }
+        }
+        for key in emptied {
+            self.groups.remove(&key);
+        }
+        Ok(queued)
+    }
+
+    /// Try every due envelope once. Returns how many were delivered.
+    pub async fn deliver_due(&self, now: SystemTime) -> Result<usize, AnalyzerError> {
+        let mut delivered = 0;
+        for mut envelope in self.outbox.pending()? {
+            if envelope.next_attempt_ms > unix_ms(now) {
+                continue;
+            }
+            let Some(webhook) = self
+                .config
+                .webhooks
+                .iter()
+                .find(|w| w.name == envelope.receiver)
+            else {
+                envelope.last_error = Some(format!(
+                    "no webhook named {:?} in the config any more",
+                    envelope.receiver
+                ));
+                self.outbox.dead_letter(&envelope)?;
+                self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            envelope.attempts += 1;
+            match send(&self.client, webhook, &envelope).await {
+                Ok(()) => {
+                    self.outbox.remove(&envelope.id)?;
+                    self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                    delivered += 1;
+                }
+                Err(SendError::Permanent(message)) => {
+                    tracing::warn!(receiver = %webhook.name, id = %envelope.id, %message, "webhook refused the notification; dead-lettered");
+                    envelope.last_error = Some(message);
+                    self.outbox.dead_letter(&envelope)?;
+                    self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(SendError::Retry(message)) => {
+                    envelope.last_error = Some(message.clone());
+                    if envelope.attempts >= webhook.max_attempts {
+                        tracing::warn!(receiver = %webhook.name, id = %envelope.id, %message, attempts = envelope.attempts, "webhook still failing; dead-lettered");
+                        self.outbox.dead_letter(&envelope)?;
+                        self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        envelope.next_attempt_ms =
+                            unix_ms(now) + backoff(envelope.attempts).as_millis() as u64;
+                        tracing::debug!(receiver = %webhook.name, id = %envelope.id, %message, "webhook delivery will be retried");
+                        self.outbox.put(&envelope)?;
+                        self.stats.retried.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        Ok(delivered)
+    }
+
+    /// Push firing (and newly resolved) alerts to every configured Alertmanager when due.
+    pub async fn push_alertmanagers(&mut self, now: SystemTime) {
+        if self.config.alertmanagers.is_empty() {
+            self.resolved_unsent.clear();
+            return;
+        }
+        let mut all_ok = true;
+        for (index, manager) in self.config.alertmanagers.iter().enumerate() {
+            let due = self.last_alertmanager_push[index].is_none_or(|last| {
+                now.duration_since(last).unwrap_or_default() >= manager.resend_interval
+            }) || !self.resolved_unsent.is_empty();
+            if !due || (self.firing.is_empty() && self.resolved_unsent.is_empty()) {
+                continue;
+            }
+            let ends_at_firing = now + manager.resend_interval * 4;
+            let alerts: Vec<serde_json::Value> = self
+                .firing
+                .values()
+                .chain(self.resolved_unsent.iter())
+                .map(|alert| {
+                    json!({
+                        "labels": alert.labels,
+                        "annotations": alert.annotations,
+                        "startsAt": format_time(alert.starts_at),
+                        "endsAt": format_time(alert.ends_at.unwrap_or(ends_at_firing)),
+                        "generatorURL": generator_url(&self.config.external_url, alert),
+                    })
+                })
+                .collect();
+            let url = format!("{}/api/v2/alerts", manager.url.trim_end_matches('/'));
+            match self
+                .client
+                .post(&url)
+                .json(&alerts)
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await
+            {
+                Ok(response) if response.status().is_success() => {
+                    self.last_alertmanager_push[index] = Some(now);
+                }
+                Ok(response) => {
+                    all_ok = false;
+                    self.stats
+                        .alertmanager_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%url, status = %response.status(), "Alertmanager refused the alerts");
+                }
+                Err(e) => {
+                    all_ok = false;
+                    self.stats
+                        .alertmanager_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%url, error = %e, "cannot reach Alertmanager; will retry");
+                }
+            }
+        }
+        if all_ok {
+            self.resolved_unsent.clear();
+        }
+    }
+}
+
+fn group_key(labels: &BTreeMap<String, String>) -> String {
+    let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+    format!("{{}}:{{{}}}", inner.join(", "))
+}
+
+fn generator_url(external_url: &str, alert: &Alert) -> String {
+    format!(
+        "{}/api/v1/sql#alerts/{}",
+        external_url.trim_end_matches('/'),
+        alert.fingerprint
+    )
+}
+
+/// Alertmanager's webhook payload (version 4) with vigil's evidence in `x_` fields.
+fn payload(webhook: &WebhookConfig, external_url: &str, group_key: &str, group: &Group) -> String {
+    let alerts: Vec<&Alert> = group.alerts.values().collect();
+    let common = |pick: &dyn Fn(&Alert) -> &BTreeMap<String, String>| -> BTreeMap<String, String> {
+        let Some(first) = alerts.first() else {
+            return BTreeMap::new();
+        };
+        pick(first)
+            .iter()
+            .filter(|(k, v)| alerts.iter().all(|a| pick(a).get(*k) == Some(*v)))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    let status = if alerts.iter().any(|a| a.status == AlertStatus::Firing) {
+        "firing"
+    } else {
+        "resolved"
+    };
+    let body = json!({
+        "version": "4",
+        "groupKey": group_key,
+        "truncatedAlerts": 0,
+        "status": status,
+        "receiver": webhook.name,
+        "groupLabels": group.labels,
+        "commonLabels": common(&|a| &a.labels),
+        "commonAnnotations": common(&|a| &a.annotations),
+        "externalURL": external_url,
+        "alerts": alerts.iter().map(|alert| json!({
+            "status": alert.status.as_str(),
+            "labels": alert.labels,
+            "annotations": alert.annotations,
+            "startsAt": format_time(alert.starts_at),
+            "endsAt": alert.ends_at.map(format_time).unwrap_or_else(|| "0001-01-01T00:00:00Z".to_string()),
+            "generatorURL": generator_url(external_url, alert),
+            "fingerprint": alert.fingerprint,
+            "x_detector": alert.labels.get("detector"),
+            "x_severity": alert.severity.as_str(),
+            "x_subject": alert.subject,
+            "x_score": alert.score,
+            "x_threshold": alert.threshold,
+            "x_gpu_uuid": alert.labels.get("UUID"),
+            "x_model": alert.labels.get("model"),
+            "x_service": alert.labels.get("service"),
+            "x_trace_ids": alert.evidence.get("example_trace_ids"),
+            "x_evidence": alert.evidence,
+        })).collect::<Vec<_>>(),
+    });
+    body.to_string()
+}
+
+/// The HMAC key of a configured secret.
+pub fn secret_key(secret: &str) -> Result<Vec<u8>, String> {
+    match secret.strip_prefix("whsec_") {
+        Some(encoded) => base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|e| format!("secret starting whsec_ must be base64 after the prefix: {e}")),
+        None if secret.is_empty() => Err("empty secret".to_string()),
+        None => Ok(secret.as_bytes().to_vec()),
+    }
+}
+
+fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length");
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// Signature headers for `body`: Standard Webhooks (`webhook-id`, `webhook-timestamp`,
+/// `webhook-signature` with one `v1,<base64>` per secret) and `X-Grafana-Alerting-Signature`
+/// (hex HMAC-SHA256 of the body with the first secret).
+pub fn signature_headers(
+    secrets: &[String],
+    id: &str,
+    timestamp: u64,
+    body: &str,
+) -> Vec<(String, String)> {
+    let mut headers = vec![
+        ("webhook-id".to_string(), id.to_string()),
+        ("webhook-timestamp".to_string(), timestamp.to_string()),
+    ];
+    let keys: Vec<Vec<u8>> = secrets.iter().filter_map(|s| secret_key(s).ok()).collect();
+    if keys.is_empty() {
+        return headers;
+    }
+    let timestamp = timestamp.to_string();
+    let signatures: Vec<String> = keys
+        .iter()
+        .map(|key| {
+            let mac = hmac_sha256(
+                key,
+                &[
+                    id.as_bytes(),
+                    b".",
+                    timestamp.as_bytes(),
+                    b".",
+                    body.as_bytes(),
+                ],
+            );
+            format!(
+                "v1,{}",
+                base64::engine::general_purpose::STANDARD.encode(mac)
+            )
+        })
+        .collect();
+    headers.push(("webhook-signature".to_string(), signatures.join(" ")));
+    headers.push((
+        "X-Grafana-Alerting-Signature".to_string(),
+        hex::encode(hmac_sha256(&keys[0], &[body.as_bytes()])),
+    ));
+    headers
+}
+
+/// Verify a Standard Webhooks signature header against any of `secrets` (what a receiver does).
+pub fn verify(secrets: &[String], id: &str, timestamp: &str, body: &str, header: &str) -> bool {
+    secrets
+        .iter()
+        .filter_map(|s| secret_key(s).ok())
+        .any(|key| {
+            let mac = hmac_sha256(
+                &key,
+                &[
+                    id.as_bytes(),
+                    b".",
+                    timestamp.as_bytes(),
+                    b".",
+                    body.as_bytes(),
+                ],
+            );
+            let expected = format!(
+                "v1,{}",
+                base64::engine::general_purpose::STANDARD.encode(mac)
+            );
+            header.split(' ').any(|candidate| candidate == expected)
+        })
+}
+
+enum SendError {
+    Permanent(String),
+    Retry(String),
+}
+
+async fn send(
+    client: &reqwest::Client,
+    webhook: &WebhookConfig,
+    envelope: &Envelope,
+) -> Result<(), SendError> {
+    let timestamp = unix_ms(SystemTime::now()) / 1000;
+    let mut request = client
+        .post(&webhook.url)
+        .timeout(webhook.timeout)
+        .header("content-type", "application/json")
+        .header("idempotency-key", &envelope.id)
+        .body(envelope.body.clone());
+    for (name, value) in
+        signature_headers(&webhook.secrets, &envelope.id, timestamp, &envelope.body)
+    {
+        request = request.header(name, value);
+    }
+    match request.send().await {
+        Ok(response) => {
+            let status = response.status();
+            if status.is_success() {
+                Ok(())
+            } else if status.is_client_error() && status.as_u16() != 408 && status.as_u16() != 429 {
+                Err(SendError::Permanent(format!("HTTP {status}")))
+            } else {
+                Err(SendError::Retry(format!("HTTP {status}")))
+            }
+        }
+        Err(e) => Err(SendError::Retry(e.to_string())),
+    }
+}
+
+/// Exponential backoff with full jitter: up to 1 s × 2^(attempt-1), at most 5 minutes.
+fn backoff(attempt: u32) -> Duration {
+    let ceiling = Duration::from_secs(1)
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(9))
+        .min(Duration::from_secs(300));
+    let fraction: f64 = rand::thread_rng().gen_range(0.5..=1.0);
+    ceiling.mul_f64(fraction)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_verify_with_either_secret_during_rotation() {
+        let old = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string();
+        let new = "a-plain-new-secret".to_string();
+        let headers = signature_headers(
+            &[new.clone(), old.clone()],
+            "msg_1",
+            1_700_000_000,
+            "{\"a\":1}",
+        );
+        let get = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .unwrap()
+        };
+        let signature = get("webhook-signature");
+        assert_eq!(signature.split(' ').count(), 2);
+        assert!(verify(
+            &[old.clone()],
+            "msg_1",
+            "1700000000",
+            "{\"a\":1}",
+            &signature
+        ));
+        assert!(verify(
+            &[new.clone()],
+            "msg_1",
+            "1700000000",
+            "{\"a\":1}",
+            &signature
+        ));
+        assert!(
+            !verify(&[old], "msg_1", "1700000000", "{\"a\":2}", &signature),
+            "body tampered"
+        );
+        assert_eq!(get("X-Grafana-Alerting-Signature").len(), 64);
+        assert!(secret_key("whsec_***").is_err());
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert!(backoff(1) <= Duration::from_secs(1) && backoff(1) >= Duration::from_millis(500));
+        assert!(backoff(4) >= Duration::from_secs(4));
+        assert!(backoff(30) <= Duration::from_secs(300));
+    }
+}

@@ -1,0 +1,220 @@
+//! The analyzer loop: every interval, run each detector, move alert states, record the changes in
+//! the `alerts` table, and hand them to delivery.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arrow::array::{
+    ArrayRef, Float64Builder, RecordBatch, StringBuilder, StringDictionaryBuilder,
+    TimestampNanosecondArray,
+};
+use arrow::datatypes::Int32Type;
+use async_trait::async_trait;
+use tokio::sync::broadcast;
+use vigil_schemas::tables::{Table, new_string_map_builder};
+
+use crate::AnalyzerError;
+use crate::alert::{Alert, AlertStatus};
+use crate::detectors::Detector;
+use crate::notify::Notifier;
+use crate::source::QuerySource;
+use crate::state::AlertStates;
+
+/// Where alert rows go (the collector's `alerts` table, through its WAL).
+#[async_trait]
+pub trait AlertSink: Send + Sync {
+    async fn record(&self, batch: RecordBatch) -> Result<(), AnalyzerError>;
+}
+
+/// Alerts as rows of the `alerts` table.
+pub fn alerts_batch(alerts: &[Alert]) -> Result<RecordBatch, AnalyzerError> {
+    let n = alerts.len();
+    let time: TimestampNanosecondArray = alerts
+        .iter()
+        .map(|a| {
+            Some(
+                a.at.duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_nanos() as i64,
+            )
+        })
+        .collect::<TimestampNanosecondArray>()
+        .with_timezone("UTC");
+    let mut detector = StringDictionaryBuilder::<Int32Type>::new();
+    let mut severity = StringDictionaryBuilder::<Int32Type>::new();
+    let mut subject = StringBuilder::with_capacity(n, n * 48);
+    let mut score = Float64Builder::with_capacity(n);
+    let mut threshold = Float64Builder::with_capacity(n);
+    let mut message = StringBuilder::with_capacity(n, n * 96);
+    let mut state = StringDictionaryBuilder::<Int32Type>::new();
+    let mut fingerprint = StringBuilder::with_capacity(n, n * 16);
+    let mut labels = new_string_map_builder(n);
+    for alert in alerts {
+        detector.append_value(
+            alert
+                .labels
+                .get("detector")
+                .map(String::as_str)
+                .unwrap_or(""),
+        );
+        severity.append_value(alert.severity.as_str());
+        subject.append_value(&alert.subject);
+        score.append_value(alert.score);
+        threshold.append_value(alert.threshold);
+        // The message carries the evidence, so that SQL alone shows what moved.
+        let summary = alert
+            .annotations
+            .get("summary")
+            .cloned()
+            .unwrap_or_default();
+        message.append_value(format!(
+            "{summary} | evidence: {}",
+            serde_json::Value::Object(alert.evidence.clone())
+        ));
+        state.append_value(alert.status.as_str());
+        fingerprint.append_value(&alert.fingerprint);
+        for (key, value) in &alert.labels {
+            labels.keys().append_value(key);
+            labels.values().append_value(value);
+        }
+        labels
+            .append(true)
+            .map_err(|e| AnalyzerError::Shape(e.to_string()))?;
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(time),
+        Arc::new(detector.finish()),
+        Arc::new(severity.finish()),
+        Arc::new(subject.finish()),
+        Arc::new(score.finish()),
+        Arc::new(threshold.finish()),
+        Arc::new(message.finish()),
+        Arc::new(state.finish()),
+        Arc::new(fingerprint.finish()),
+        Arc::new(labels.finish()),
+    ];
+    RecordBatch::try_new(Table::Alerts.schema(), columns)
+        .map_err(|e| AnalyzerError::Shape(e.to_string()))
+}
+
+/// The analyzer.
+pub struct Analyzer {
+    detectors: Vec<Box<dyn Detector>>,
+    states: AlertStates,
+    source: Arc<dyn QuerySource>,
+    sink: Option<Arc<dyn AlertSink>>,
+    notifier: Option<Notifier>,
+    events: broadcast::Sender<Alert>,
+}
+
+impl Analyzer {
+    pub fn new(
+        detectors: Vec<Box<dyn Detector>>,
+        source: Arc<dyn QuerySource>,
+        sink: Option<Arc<dyn AlertSink>>,
+        notifier: Option<Notifier>,
+    ) -> Analyzer {
+        let (events, _) = broadcast::channel(1024);
+        Analyzer {
+            detectors,
+            states: AlertStates::default(),
+            source,
+            sink,
+            notifier,
+            events,
+        }
+    }
+
+    /// Every alert that fires or resolves, as it happens.
+    pub fn subscribe(&self) -> broadcast::Receiver<Alert> {
+        self.events.subscribe()
+    }
+
+    pub fn notifier(&self) -> Option<&Notifier> {
+        self.notifier.as_ref()
+    }
+
+    /// Run every detector once as of `now`; returns the alerts that fired or resolved.
+    pub async fn evaluate(&mut self, now: SystemTime) -> Vec<Alert> {
+        let mut changes = Vec::new();
+        for detector in &mut self.detectors {
+            match detector.evaluate(self.source.as_ref(), now).await {
+                Ok(findings) => {
+                    changes.extend(self.states.apply(
+                        detector.name(),
+                        findings,
+                        detector.timing(),
+                        now,
+                    ));
+                }
+                Err(e) => {
+                    tracing::warn!(detector = detector.name(), error = %e, "detector failed this round")
+                }
+            }
+        }
+        if changes.is_empty() {
+            return changes;
+        }
+        if let Some(sink) = &self.sink {
+            match alerts_batch(&changes) {
+                Ok(batch) => {
+                    if let Err(e) = sink.record(batch).await {
+                        tracing::error!(error = %e, "could not record alerts in the alerts table");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "could not build alert rows"),
+            }
+        }
+        for alert in &changes {
+            match alert.status {
+                AlertStatus::Firing => {
+                    tracing::warn!(alert = alert.name(), subject = %alert.subject, score = alert.score, "alert firing")
+                }
+                AlertStatus::Resolved => {
+                    tracing::info!(alert = alert.name(), subject = %alert.subject, "alert resolved")
+                }
+            }
+            let _ = self.events.send(alert.clone());
+        }
+        if let Some(notifier) = &mut self.notifier {
+            notifier.submit(&changes, now);
+        }
+        changes
+    }
+
+    /// Deliver what is due (webhooks from the outbox, Alertmanager pushes).
+    pub async fn deliver(&mut self, now: SystemTime) {
+        if let Some(notifier) = &mut self.notifier {
+            if let Err(e) = notifier.flush_due(now) {
+                tracing::error!(error = %e, "could not queue notifications in the outbox");
+            }
+            if let Err(e) = notifier.deliver_due(now).await {
+                tracing::error!(error = %e, "outbox delivery failed");
+            }
+            notifier.push_alertmanagers(now).await;
+        }
+    }
+
+    /// Evaluate every `interval` and deliver every second until `shutdown` flips.
+    pub async fn run(
+        mut self,
+        interval: Duration,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut evaluate = tokio::time::interval(interval);
+        evaluate.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut deliver = tokio::time::interval(Duration::from_millis(500));
+        deliver.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = evaluate.tick() => {
+                    self.evaluate(SystemTime::now()).await;
+                }
+                _ = deliver.tick() => {
+                    self.deliver(SystemTime::now()).await;
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
+    }
+}
