@@ -605,14 +605,14 @@ mod tests {
         let signature = get("webhook-signature");
         assert_eq!(signature.split(' ').count(), 2);
         assert!(verify(
-            &[old.clone()],
+            std::slice::from_ref(&old),
             "msg_1",
             "1700000000",
             "{\"a\":1}",
             &signature
         ));
         assert!(verify(
-            &[new.clone()],
+            std::slice::from_ref(&new),
             "msg_1",
             "1700000000",
             "{\"a\":1}",
