@@ -24,6 +24,41 @@ pub enum Command {
     /// Export GPU (NVML) and NCCL telemetry: OTLP to the collector and a dcgm-exporter-compatible
     /// /metrics page (:9400). `--simulate` runs a simulated fleet instead, with injected faults.
     GpuExporter(GpuExporterArgs),
+    /// List the alerts firing now and the recent alert changes.
+    Alerts(AlertsArgs),
+    /// Show what vigil is for: a collector, a simulated GPU fleet with a fault, LLM traffic with a
+    /// drift, and the analyzer, printing each alert as it fires.
+    Demo(DemoArgs),
+}
+
+#[derive(Args)]
+pub struct AlertsArgs {
+    /// The collector's query address.
+    #[arg(long, env = "VIGIL_QUERY_URL", default_value = "http://127.0.0.1:9470")]
+    pub url: String,
+    /// How many recent changes to list.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+}
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Run headless, printing alerts (the terminal dashboard is not built yet, so this is also
+    /// what plain `vigil demo` does for now).
+    #[arg(long)]
+    pub no_tui: bool,
+    /// Exit once the GPU and drift alerts have fired (or fail after --timeout); for scripts and CI.
+    #[arg(long)]
+    pub exit_when_done: bool,
+    /// With --exit-when-done: how long to wait for both alerts.
+    #[arg(long, default_value = "150s", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+    /// Data directory [default: a fresh directory under the system temp dir].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// When the GPU fault (a silent straggler) and the drift start.
+    #[arg(long, default_value = "45s", value_parser = humantime::parse_duration)]
+    pub fault_after: std::time::Duration,
 }
 
 /// Log output format.
@@ -140,6 +175,21 @@ pub struct LoadgenArgs {
     /// Do not draw a progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Inject a drift this long after the start (e.g. 60s): from then on, the --drift-* factors apply.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub drift_after: Option<std::time::Duration>,
+    /// Multiply input token counts by this factor once drifting (1.1 = a 10% shift).
+    #[arg(long, default_value_t = 1.0)]
+    pub drift_input_tokens: f64,
+    /// Multiply output token counts by this factor once drifting.
+    #[arg(long, default_value_t = 1.0)]
+    pub drift_output_tokens: f64,
+    /// Multiply latency (and time to first token) by this factor once drifting.
+    #[arg(long, default_value_t = 1.0)]
+    pub drift_latency: f64,
+    /// The error rate once drifting [default: unchanged, 0.02].
+    #[arg(long)]
+    pub drift_error_rate: Option<f64>,
 }
 
 #[derive(Args)]

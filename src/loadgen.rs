@@ -138,6 +138,29 @@ struct Generator {
     noise: LogNormal<f64>,
     total_weight: u32,
     content: bool,
+    /// The shift applied while `drifting`.
+    drift: Drift,
+    drifting: bool,
+}
+
+/// A known shift for drift experiments (1.0 and `None` change nothing).
+#[derive(Debug, Clone, Copy)]
+struct Drift {
+    input_tokens: f64,
+    output_tokens: f64,
+    latency: f64,
+    error_rate: Option<f64>,
+}
+
+impl Default for Drift {
+    fn default() -> Self {
+        Drift {
+            input_tokens: 1.0,
+            output_tokens: 1.0,
+            latency: 1.0,
+            error_rate: None,
+        }
+    }
 }
 
 /// One LLM call, for the optional metrics and logs.
@@ -163,6 +186,8 @@ impl Generator {
             noise: LogNormal::new(0.0, 0.2).expect("valid log-normal"),
             total_weight: MODELS.iter().map(|m| m.weight).sum(),
             content,
+            drift: Drift::default(),
+            drifting: false,
         }
     }
 
@@ -235,18 +260,31 @@ impl Generator {
 
     fn llm_span(&mut self, trace_id: &[u8], parent: &[u8], start: u64) -> (Span, Call) {
         let model = self.pick_model();
-        let input = (self.input_tokens.sample(&mut self.rng) as i64).clamp(1, 128_000);
-        let error = self.rng.gen_bool(0.02);
+        let drift = if self.drifting {
+            self.drift
+        } else {
+            Drift::default()
+        };
+        let input = ((self.input_tokens.sample(&mut self.rng) * drift.input_tokens) as i64)
+            .clamp(1, 128_000);
+        let error = self
+            .rng
+            .gen_bool(drift.error_rate.unwrap_or(0.02).clamp(0.0, 1.0));
         let output = if error {
             0
         } else {
-            (self.output_tokens.sample(&mut self.rng) as i64).clamp(1, 16_000)
+            ((self.output_tokens.sample(&mut self.rng) * drift.output_tokens) as i64)
+                .clamp(1, 16_000)
         };
-        let ttft = self.ttft.sample(&mut self.rng) * (1.0 + input as f64 / 20_000.0);
+        let ttft =
+            self.ttft.sample(&mut self.rng) * (1.0 + input as f64 / 20_000.0) * drift.latency;
         let seconds = if error {
             ttft
         } else {
-            ttft + output as f64 * model.token_seconds * self.noise.sample(&mut self.rng)
+            ttft + output as f64
+                * model.token_seconds
+                * self.noise.sample(&mut self.rng)
+                * drift.latency
         };
         let end = start + (seconds * 1e9) as u64;
         let current = self.rng.gen_bool(0.5);
@@ -774,6 +812,12 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
     let progress = (!args.quiet).then(|| progress_bar(args.spans));
 
     let mut generator = Generator::new(args.seed, args.content);
+    generator.drift = Drift {
+        input_tokens: args.drift_input_tokens,
+        output_tokens: args.drift_output_tokens,
+        latency: args.drift_latency,
+        error_rate: args.drift_error_rate,
+    };
     let mut batch_id = 0u64;
     let mut planned = 0u64;
     let mut tasks = tokio::task::JoinSet::new();
@@ -791,6 +835,9 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
             .await
             .context("semaphore closed")?;
         batch_id += 1;
+        generator.drifting = args
+            .drift_after
+            .is_some_and(|after| started.elapsed() >= after);
         let want = args.batch.min((max_spans - planned) as usize);
         let (request, calls) = generator.request(want, batch_id, &run_id);
         let spans = request.resource_spans[0].scope_spans[0].spans.len() as u64;

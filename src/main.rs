@@ -1,7 +1,10 @@
 //! `vigil`: one binary for the collector and its tools. It only parses arguments and wires the
 //! library crates together.
 
+mod alerts_cmd;
+mod analyze;
 mod cli;
+mod demo;
 mod gpu_exporter_cmd;
 mod loadgen;
 mod query_cmd;
@@ -27,6 +30,8 @@ fn main() -> std::process::ExitCode {
             cli::Command::Query(args) => query_cmd::run(args).await,
             cli::Command::Loadgen(args) => loadgen::run(args).await,
             cli::Command::GpuExporter(args) => gpu_exporter_cmd::run(args).await,
+            cli::Command::Alerts(args) => alerts_cmd::run(args).await,
+            cli::Command::Demo(args) => demo::run(args).await,
         }
     });
     match result {

@@ -1,14 +1,14 @@
 //! `vigil serve`: configuration from file, environment and flags, then the collector until Ctrl-C.
 
+use crate::analyze::{self, ServeConfig};
 use anyhow::Context;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
-use vigil_collector::CollectorConfig;
 
 use crate::cli::{LogFormat, ServeArgs};
 
 /// Top-level keys of the config that VIGIL_* variables may set.
-const CONFIG_SECTIONS: [&str; 7] = [
+const CONFIG_SECTIONS: [&str; 9] = [
     "otlp_grpc_addr",
     "otlp_http_addr",
     "query_addr",
@@ -16,11 +16,13 @@ const CONFIG_SECTIONS: [&str; 7] = [
     "normalize",
     "limits",
     "query",
+    "analyzer",
+    "alerting",
 ];
 
 /// Defaults ← TOML file ← `VIGIL_*` variables ← flags.
-pub fn load_config(args: &ServeArgs) -> anyhow::Result<CollectorConfig> {
-    let mut figment = Figment::from(Serialized::defaults(CollectorConfig::default()));
+pub fn load_config(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
+    let mut figment = Figment::from(Serialized::defaults(ServeConfig::default()));
     if let Some(path) = &args.config {
         anyhow::ensure!(
             path.exists(),
@@ -75,7 +77,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     init_logging(args.log_format);
-    let collector = vigil_collector::start(config).await?;
+    let data_dir = config.collector.storage.data_dir.clone();
+    let collector = vigil_collector::start(config.collector).await?;
+    let analyzer = analyze::start(&collector, &config.analyzer, &config.alerting, &data_dir)?;
     // One machine-readable line on stdout, so that scripts and tests learn the bound ports.
     println!(
         "vigil: listening otlp_grpc={} otlp_http={} query={}",
@@ -83,6 +87,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     wait_for_signal().await;
     tracing::info!("shutting down: finishing requests in flight and flushing buffers");
+    if let Some(analyzer) = analyzer {
+        analyzer.stop().await;
+    }
     collector.shutdown().await;
     Ok(())
 }

@@ -196,7 +196,10 @@ impl DriftDetector {
             if let Some(v) = ttft[i] {
                 sample.ttft_ms.push(v);
             }
-            if status[i].as_deref() == Some("Error") {
+            if status[i]
+                .as_deref()
+                .is_some_and(|s| s.eq_ignore_ascii_case("error"))
+            {
                 sample.errors += 1.0;
             }
             let reason = finish[i]
@@ -213,7 +216,44 @@ impl DriftDetector {
                 sample.trace_ids.push(id.clone());
             }
         }
+        // A model used by several services is also judged as a whole (service "*"): a shift in
+        // the model itself shows there first, with the most samples.
+        let mut pooled: BTreeMap<(String, String), (Sample, usize)> = BTreeMap::new();
+        for ((_, model), sample) in &samples {
+            let entry = pooled.entry(("*".to_string(), model.clone())).or_default();
+            entry.0.merge(sample);
+            entry.1 += 1;
+        }
+        for (key, (sample, services)) in pooled {
+            if services >= 2 {
+                samples.insert(key, sample);
+            }
+        }
         Ok(samples)
+    }
+}
+
+impl Sample {
+    fn merge(&mut self, other: &Sample) {
+        self.input_tokens.extend_from_slice(&other.input_tokens);
+        self.output_tokens.extend_from_slice(&other.output_tokens);
+        self.latency_ms.extend_from_slice(&other.latency_ms);
+        self.ttft_ms.extend_from_slice(&other.ttft_ms);
+        self.errors += other.errors;
+        for (reason, count) in &other.finish {
+            *self.finish.entry(reason.clone()).or_default() += count;
+        }
+        self.count += other.count;
+        if self.trace_ids.len() < 3 {
+            self.trace_ids.extend(
+                other
+                    .trace_ids
+                    .iter()
+                    .take(3 - self.trace_ids.len())
+                    .cloned(),
+            );
+        }
+        self.joint.extend_from_slice(&other.joint);
     }
 }
 
@@ -490,7 +530,7 @@ impl Detector for DriftDetector {
             findings.push(Finding {
                 labels: alert_labels("ModelDrift", self.name(), &[("service", service), ("model", model)]),
                 severity: Severity::Warning,
-                subject: format!("model {model} in service {service}"),
+                subject: if service == "*" { format!("model {model} (all services)") } else { format!("model {model} in service {service}") },
                 score,
                 threshold,
                 active: !moved.is_empty(),

@@ -1,0 +1,96 @@
+//! `vigil alerts`: the alerts firing now and the recent state changes, from the `alerts` table.
+
+use anyhow::Context;
+use serde_json::Value;
+
+use crate::cli::AlertsArgs;
+
+async fn sql(client: &reqwest::Client, url: &str, sql: &str) -> anyhow::Result<Vec<Value>> {
+    let response = client
+        .post(format!("{}/api/v1/sql", url.trim_end_matches('/')))
+        .json(&serde_json::json!({ "sql": sql }))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the collector at {url}"))?;
+    let status = response.status();
+    let body: Value = response
+        .json()
+        .await
+        .context("the collector answered with something that is not JSON")?;
+    if !status.is_success() {
+        anyhow::bail!(
+            "query failed ({status}): {}",
+            body.get("error").and_then(Value::as_str).unwrap_or("")
+        );
+    }
+    Ok(body
+        .get("rows")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default())
+}
+
+fn text(row: &Value, key: &str) -> String {
+    match row.get(key) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn print_rows(rows: &[Value]) {
+    for row in rows {
+        let score = row
+            .get("score")
+            .and_then(Value::as_f64)
+            .map(|s| format!("{s:.3}"))
+            .unwrap_or_default();
+        let threshold = row
+            .get("threshold")
+            .and_then(Value::as_f64)
+            .map(|s| format!("{s:.3}"))
+            .unwrap_or_default();
+        let message = text(row, "message");
+        let message = message.split(" | evidence:").next().unwrap_or("");
+        println!(
+            "  {}  {:<8} {:<9} {:<20} score {score} (threshold {threshold})  {message}",
+            text(row, "time"),
+            text(row, "state"),
+            text(row, "severity"),
+            text(row, "alertname"),
+        );
+    }
+}
+
+pub async fn run(args: AlertsArgs) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let columns = "time, state, severity, detector, labels['alertname'] AS alertname, subject, score, threshold, message, fingerprint";
+    let firing = sql(
+        &client,
+        &args.url,
+        &format!(
+            "SELECT {columns} FROM (SELECT *, row_number() OVER (PARTITION BY fingerprint ORDER BY time DESC) AS n FROM alerts) \
+             WHERE n = 1 AND state = 'firing' ORDER BY time DESC"
+        ),
+    )
+    .await?;
+    println!("Firing: {}", firing.len());
+    print_rows(&firing);
+    let recent = sql(
+        &client,
+        &args.url,
+        &format!(
+            "SELECT {columns} FROM alerts ORDER BY time DESC LIMIT {}",
+            args.limit
+        ),
+    )
+    .await?;
+    println!("\nRecent changes (newest first, at most {}):", args.limit);
+    print_rows(&recent);
+    if !firing.is_empty() {
+        println!(
+            "\nEvidence of an alert: vigil query \"SELECT message FROM alerts WHERE fingerprint = '<fingerprint>'\""
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,80 @@
+//! Wires the analyzer into a running collector: detectors read through the collector's
+//! DataFusion context, alert rows go into the `alerts` table through the WAL, notifications leave
+//! from an outbox in the data directory.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, watch};
+use vigil_analyzer::alert::Alert;
+use vigil_analyzer::notify::Notifier;
+use vigil_analyzer::{AlertSink, AlertingConfig, Analyzer, AnalyzerConfig, AnalyzerError};
+use vigil_collector::storage::Store;
+use vigil_collector::{CollectorConfig, RunningCollector};
+use vigil_schemas::tables::Table;
+
+/// Everything `vigil serve` reads from its TOML file: the collector's settings at the top level,
+/// plus `[analyzer]` and `[alerting]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServeConfig {
+    #[serde(flatten)]
+    pub collector: CollectorConfig,
+    pub analyzer: AnalyzerConfig,
+    pub alerting: AlertingConfig,
+}
+
+/// Appends alert rows to the collector's `alerts` table (WAL first, like every other row).
+struct StoreSink(Arc<Store>);
+
+#[async_trait]
+impl AlertSink for StoreSink {
+    async fn record(&self, batch: RecordBatch) -> Result<(), AnalyzerError> {
+        self.0
+            .append(Table::Alerts, batch)
+            .await
+            .map_err(|e| AnalyzerError::Delivery(format!("alerts table: {e}")))
+    }
+}
+
+/// A running analyzer.
+pub struct RunningAnalyzer {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    pub events: broadcast::Receiver<Alert>,
+}
+
+impl RunningAnalyzer {
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Start the analyzer over `collector`, or `None` when it is disabled.
+pub fn start(
+    collector: &RunningCollector,
+    analyzer: &AnalyzerConfig,
+    alerting: &AlertingConfig,
+    data_dir: &Path,
+) -> anyhow::Result<Option<RunningAnalyzer>> {
+    if !analyzer.enabled {
+        return Ok(None);
+    }
+    let outbox_dir = alerting
+        .outbox_dir
+        .clone()
+        .unwrap_or_else(|| data_dir.join("outbox"));
+    let notifier = Notifier::new(alerting.clone(), outbox_dir)?;
+    let source = Arc::new(collector.engine.context().clone());
+    let sink: Arc<dyn AlertSink> = Arc::new(StoreSink(collector.store.clone()));
+    let runner = Analyzer::new(analyzer.detectors(), source, Some(sink), Some(notifier));
+    let events = runner.subscribe();
+    let (stop, stopped) = watch::channel(false);
+    let interval = analyzer.interval;
+    let task = tokio::spawn(runner.run(interval, stopped));
+    Ok(Some(RunningAnalyzer { stop, task, events }))
+}

@@ -1,0 +1,327 @@
+//! `vigil demo`: everything in one process on loopback ports: the collector on a fresh data
+//! directory, a simulated GPU fleet with a silent straggler scheduled, synthetic LLM traffic with a
+//! drift scheduled, the analyzer, and a webhook receiver, printing each alert as it fires and
+//! where to look next.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, bail};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use vigil_analyzer::alert::{Alert, AlertStatus};
+use vigil_analyzer::detectors::drift::ReferenceMode;
+use vigil_analyzer::notify::{WebhookConfig, verify};
+use vigil_analyzer::{AlertingConfig, AnalyzerConfig};
+use vigil_collector::CollectorConfig;
+use vigil_gpu_exporter::exporter::{self, ExporterConfig, Source};
+use vigil_gpu_exporter::sim::{FaultKind, FaultSpec, FleetConfig};
+
+use crate::cli::{DemoArgs, LoadgenArgs, Protocol};
+
+const DEMO_SECRET: &str = "whsec_dmlnaWwtZGVtby1zZWNyZXQtMDEyMzQ1Njc4OQ==";
+
+/// Detector settings scaled down so that the demo shows its alerts within a couple of minutes.
+fn demo_analyzer() -> AnalyzerConfig {
+    let mut config = AnalyzerConfig {
+        interval: Duration::from_secs(2),
+        ..AnalyzerConfig::default()
+    };
+    config.gpu.window = Duration::from_secs(10);
+    config.gpu.baseline_window = Duration::from_secs(40);
+    config.gpu.resolve_after = Duration::from_secs(20);
+    config.drift.window = Duration::from_secs(20);
+    config.drift.reference = ReferenceMode::Trailing;
+    config.drift.reference_length = Duration::from_secs(40);
+    config.drift.min_samples = 100;
+    config.drift.resolve_after = Duration::from_secs(60);
+    config
+}
+
+struct Received {
+    payloads: Vec<(serde_json::Value, bool)>,
+}
+
+async fn receive(
+    State(state): State<(Arc<Mutex<Received>>, mpsc::UnboundedSender<()>)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let text = String::from_utf8_lossy(&body).to_string();
+    let verified = verify(
+        &[DEMO_SECRET.to_string()],
+        &header("webhook-id"),
+        &header("webhook-timestamp"),
+        &text,
+        &header("webhook-signature"),
+    );
+    let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return StatusCode::BAD_REQUEST;
+    };
+    state.0.lock().payloads.push((json, verified));
+    let _ = state.1.send(());
+    StatusCode::OK
+}
+
+fn is_gpu(alert: &Alert) -> bool {
+    alert
+        .labels
+        .get("detector")
+        .is_some_and(|d| d.starts_with("gpu_") || d.starts_with("nccl_"))
+}
+
+fn look_next(alert: &Alert, query_url: &str) -> String {
+    let sql = if let Some(uuid) = alert.labels.get("UUID") {
+        format!(
+            "SELECT time, metric_name, value FROM metrics WHERE attributes['UUID'] = '{uuid}' AND metric_name IN ('vigil_nccl_coll_busbw_gbs', 'vigil_nccl_straggler_score', 'DCGM_FI_DEV_SM_CLOCK') ORDER BY time DESC LIMIT 12"
+        )
+    } else if let Some(model) = alert.labels.get("model") {
+        format!(
+            "SELECT date_trunc('minute', time) AS minute, count(*) AS calls, avg(output_tokens) AS avg_output, avg(input_tokens) AS avg_input FROM spans WHERE response_model = '{model}' GROUP BY 1 ORDER BY 1"
+        )
+    } else {
+        format!(
+            "SELECT message FROM alerts WHERE fingerprint = '{}'",
+            alert.fingerprint
+        )
+    };
+    format!("vigil query --url {query_url} \"{sql}\"")
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    crate::serve::init_logging(crate::cli::LogFormat::Text);
+    let data_dir = match &args.data_dir {
+        Some(dir) => dir.clone(),
+        None => {
+            let stamp = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
+            std::env::temp_dir().join(format!("vigil-demo-{stamp}"))
+        }
+    };
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut collector_config = CollectorConfig {
+        otlp_grpc_addr: loopback,
+        otlp_http_addr: loopback,
+        query_addr: loopback,
+        ..CollectorConfig::default()
+    };
+    collector_config.storage.data_dir = data_dir.clone();
+    let collector = vigil_collector::start(collector_config)
+        .await
+        .context("cannot start the collector")?;
+    let query_url = format!("http://{}", collector.query_addr);
+    let grpc_url = format!("http://{}", collector.otlp_grpc_addr);
+
+    // A webhook receiver, as an on-call tool would run one.
+    let received = Arc::new(Mutex::new(Received {
+        payloads: Vec::new(),
+    }));
+    let (webhook_tx, mut webhook_rx) = mpsc::unbounded_channel();
+    let listener = tokio::net::TcpListener::bind(loopback).await?;
+    let webhook_url = format!("http://{}/alerts", listener.local_addr()?);
+    let app = Router::new()
+        .route("/alerts", post(receive))
+        .with_state((received.clone(), webhook_tx));
+    let webhook_server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+
+    let alerting = AlertingConfig {
+        external_url: query_url.clone(),
+        webhooks: vec![WebhookConfig {
+            name: "demo".to_string(),
+            url: webhook_url.clone(),
+            secrets: vec![DEMO_SECRET.to_string()],
+            group_wait: Duration::from_secs(2),
+            group_interval: Duration::from_secs(10),
+            ..WebhookConfig::default()
+        }],
+        ..AlertingConfig::default()
+    };
+    let mut analyzer = crate::analyze::start(&collector, &demo_analyzer(), &alerting, &data_dir)?
+        .context("the analyzer is disabled")?;
+
+    let fault = FaultSpec {
+        kind: FaultKind::Straggler,
+        node: 1,
+        gpu: Some(2),
+        start: args.fault_after,
+        duration: None,
+    };
+    let gpus = exporter::start(ExporterConfig {
+        source: Source::Simulate {
+            fleet: Box::new(FleetConfig {
+                nodes: 2,
+                gpus_per_node: 4,
+                seed: 7,
+                faults: vec![fault],
+                ..FleetConfig::default()
+            }),
+            ground_truth: Some(data_dir.join("ground_truth.csv")),
+        },
+        interval: Duration::from_secs(1),
+        listen: Some(loopback),
+        otlp_endpoint: Some(grpc_url.clone()),
+        hostname: "vigil-demo".to_string(),
+        ..ExporterConfig::default()
+    })
+    .await?;
+
+    let traffic = tokio::spawn(crate::loadgen::run(LoadgenArgs {
+        endpoint: Some(grpc_url.clone()),
+        protocol: Protocol::Grpc,
+        rate: 150,
+        duration: 7.0 * 86_400.0,
+        spans: None,
+        batch: 50,
+        concurrency: 2,
+        metrics: false,
+        logs: false,
+        seed: 42,
+        run_id: Some("demo".to_string()),
+        ack_log: None,
+        content: false,
+        quiet: true,
+        drift_after: Some(args.fault_after),
+        drift_input_tokens: 1.0,
+        drift_output_tokens: 1.6,
+        drift_latency: 1.0,
+        drift_error_rate: None,
+    }));
+
+    let metrics_page = gpus
+        .metrics_addr
+        .map(|a| format!("http://{a}/metrics"))
+        .unwrap_or_default();
+    println!("vigil demo: everything runs in this process, on loopback.");
+    println!("  data directory   {}", data_dir.display());
+    println!(
+        "  OTLP             {grpc_url} (gRPC), http://{} (HTTP)",
+        collector.otlp_http_addr
+    );
+    println!(
+        "  SQL              {query_url}   try: vigil query --url {query_url} \"SELECT count(*) FROM spans\""
+    );
+    println!(
+        "  GPU fleet        2 nodes x 4 simulated H100s, sampled every second; dcgm-style page at {metrics_page}"
+    );
+    println!("  LLM traffic      ~150 spans/s of OpenLLMetry-style chat calls");
+    println!("  webhook          {webhook_url} (Alertmanager JSON, HMAC-signed)");
+    println!(
+        "At +{}: GPU 2 on sim-node-01 becomes a silent straggler (10-20% slower collectives, no error counter moves),",
+        humantime::format_duration(args.fault_after)
+    );
+    println!(
+        "         and the models' output tokens grow 60% (a drift). Watch the analyzer find both.\n"
+    );
+
+    let started = Instant::now();
+    let deadline = started + args.timeout;
+    let mut gpu_alert: Option<Alert> = None;
+    let mut drift_alert: Option<Alert> = None;
+    let mut shown_payload = false;
+    let outcome: anyhow::Result<()> = loop {
+        let wait = if args.exit_when_done {
+            deadline.saturating_duration_since(Instant::now())
+        } else {
+            Duration::from_secs(3600)
+        };
+        tokio::select! {
+            event = analyzer.events.recv() => {
+                let Ok(alert) = event else { continue };
+                let at = started.elapsed().as_secs();
+                match alert.status {
+                    AlertStatus::Firing => {
+                        println!("[+{at:>3}s] FIRING   {} ({}): {}", alert.name(), alert.labels.get("detector").map(String::as_str).unwrap_or(""), alert.annotations.get("summary").map(String::as_str).unwrap_or(""));
+                        println!("         look next: {}", look_next(&alert, &query_url));
+                        if is_gpu(&alert) && gpu_alert.is_none() {
+                            gpu_alert = Some(alert.clone());
+                        }
+                        if alert.name() == "ModelDrift" && drift_alert.is_none() {
+                            drift_alert = Some(alert.clone());
+                        }
+                    }
+                    AlertStatus::Resolved => println!("[+{at:>3}s] RESOLVED {}: {}", alert.name(), alert.subject),
+                }
+            }
+            Some(()) = webhook_rx.recv() => {
+                if !shown_payload {
+                    shown_payload = true;
+                    let (payload, verified) = received.lock().payloads.last().cloned().unwrap_or_default();
+                    let mut text = serde_json::to_string_pretty(&payload).unwrap_or_default();
+                    if text.len() > 1500 {
+                        text.truncate(1500);
+                        text.push_str("\n  …");
+                    }
+                    println!("[+{:>3}s] webhook received (signature {}):\n{text}", started.elapsed().as_secs(), if verified { "verified" } else { "NOT verified" });
+                }
+            }
+            _ = tokio::time::sleep(wait) => {
+                if args.exit_when_done {
+                    break Err(anyhow::anyhow!(
+                        "within {}: GPU alert {}, drift alert {}",
+                        humantime::format_duration(args.timeout),
+                        if gpu_alert.is_some() { "fired" } else { "did not fire" },
+                        if drift_alert.is_some() { "fired" } else { "did not fire" }
+                    ));
+                }
+            }
+            _ = crate::serve::wait_for_signal(), if !args.exit_when_done => break Ok(()),
+        }
+        if args.exit_when_done && gpu_alert.is_some() && drift_alert.is_some() && shown_payload {
+            break Ok(());
+        }
+    };
+
+    if outcome.is_ok() {
+        // What the alerts table holds now, as any SQL client sees it.
+        match collector
+            .engine
+            .query("SELECT time, state, labels['alertname'] AS alertname, subject, round(score, 3) AS score FROM alerts ORDER BY time")
+            .await
+        {
+            Ok((_, batches)) => {
+                if let Ok(table) = arrow::util::pretty::pretty_format_batches(&batches) {
+                    println!("\nThe alerts table:\n{table}");
+                }
+            }
+            Err(e) => eprintln!("could not read the alerts table: {e}"),
+        }
+        let payloads = received.lock().payloads.len();
+        println!(
+            "webhook payloads received: {payloads}; all signatures verified: {}",
+            received.lock().payloads.iter().all(|(_, v)| *v)
+        );
+        println!(
+            "The data stays in {}: vigil serve --data-dir {} to look again.",
+            data_dir.display(),
+            data_dir.display()
+        );
+    }
+    traffic.abort();
+    gpus.stop().await;
+    analyzer.stop().await;
+    webhook_server.abort();
+    collector.shutdown().await;
+    match outcome {
+        Ok(()) => Ok(()),
+        Err(e) => bail!("{e}"),
+    }
+}
