@@ -287,8 +287,10 @@ impl SimGpu {
             .unwrap_or(0.0);
         self.util = (load + noise).clamp(0.0, 1.0);
 
+        // A power brake (a failing PSU, a site power cap): the limit drops to a quarter of TDP,
+        // below what any real load draws.
         self.power_limit_w = if has(FaultKind::PowerCap) {
-            model.tdp_w * 0.55
+            (model.tdp_w * 0.25).max(model.idle_w + 40.0)
         } else {
             model.tdp_w
         };
@@ -303,7 +305,7 @@ impl SimGpu {
         if self.temp_c > model.slowdown_temp_c {
             self.thermal_factor = (self.thermal_factor - 0.02 * dt).max(0.45);
         } else if self.temp_c < model.slowdown_temp_c - 3.0 {
-            self.thermal_factor = (self.thermal_factor + 0.01 * dt).min(1.0);
+            self.thermal_factor = (self.thermal_factor + 0.05 * dt).min(1.0);
         }
         if self.thermal_factor < 1.0 {
             clock_cap *= self.thermal_factor;
@@ -340,12 +342,15 @@ impl SimGpu {
             .clamp(model.idle_w * 0.9, self.power_limit_w);
         self.reasons = reasons;
 
-        // Temperature lags power; a cooling fault doubles the thermal resistance.
+        // A cooling fault (failed fans, blocked airflow) raises the inlet temperature and the
+        // thermal resistance: enough to throttle at any load.
         let mut resistance = (75.0 - AMBIENT_C) / model.tdp_w * self.thermal_spread;
+        let mut inlet = AMBIENT_C;
         if has(FaultKind::ThermalThrottle) {
-            resistance *= 2.2;
+            resistance *= 1.5;
+            inlet += 40.0;
         }
-        let target = AMBIENT_C + resistance * self.power_w;
+        let target = inlet + resistance * self.power_w;
         self.temp_c += (target - self.temp_c) * (1.0 - (-dt / THERMAL_TAU_S).exp());
         self.energy_mj += self.power_w * dt * 1000.0;
         self.nvlink_kib += self.util * 40.0e6 * dt * f64::from(model.nvlinks.min(1));
@@ -672,7 +677,7 @@ impl Fleet {
             .as_secs_f64();
         let hour = (seconds / 3600.0) % 24.0;
         let phase = (hour - 9.0) / 24.0 * std::f64::consts::TAU;
-        0.55 + 0.35 * phase.sin()
+        0.6 + 0.3 * phase.sin()
     }
 
     /// Advance the simulation to `now` by `dt`.

@@ -16,6 +16,10 @@ const FAULT_START: Duration = Duration::from_secs(600);
 /// Run a 2x4 fleet for `minutes` with `faults` and return the last snapshot and the one just
 /// before the fault starts.
 fn run(faults: Vec<FaultSpec>, minutes: u64) -> (Snapshot, Snapshot) {
+    run_from(t0(), faults, minutes)
+}
+
+fn run_from(start: SystemTime, faults: Vec<FaultSpec>, minutes: u64) -> (Snapshot, Snapshot) {
     let mut fleet = Fleet::new(FleetConfig {
         nodes: 2,
         gpus_per_node: 4,
@@ -28,7 +32,7 @@ fn run(faults: Vec<FaultSpec>, minutes: u64) -> (Snapshot, Snapshot) {
     let mut last = Snapshot::default();
     let steps = minutes * 60 / STEP.as_secs();
     for step in 1..=steps {
-        let now = t0() + STEP * step as u32;
+        let now = start + STEP * step as u32;
         fleet.advance(now, STEP);
         let mut out = Snapshot::new(now);
         fleet.sample_into(&config, now, &mut out);
@@ -156,7 +160,7 @@ fn power_cap_pins_power_at_the_limit_with_sw_power_cap() {
     let (last, before) = run(gpu_fault(FaultKind::PowerCap), 15);
     assert_eq!(value(&before, "DCGM_FI_DEV_POWER_MGMT_LIMIT", &SICK), 700.0);
     let limit = value(&last, "DCGM_FI_DEV_POWER_MGMT_LIMIT", &SICK);
-    assert_eq!(limit, 385.0);
+    assert_eq!(limit, 175.0);
     let power = value(&last, "DCGM_FI_DEV_POWER_USAGE", &SICK);
     assert!(power <= limit && power > 0.95 * limit, "power {power}");
     assert_eq!(reason(&last, SICK, "sw_power_cap"), 1.0);
@@ -421,5 +425,23 @@ fn ground_truth_lists_each_fault_with_host_gpu_and_times() {
         bad.validate()
             .unwrap_err()
             .contains("the fleet has 1 nodes")
+    );
+}
+
+#[test]
+fn thermal_and_power_faults_show_at_the_nightly_load_minimum_too() {
+    // 03:00 UTC: the daily curve's low.
+    let night = t0() - Duration::from_secs(11 * 3600);
+    let (last, _) = run_from(night, gpu_fault(FaultKind::ThermalThrottle), 20);
+    assert!(
+        value(&last, "DCGM_FI_DEV_GPU_UTIL", &PEER) < 50.0,
+        "low load"
+    );
+    assert_eq!(reason(&last, SICK, "hw_slowdown"), 1.0);
+    let (last, _) = run_from(night, gpu_fault(FaultKind::PowerCap), 15);
+    assert_eq!(reason(&last, SICK, "sw_power_cap"), 1.0);
+    assert!(
+        value(&last, "DCGM_FI_DEV_SM_CLOCK", &SICK)
+            < 0.9 * value(&last, "DCGM_FI_DEV_SM_CLOCK", &PEER)
     );
 }
