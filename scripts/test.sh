@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests, end-to-end tests with real OTLP clients (Rust and the official
-# Python SDK) and a real Prometheus. Installs the Python clients into .venv and the Debian
-# packages the tests need (prometheus, for prometheus and promtool) on first use.
+# Python SDK), a real Prometheus and a real Alertmanager. Installs the Python clients into .venv
+# and the Debian packages the tests need (prometheus, prometheus-alertmanager) on first use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,12 +12,16 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import opentelemetry.expo
 fi
 export VIGIL_PYTHON="$PWD/.venv/bin/python"
 
-if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
-    echo "==> installing the Debian package prometheus (the GPU exporter tests scrape with it)"
+missing=""
+command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
+command -v prometheus-alertmanager >/dev/null 2>&1 || missing="$missing prometheus-alertmanager"
+if [ -n "$missing" ]; then
+    echo "==> installing Debian packages the end-to-end tests run:$missing"
     SUDO=""
     if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 
 # The end-to-end tests start the `vigil` binary, so build it first.

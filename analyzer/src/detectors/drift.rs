@@ -44,6 +44,11 @@ pub struct DriftConfig {
     pub enabled: bool,
     #[serde(with = "humantime_serde")]
     pub window: Duration,
+    /// How far behind now the current window ends. Spans are stored at their start time and
+    /// arrive after they end (an LLM call takes seconds, exporters batch for seconds more), so
+    /// the newest seconds are always thin.
+    #[serde(with = "humantime_serde")]
+    pub settle: Duration,
     pub reference: ReferenceMode,
     #[serde(with = "humantime_serde")]
     pub reference_length: Duration,
@@ -75,6 +80,7 @@ impl Default for DriftConfig {
         DriftConfig {
             enabled: true,
             window: Duration::from_secs(600),
+            settle: Duration::from_secs(30),
             reference: ReferenceMode::Trailing,
             reference_length: Duration::from_secs(3600),
             pinned_from: None,
@@ -427,6 +433,7 @@ impl Detector for DriftDetector {
         source: &dyn QuerySource,
         now: SystemTime,
     ) -> Result<Vec<Finding>, AnalyzerError> {
+        let now = now - self.config.settle;
         let (reference_start, reference_end) = self.reference_window(now)?;
         let current = self.load(source, now - self.config.window, now).await?;
         if current.is_empty() {

@@ -1,0 +1,607 @@
+//! The analyzer end to end: `vigil demo`, every simulated GPU fault and an injected drift raising
+//! alerts that reach a signed webhook and a real Alertmanager and resolve when the fault ends, and
+//! the outbox surviving a SIGKILL while the webhook receiver is down.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use base64::Engine;
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+use vigil_tests::{Collector, GpuExporter, free_port, required_tool, vigil_bin};
+
+const OLD_SECRET: &str = "whsec_b2xkLXNlY3JldC1zdGlsbC1hY2NlcHRlZA==";
+const NEW_SECRET: &str = "new-secret-after-rotation";
+
+/// What a receiver checks: a Standard Webhooks signature by any secret it holds.
+fn verify(secret: &str, id: &str, timestamp: &str, body: &[u8], header: &str) -> bool {
+    let key = match secret.strip_prefix("whsec_") {
+        Some(b64) => base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap(),
+        None => secret.as_bytes().to_vec(),
+    };
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(body);
+    let expected = format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    );
+    header.split(' ').any(|s| s == expected)
+}
+
+#[derive(Clone, Debug)]
+struct Delivery {
+    id: String,
+    payload: Value,
+    verified_old: bool,
+    verified_new: bool,
+}
+
+type Deliveries = Arc<Mutex<Vec<Delivery>>>;
+
+async fn receive(
+    State(deliveries): State<Deliveries>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let (id, timestamp, signature) = (
+        header("webhook-id"),
+        header("webhook-timestamp"),
+        header("webhook-signature"),
+    );
+    let Ok(payload) = serde_json::from_slice::<Value>(&body) else {
+        return StatusCode::BAD_REQUEST;
+    };
+    deliveries.lock().unwrap().push(Delivery {
+        verified_old: verify(OLD_SECRET, &id, &timestamp, &body, &signature),
+        verified_new: verify(NEW_SECRET, &id, &timestamp, &body, &signature),
+        id,
+        payload,
+    });
+    StatusCode::OK
+}
+
+/// A webhook receiver on `addr`, running on its own runtime thread.
+fn webhook_receiver(addr: SocketAddr) -> Deliveries {
+    let deliveries: Deliveries = Arc::default();
+    let state = deliveries.clone();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+            ready_tx.send(()).unwrap();
+            let app = Router::new()
+                .route("/hook", post(receive))
+                .with_state(state);
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("receiver started");
+    deliveries
+}
+
+fn write_config(path: &Path, webhook_port: u16, alertmanager: Option<&str>) {
+    let alertmanagers = alertmanager
+        .map(|url| {
+            format!("\n[[alerting.alertmanagers]]\nurl = \"{url}\"\nresend_interval = \"2s\"\n")
+        })
+        .unwrap_or_default();
+    std::fs::write(
+        path,
+        format!(
+            r#"[analyzer]
+interval = "1s"
+
+[analyzer.gpu]
+window = "6s"
+baseline_window = "30s"
+resolve_after = "6s"
+
+[analyzer.drift]
+window = "10s"
+reference_length = "20s"
+min_samples = 100
+resolve_after = "10s"
+
+[[alerting.webhooks]]
+name = "oncall"
+url = "http://127.0.0.1:{webhook_port}/hook"
+secrets = ["{NEW_SECRET}", "{OLD_SECRET}"]
+group_by = ["alertname", "UUID", "model"]
+group_wait = "1s"
+group_interval = "2s"
+max_attempts = 1000
+{alertmanagers}"#
+        ),
+    )
+    .unwrap();
+}
+
+struct Alertmanager {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_alertmanager() -> Alertmanager {
+    let binary = required_tool("prometheus-alertmanager", "prometheus-alertmanager");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("alertmanager.yml");
+    std::fs::write(
+        &config,
+        "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n",
+    )
+    .unwrap();
+    let port = free_port().unwrap();
+    let child = Command::new(binary)
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--cluster.listen-address=")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start alertmanager");
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reqwest::blocking::get(format!("{url}/-/ready"))
+        .map(|r| !r.status().is_success())
+        .unwrap_or(true)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "alertmanager did not become ready"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Alertmanager {
+        child,
+        url,
+        _dir: dir,
+    }
+}
+
+/// (alertname, status, labels) of every alert in every delivery.
+fn alerts_in(deliveries: &Deliveries) -> Vec<(String, String, BTreeMap<String, String>)> {
+    deliveries
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|d| d.payload["alerts"].as_array().cloned().unwrap_or_default())
+        .map(|a| {
+            let labels: BTreeMap<String, String> = a["labels"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            (
+                labels.get("alertname").cloned().unwrap_or_default(),
+                a["status"].as_str().unwrap_or("").to_string(),
+                labels,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn demo_fires_its_gpu_and_drift_alerts_within_two_minutes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    let started = Instant::now();
+    let output = Command::new(vigil_bin())
+        .args([
+            "demo",
+            "--no-tui",
+            "--exit-when-done",
+            "--timeout",
+            "120s",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "demo failed after {:?}:\n{stdout}\n{}",
+        started.elapsed(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("FIRING   ModelDrift"), "{stdout}");
+    assert!(
+        stdout.contains("FIRING   Nccl") || stdout.contains("FIRING   Gpu"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("webhook received (signature verified)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("look next: vigil query"), "{stdout}");
+
+    // The alerts are in the alerts table of the demo's data directory.
+    let collector = Collector::start(&data, &[]).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let rows = runtime
+        .block_on(collector.sql("SELECT labels['alertname'] AS name, detector, state FROM alerts WHERE state = 'firing'"))
+        .unwrap();
+    let names: BTreeSet<String> = rows
+        .iter()
+        .map(|r| r["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(names.contains("ModelDrift"), "{names:?}");
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("Nccl") || n.starts_with("Gpu")),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn every_gpu_fault_and_a_drift_alert_reach_a_signed_webhook_and_alertmanager_then_resolve() {
+    let dir = tempfile::tempdir().unwrap();
+    let webhook_port = free_port().unwrap();
+    let deliveries = webhook_receiver(SocketAddr::from(([127, 0, 0, 1], webhook_port)));
+    let alertmanager = start_alertmanager();
+    let config = dir.path().join("vigil.toml");
+    write_config(&config, webhook_port, Some(&alertmanager.url));
+    let collector = Collector::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    )
+    .unwrap();
+
+    // One fault of every kind on its own GPU, from 20 s to 45 s; node 4 stays healthy.
+    let faults = [
+        ("thermal", "0/0"),
+        ("power-cap", "0/1"),
+        ("clock-drop", "0/2"),
+        ("ecc-storm", "0/3"),
+        ("xid79", "1/0"),
+        ("xid48", "1/1"),
+        ("xid94", "1/2"),
+        ("xid31", "1/3"),
+        ("pcie-downtrain", "2/0"),
+        ("nvlink-crc", "2/1"),
+        ("straggler", "2/2"),
+        ("nccl-sag", "3"),
+    ];
+    let mut args: Vec<String> = [
+        "--simulate",
+        "--nodes",
+        "5",
+        "--gpus-per-node",
+        "4",
+        "--interval",
+        "1s",
+        "--otlp-endpoint",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.push(collector.grpc_url());
+    args.push("--ground-truth".into());
+    args.push(dir.path().join("truth.csv").display().to_string());
+    for (kind, place) in faults {
+        args.push("--fault".into());
+        args.push(format!("{kind}:{place}:20s:25s"));
+    }
+    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let exporter = GpuExporter::start(&arg_refs, &dir.path().join("exporter.log")).unwrap();
+    let mut loadgen = Command::new(vigil_bin())
+        .args([
+            "loadgen",
+            "--quiet",
+            "--rate",
+            "300",
+            "--duration",
+            "80",
+            "--endpoint",
+            &collector.grpc_url(),
+        ])
+        .args(["--drift-after", "25s", "--drift-output-tokens", "1.6"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    // Ground truth: which GPU each fault hit.
+    let truth = std::fs::read_to_string(dir.path().join("truth.csv")).unwrap();
+    let mut fault_uuid: BTreeMap<String, String> = BTreeMap::new();
+    for line in truth.lines().skip(1) {
+        let cols: Vec<&str> = line.split(',').collect();
+        fault_uuid.insert(
+            cols[0].to_string(),
+            if cols[3].is_empty() {
+                cols[1].to_string()
+            } else {
+                cols[3].to_string()
+            },
+        );
+    }
+    let expected: BTreeMap<&str, &[&str]> = BTreeMap::from([
+        (
+            "thermal",
+            &[
+                "GpuThrottled",
+                "GpuHotterThanPeers",
+                "GpuClockBelowPeers",
+                "GpuClockBelowBaseline",
+            ][..],
+        ),
+        (
+            "power-cap",
+            &[
+                "GpuThrottled",
+                "GpuClockBelowPeers",
+                "GpuClockBelowBaseline",
+            ][..],
+        ),
+        (
+            "clock-drop",
+            &["GpuClockBelowPeers", "GpuClockBelowBaseline"][..],
+        ),
+        (
+            "ecc-storm",
+            &[
+                "GpuEccSingleBitStorm",
+                "GpuEccDoubleBitErrors",
+                "GpuXidError",
+            ][..],
+        ),
+        ("xid79", &["GpuXidError", "GpuLost"][..]),
+        ("xid48", &["GpuXidError", "GpuEccDoubleBitErrors"][..]),
+        ("xid94", &["GpuXidError", "GpuRowsRemapped"][..]),
+        ("xid31", &["GpuXidError"][..]),
+        (
+            "pcie-downtrain",
+            &[
+                "GpuPcieLinkDowntrained",
+                "GpuPcieReplays",
+                "NcclBusBandwidthDrop",
+            ][..],
+        ),
+        ("nvlink-crc", &["GpuNvlinkErrors"][..]),
+        ("straggler", &["NcclStraggler", "NcclBusBandwidthDrop"][..]),
+        ("nccl-sag", &["NcclBusBandwidthDrop", "NcclStraggler"][..]),
+    ]);
+    let caught = |fault: &str| -> bool {
+        let target = &fault_uuid[fault];
+        alerts_in(&deliveries).iter().any(|(name, status, labels)| {
+            status == "firing"
+                && expected[fault].contains(&name.as_str())
+                && (labels.get("UUID") == Some(target) || labels.get("Hostname") == Some(target))
+        })
+    };
+
+    // Every fault raises its alert, and the drift its own.
+    let deadline = Instant::now() + Duration::from_secs(100);
+    loop {
+        let missing: Vec<&str> = expected.keys().copied().filter(|f| !caught(f)).collect();
+        let drift = alerts_in(&deliveries)
+            .iter()
+            .any(|(n, s, _)| n == "ModelDrift" && s == "firing");
+        if missing.is_empty() && drift {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not caught: {missing:?}, drift: {drift}\nalerts: {:#?}",
+            alerts_in(&deliveries)
+                .iter()
+                .map(|(n, s, l)| (n, s, l.get("UUID"), l.get("Hostname")))
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Nothing fired on the healthy node.
+    let healthy: Vec<_> = alerts_in(&deliveries)
+        .into_iter()
+        .filter(|(_, _, l)| l.get("Hostname").map(String::as_str) == Some("sim-node-04"))
+        .collect();
+    assert!(
+        healthy.is_empty(),
+        "false alarms on the healthy node: {healthy:?}"
+    );
+    // Every payload is Alertmanager's webhook format, signed with both secrets.
+    for delivery in deliveries.lock().unwrap().iter() {
+        assert!(
+            delivery.verified_old && delivery.verified_new,
+            "bad signature on {}",
+            delivery.id
+        );
+        assert_eq!(delivery.payload["version"], "4");
+        for key in [
+            "receiver",
+            "status",
+            "groupKey",
+            "groupLabels",
+            "commonLabels",
+            "externalURL",
+        ] {
+            assert!(delivery.payload.get(key).is_some(), "{key} missing");
+        }
+        for alert in delivery.payload["alerts"].as_array().unwrap() {
+            for key in [
+                "status",
+                "labels",
+                "annotations",
+                "startsAt",
+                "endsAt",
+                "fingerprint",
+                "x_evidence",
+            ] {
+                assert!(alert.get(key).is_some(), "{key} missing in {alert}");
+            }
+        }
+    }
+    // Alertmanager has them.
+    let in_alertmanager: Vec<Value> =
+        reqwest::blocking::get(format!("{}/api/v2/alerts", alertmanager.url))
+            .unwrap()
+            .json()
+            .unwrap();
+    let am_names: BTreeSet<String> = in_alertmanager
+        .iter()
+        .filter_map(|a| a["labels"]["alertname"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        am_names.contains("GpuXidError") && am_names.len() >= 5,
+        "Alertmanager shows {am_names:?}"
+    );
+
+    // After the faults end (45 s), every GPU alert that fired resolves.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let all = alerts_in(&deliveries);
+        let fired: BTreeSet<(String, String)> = all
+            .iter()
+            .filter(|(n, s, _)| s == "firing" && n != "ModelDrift")
+            .map(|(n, _, l)| (n.clone(), format!("{:?}", l)))
+            .collect();
+        let resolved: BTreeSet<(String, String)> = all
+            .iter()
+            .filter(|(_, s, _)| s == "resolved")
+            .map(|(n, _, l)| (n.clone(), format!("{:?}", l)))
+            .collect();
+        let open: Vec<_> = fired.difference(&resolved).collect();
+        if open.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still firing after the faults ended: {open:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let _ = loadgen.kill();
+    let _ = loadgen.wait();
+    drop(exporter);
+}
+
+#[test]
+fn the_outbox_delivers_every_alert_after_a_sigkill_while_the_receiver_was_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let webhook_port = free_port().unwrap();
+    let config = dir.path().join("vigil.toml");
+    write_config(&config, webhook_port, None);
+    let data = dir.path().join("data");
+    let mut collector = Collector::start(&data, &["--config", config.to_str().unwrap()]).unwrap();
+    let _exporter = GpuExporter::start(
+        &[
+            "--simulate",
+            "--nodes",
+            "2",
+            "--gpus-per-node",
+            "2",
+            "--interval",
+            "1s",
+            "--otlp-endpoint",
+            &collector.grpc_url(),
+            "--fault",
+            "xid48:0/1:2s",
+            "--fault",
+            "pcie-downtrain:1/0:2s",
+        ],
+        &dir.path().join("exporter.log"),
+    )
+    .unwrap();
+
+    // The receiver is down: notifications pile up in the outbox and are retried.
+    let pending_dir = data.join("outbox/pending");
+    let pending_ids = |dir: &Path| -> BTreeSet<String> {
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| {
+                        e.file_name()
+                            .to_str()
+                            .and_then(|n| n.strip_suffix(".json"))
+                            .map(str::to_string)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pending_ids(&pending_dir).len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no notifications queued: {:?}\n{}",
+            pending_ids(&pending_dir),
+            collector.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let queued = pending_ids(&pending_dir);
+    collector.kill();
+
+    // Receiver up, collector back: everything queued before the crash is delivered.
+    let deliveries = webhook_receiver(SocketAddr::from(([127, 0, 0, 1], webhook_port)));
+    collector.restart().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let delivered: BTreeSet<String> = deliveries
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|d| d.id.clone())
+            .collect();
+        let missing: Vec<&String> = queued.difference(&delivered).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not delivered after restart: {missing:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(
+        deliveries
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|d| d.verified_new && d.verified_old)
+    );
+}
