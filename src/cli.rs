@@ -26,6 +26,9 @@ pub enum Command {
     GpuExporter(GpuExporterArgs),
     /// List the alerts firing now and the recent alert changes.
     Alerts(AlertsArgs),
+    /// Run the detectors over labelled data (simulated GPU faults, drift scenarios) and report
+    /// precision, recall and detection delay; or score a timestamp,value CSV.
+    Eval(EvalArgs),
     /// Show what vigil is for: a collector, a simulated GPU fleet with a fault, LLM traffic with a
     /// drift, and the analyzer, printing each alert as it fires.
     Demo(DemoArgs),
@@ -257,4 +260,46 @@ pub struct GpuExporterArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t, env = "VIGIL_LOG_FORMAT")]
     pub log_format: LogFormat,
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    #[command(subcommand)]
+    pub command: EvalCommand,
+}
+
+#[derive(Subcommand)]
+pub enum EvalCommand {
+    /// Every GPU fault kind injected into a simulated fleet, scored against the ground truth.
+    Gpu {
+        /// How long each fault lasts (minutes).
+        #[arg(long, default_value_t = 6)]
+        minutes_per_fault: u64,
+        /// Instances of each fault kind.
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Sampling interval of the simulated exporter.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
+    },
+    /// Drift scenarios (5/10/25% shifts at 10 requests/s) and stationary traffic.
+    Drift {
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Hours of stationary traffic for the false-alarm rate.
+        #[arg(long, default_value_t = 24)]
+        stationary_hours: u64,
+    },
+    /// Score a CSV of timestamp,value with the streaming anomaly detector (one score per row).
+    Csv {
+        file: PathBuf,
+        /// Weight of each new value in the running mean and variance.
+        #[arg(long, default_value_t = 0.05)]
+        alpha: f64,
+        /// Values seen before scores are given.
+        #[arg(long, default_value_t = 50)]
+        warmup: u64,
+    },
 }

@@ -130,7 +130,7 @@ const ERRORS: &[&str] = &[
 const FINISH: &[&str] = &["stop", "stop", "stop", "stop", "length", "tool_calls"];
 
 /// Random traffic, reproducible from the seed.
-struct Generator {
+pub(crate) struct Generator {
     rng: StdRng,
     input_tokens: LogNormal<f64>,
     output_tokens: LogNormal<f64>,
@@ -139,17 +139,17 @@ struct Generator {
     total_weight: u32,
     content: bool,
     /// The shift applied while `drifting`.
-    drift: Drift,
-    drifting: bool,
+    pub(crate) drift: Drift,
+    pub(crate) drifting: bool,
 }
 
 /// A known shift for drift experiments (1.0 and `None` change nothing).
 #[derive(Debug, Clone, Copy)]
-struct Drift {
-    input_tokens: f64,
-    output_tokens: f64,
-    latency: f64,
-    error_rate: Option<f64>,
+pub(crate) struct Drift {
+    pub(crate) input_tokens: f64,
+    pub(crate) output_tokens: f64,
+    pub(crate) latency: f64,
+    pub(crate) error_rate: Option<f64>,
 }
 
 impl Default for Drift {
@@ -164,7 +164,7 @@ impl Default for Drift {
 }
 
 /// One LLM call, for the optional metrics and logs.
-struct Call {
+pub(crate) struct Call {
     model: &'static str,
     provider: &'static str,
     input: i64,
@@ -177,7 +177,7 @@ struct Call {
 }
 
 impl Generator {
-    fn new(seed: u64, content: bool) -> Generator {
+    pub(crate) fn new(seed: u64, content: bool) -> Generator {
         Generator {
             rng: StdRng::seed_from_u64(seed),
             input_tokens: LogNormal::new(800f64.ln(), 1.0).expect("valid log-normal"),
@@ -388,7 +388,17 @@ impl Generator {
         batch_id: u64,
         run_id: &str,
     ) -> (ExportTraceServiceRequest, Vec<Call>) {
-        let now = now_ns();
+        self.request_at(now_ns(), spans, batch_id, run_id)
+    }
+
+    /// A request of about `spans` spans of traces ending around `now` (ns since the epoch).
+    pub(crate) fn request_at(
+        &mut self,
+        now: u64,
+        spans: usize,
+        batch_id: u64,
+        run_id: &str,
+    ) -> (ExportTraceServiceRequest, Vec<Call>) {
         let service = SERVICES[self.rng.gen_range(0..SERVICES.len())];
         let mut list = Vec::with_capacity(spans + 8);
         let mut calls = Vec::new();

@@ -5,6 +5,7 @@ mod alerts_cmd;
 mod analyze;
 mod cli;
 mod demo;
+mod eval;
 mod gpu_exporter_cmd;
 mod loadgen;
 mod query_cmd;
@@ -32,6 +33,7 @@ fn main() -> std::process::ExitCode {
             cli::Command::GpuExporter(args) => gpu_exporter_cmd::run(args).await,
             cli::Command::Alerts(args) => alerts_cmd::run(args).await,
             cli::Command::Demo(args) => demo::run(args).await,
+            cli::Command::Eval(args) => eval::run(args).await,
         }
     });
     match result {

@@ -1,0 +1,403 @@
+//! `vigil eval`: the detectors over labelled data. GPU faults come from the simulated fleet and its
+//! ground truth; drift scenarios from the load generator with a known change time; both are run
+//! offline, in simulated time, through the same OTLP → Arrow conversion and the same SQL the
+//! running collector uses (tables held in memory, one sliding window at a time). `vigil eval csv`
+//! scores any `timestamp,value` series with the streaming anomaly detector.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, bail};
+use arrow::array::RecordBatch;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+use rand::{Rng, SeedableRng};
+use vigil_analyzer::alert::{Alert, AlertStatus};
+use vigil_analyzer::detectors::anomaly::StreamingAnomaly;
+use vigil_analyzer::detectors::{drift, gpu};
+use vigil_analyzer::{Analyzer, AnalyzerConfig};
+use vigil_gpu_exporter::export::otlp::requests;
+use vigil_gpu_exporter::sample::LabelConfig;
+use vigil_gpu_exporter::sim::{FaultKind, FaultSpec, Fleet, FleetConfig, GroundTruth};
+use vigil_gpu_exporter::snapshot::Snapshot;
+use vigil_schemas::convert::{metrics_to_batch, spans_to_batch};
+use vigil_schemas::genai::{NormalizeConfig, Normalizer};
+use vigil_schemas::tables::Table;
+
+use crate::cli::{EvalArgs, EvalCommand};
+use crate::loadgen::{Drift, Generator};
+
+/// A sliding in-memory copy of one table, registered in a context the analyzer reads.
+struct Window {
+    table: Table,
+    batches: VecDeque<(SystemTime, RecordBatch)>,
+    keep: Duration,
+}
+
+impl Window {
+    fn push(&mut self, at: SystemTime, batch: RecordBatch) {
+        if batch.num_rows() > 0 {
+            self.batches.push_back((at, batch));
+        }
+        while self.batches.front().is_some_and(|(t, _)| at.duration_since(*t).unwrap_or_default() > self.keep) {
+            self.batches.pop_front();
+        }
+    }
+
+    fn register(&self, ctx: &SessionContext) -> anyhow::Result<()> {
+        let batches: Vec<RecordBatch> = self.batches.iter().map(|(_, b)| b.clone()).collect();
+        let table = MemTable::try_new(self.table.schema(), vec![batches])?;
+        let _ = ctx.deregister_table(self.table.name())?;
+        ctx.register_table(self.table.name(), Arc::new(table))?;
+        Ok(())
+    }
+}
+
+/// One fault instance and how it was caught.
+struct Outcome {
+    truth: GroundTruth,
+    first_alert: Option<(SystemTime, String)>,
+}
+
+fn matches(alert: &Alert, truth: &GroundTruth, grace: Duration) -> bool {
+    let in_time = alert.at >= truth.start && truth.end.is_none_or(|end| alert.at <= end + grace);
+    let same_place = match &truth.gpu {
+        Some((_, uuid)) => alert.labels.get("UUID") == Some(uuid),
+        None => alert.labels.get("Hostname") == Some(&truth.host),
+    };
+    in_time && same_place
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.2}", x)
+}
+
+/// GPU faults: every kind, several times, on a 5-node fleet, scored against the ground truth.
+async fn eval_gpu(minutes_per_fault: u64, repeats: usize, seed: u64, interval: Duration) -> anyhow::Result<String> {
+    let nodes = 5usize;
+    let gpus_per_node = 4usize;
+    // Slots of (fault + recovery); three faults run at once on different nodes; node 4 carries the
+    // node-wide bus-bandwidth sag in slots of its own and is otherwise healthy.
+    let slot = Duration::from_secs(minutes_per_fault * 60 + 300);
+    let warmup = Duration::from_secs(15 * 60);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let per_gpu: Vec<FaultKind> = FaultKind::ALL.iter().copied().filter(|k| !k.is_node_wide()).collect();
+    let mut faults = Vec::new();
+    let mut instances: Vec<FaultKind> = (0..repeats).flat_map(|_| per_gpu.iter().copied()).collect();
+    let mut slot_index = 0u32;
+    while !instances.is_empty() {
+        for node in 0..3 {
+            if let Some(kind) = instances.pop() {
+                faults.push(FaultSpec {
+                    kind,
+                    node,
+                    gpu: Some(rng.gen_range(0..gpus_per_node)),
+                    start: warmup + slot * slot_index,
+                    duration: Some(Duration::from_secs(minutes_per_fault * 60)),
+                });
+            }
+        }
+        slot_index += 1;
+    }
+    for _ in 0..repeats {
+        faults.push(FaultSpec {
+            kind: FaultKind::NcclBusbwSag,
+            node: 4,
+            gpu: None,
+            start: warmup + slot * slot_index,
+            duration: Some(Duration::from_secs(minutes_per_fault * 60)),
+        });
+        slot_index += 1;
+    }
+    let total = warmup + slot * slot_index;
+    let mut fleet = Fleet::new(FleetConfig { nodes, gpus_per_node, seed, faults, ..FleetConfig::default() });
+    fleet.validate().map_err(anyhow::Error::msg)?;
+    // A fixed start (a Wednesday, 08:00 UTC) so that runs are comparable across days.
+    let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_772_800 + 8 * 3600);
+    let truth = fleet.ground_truth(start);
+
+    let mut config = AnalyzerConfig::default();
+    config.drift.enabled = false;
+    let gpu_config = config.gpu.clone();
+    let ctx = Arc::new(SessionContext::new());
+    let mut window = Window {
+        table: Table::Metrics,
+        batches: VecDeque::new(),
+        keep: gpu_config.baseline_window + gpu_config.window + interval,
+    };
+    window.register(&ctx)?;
+    let mut analyzer = Analyzer::new(gpu::detectors(&gpu_config), ctx.clone(), None, None);
+    let resource = Default::default();
+    let labels = LabelConfig::default();
+    let mut alerts: Vec<Alert> = Vec::new();
+    let steps = (total.as_secs() / interval.as_secs().max(1)) as u32;
+    for step in 1..=steps {
+        let now = start + interval * step;
+        fleet.advance(now, interval);
+        let mut snapshot = Snapshot::new(now);
+        fleet.sample_into(&labels, now, &mut snapshot);
+        for request in requests(&snapshot, &resource, start) {
+            window.push(now, metrics_to_batch(&request).batch);
+        }
+        if now.duration_since(start).unwrap_or_default() < Duration::from_secs(120) {
+            continue;
+        }
+        window.register(&ctx)?;
+        alerts.extend(analyzer.evaluate(now).await.into_iter().filter(|a| a.status == AlertStatus::Firing));
+    }
+
+    // Score.
+    let grace = Duration::from_secs(120);
+    let outcomes: Vec<Outcome> = truth
+        .iter()
+        .map(|t| Outcome {
+            truth: t.clone(),
+            first_alert: alerts
+                .iter()
+                .filter(|a| matches(a, t, grace))
+                .min_by_key(|a| a.at)
+                .map(|a| (a.at, a.labels.get("alertname").cloned().unwrap_or_default())),
+        })
+        .collect();
+    let days = total.as_secs_f64() / 86_400.0;
+    let mut out = String::new();
+    out.push_str(&format!(
+        "Simulated: {nodes} nodes x {gpus_per_node} H100, sampled every {} for {} ({} fault instances, {} min each), seed {seed}.\n\n",
+        humantime::format_duration(interval),
+        humantime::format_duration(total),
+        outcomes.len(),
+        minutes_per_fault
+    ));
+    out.push_str("| fault | instances | recall | median delay | median delay (intervals) | first alert |\n|---|---|---|---|---|---|\n");
+    let mut by_kind: BTreeMap<FaultKind, Vec<&Outcome>> = BTreeMap::new();
+    for outcome in &outcomes {
+        by_kind.entry(outcome.truth.fault).or_default().push(outcome);
+    }
+    for (kind, list) in &by_kind {
+        let detected: Vec<f64> = list
+            .iter()
+            .filter_map(|o| o.first_alert.as_ref().map(|(at, _)| at.duration_since(o.truth.start).unwrap_or_default().as_secs_f64()))
+            .collect();
+        let mut sorted = detected.clone();
+        let median = vigil_analyzer::stats::median(&mut sorted);
+        let names: std::collections::BTreeSet<&str> =
+            list.iter().filter_map(|o| o.first_alert.as_ref().map(|(_, n)| n.as_str())).collect();
+        out.push_str(&format!(
+            "| {kind} | {} | {} | {} | {} | {} |\n",
+            list.len(),
+            pct(detected.len() as f64 / list.len() as f64),
+            median.map(|m| format!("{m:.0} s")).unwrap_or_else(|| "-".into()),
+            median.map(|m| format!("{:.1}", m / interval.as_secs_f64())).unwrap_or_else(|| "-".into()),
+            names.into_iter().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    // Precision per detector: firing alerts that match an injected fault.
+    out.push_str("\n| detector | alerts fired | true | false | precision | false alarms per day |\n|---|---|---|---|---|---|\n");
+    let mut per_detector: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for alert in &alerts {
+        let detector = alert.labels.get("detector").cloned().unwrap_or_default();
+        let entry = per_detector.entry(detector).or_default();
+        entry.0 += 1;
+        if truth.iter().any(|t| matches(alert, t, grace)) {
+            entry.1 += 1;
+        }
+    }
+    let (mut all, mut all_true) = (0, 0);
+    for (detector, (fired, true_alerts)) in &per_detector {
+        all += fired;
+        all_true += true_alerts;
+        out.push_str(&format!(
+            "| {detector} | {fired} | {true_alerts} | {} | {} | {:.1} |\n",
+            fired - true_alerts,
+            pct(*true_alerts as f64 / *fired as f64),
+            (fired - true_alerts) as f64 / days
+        ));
+    }
+    let recall = outcomes.iter().filter(|o| o.first_alert.is_some()).count() as f64 / outcomes.len().max(1) as f64;
+    out.push_str(&format!(
+        "| all | {all} | {all_true} | {} | {} | {:.1} |\n\nOverall recall {}.\n",
+        all - all_true,
+        pct(all_true as f64 / all.max(1) as f64),
+        (all - all_true) as f64 / days,
+        pct(recall)
+    ));
+    Ok(out)
+}
+
+/// LLM calls at `rate` per second from `start` for `duration`, with a drift from `change` on.
+struct DriftRun {
+    window: Window,
+    generator: Generator,
+    normalizer: Normalizer,
+    batch_id: u64,
+}
+
+impl DriftRun {
+    fn new(seed: u64, keep: Duration, drift: Drift) -> DriftRun {
+        let mut generator = Generator::new(seed, false);
+        generator.drift = drift;
+        DriftRun {
+            window: Window { table: Table::Spans, batches: VecDeque::new(), keep },
+            generator,
+            normalizer: Normalizer::new(&NormalizeConfig::default()),
+            batch_id: 0,
+        }
+    }
+
+    /// Send one simulated second of traffic ending at `now`.
+    fn second(&mut self, now: SystemTime, spans_per_second: usize, drifting: bool) {
+        self.generator.drifting = drifting;
+        self.batch_id += 1;
+        let ns = now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
+        let (request, _) = self.generator.request_at(ns, spans_per_second, self.batch_id, "eval");
+        self.window.push(now, spans_to_batch(&request, &self.normalizer).batch);
+    }
+}
+
+/// Minutes until the first drift alert after `change` (None: not within the run), and false
+/// alarms before it.
+async fn drift_scenario(
+    config: &drift::DriftConfig,
+    drift: Drift,
+    seed: u64,
+    before: Duration,
+    after: Duration,
+    spans_per_second: usize,
+    every: Duration,
+) -> anyhow::Result<(Option<f64>, usize)> {
+    let keep = config.window + config.reference_length + config.settle + Duration::from_secs(120);
+    let mut run = DriftRun::new(seed, keep, drift);
+    let ctx = Arc::new(SessionContext::new());
+    run.window.register(&ctx)?;
+    let mut analyzer = Analyzer::new(vec![Box::new(drift::DriftDetector::new(config.clone()))], ctx.clone(), None, None);
+    let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_772_800);
+    let change = start + before;
+    let mut false_alarms = 0;
+    let total = (before + after).as_secs();
+    for second in 1..=total {
+        let now = start + Duration::from_secs(second);
+        run.second(now, spans_per_second, now >= change);
+        if second % every.as_secs().max(1) != 0 || Duration::from_secs(second) < keep {
+            continue;
+        }
+        run.window.register(&ctx)?;
+        for alert in analyzer.evaluate(now).await {
+            if alert.status != AlertStatus::Firing {
+                continue;
+            }
+            if now < change {
+                false_alarms += 1;
+            } else {
+                return Ok((Some(now.duration_since(change).unwrap_or_default().as_secs_f64() / 60.0), false_alarms));
+            }
+        }
+    }
+    Ok((None, false_alarms))
+}
+
+async fn eval_drift(seed: u64, stationary_hours: u64) -> anyhow::Result<String> {
+    let config = drift::DriftConfig::default();
+    // About 22 spans per second carry 10 LLM calls per second (the rest are retrieval, tools, HTTP).
+    let spans_per_second = 22;
+    let every = Duration::from_secs(60);
+    let mut out = String::new();
+    out.push_str(&format!(
+        "Traffic: ~10 LLM calls/s across {} models and 4 services; detector defaults (window {}, settle {}, trailing reference {}, alpha {}), evaluated every minute.\n\n",
+        6,
+        humantime::format_duration(config.window),
+        humantime::format_duration(config.settle),
+        humantime::format_duration(config.reference_length),
+        config.alpha
+    ));
+    out.push_str("| shift | 5% | 10% | 25% |\n|---|---|---|---|\n");
+    let none = Drift { input_tokens: 1.0, output_tokens: 1.0, latency: 1.0, error_rate: None };
+    let shifts: [(&str, fn(f64) -> Drift); 4] = [
+        ("output tokens", |s| Drift { input_tokens: 1.0, output_tokens: 1.0 + s, latency: 1.0, error_rate: None }),
+        ("input tokens", |s| Drift { input_tokens: 1.0 + s, output_tokens: 1.0, latency: 1.0, error_rate: None }),
+        ("latency", |s| Drift { input_tokens: 1.0, output_tokens: 1.0, latency: 1.0 + s, error_rate: None }),
+        ("error rate (2% baseline)", |s| Drift { input_tokens: 1.0, output_tokens: 1.0, latency: 1.0, error_rate: Some(0.02 * (1.0 + s)) }),
+    ];
+    for (name, make) in shifts {
+        let mut cells = Vec::new();
+        for size in [0.05, 0.10, 0.25] {
+            let (delay, false_alarms) = drift_scenario(
+                &config,
+                make(size),
+                seed,
+                Duration::from_secs(100 * 60),
+                Duration::from_secs(40 * 60),
+                spans_per_second,
+                every,
+            )
+            .await?;
+            cells.push(match delay {
+                Some(minutes) => format!("{minutes:.0} min{}", if false_alarms > 0 { format!(" ({false_alarms} false before)") } else { String::new() }),
+                None => "not within 40 min".to_string(),
+            });
+        }
+        out.push_str(&format!("| {name} | {} |\n", cells.join(" | ")));
+    }
+    // Stationary traffic: every alert is a false alarm.
+    let stationary = Duration::from_secs(stationary_hours * 3600);
+    let mut false_alarms = 0;
+    {
+        let keep = config.window + config.reference_length + config.settle + Duration::from_secs(120);
+        let mut run = DriftRun::new(seed + 1, keep, none);
+        let ctx = Arc::new(SessionContext::new());
+        run.window.register(&ctx)?;
+        let mut analyzer = Analyzer::new(vec![Box::new(drift::DriftDetector::new(config.clone()))], ctx.clone(), None, None);
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_772_800);
+        for second in 1..=stationary.as_secs() {
+            let now = start + Duration::from_secs(second);
+            run.second(now, spans_per_second, false);
+            if second % 300 != 0 || Duration::from_secs(second) < keep {
+                continue;
+            }
+            run.window.register(&ctx)?;
+            false_alarms += analyzer.evaluate(now).await.iter().filter(|a| a.status == AlertStatus::Firing).count();
+        }
+    }
+    let per_week = false_alarms as f64 * 7.0 * 24.0 / stationary_hours as f64;
+    out.push_str(&format!(
+        "\nStationary traffic for {stationary_hours} h (evaluated every 5 min): {false_alarms} false alarms, {per_week:.1} per simulated week.\n"
+    ));
+    Ok(out)
+}
+
+/// Score a `timestamp,value` CSV: one anomaly score per row on stdout.
+fn eval_csv(path: &std::path::Path, alpha: f64, warmup: u64) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut detector = StreamingAnomaly::new(alpha, warmup);
+    println!("timestamp,value,score");
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let Some((timestamp, value)) = line.split_once(',') else {
+            bail!("{}:{}: expected timestamp,value, got {line:?}", path.display(), number + 1);
+        };
+        let Ok(value) = value.trim().parse::<f64>() else {
+            if number == 0 {
+                continue; // a header
+            }
+            bail!("{}:{}: {:?} is not a number", path.display(), number + 1, value.trim());
+        };
+        println!("{},{},{:.4}", timestamp.trim(), value, detector.score(value));
+    }
+    Ok(())
+}
+
+pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
+    match args.command {
+        EvalCommand::Gpu { minutes_per_fault, repeats, seed, interval } => {
+            println!("{}", eval_gpu(minutes_per_fault, repeats, seed, interval).await?);
+        }
+        EvalCommand::Drift { seed, stationary_hours } => {
+            println!("{}", eval_drift(seed, stationary_hours).await?);
+        }
+        EvalCommand::Csv { file, alpha, warmup } => eval_csv(&file, alpha, warmup)?,
+    }
+    Ok(())
+}
