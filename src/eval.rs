@@ -40,7 +40,11 @@ impl Window {
         if batch.num_rows() > 0 {
             self.batches.push_back((at, batch));
         }
-        while self.batches.front().is_some_and(|(t, _)| at.duration_since(*t).unwrap_or_default() > self.keep) {
+        while self
+            .batches
+            .front()
+            .is_some_and(|(t, _)| at.duration_since(*t).unwrap_or_default() > self.keep)
+        {
             self.batches.pop_front();
         }
     }
@@ -74,7 +78,12 @@ fn pct(x: f64) -> String {
 }
 
 /// GPU faults: every kind, several times, on a 5-node fleet, scored against the ground truth.
-async fn eval_gpu(minutes_per_fault: u64, repeats: usize, seed: u64, interval: Duration) -> anyhow::Result<String> {
+async fn eval_gpu(
+    minutes_per_fault: u64,
+    repeats: usize,
+    seed: u64,
+    interval: Duration,
+) -> anyhow::Result<String> {
     let nodes = 5usize;
     let gpus_per_node = 4usize;
     // Slots of (fault + recovery); three faults run at once on different nodes; node 4 carries the
@@ -82,9 +91,14 @@ async fn eval_gpu(minutes_per_fault: u64, repeats: usize, seed: u64, interval: D
     let slot = Duration::from_secs(minutes_per_fault * 60 + 300);
     let warmup = Duration::from_secs(15 * 60);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let per_gpu: Vec<FaultKind> = FaultKind::ALL.iter().copied().filter(|k| !k.is_node_wide()).collect();
+    let per_gpu: Vec<FaultKind> = FaultKind::ALL
+        .iter()
+        .copied()
+        .filter(|k| !k.is_node_wide())
+        .collect();
     let mut faults = Vec::new();
-    let mut instances: Vec<FaultKind> = (0..repeats).flat_map(|_| per_gpu.iter().copied()).collect();
+    let mut instances: Vec<FaultKind> =
+        (0..repeats).flat_map(|_| per_gpu.iter().copied()).collect();
     let mut slot_index = 0u32;
     while !instances.is_empty() {
         for node in 0..3 {
@@ -111,7 +125,13 @@ async fn eval_gpu(minutes_per_fault: u64, repeats: usize, seed: u64, interval: D
         slot_index += 1;
     }
     let total = warmup + slot * slot_index;
-    let mut fleet = Fleet::new(FleetConfig { nodes, gpus_per_node, seed, faults, ..FleetConfig::default() });
+    let mut fleet = Fleet::new(FleetConfig {
+        nodes,
+        gpus_per_node,
+        seed,
+        faults,
+        ..FleetConfig::default()
+    });
     fleet.validate().map_err(anyhow::Error::msg)?;
     // A fixed start (a Wednesday, 08:00 UTC) so that runs are comparable across days.
     let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_772_800 + 8 * 3600);
@@ -144,7 +164,13 @@ async fn eval_gpu(minutes_per_fault: u64, repeats: usize, seed: u64, interval: D
             continue;
         }
         window.register(&ctx)?;
-        alerts.extend(analyzer.evaluate(now).await.into_iter().filter(|a| a.status == AlertStatus::Firing));
+        alerts.extend(
+            analyzer
+                .evaluate(now)
+                .await
+                .into_iter()
+                .filter(|a| a.status == AlertStatus::Firing),
+        );
     }
 
     // Score.
@@ -172,23 +198,38 @@ async fn eval_gpu(minutes_per_fault: u64, repeats: usize, seed: u64, interval: D
     out.push_str("| fault | instances | recall | median delay | median delay (intervals) | first alert |\n|---|---|---|---|---|---|\n");
     let mut by_kind: BTreeMap<FaultKind, Vec<&Outcome>> = BTreeMap::new();
     for outcome in &outcomes {
-        by_kind.entry(outcome.truth.fault).or_default().push(outcome);
+        by_kind
+            .entry(outcome.truth.fault)
+            .or_default()
+            .push(outcome);
     }
     for (kind, list) in &by_kind {
         let detected: Vec<f64> = list
             .iter()
-            .filter_map(|o| o.first_alert.as_ref().map(|(at, _)| at.duration_since(o.truth.start).unwrap_or_default().as_secs_f64()))
+            .filter_map(|o| {
+                o.first_alert.as_ref().map(|(at, _)| {
+                    at.duration_since(o.truth.start)
+                        .unwrap_or_default()
+                        .as_secs_f64()
+                })
+            })
             .collect();
         let mut sorted = detected.clone();
         let median = vigil_analyzer::stats::median(&mut sorted);
-        let names: std::collections::BTreeSet<&str> =
-            list.iter().filter_map(|o| o.first_alert.as_ref().map(|(_, n)| n.as_str())).collect();
+        let names: std::collections::BTreeSet<&str> = list
+            .iter()
+            .filter_map(|o| o.first_alert.as_ref().map(|(_, n)| n.as_str()))
+            .collect();
         out.push_str(&format!(
             "| {kind} | {} | {} | {} | {} | {} |\n",
             list.len(),
             pct(detected.len() as f64 / list.len() as f64),
-            median.map(|m| format!("{m:.0} s")).unwrap_or_else(|| "-".into()),
-            median.map(|m| format!("{:.1}", m / interval.as_secs_f64())).unwrap_or_else(|| "-".into()),
+            median
+                .map(|m| format!("{m:.0} s"))
+                .unwrap_or_else(|| "-".into()),
+            median
+                .map(|m| format!("{:.1}", m / interval.as_secs_f64()))
+                .unwrap_or_else(|| "-".into()),
             names.into_iter().collect::<Vec<_>>().join(", ")
         ));
     }
@@ -214,7 +255,8 @@ async fn eval_gpu(minutes_per_fault: u64, repeats: usize, seed: u64, interval: D
             (fired - true_alerts) as f64 / days
         ));
     }
-    let recall = outcomes.iter().filter(|o| o.first_alert.is_some()).count() as f64 / outcomes.len().max(1) as f64;
+    let recall = outcomes.iter().filter(|o| o.first_alert.is_some()).count() as f64
+        / outcomes.len().max(1) as f64;
     out.push_str(&format!(
         "| all | {all} | {all_true} | {} | {} | {:.1} |\n\nOverall recall {}.\n",
         all - all_true,
@@ -238,7 +280,11 @@ impl DriftRun {
         let mut generator = Generator::new(seed, false);
         generator.drift = drift;
         DriftRun {
-            window: Window { table: Table::Spans, batches: VecDeque::new(), keep },
+            window: Window {
+                table: Table::Spans,
+                batches: VecDeque::new(),
+                keep,
+            },
             generator,
             normalizer: Normalizer::new(&NormalizeConfig::default()),
             batch_id: 0,
@@ -249,9 +295,15 @@ impl DriftRun {
     fn second(&mut self, now: SystemTime, spans_per_second: usize, drifting: bool) {
         self.generator.drifting = drifting;
         self.batch_id += 1;
-        let ns = now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
-        let (request, _) = self.generator.request_at(ns, spans_per_second, self.batch_id, "eval");
-        self.window.push(now, spans_to_batch(&request, &self.normalizer).batch);
+        let ns = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as u64;
+        let (request, _) = self
+            .generator
+            .request_at(ns, spans_per_second, self.batch_id, "eval");
+        self.window
+            .push(now, spans_to_batch(&request, &self.normalizer).batch);
     }
 }
 
@@ -270,7 +322,12 @@ async fn drift_scenario(
     let mut run = DriftRun::new(seed, keep, drift);
     let ctx = Arc::new(SessionContext::new());
     run.window.register(&ctx)?;
-    let mut analyzer = Analyzer::new(vec![Box::new(drift::DriftDetector::new(config.clone()))], ctx.clone(), None, None);
+    let mut analyzer = Analyzer::new(
+        vec![Box::new(drift::DriftDetector::new(config.clone()))],
+        ctx.clone(),
+        None,
+        None,
+    );
     let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_772_800);
     let change = start + before;
     let mut false_alarms = 0;
@@ -289,7 +346,10 @@ async fn drift_scenario(
             if now < change {
                 false_alarms += 1;
             } else {
-                return Ok((Some(now.duration_since(change).unwrap_or_default().as_secs_f64() / 60.0), false_alarms));
+                return Ok((
+                    Some(now.duration_since(change).unwrap_or_default().as_secs_f64() / 60.0),
+                    false_alarms,
+                ));
             }
         }
     }
@@ -311,12 +371,38 @@ async fn eval_drift(seed: u64, stationary_hours: u64) -> anyhow::Result<String> 
         config.alpha
     ));
     out.push_str("| shift | 5% | 10% | 25% |\n|---|---|---|---|\n");
-    let none = Drift { input_tokens: 1.0, output_tokens: 1.0, latency: 1.0, error_rate: None };
-    let shifts: [(&str, fn(f64) -> Drift); 4] = [
-        ("output tokens", |s| Drift { input_tokens: 1.0, output_tokens: 1.0 + s, latency: 1.0, error_rate: None }),
-        ("input tokens", |s| Drift { input_tokens: 1.0 + s, output_tokens: 1.0, latency: 1.0, error_rate: None }),
-        ("latency", |s| Drift { input_tokens: 1.0, output_tokens: 1.0, latency: 1.0 + s, error_rate: None }),
-        ("error rate (2% baseline)", |s| Drift { input_tokens: 1.0, output_tokens: 1.0, latency: 1.0, error_rate: Some(0.02 * (1.0 + s)) }),
+    let none = Drift {
+        input_tokens: 1.0,
+        output_tokens: 1.0,
+        latency: 1.0,
+        error_rate: None,
+    };
+    type MakeDrift = fn(f64) -> Drift;
+    let shifts: [(&str, MakeDrift); 4] = [
+        ("output tokens", |s| Drift {
+            input_tokens: 1.0,
+            output_tokens: 1.0 + s,
+            latency: 1.0,
+            error_rate: None,
+        }),
+        ("input tokens", |s| Drift {
+            input_tokens: 1.0 + s,
+            output_tokens: 1.0,
+            latency: 1.0,
+            error_rate: None,
+        }),
+        ("latency", |s| Drift {
+            input_tokens: 1.0,
+            output_tokens: 1.0,
+            latency: 1.0 + s,
+            error_rate: None,
+        }),
+        ("error rate (2% baseline)", |s| Drift {
+            input_tokens: 1.0,
+            output_tokens: 1.0,
+            latency: 1.0,
+            error_rate: Some(0.02 * (1.0 + s)),
+        }),
     ];
     for (name, make) in shifts {
         let mut cells = Vec::new();
@@ -332,7 +418,14 @@ async fn eval_drift(seed: u64, stationary_hours: u64) -> anyhow::Result<String> 
             )
             .await?;
             cells.push(match delay {
-                Some(minutes) => format!("{minutes:.0} min{}", if false_alarms > 0 { format!(" ({false_alarms} false before)") } else { String::new() }),
+                Some(minutes) => format!(
+                    "{minutes:.0} min{}",
+                    if false_alarms > 0 {
+                        format!(" ({false_alarms} false before)")
+                    } else {
+                        String::new()
+                    }
+                ),
                 None => "not within 40 min".to_string(),
             });
         }
@@ -342,11 +435,17 @@ async fn eval_drift(seed: u64, stationary_hours: u64) -> anyhow::Result<String> 
     let stationary = Duration::from_secs(stationary_hours * 3600);
     let mut false_alarms = 0;
     {
-        let keep = config.window + config.reference_length + config.settle + Duration::from_secs(120);
+        let keep =
+            config.window + config.reference_length + config.settle + Duration::from_secs(120);
         let mut run = DriftRun::new(seed + 1, keep, none);
         let ctx = Arc::new(SessionContext::new());
         run.window.register(&ctx)?;
-        let mut analyzer = Analyzer::new(vec![Box::new(drift::DriftDetector::new(config.clone()))], ctx.clone(), None, None);
+        let mut analyzer = Analyzer::new(
+            vec![Box::new(drift::DriftDetector::new(config.clone()))],
+            ctx.clone(),
+            None,
+            None,
+        );
         let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_772_800);
         for second in 1..=stationary.as_secs() {
             let now = start + Duration::from_secs(second);
@@ -355,7 +454,12 @@ async fn eval_drift(seed: u64, stationary_hours: u64) -> anyhow::Result<String> 
                 continue;
             }
             run.window.register(&ctx)?;
-            false_alarms += analyzer.evaluate(now).await.iter().filter(|a| a.status == AlertStatus::Firing).count();
+            false_alarms += analyzer
+                .evaluate(now)
+                .await
+                .iter()
+                .filter(|a| a.status == AlertStatus::Firing)
+                .count();
         }
     }
     let per_week = false_alarms as f64 * 7.0 * 24.0 / stationary_hours as f64;
@@ -367,7 +471,8 @@ async fn eval_drift(seed: u64, stationary_hours: u64) -> anyhow::Result<String> 
 
 /// Score a `timestamp,value` CSV: one anomaly score per row on stdout.
 fn eval_csv(path: &std::path::Path, alpha: f64, warmup: u64) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut detector = StreamingAnomaly::new(alpha, warmup);
     println!("timestamp,value,score");
     for (number, line) in text.lines().enumerate() {
@@ -376,28 +481,57 @@ fn eval_csv(path: &std::path::Path, alpha: f64, warmup: u64) -> anyhow::Result<(
             continue;
         }
         let Some((timestamp, value)) = line.split_once(',') else {
-            bail!("{}:{}: expected timestamp,value, got {line:?}", path.display(), number + 1);
+            bail!(
+                "{}:{}: expected timestamp,value, got {line:?}",
+                path.display(),
+                number + 1
+            );
         };
         let Ok(value) = value.trim().parse::<f64>() else {
             if number == 0 {
                 continue; // a header
             }
-            bail!("{}:{}: {:?} is not a number", path.display(), number + 1, value.trim());
+            bail!(
+                "{}:{}: {:?} is not a number",
+                path.display(),
+                number + 1,
+                value.trim()
+            );
         };
-        println!("{},{},{:.4}", timestamp.trim(), value, detector.score(value));
+        println!(
+            "{},{},{:.4}",
+            timestamp.trim(),
+            value,
+            detector.score(value)
+        );
     }
     Ok(())
 }
 
 pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
     match args.command {
-        EvalCommand::Gpu { minutes_per_fault, repeats, seed, interval } => {
-            println!("{}", eval_gpu(minutes_per_fault, repeats, seed, interval).await?);
+        EvalCommand::Gpu {
+            minutes_per_fault,
+            repeats,
+            seed,
+            interval,
+        } => {
+            println!(
+                "{}",
+                eval_gpu(minutes_per_fault, repeats, seed, interval).await?
+            );
         }
-        EvalCommand::Drift { seed, stationary_hours } => {
+        EvalCommand::Drift {
+            seed,
+            stationary_hours,
+        } => {
             println!("{}", eval_drift(seed, stationary_hours).await?);
         }
-        EvalCommand::Csv { file, alpha, warmup } => eval_csv(&file, alpha, warmup)?,
+        EvalCommand::Csv {
+            file,
+            alpha,
+            warmup,
+        } => eval_csv(&file, alpha, warmup)?,
     }
     Ok(())
 }
