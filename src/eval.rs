@@ -360,16 +360,17 @@ async fn eval_drift(seed: u64, stationary_hours: u64) -> anyhow::Result<String> 
     let config = drift::DriftConfig::default();
     // About 22 spans per second carry 10 LLM calls per second (the rest are retrieval, tools, HTTP).
     let spans_per_second = 22;
-    let every = Duration::from_secs(60);
+    let every = Duration::from_secs(120);
     let mut out = String::new();
     out.push_str(&format!(
-        "Traffic: ~10 LLM calls/s across {} models and 4 services; detector defaults (window {}, settle {}, trailing reference {}, alpha {}), evaluated every minute.\n\n",
+        "Traffic: ~10 LLM calls/s across {} models and 4 services; detector defaults (window {}, settle {}, trailing reference {}, alpha {}).\n\n",
         6,
         humantime::format_duration(config.window),
         humantime::format_duration(config.settle),
         humantime::format_duration(config.reference_length),
         config.alpha
     ));
+    out.push_str("Detection delay after the change (the detector runs every 2 minutes in these runs, so delays are multiples of 2 minutes):\n\n");
     out.push_str("| shift | 5% | 10% | 25% |\n|---|---|---|---|\n");
     let none = Drift {
         input_tokens: 1.0,
@@ -417,6 +418,7 @@ async fn eval_drift(seed: u64, stationary_hours: u64) -> anyhow::Result<String> 
                 every,
             )
             .await?;
+            eprintln!("eval drift: {name} +{:.0}%: {delay:?} min", size * 100.0);
             cells.push(match delay {
                 Some(minutes) => format!(
                     "{minutes:.0} min{}",

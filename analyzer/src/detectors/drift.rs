@@ -534,19 +534,28 @@ impl Detector for DriftDetector {
             evidence.insert("moved".into(), json!(moved_names));
             let clear = !(0..tests.len())
                 .any(|i| adjusted[i] < (config.alpha * 100.0).min(0.5) && tests[i].material);
+            let subject = if service == "*" {
+                format!("model {model} (all services)")
+            } else {
+                format!("model {model} in service {service}")
+            };
             findings.push(Finding {
-                labels: alert_labels("ModelDrift", self.name(), &[("service", service), ("model", model)]),
+                labels: alert_labels(
+                    "ModelDrift",
+                    self.name(),
+                    &[("service", service), ("model", model)],
+                ),
                 severity: Severity::Warning,
-                subject: if service == "*" { format!("model {model} (all services)") } else { format!("model {model} in service {service}") },
+                subject: subject.clone(),
                 score,
                 threshold,
                 active: !moved.is_empty(),
                 clear,
                 message: if moved.is_empty() {
-                    format!("model {model} in service {service}: no drift")
+                    format!("{subject}: no drift")
                 } else {
                     format!(
-                        "model {model} in service {service}: {} shifted against the reference (adjusted p {:.1e})",
+                        "{subject}: {} shifted against the reference (adjusted p {:.1e})",
                         moved_names.join(", "),
                         min_p
                     )
