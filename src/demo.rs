@@ -37,6 +37,7 @@ fn demo_analyzer() -> AnalyzerConfig {
     config.gpu.baseline_window = Duration::from_secs(40);
     config.gpu.resolve_after = Duration::from_secs(20);
     config.drift.window = Duration::from_secs(20);
+    config.drift.evaluate_every = Duration::from_secs(2);
     config.drift.reference = ReferenceMode::Trailing;
     config.drift.reference_length = Duration::from_secs(40);
     config.drift.min_samples = 100;

@@ -357,7 +357,11 @@ async fn drift_scenario(
 }
 
 async fn eval_drift(seed: u64, stationary_hours: u64) -> anyhow::Result<String> {
-    let config = drift::DriftConfig::default();
+    // Evaluated every 2 minutes (and every 5 in the stationary run) by the loops below.
+    let config = drift::DriftConfig {
+        evaluate_every: Duration::ZERO,
+        ..drift::DriftConfig::default()
+    };
     // About 22 spans per second carry 10 LLM calls per second (the rest are retrieval, tools, HTTP).
     let spans_per_second = 22;
     let every = Duration::from_secs(120);

@@ -124,6 +124,7 @@ resolve_after = "6s"
 
 [analyzer.drift]
 window = "10s"
+evaluate_every = "1s"
 reference_length = "20s"
 min_samples = 100
 resolve_after = "10s"

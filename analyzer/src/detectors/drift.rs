@@ -49,6 +49,10 @@ pub struct DriftConfig {
     /// the newest seconds are always thin.
     #[serde(with = "humantime_serde")]
     pub settle: Duration,
+    /// How often the tests run (each reads two windows of spans; more often than the window
+    /// moves meaningfully only costs memory and CPU). Between runs the last verdicts stand.
+    #[serde(with = "humantime_serde")]
+    pub evaluate_every: Duration,
     pub reference: ReferenceMode,
     #[serde(with = "humantime_serde")]
     pub reference_length: Duration,
@@ -81,6 +85,7 @@ impl Default for DriftConfig {
             enabled: true,
             window: Duration::from_secs(600),
             settle: Duration::from_secs(30),
+            evaluate_every: Duration::from_secs(60),
             reference: ReferenceMode::Trailing,
             reference_length: Duration::from_secs(3600),
             pinned_from: None,
@@ -116,11 +121,12 @@ struct Sample {
 /// The drift detector.
 pub struct DriftDetector {
     config: DriftConfig,
+    last: Option<(SystemTime, Vec<Finding>)>,
 }
 
 impl DriftDetector {
     pub fn new(config: DriftConfig) -> Self {
-        DriftDetector { config }
+        DriftDetector { config, last: None }
     }
 
     fn reference_window(&self, now: SystemTime) -> Result<(SystemTime, SystemTime), AnalyzerError> {
@@ -166,8 +172,8 @@ impl DriftDetector {
             "SELECT service_name AS service, coalesce(response_model, request_model) AS model, \
              input_tokens, output_tokens, duration_ns / 1e6 AS latency_ms, ttft_ns / 1e6 AS ttft_ms, \
              status_code, array_to_string(finish_reasons, ',') AS finish, trace_id \
-             FROM spans WHERE coalesce(response_model, request_model) IS NOT NULL \
-             AND time > {} AND time <= {} LIMIT {}",
+             FROM spans WHERE time > {} AND time <= {} \
+             AND (response_model IS NOT NULL OR request_model IS NOT NULL) LIMIT {}",
             ts(start),
             ts(end),
             self.config.max_rows
@@ -433,8 +439,43 @@ impl Detector for DriftDetector {
         source: &dyn QuerySource,
         now: SystemTime,
     ) -> Result<Vec<Finding>, AnalyzerError> {
+        if let Some((at, findings)) = &self.last
+            && now.duration_since(*at).unwrap_or_default() < self.config.evaluate_every
+        {
+            return Ok(findings.clone());
+        }
+        let findings = self.judge(source, now).await?;
+        self.last = Some((now, findings.clone()));
+        Ok(findings)
+    }
+}
+
+impl DriftDetector {
+    async fn judge(
+        &self,
+        source: &dyn QuerySource,
+        now: SystemTime,
+    ) -> Result<Vec<Finding>, AnalyzerError> {
         let now = now - self.config.settle;
         let (reference_start, reference_end) = self.reference_window(now)?;
+        // Without a reference there is nothing to compare: count before reading rows, so that a
+        // young or flooded collector pays for a count, not for materializing a window.
+        let counted = source
+            .sql(&format!(
+                "SELECT count(*) AS n FROM spans WHERE time > {} AND time <= {} \
+                 AND (response_model IS NOT NULL OR request_model IS NOT NULL)",
+                ts(reference_start),
+                ts(reference_end)
+            ))
+            .await?;
+        let reference_rows = floats(&counted, "n")?
+            .first()
+            .copied()
+            .flatten()
+            .unwrap_or(0.0);
+        if reference_rows < self.config.min_samples as f64 {
+            return Ok(Vec::new());
+        }
         let current = self.load(source, now - self.config.window, now).await?;
         if current.is_empty() {
             return Ok(Vec::new());
