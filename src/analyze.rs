@@ -71,10 +71,21 @@ pub fn start(
     let notifier = Notifier::new(alerting.clone(), outbox_dir)?;
     let source = Arc::new(collector.engine.context().clone());
     let sink: Arc<dyn AlertSink> = Arc::new(StoreSink(collector.store.clone()));
-    let runner = Analyzer::new(analyzer.detectors(), source, Some(sink), Some(notifier));
+    let mut runner = Analyzer::new(analyzer.detectors(), source, Some(sink), Some(notifier));
     let events = runner.subscribe();
     let (stop, stopped) = watch::channel(false);
     let interval = analyzer.interval;
-    let task = tokio::spawn(runner.run(interval, stopped));
+    let task = tokio::spawn(async move {
+        // Alerts that were firing when the collector stopped resolve (or stay) from here on,
+        // instead of being raised a second time.
+        match runner.restore().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(alerts = n, "took back alerts firing before the restart"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read firing alerts back from the alerts table")
+            }
+        }
+        runner.run(interval, stopped).await
+    });
     Ok(Some(RunningAnalyzer { stop, task, events }))
 }

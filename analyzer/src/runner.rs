@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use arrow::array::{Array, AsArray};
 use arrow::array::{
     ArrayRef, Float64Builder, RecordBatch, StringBuilder, StringDictionaryBuilder,
     TimestampNanosecondArray,
@@ -123,6 +124,69 @@ impl Analyzer {
             notifier,
             events,
         }
+    }
+
+    /// Take back the alerts the `alerts` table says were firing when the analyzer last stopped.
+    /// Returns how many.
+    pub async fn restore(&mut self) -> Result<usize, AnalyzerError> {
+        let sql = "SELECT arrow_cast(time, 'Int64') AS t, severity, subject, score, threshold, message, labels \
+                   FROM (SELECT *, row_number() OVER (PARTITION BY fingerprint ORDER BY time DESC) AS n FROM alerts) \
+                   WHERE n = 1 AND state = 'firing'";
+        let batches = self.source.sql(sql).await?;
+        let times = crate::source::floats(&batches, "t")?;
+        let severities = crate::source::strings(&batches, "severity")?;
+        let subjects = crate::source::strings(&batches, "subject")?;
+        let scores = crate::source::floats(&batches, "score")?;
+        let thresholds = crate::source::floats(&batches, "threshold")?;
+        let messages = crate::source::strings(&batches, "message")?;
+        let mut labels = Vec::new();
+        for batch in &batches {
+            let column = batch
+                .column_by_name("labels")
+                .ok_or_else(|| AnalyzerError::Shape("alerts has no labels column".into()))?;
+            let map = column.as_map();
+            let keys = arrow::compute::cast(map.keys(), &arrow::datatypes::DataType::Utf8)
+                .map_err(|e| AnalyzerError::Shape(e.to_string()))?;
+            let values = arrow::compute::cast(map.values(), &arrow::datatypes::DataType::Utf8)
+                .map_err(|e| AnalyzerError::Shape(e.to_string()))?;
+            let (keys, values) = (keys.as_string::<i32>(), values.as_string::<i32>());
+            for row in 0..map.len() {
+                let range =
+                    map.value_offsets()[row] as usize..map.value_offsets()[row + 1] as usize;
+                labels.push(
+                    range
+                        .map(|i| (keys.value(i).to_string(), values.value(i).to_string()))
+                        .collect::<std::collections::BTreeMap<_, _>>(),
+                );
+            }
+        }
+        for (i, labels) in labels.into_iter().enumerate() {
+            let severity = match severities[i].as_deref() {
+                Some("critical") => crate::alert::Severity::Critical,
+                Some("info") => crate::alert::Severity::Info,
+                _ => crate::alert::Severity::Warning,
+            };
+            let message = messages[i].clone().unwrap_or_default();
+            let finding = crate::alert::Finding {
+                labels,
+                severity,
+                subject: subjects[i].clone().unwrap_or_default(),
+                score: scores[i].unwrap_or(0.0),
+                threshold: thresholds[i].unwrap_or(0.0),
+                active: true,
+                clear: false,
+                message: message
+                    .split(" | evidence:")
+                    .next()
+                    .unwrap_or("")
+                    .to_string(),
+                evidence: Default::default(),
+            };
+            let since =
+                SystemTime::UNIX_EPOCH + Duration::from_nanos(times[i].unwrap_or(0.0) as u64);
+            self.states.restore(finding, since);
+        }
+        Ok(times.len())
     }
 
     /// Every alert that fires or resolves, as it happens.

@@ -179,6 +179,20 @@ impl AlertStates {
         changes
     }
 
+    /// Take back an alert that was firing before a restart, so that it resolves (and is not
+    /// raised a second time) when its detector next judges its scope.
+    pub fn restore(&mut self, finding: Finding, since: SystemTime) {
+        let key = fingerprint(&finding.labels);
+        self.phases.insert(
+            key,
+            Phase::Firing {
+                since,
+                clear_since: None,
+                last: Box::new(finding),
+            },
+        );
+    }
+
     /// The alerts firing now.
     pub fn firing(&self, now: SystemTime) -> Vec<Alert> {
         self.phases
@@ -324,5 +338,31 @@ mod tests {
         let resolved = states.apply("peer", vec![], timing, t(20));
         assert_eq!(resolved.len(), 1);
         assert_eq!(resolved[0].status, AlertStatus::Resolved);
+    }
+
+    #[test]
+    fn a_restored_alert_is_not_raised_again_and_resolves_when_clear() {
+        let timing = Timing {
+            for_duration: Duration::ZERO,
+            resolve_after: Duration::from_secs(10),
+        };
+        let t = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(1000 + s);
+        let mut states = AlertStates::default();
+        states.restore(finding(9.0), t(0));
+        assert!(
+            states
+                .apply("peer", vec![finding(9.0)], timing, t(5))
+                .is_empty(),
+            "still firing, no new alert"
+        );
+        assert!(
+            states
+                .apply("peer", vec![finding(1.0)], timing, t(10))
+                .is_empty()
+        );
+        let resolved = states.apply("peer", vec![finding(1.0)], timing, t(20));
+        assert_eq!(resolved.len(), 1);
+        assert_eq!(resolved[0].status, AlertStatus::Resolved);
+        assert_eq!(resolved[0].starts_at, t(0));
     }
 }
