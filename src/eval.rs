@@ -437,37 +437,19 @@ async fn eval_drift(seed: u64, stationary_hours: u64) -> anyhow::Result<String> 
         }
         out.push_str(&format!("| {name} | {} |\n", cells.join(" | ")));
     }
-    // Stationary traffic: every alert is a false alarm.
+    // Stationary traffic: every alert is a false alarm (a "change" one second after the end that
+    // changes nothing).
     let stationary = Duration::from_secs(stationary_hours * 3600);
-    let mut false_alarms = 0;
-    {
-        let keep =
-            config.window + config.reference_length + config.settle + Duration::from_secs(120);
-        let mut run = DriftRun::new(seed + 1, keep, none);
-        let ctx = Arc::new(SessionContext::new());
-        run.window.register(&ctx)?;
-        let mut analyzer = Analyzer::new(
-            vec![Box::new(drift::DriftDetector::new(config.clone()))],
-            ctx.clone(),
-            None,
-            None,
-        );
-        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_772_800);
-        for second in 1..=stationary.as_secs() {
-            let now = start + Duration::from_secs(second);
-            run.second(now, spans_per_second, false);
-            if second % 300 != 0 || Duration::from_secs(second) < keep {
-                continue;
-            }
-            run.window.register(&ctx)?;
-            false_alarms += analyzer
-                .evaluate(now)
-                .await
-                .iter()
-                .filter(|a| a.status == AlertStatus::Firing)
-                .count();
-        }
-    }
+    let (_, false_alarms) = drift_scenario(
+        &config,
+        none,
+        seed + 1,
+        stationary + Duration::from_secs(1),
+        Duration::ZERO,
+        spans_per_second,
+        Duration::from_secs(300),
+    )
+    .await?;
     let per_week = false_alarms as f64 * 7.0 * 24.0 / stationary_hours as f64;
     out.push_str(&format!(
         "\nStationary traffic for {stationary_hours} h (evaluated every 5 min): {false_alarms} false alarms, {per_week:.1} per simulated week.\n"
