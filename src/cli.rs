@@ -288,9 +288,15 @@ pub enum EvalCommand {
     Drift {
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Hours of stationary traffic for the false-alarm rate.
-        #[arg(long, default_value_t = 24)]
+        /// Hours of stationary traffic for the false-alarm rate (168: a week).
+        #[arg(long, default_value_t = 168)]
         stationary_hours: u64,
+        /// Split the stationary hours into this many independent runs, side by side.
+        #[arg(long, default_value_t = 2)]
+        stationary_runs: u64,
+        /// Only the stationary traffic, not the shift scenarios.
+        #[arg(long)]
+        stationary_only: bool,
     },
     /// Score a CSV of timestamp,value with the streaming anomaly detector (one score per row).
     Csv {

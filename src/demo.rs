@@ -41,6 +41,7 @@ fn demo_analyzer() -> AnalyzerConfig {
     config.drift.reference = ReferenceMode::Trailing;
     config.drift.reference_length = Duration::from_secs(40);
     config.drift.min_samples = 100;
+    config.drift.for_duration = Duration::from_secs(4);
     config.drift.resolve_after = Duration::from_secs(60);
     config
 }

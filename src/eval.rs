@@ -292,7 +292,7 @@ impl DriftRun {
     }
 
     /// Send one simulated second of traffic ending at `now`.
-    fn second(&mut self, now: SystemTime, spans_per_second: usize, drifting: bool) {
+    fn send_second(&mut self, now: SystemTime, spans_per_second: usize, drifting: bool) {
         self.generator.drifting = drifting;
         self.batch_id += 1;
         let ns = now
@@ -309,7 +309,11 @@ impl DriftRun {
 
 /// Minutes until the first drift alert after `change` (None: not within the run), and false
 /// alarms before it.
+/// With `daily_cycle`, the rate follows the time of day (half at 06:00 UTC, one and a half at
+/// 18:00), the way real traffic does; the distributions do not.
+#[allow(clippy::too_many_arguments)]
 async fn drift_scenario(
+    label: &str,
     config: &drift::DriftConfig,
     drift: Drift,
     seed: u64,
@@ -317,6 +321,7 @@ async fn drift_scenario(
     after: Duration,
     spans_per_second: usize,
     every: Duration,
+    daily_cycle: bool,
 ) -> anyhow::Result<(Option<f64>, usize)> {
     let keep = config.window + config.reference_length + config.settle + Duration::from_secs(120);
     let mut run = DriftRun::new(seed, keep, drift);
@@ -334,7 +339,13 @@ async fn drift_scenario(
     let total = (before + after).as_secs();
     for second in 1..=total {
         let now = start + Duration::from_secs(second);
-        run.second(now, spans_per_second, now >= change);
+        let rate = if daily_cycle {
+            let phase = (second % 86_400) as f64 / 86_400.0 * std::f64::consts::TAU;
+            ((spans_per_second as f64) * (1.0 - 0.5 * phase.sin())).round() as usize
+        } else {
+            spans_per_second
+        };
+        run.send_second(now, rate, now >= change);
         if second % every.as_secs().max(1) != 0 || Duration::from_secs(second) < keep {
             continue;
         }
@@ -345,7 +356,17 @@ async fn drift_scenario(
             }
             if now < change {
                 false_alarms += 1;
+                eprintln!(
+                    "eval drift: {label}: false alarm after {:.1} h: {}",
+                    Duration::from_secs(second).as_secs_f64() / 3600.0,
+                    alert.annotations.get("summary").unwrap_or(&alert.subject)
+                );
             } else {
+                eprintln!(
+                    "eval drift: {label}: caught after {:.0} min: {}",
+                    now.duration_since(change).unwrap_or_default().as_secs_f64() / 60.0,
+                    alert.annotations.get("summary").unwrap_or(&alert.subject)
+                );
                 return Ok((
                     Some(now.duration_since(change).unwrap_or_default().as_secs_f64() / 60.0),
                     false_alarms,
@@ -356,32 +377,63 @@ async fn drift_scenario(
     Ok((None, false_alarms))
 }
 
-async fn eval_drift(seed: u64, stationary_hours: u64) -> anyhow::Result<String> {
-    // Evaluated every 2 minutes (and every 5 in the stationary run) by the loops below.
+async fn eval_drift(
+    seed: u64,
+    stationary_hours: u64,
+    stationary_runs: u64,
+    stationary_only: bool,
+) -> anyhow::Result<String> {
+    let defaults = drift::DriftConfig::default();
+    // The loops below call the detector at its own cadence (`evaluate_every`, as `vigil serve`).
+    let every = defaults.evaluate_every;
     let config = drift::DriftConfig {
         evaluate_every: Duration::ZERO,
-        ..drift::DriftConfig::default()
+        ..defaults.clone()
     };
     // About 22 spans per second carry 10 LLM calls per second (the rest are retrieval, tools, HTTP).
     let spans_per_second = 22;
-    let every = Duration::from_secs(120);
-    let mut out = String::new();
-    out.push_str(&format!(
-        "Traffic: ~10 LLM calls/s across {} models and 4 services; detector defaults (window {}, settle {}, trailing reference {}, alpha {}).\n\n",
-        6,
-        humantime::format_duration(config.window),
-        humantime::format_duration(config.settle),
-        humantime::format_duration(config.reference_length),
-        config.alpha
-    ));
-    out.push_str("Detection delay after the change (the detector runs every 2 minutes in these runs, so delays are multiples of 2 minutes):\n\n");
-    out.push_str("| shift | 5% | 10% | 25% |\n|---|---|---|---|\n");
     let none = Drift {
         input_tokens: 1.0,
         output_tokens: 1.0,
         latency: 1.0,
         error_rate: None,
     };
+    // Stationary traffic: every alert is a false alarm (a "change" one second after the end that
+    // changes nothing). It runs beside the shift scenarios, on the other core.
+    let stationary_runs = stationary_runs.clamp(1, stationary_hours.max(1));
+    let each = Duration::from_secs(stationary_hours * 3600 / stationary_runs);
+    let stationary_tasks: Vec<_> = (0..stationary_runs)
+        .map(|run| {
+            let config = config.clone();
+            tokio::spawn(async move {
+                drift_scenario(
+                    &format!("stationary run {}", run + 1),
+                    &config,
+                    none,
+                    seed + 1 + run,
+                    each + Duration::from_secs(1),
+                    Duration::ZERO,
+                    spans_per_second,
+                    every,
+                    true,
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut out = String::new();
+    out.push_str(&format!(
+        "Traffic: ~10 LLM calls/s across {} models and 4 services; detector defaults (window {}, settle {}, trailing reference {}, alpha {} across all tests of an evaluation, for {}), evaluated every {}.\n\n",
+        6,
+        humantime::format_duration(config.window),
+        humantime::format_duration(config.settle),
+        humantime::format_duration(config.reference_length),
+        config.alpha,
+        humantime::format_duration(config.for_duration),
+        humantime::format_duration(every),
+    ));
+    out.push_str("Detection delay after the change (from the change to the alert firing, for_duration included):\n\n");
+    out.push_str("| shift | 5% | 10% | 25% |\n|---|---|---|---|\n");
     type MakeDrift = fn(f64) -> Drift;
     let shifts: [(&str, MakeDrift); 4] = [
         ("output tokens", |s| Drift {
@@ -410,9 +462,14 @@ async fn eval_drift(seed: u64, stationary_hours: u64) -> anyhow::Result<String> 
         }),
     ];
     for (name, make) in shifts {
+        if stationary_only {
+            break;
+        }
         let mut cells = Vec::new();
         for size in [0.05, 0.10, 0.25] {
+            let label = format!("{name} +{:.0}%", size * 100.0);
             let (delay, false_alarms) = drift_scenario(
+                &label,
                 &config,
                 make(size),
                 seed,
@@ -420,9 +477,9 @@ async fn eval_drift(seed: u64, stationary_hours: u64) -> anyhow::Result<String> 
                 Duration::from_secs(40 * 60),
                 spans_per_second,
                 every,
+                false,
             )
             .await?;
-            eprintln!("eval drift: {name} +{:.0}%: {delay:?} min", size * 100.0);
             cells.push(match delay {
                 Some(minutes) => format!(
                     "{minutes:.0} min{}",
@@ -437,22 +494,13 @@ async fn eval_drift(seed: u64, stationary_hours: u64) -> anyhow::Result<String> 
         }
         out.push_str(&format!("| {name} | {} |\n", cells.join(" | ")));
     }
-    // Stationary traffic: every alert is a false alarm (a "change" one second after the end that
-    // changes nothing).
-    let stationary = Duration::from_secs(stationary_hours * 3600);
-    let (_, false_alarms) = drift_scenario(
-        &config,
-        none,
-        seed + 1,
-        stationary + Duration::from_secs(1),
-        Duration::ZERO,
-        spans_per_second,
-        Duration::from_secs(300),
-    )
-    .await?;
+    let mut false_alarms = 0;
+    for task in stationary_tasks {
+        false_alarms += task.await??.1;
+    }
     let per_week = false_alarms as f64 * 7.0 * 24.0 / stationary_hours as f64;
     out.push_str(&format!(
-        "\nStationary traffic for {stationary_hours} h (evaluated every 5 min): {false_alarms} false alarms, {per_week:.1} per simulated week.\n"
+        "\nStationary traffic with a daily cycle of the rate (5 to 15 calls/s), {stationary_hours} h in {stationary_runs} independent runs: {false_alarms} false alarms, {per_week:.1} per simulated week.\n"
     ));
     Ok(out)
 }
@@ -512,8 +560,13 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
         EvalCommand::Drift {
             seed,
             stationary_hours,
+            stationary_runs,
+            stationary_only,
         } => {
-            println!("{}", eval_drift(seed, stationary_hours).await?);
+            println!(
+                "{}",
+                eval_drift(seed, stationary_hours, stationary_runs, stationary_only).await?
+            );
         }
         EvalCommand::Csv {
             file,

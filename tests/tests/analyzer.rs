@@ -127,6 +127,7 @@ window = "10s"
 evaluate_every = "1s"
 reference_length = "20s"
 min_samples = 100
+for_duration = "2s"
 resolve_after = "10s"
 
 [[alerting.webhooks]]

@@ -1,13 +1,19 @@
-//! Model drift, per service and model: the distributions of input tokens, output tokens, latency
-//! and time to first token, the error rate and the finish-reason mix in the current window against
-//! a reference window (the trailing period, the same hours a day earlier, or a pinned period).
-//! Univariate tests (two-sample Kolmogorov–Smirnov with PSI and Jensen–Shannon as effect sizes,
-//! chi-square for finish reasons, two proportions for errors) plus a multivariate one: a Gaussian
-//! mixture (linfa) fitted on half of the reference, and a KS test of the per-request
-//! log-likelihoods of the other half against the current window's. Benjamini–Hochberg controls
-//! the false discoveries across the tests of a scope.
+//! Model drift, per model across services, per service across models, per (service, model) and
+//! for all LLM traffic: the distributions of input tokens, output tokens, latency and time to first
+//! token, the error rate and the finish-reason mix in the current window against a reference window
+//! (the trailing period, the same hours a day earlier, or a pinned period).
+//!
+//! Univariate tests: two-sample Kolmogorov–Smirnov and Mann–Whitney per numeric feature (PSI and
+//! Jensen–Shannon reported as effect sizes), chi-square for finish reasons, Fisher's exact test for
+//! errors. A multivariate one: a Gaussian mixture (linfa) fitted on the reference's even traces,
+//! and a KS test of the per-request log-likelihoods of its odd traces against the current window's.
+//!
+//! False alarms: every test of every scope in one evaluation is one family under
+//! Benjamini–Hochberg, so the chance that an evaluation of stationary traffic raises anything is
+//! about `alpha`, however many models and services there are; `for_duration` then asks a finding
+//! to hold across evaluations, which chance excursions of overlapping windows rarely do.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -61,10 +67,12 @@ pub struct DriftConfig {
     pub pinned_to: Option<String>,
     /// Requests needed in each window before any verdict.
     pub min_samples: usize,
-    /// False discovery rate per scope and evaluation.
+    /// False discovery rate per evaluation, across the tests of every scope.
     pub alpha: f64,
-    /// Smallest KS distance worth an alert (with a big sample, tiny shifts are "significant").
+    /// Smallest KS distance worth an alert (with a big sample, tiny shifts are "significant")...
     pub min_ks_distance: f64,
+    /// ...unless the median moved by at least this fraction (a location shift).
+    pub min_relative_shift: f64,
     /// Smallest change of the error rate worth an alert (absolute).
     pub min_error_rate_change: f64,
     /// Smallest Jensen–Shannon divergence of the finish-reason mix worth an alert.
@@ -93,11 +101,12 @@ impl Default for DriftConfig {
             min_samples: 200,
             alpha: 0.001,
             min_ks_distance: 0.05,
+            min_relative_shift: 0.03,
             min_error_rate_change: 0.01,
             min_finish_reason_js: 0.005,
             max_rows: 50_000,
             mixture_components: 3,
-            for_duration: Duration::ZERO,
+            for_duration: Duration::from_secs(120),
             resolve_after: Duration::from_secs(300),
         }
     }
@@ -110,23 +119,51 @@ struct Sample {
     output_tokens: Vec<f64>,
     latency_ms: Vec<f64>,
     ttft_ms: Vec<f64>,
-    errors: f64,
+    errors: u64,
     finish: BTreeMap<String, f64>,
     count: usize,
     trace_ids: Vec<String>,
-    /// (log input, log output, log latency) per request, for the multivariate test.
+    /// (log input, log output, log latency) per request, for the multivariate test...
     joint: Vec<[f64; 3]>,
+    /// ...and whether the request's trace is one the mixture may be fitted on (an even trace id:
+    /// the same split at every evaluation, so a cached mixture never judges rows it was fitted on).
+    joint_fit: Vec<bool>,
+}
+
+/// A Gaussian mixture fitted on a reference's even traces, in coordinates standardized on them.
+struct FittedMixture {
+    fitted_at: SystemTime,
+    model: GaussianMixtureModel<f64>,
+    mean: [f64; 3],
+    sd: [f64; 3],
+}
+
+impl FittedMixture {
+    fn standardize(&self, rows: &[[f64; 3]]) -> Array2<f64> {
+        standardize(rows, &self.mean, &self.sd)
+    }
+}
+
+fn standardize(rows: &[[f64; 3]], mean: &[f64; 3], sd: &[f64; 3]) -> Array2<f64> {
+    Array2::from_shape_fn((rows.len(), 3), |(r, d)| (rows[r][d] - mean[d]) / sd[d])
 }
 
 /// The drift detector.
 pub struct DriftDetector {
     config: DriftConfig,
     last: Option<(SystemTime, Vec<Finding>)>,
+    /// Mixtures per scope, refitted once a window has passed: fitting is the costly part of an
+    /// evaluation, and a model from a few minutes ago describes the reference as well.
+    mixtures: BTreeMap<(String, String), FittedMixture>,
 }
 
 impl DriftDetector {
     pub fn new(config: DriftConfig) -> Self {
-        DriftDetector { config, last: None }
+        DriftDetector {
+            config,
+            last: None,
+            mixtures: BTreeMap::new(),
+        }
     }
 
     fn reference_window(&self, now: SystemTime) -> Result<(SystemTime, SystemTime), AnalyzerError> {
@@ -212,7 +249,7 @@ impl DriftDetector {
                 .as_deref()
                 .is_some_and(|s| s.eq_ignore_ascii_case("error"))
             {
-                sample.errors += 1.0;
+                sample.errors += 1;
             }
             let reason = finish[i]
                 .clone()
@@ -221,6 +258,9 @@ impl DriftDetector {
             *sample.finish.entry(reason).or_default() += 1.0;
             if let (Some(a), Some(b), Some(c)) = (input[i], output[i], latency[i]) {
                 sample.joint.push([a.ln_1p(), b.ln_1p(), c.max(1e-3).ln()]);
+                sample
+                    .joint_fit
+                    .push(trace[i].as_deref().is_none_or(even_trace));
             }
             if sample.trace_ids.len() < 3
                 && let Some(id) = &trace[i]
@@ -228,17 +268,37 @@ impl DriftDetector {
                 sample.trace_ids.push(id.clone());
             }
         }
-        // A model used by several services is also judged as a whole (service "*"): a shift in
-        // the model itself shows there first, with the most samples.
-        let mut pooled: BTreeMap<(String, String), (Sample, usize)> = BTreeMap::new();
-        for ((_, model), sample) in &samples {
-            let entry = pooled.entry(("*".to_string(), model.clone())).or_default();
-            entry.0.merge(sample);
-            entry.1 += 1;
+        // Roll-ups: a model across the services that call it, a service across its models, and
+        // all LLM traffic. A change in a model, in one app's prompts, or in everything (a shared
+        // template, a retrieval change) shows first in the roll-up that holds it, with the most
+        // samples. Only roll-ups of two or more parts: otherwise they repeat a scope.
+        let mut rollups: BTreeMap<(String, String), (Sample, usize)> = BTreeMap::new();
+        for ((service, model), sample) in &samples {
+            for key in [
+                ("*".to_string(), model.clone()),
+                (service.clone(), "*".to_string()),
+                ("*".to_string(), "*".to_string()),
+            ] {
+                let entry = rollups.entry(key).or_default();
+                entry.0.merge(sample);
+                entry.1 += 1;
+            }
         }
-        for (key, (sample, services)) in pooled {
-            if services >= 2 {
-                samples.insert(key, sample);
+        // All traffic repeats a model's or a service's roll-up unless there are several of each.
+        let services = samples
+            .keys()
+            .map(|(s, _)| s)
+            .collect::<BTreeSet<_>>()
+            .len();
+        let models = samples
+            .keys()
+            .map(|(_, m)| m)
+            .collect::<BTreeSet<_>>()
+            .len();
+        for ((service, model), (sample, parts)) in rollups {
+            let everything = service == "*" && model == "*";
+            if parts >= 2 && (!everything || (services >= 2 && models >= 2)) {
+                samples.insert((service, model), sample);
             }
         }
         Ok(samples)
@@ -266,7 +326,17 @@ impl Sample {
             );
         }
         self.joint.extend_from_slice(&other.joint);
+        self.joint_fit.extend_from_slice(&other.joint_fit);
     }
+}
+
+/// Whether a trace id (hex) ends in an even digit.
+fn even_trace(trace_id: &str) -> bool {
+    trace_id
+        .chars()
+        .last()
+        .and_then(|c| c.to_digit(16))
+        .is_none_or(|d| d % 2 == 0)
 }
 
 /// One test's outcome.
@@ -287,7 +357,11 @@ fn numeric_test(
     if reference.len() < config.min_samples || current.len() < config.min_samples {
         return None;
     }
-    let (d, p) = stats::ks_two_sample(reference, current)?;
+    // KS for any change of shape, Mann–Whitney for the common case, a shift: the smaller p of
+    // the two, Bonferroni-corrected, so that the pair counts as one test.
+    let (d, p_ks) = stats::ks_two_sample(reference, current)?;
+    let (z, p_mw) = stats::mann_whitney(reference, current)?;
+    let p = (2.0 * p_ks.min(p_mw)).min(1.0);
     let edges = stats::quantile_edges(reference, 10);
     let p_bins = stats::histogram_shares(reference, &edges);
     let q_bins = stats::histogram_shares(current, &edges);
@@ -295,13 +369,20 @@ fn numeric_test(
     let js = stats::jensen_shannon(&p_bins, &q_bins);
     let median_ref = stats::median(&mut reference.to_vec()).unwrap_or(0.0);
     let median_cur = stats::median(&mut current.to_vec()).unwrap_or(0.0);
+    let relative_shift = if median_ref > 0.0 {
+        median_cur / median_ref - 1.0
+    } else {
+        0.0
+    };
     Some(TestResult {
         feature,
         p,
-        material: d >= config.min_ks_distance,
+        material: d >= config.min_ks_distance || relative_shift.abs() >= config.min_relative_shift,
         evidence: json!({
-            "ks_distance": d, "p": p, "psi": psi, "jensen_shannon": js,
+            "ks_distance": d, "ks_p": p_ks, "mann_whitney_z": z, "mann_whitney_p": p_mw, "p": p,
+            "psi": psi, "jensen_shannon": js,
             "reference_median": median_ref, "current_median": median_cur,
+            "median_shift": relative_shift,
             "reference_n": reference.len(), "current_n": current.len(),
         }),
     })
@@ -367,45 +448,59 @@ fn determinant(matrix: &Array2<f64>) -> f64 {
     det
 }
 
-fn multivariate_test(
-    reference: &[[f64; 3]],
-    current: &[[f64; 3]],
-    config: &DriftConfig,
-) -> Option<TestResult> {
-    if config.mixture_components == 0
-        || reference.len() < 2 * config.min_samples
-        || current.len() < config.min_samples
-    {
+/// Fit a mixture on the reference's even traces (standardized on them).
+fn fit_mixture(reference: &Sample, config: &DriftConfig, now: SystemTime) -> Option<FittedMixture> {
+    let rows: Vec<[f64; 3]> = reference
+        .joint
+        .iter()
+        .zip(&reference.joint_fit)
+        .filter(|(_, fit)| **fit)
+        .map(|(row, _)| *row)
+        .collect();
+    if rows.len() < config.min_samples {
         return None;
     }
-    // Standardize on the reference so that the mixture sees comparable scales.
     let mut mean = [0.0; 3];
     let mut sd = [0.0; 3];
     for d in 0..3 {
-        mean[d] = reference.iter().map(|r| r[d]).sum::<f64>() / reference.len() as f64;
-        sd[d] = (reference
-            .iter()
-            .map(|r| (r[d] - mean[d]).powi(2))
-            .sum::<f64>()
-            / reference.len() as f64)
+        mean[d] = rows.iter().map(|r| r[d]).sum::<f64>() / rows.len() as f64;
+        sd[d] = (rows.iter().map(|r| (r[d] - mean[d]).powi(2)).sum::<f64>() / rows.len() as f64)
             .sqrt()
             .max(1e-9);
     }
-    let to_array = |rows: &[[f64; 3]]| {
-        Array2::from_shape_fn((rows.len(), 3), |(r, d)| (rows[r][d] - mean[d]) / sd[d])
-    };
-    // Fit on the even rows, hold out the odd ones: in-sample likelihoods would flatter the reference.
-    let fit_rows: Vec<[f64; 3]> = reference.iter().step_by(2).copied().collect();
-    let held_out: Vec<[f64; 3]> = reference.iter().skip(1).step_by(2).copied().collect();
-    let dataset = DatasetBase::from(to_array(&fit_rows));
     let model = GaussianMixtureModel::params(config.mixture_components)
         .n_runs(2)
         .tolerance(1e-3)
         .reg_covariance(1e-3)
-        .fit(&dataset)
+        .fit(&DatasetBase::from(standardize(&rows, &mean, &sd)))
         .ok()?;
-    let ll_reference = log_densities(&model, &to_array(&held_out));
-    let ll_current = log_densities(&model, &to_array(current));
+    Some(FittedMixture {
+        fitted_at: now,
+        model,
+        mean,
+        sd,
+    })
+}
+
+fn multivariate_test(
+    mixture: &FittedMixture,
+    reference: &Sample,
+    current: &Sample,
+    config: &DriftConfig,
+) -> Option<TestResult> {
+    // Only the odd traces of the reference: in-sample likelihoods would flatter it.
+    let held_out: Vec<[f64; 3]> = reference
+        .joint
+        .iter()
+        .zip(&reference.joint_fit)
+        .filter(|(_, fit)| !**fit)
+        .map(|(row, _)| *row)
+        .collect();
+    if held_out.len() < config.min_samples || current.joint.len() < config.min_samples {
+        return None;
+    }
+    let ll_reference = log_densities(&mixture.model, &mixture.standardize(&held_out));
+    let ll_current = log_densities(&mixture.model, &mixture.standardize(&current.joint));
     let (d, p) = stats::ks_two_sample(&ll_reference, &ll_current)?;
     let mean_ref = ll_reference.iter().sum::<f64>() / ll_reference.len() as f64;
     let mean_cur = ll_current.iter().sum::<f64>() / ll_current.len() as f64;
@@ -452,7 +547,7 @@ impl Detector for DriftDetector {
 
 impl DriftDetector {
     async fn judge(
-        &self,
+        &mut self,
         source: &dyn QuerySource,
         now: SystemTime,
     ) -> Result<Vec<Finding>, AnalyzerError> {
@@ -481,51 +576,62 @@ impl DriftDetector {
             return Ok(Vec::new());
         }
         let reference = self.load(source, reference_start, reference_end).await?;
-        let mut findings = Vec::new();
+        let config = self.config.clone();
+        // The tests of every scope first; the verdicts once all p-values are known.
+        let mut scopes: Vec<(&String, &String, &Sample, Vec<TestResult>)> = Vec::new();
         for ((service, model), cur) in &current {
             let Some(reference) = reference.get(&(service.clone(), model.clone())) else {
                 continue;
             };
-            if reference.count < self.config.min_samples || cur.count < self.config.min_samples {
+            if reference.count < config.min_samples || cur.count < config.min_samples {
                 continue;
             }
-            let config = &self.config;
+            let mixture = self.mixture(service, model, reference, now);
             let mut tests: Vec<TestResult> = [
                 numeric_test(
                     "input_tokens",
                     &reference.input_tokens,
                     &cur.input_tokens,
-                    config,
+                    &config,
                 ),
                 numeric_test(
                     "output_tokens",
                     &reference.output_tokens,
                     &cur.output_tokens,
-                    config,
+                    &config,
                 ),
-                numeric_test("latency_ms", &reference.latency_ms, &cur.latency_ms, config),
-                numeric_test("ttft_ms", &reference.ttft_ms, &cur.ttft_ms, config),
-                multivariate_test(&reference.joint, &cur.joint, config),
+                numeric_test(
+                    "latency_ms",
+                    &reference.latency_ms,
+                    &cur.latency_ms,
+                    &config,
+                ),
+                numeric_test("ttft_ms", &reference.ttft_ms, &cur.ttft_ms, &config),
+                mixture.and_then(|m| multivariate_test(m, reference, cur, &config)),
             ]
             .into_iter()
             .flatten()
             .collect();
-            let (n_ref, n_cur) = (reference.count as f64, cur.count as f64);
-            if let Some((z, p)) = stats::two_proportions(reference.errors, n_ref, cur.errors, n_cur)
+            let (n_ref, n_cur) = (reference.count as u64, cur.count as u64);
+            if let Some((change, p)) =
+                stats::fisher_exact(reference.errors, n_ref, cur.errors, n_cur)
             {
-                let change = cur.errors / n_cur - reference.errors / n_ref;
+                let (rate_ref, rate_cur) = (
+                    reference.errors as f64 / n_ref as f64,
+                    cur.errors as f64 / n_cur as f64,
+                );
                 tests.push(TestResult {
                     feature: "error_rate",
                     p,
                     material: change.abs() >= config.min_error_rate_change,
-                    evidence: json!({"reference_rate": reference.errors / n_ref, "current_rate": cur.errors / n_cur, "z": z, "p": p}),
+                    evidence: json!({"reference_rate": rate_ref, "current_rate": rate_cur, "reference_errors": reference.errors, "current_errors": cur.errors, "test": "fisher exact", "p": p}),
                 });
             }
             let categories: Vec<&String> = reference
                 .finish
                 .keys()
                 .chain(cur.finish.keys())
-                .collect::<std::collections::BTreeSet<_>>()
+                .collect::<BTreeSet<_>>()
                 .into_iter()
                 .collect();
             let ref_counts: Vec<f64> = categories
@@ -546,11 +652,23 @@ impl DriftDetector {
                     evidence: json!({"chi_square": chi2, "p": p, "jensen_shannon": js, "categories": categories}),
                 });
             }
-            if tests.is_empty() {
-                continue;
+            if !tests.is_empty() {
+                scopes.push((service, model, cur, tests));
             }
-            let adjusted =
-                stats::benjamini_hochberg(&tests.iter().map(|t| t.p).collect::<Vec<_>>());
+        }
+        // Scopes come and go with model names: keep mixtures only for the ones still seen.
+        self.mixtures.retain(|key, _| current.contains_key(key));
+        // One family per evaluation: with ~40 scopes of 7 tests, a per-scope correction would
+        // let some scope or other cross the line by chance every few evaluations.
+        let all_p: Vec<f64> = scopes
+            .iter()
+            .flat_map(|(_, _, _, tests)| tests.iter().map(|t| t.p))
+            .collect();
+        let family = all_p.len();
+        let mut adjusted_all = stats::benjamini_hochberg(&all_p).into_iter();
+        let mut findings = Vec::new();
+        for (service, model, cur, tests) in scopes {
+            let adjusted: Vec<f64> = adjusted_all.by_ref().take(tests.len()).collect();
             let moved: Vec<usize> = (0..tests.len())
                 .filter(|i| adjusted[*i] < config.alpha && tests[*i].material)
                 .collect();
@@ -570,15 +688,22 @@ impl DriftDetector {
                 json!(humantime::format_duration(config.window).to_string()),
             );
             evidence.insert("reference".into(), json!({"mode": config.reference, "from": crate::alert::format_time(reference_start), "to": crate::alert::format_time(reference_end)}));
+            evidence.insert(
+                "multiple_testing".into(),
+                json!(format!(
+                    "Benjamini-Hochberg across the {family} tests of this evaluation"
+                )),
+            );
             evidence.insert("example_trace_ids".into(), json!(cur.trace_ids));
             let moved_names: Vec<&str> = moved.iter().map(|i| tests[*i].feature).collect();
             evidence.insert("moved".into(), json!(moved_names));
             let clear = !(0..tests.len())
                 .any(|i| adjusted[i] < (config.alpha * 100.0).min(0.5) && tests[i].material);
-            let subject = if service == "*" {
-                format!("model {model} (all services)")
-            } else {
-                format!("model {model} in service {service}")
+            let subject = match (service.as_str(), model.as_str()) {
+                ("*", "*") => "all LLM traffic".to_string(),
+                ("*", model) => format!("model {model} (all services)"),
+                (service, "*") => format!("service {service} (all models)"),
+                (service, model) => format!("model {model} in service {service}"),
             };
             findings.push(Finding {
                 labels: alert_labels(
@@ -606,40 +731,83 @@ impl DriftDetector {
         }
         Ok(findings)
     }
+
+    /// The scope's mixture, refitted on the reference once a window has passed since the last fit.
+    fn mixture(
+        &mut self,
+        service: &str,
+        model: &str,
+        reference: &Sample,
+        now: SystemTime,
+    ) -> Option<&FittedMixture> {
+        if self.config.mixture_components == 0 {
+            return None;
+        }
+        let key = (service.to_string(), model.to_string());
+        let stale = self.mixtures.get(&key).is_none_or(|m| {
+            now.duration_since(m.fitted_at).unwrap_or_default() >= self.config.window
+                || m.fitted_at > now
+        });
+        if stale {
+            match fit_mixture(reference, &self.config, now) {
+                Some(fitted) => {
+                    self.mixtures.insert(key.clone(), fitted);
+                }
+                None => {
+                    self.mixtures.remove(&key);
+                }
+            }
+        }
+        self.mixtures.get(&key)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::record_batch::RecordBatch;
     use rand::SeedableRng;
     use rand::rngs::StdRng;
     use rand_distr::{Distribution, LogNormal};
+    use std::sync::Arc;
 
-    fn joint(n: usize, output_median: f64, seed: u64) -> Vec<[f64; 3]> {
+    /// Requests as the loader makes them: every other trace one the mixture may be fitted on.
+    fn joint(n: usize, output_median: f64, seed: u64) -> Sample {
         let mut rng = StdRng::seed_from_u64(seed);
         let input = LogNormal::new(6.0, 0.6).unwrap();
         let output = LogNormal::new(output_median.ln(), 0.5).unwrap();
         let jitter = LogNormal::new(0.0, 0.15).unwrap();
-        (0..n)
-            .map(|_| {
-                let i: f64 = input.sample(&mut rng);
-                let o: f64 = output.sample(&mut rng);
-                let latency = (200.0 + 20.0 * o) * jitter.sample(&mut rng);
-                [i.ln_1p(), o.ln_1p(), latency.ln()]
-            })
-            .collect()
+        let mut sample = Sample::default();
+        for row in 0..n {
+            let i: f64 = input.sample(&mut rng);
+            let o: f64 = output.sample(&mut rng);
+            let latency = (200.0 + 20.0 * o) * jitter.sample(&mut rng);
+            sample.joint.push([i.ln_1p(), o.ln_1p(), latency.ln()]);
+            sample.joint_fit.push(row % 2 == 0);
+        }
+        sample
     }
 
     #[test]
     fn the_mixture_test_sees_a_joint_shift_and_not_noise() {
         let config = DriftConfig::default();
         let reference = joint(4000, 200.0, 1);
-        let same = multivariate_test(&reference, &joint(2000, 200.0, 2), &config).unwrap();
+        let mixture = fit_mixture(&reference, &config, SystemTime::UNIX_EPOCH).unwrap();
+        let same =
+            multivariate_test(&mixture, &reference, &joint(2000, 200.0, 2), &config).unwrap();
         assert!(same.p > 1e-3, "p {}", same.p);
         // The log-likelihood test is an omnibus test: less sharp than KS on the one feature that
         // moved, but it sees shifts in how features go together that no marginal shows.
-        let shifted = multivariate_test(&reference, &joint(2000, 340.0, 3), &config).unwrap();
+        let shifted =
+            multivariate_test(&mixture, &reference, &joint(2000, 340.0, 3), &config).unwrap();
         assert!(shifted.p < 1e-6 && shifted.material, "p {}", shifted.p);
+    }
+
+    #[test]
+    fn trace_ids_split_evenly_and_the_same_way_every_time() {
+        assert!(even_trace("0af7651916cd43dd8448eb211c80319c"));
+        assert!(!even_trace("4bf92f3577b34da6a3ce929d0e0e4736f"));
+        assert!(even_trace("5b8efff798038103d269b633813fc60e"));
     }
 
     #[test]
@@ -648,5 +816,126 @@ mod tests {
         assert!((determinant(&m) - 24.0).abs() < 1e-9);
         let swap = ndarray::array![[0.0, 1.0], [1.0, 0.0]];
         assert!((determinant(&swap) + 1.0).abs() < 1e-9);
+    }
+
+    /// A `spans` table with the columns the detector reads: 2 services × 2 models, one call per
+    /// second each, for `minutes` before `end`; gpt-b's output tokens ×`shift` in the last 4.
+    fn spans_table(end: SystemTime, minutes: u64, shift: f64, seed: u64) -> RecordBatch {
+        use arrow::array::{
+            ArrayRef, Int64Array, ListBuilder, StringArray, StringBuilder, TimestampNanosecondArray,
+        };
+        let mut rng = StdRng::seed_from_u64(seed);
+        let input = LogNormal::new(800f64.ln(), 1.0).unwrap();
+        let output = LogNormal::new(200f64.ln(), 0.8).unwrap();
+        let ttft = LogNormal::new(0.35f64.ln(), 0.5).unwrap();
+        let end_ns = end
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as i64;
+        let (mut time, mut service, mut model, mut trace) = (vec![], vec![], vec![], vec![]);
+        let (mut inputs, mut outputs, mut durations, mut ttfts) = (vec![], vec![], vec![], vec![]);
+        let mut status = vec![];
+        let mut finish = ListBuilder::new(StringBuilder::new());
+        for second in 0..minutes * 60 {
+            let at = end_ns - (second as i64) * 1_000_000_000;
+            for svc in ["chat", "support"] {
+                for name in ["gpt-a", "gpt-b"] {
+                    let shifted = name == "gpt-b" && second < 4 * 60;
+                    let out = output.sample(&mut rng) * if shifted { shift } else { 1.0 };
+                    let first = ttft.sample(&mut rng);
+                    time.push(at);
+                    service.push(svc);
+                    model.push(name);
+                    trace.push(format!("{:032x}", rand::Rng::r#gen::<u128>(&mut rng)));
+                    inputs.push(input.sample(&mut rng) as i64);
+                    outputs.push(out as i64);
+                    ttfts.push((first * 1e9) as i64);
+                    durations.push(((first + out * 0.02) * 1e9) as i64);
+                    status.push(if rand::Rng::gen_bool(&mut rng, 0.02) {
+                        "ERROR"
+                    } else {
+                        "UNSET"
+                    });
+                    finish.values().append_value("stop");
+                    finish.append(true);
+                }
+            }
+        }
+        let columns: Vec<(&str, ArrayRef)> = vec![
+            (
+                "time",
+                Arc::new(TimestampNanosecondArray::from(time).with_timezone("UTC")),
+            ),
+            ("service_name", Arc::new(StringArray::from(service))),
+            ("request_model", Arc::new(StringArray::from(model.clone()))),
+            ("response_model", Arc::new(StringArray::from(model))),
+            ("input_tokens", Arc::new(Int64Array::from(inputs))),
+            ("output_tokens", Arc::new(Int64Array::from(outputs))),
+            ("duration_ns", Arc::new(Int64Array::from(durations))),
+            ("ttft_ns", Arc::new(Int64Array::from(ttfts))),
+            ("status_code", Arc::new(StringArray::from(status))),
+            ("finish_reasons", Arc::new(finish.finish())),
+            ("trace_id", Arc::new(StringArray::from(trace))),
+        ];
+        RecordBatch::try_from_iter(columns).unwrap()
+    }
+
+    async fn judge_table(batch: RecordBatch, now: SystemTime) -> Vec<Finding> {
+        let ctx = datafusion::prelude::SessionContext::new();
+        let table =
+            datafusion::datasource::MemTable::try_new(batch.schema(), vec![vec![batch]]).unwrap();
+        ctx.register_table("spans", Arc::new(table)).unwrap();
+        // A 5-minute window against the 20 minutes before it: small enough for a debug build.
+        let mut detector = DriftDetector::new(DriftConfig {
+            window: Duration::from_secs(300),
+            reference_length: Duration::from_secs(1200),
+            min_samples: 100,
+            ..DriftConfig::default()
+        });
+        detector.evaluate(&ctx, now).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn one_model_drifts_and_only_its_scopes_move() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        // Stationary: every scope judged, none moved.
+        let findings = judge_table(spans_table(now, 26, 1.0, 1), now).await;
+        let scopes: BTreeSet<(String, String)> = findings
+            .iter()
+            .map(|f| (f.labels["service"].clone(), f.labels["model"].clone()))
+            .collect();
+        // 4 (service, model) + 2 models + 2 services + all traffic.
+        assert_eq!(scopes.len(), 9, "{scopes:?}");
+        assert!(
+            findings.iter().all(|f| !f.active),
+            "{:?}",
+            findings
+                .iter()
+                .filter(|f| f.active)
+                .map(|f| &f.message)
+                .collect::<Vec<_>>()
+        );
+        // gpt-b's output tokens +40% for the last 4 minutes.
+        let findings = judge_table(spans_table(now, 26, 1.4, 2), now).await;
+        let active: BTreeSet<(String, String)> = findings
+            .iter()
+            .filter(|f| f.active)
+            .map(|f| (f.labels["service"].clone(), f.labels["model"].clone()))
+            .collect();
+        assert!(active.contains(&("*".into(), "gpt-b".into())), "{active:?}");
+        assert!(
+            active.iter().all(|(_, model)| model != "gpt-a"),
+            "gpt-a did not change: {active:?}"
+        );
+        let drifted = findings
+            .iter()
+            .find(|f| f.labels["service"] == "*" && f.labels["model"] == "gpt-b")
+            .unwrap();
+        assert!(
+            drifted.evidence["moved"]
+                .to_string()
+                .contains("output_tokens")
+        );
+        assert!(drifted.score > drifted.threshold);
     }
 }
