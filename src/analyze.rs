@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use arrow::array::RecordBatch;
 use async_trait::async_trait;
@@ -69,6 +70,32 @@ pub fn start(
         .clone()
         .unwrap_or_else(|| data_dir.join("outbox"));
     let notifier = Notifier::new(alerting.clone(), outbox_dir)?;
+    let stats = notifier.stats.clone();
+    collector
+        .telemetry
+        .add_exposition(Box::new(move |out: &mut String| {
+            let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+            out.push_str(
+                "# HELP vigil_alert_notifications_total Webhook notification attempts: delivered, failed and retried later, dead-lettered.\n\
+                 # TYPE vigil_alert_notifications_total counter\n",
+            );
+            for (outcome, counter) in [
+                ("delivered", &stats.delivered),
+                ("retried", &stats.retried),
+                ("dead_lettered", &stats.dead_lettered),
+            ] {
+                out.push_str(&format!(
+                    "vigil_alert_notifications_total{{outcome=\"{outcome}\"}} {}\n",
+                    get(counter)
+                ));
+            }
+            out.push_str(&format!(
+                "# HELP vigil_alertmanager_push_errors_total Pushes to an Alertmanager that failed.\n\
+                 # TYPE vigil_alertmanager_push_errors_total counter\n\
+                 vigil_alertmanager_push_errors_total {}\n",
+                get(&stats.alertmanager_errors)
+            ));
+        }));
     let source = Arc::new(collector.engine.context().clone());
     let sink: Arc<dyn AlertSink> = Arc::new(StoreSink(collector.store.clone()));
     let mut runner = Analyzer::new(analyzer.detectors(), source, Some(sink), Some(notifier));

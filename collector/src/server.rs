@@ -75,6 +75,8 @@ pub struct RunningCollector {
     pub engine: QueryEngine,
     /// The storage engine.
     pub store: Arc<Store>,
+    /// The counters on `/metrics`; other parts of the process add their own families here.
+    pub telemetry: Arc<Telemetry>,
     shutdown: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
     background: JoinHandle<()>,
@@ -154,6 +156,7 @@ pub async fn start(config: CollectorConfig) -> Result<RunningCollector, ServerEr
         query_addr,
         engine,
         store,
+        telemetry,
         shutdown,
         servers,
         background,

@@ -25,6 +25,18 @@ pub struct SignalCounters {
 /// Picks one counter out of a signal's counters.
 type CounterOf = fn(&SignalCounters) -> &AtomicU64;
 
+/// Renders more metric families, kept elsewhere in the process, onto `/metrics`.
+pub type Exposition = Box<dyn Fn(&mut String) + Send + Sync>;
+
+#[derive(Default)]
+struct Expositions(parking_lot::Mutex<Vec<Exposition>>);
+
+impl std::fmt::Debug for Expositions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} more expositions", self.0.lock().len())
+    }
+}
+
 /// All of the collector's counters.
 #[derive(Debug, Default)]
 pub struct Telemetry {
@@ -51,9 +63,16 @@ pub struct Telemetry {
     /// SQL queries answered, and refused.
     pub queries: AtomicU64,
     pub query_errors: AtomicU64,
+    /// Families from other parts of the process (the analyzer's alert deliveries).
+    more: Expositions,
 }
 
 impl Telemetry {
+    /// Add families to `/metrics`: `render` appends them, HELP and TYPE lines included.
+    pub fn add_exposition(&self, render: Exposition) {
+        self.more.0.lock().push(render);
+    }
+
     /// The counters of one table.
     pub fn signal(&self, table: Table) -> &SignalCounters {
         match table {
@@ -170,6 +189,9 @@ impl Telemetry {
                 out,
                 "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
             );
+        }
+        for render in self.more.0.lock().iter() {
+            render(&mut out);
         }
         out
     }

@@ -3,6 +3,7 @@
 //! the outbox surviving a SIGKILL while the webhook receiver is down.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -520,6 +521,38 @@ fn every_gpu_fault_and_a_drift_alert_reach_a_signed_webhook_and_alertmanager_the
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+    // The collector's own page counts the deliveries, and promtool finds nothing to lint on it.
+    let page = reqwest::blocking::get(format!("{}/metrics", collector.query_url()))
+        .unwrap()
+        .text()
+        .unwrap();
+    let delivered: f64 = page
+        .lines()
+        .find_map(|l| l.strip_prefix("vigil_alert_notifications_total{outcome=\"delivered\"} "))
+        .unwrap_or_else(|| panic!("no delivery counter on /metrics:\n{page}"))
+        .parse()
+        .unwrap();
+    assert!(delivered >= 1.0, "{page}");
+    let mut promtool = Command::new(required_tool("promtool", "prometheus"))
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(page.as_bytes())
+        .unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool check metrics: {}{}\n{page}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
     let _ = loadgen.kill();
     let _ = loadgen.wait();
     drop(exporter);

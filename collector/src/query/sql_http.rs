@@ -18,6 +18,8 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
 
+use vigil_schemas::Table;
+
 use super::{QueryEngine, QueryError};
 use crate::storage::Store;
 use crate::telemetry::{Telemetry, add};
@@ -78,35 +80,38 @@ async fn metrics(State(state): State<QueryHttpState>) -> Response {
         ),
     ];
     let stats = state.store.stats();
-    let mut lines = Vec::new();
-    for (table, rows, bytes, files, disk) in &stats {
-        lines.push(format!(
-            "vigil_buffered_rows{{table=\"{}\"}} {rows}",
-            table.name()
-        ));
-        lines.push(format!(
-            "vigil_buffered_bytes{{table=\"{}\"}} {bytes}",
-            table.name()
-        ));
-        lines.push(format!(
-            "vigil_parquet_files{{table=\"{}\"}} {files}",
-            table.name()
-        ));
-        lines.push(format!(
-            "vigil_parquet_bytes{{table=\"{}\"}} {disk}",
-            table.name()
-        ));
-    }
     let mut body = state.telemetry.render(&gauges);
-    body.push_str("# HELP vigil_buffered_rows Rows in memory not yet in Parquet.\n# TYPE vigil_buffered_rows gauge\n");
-    body.push_str("# HELP vigil_buffered_bytes Bytes in memory not yet in Parquet.\n# TYPE vigil_buffered_bytes gauge\n");
-    body.push_str(
-        "# HELP vigil_parquet_files Committed Parquet files.\n# TYPE vigil_parquet_files gauge\n",
-    );
-    body.push_str("# HELP vigil_parquet_bytes Bytes of committed Parquet files.\n# TYPE vigil_parquet_bytes gauge\n");
-    for line in lines {
-        body.push_str(&line);
-        body.push('\n');
+    // One family at a time (HELP, TYPE, then every table's sample): the text format wants a
+    // family's samples together.
+    let families: [(&str, &str, fn(&(Table, usize, u64, usize, u64)) -> u64); 4] = [
+        (
+            "vigil_buffered_rows",
+            "Rows in memory not yet in Parquet.",
+            |s| s.1 as u64,
+        ),
+        (
+            "vigil_buffered_bytes",
+            "Bytes in memory not yet in Parquet.",
+            |s| s.2,
+        ),
+        ("vigil_parquet_files", "Committed Parquet files.", |s| {
+            s.3 as u64
+        }),
+        (
+            "vigil_parquet_bytes",
+            "Bytes of committed Parquet files.",
+            |s| s.4,
+        ),
+    ];
+    for (name, help, value) in families {
+        body.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+        for table in &stats {
+            body.push_str(&format!(
+                "{name}{{table=\"{}\"}} {}\n",
+                table.0.name(),
+                value(table)
+            ));
+        }
     }
     (
         [(
