@@ -83,7 +83,8 @@ async fn metrics(State(state): State<QueryHttpState>) -> Response {
     let mut body = state.telemetry.render(&gauges);
     // One family at a time (HELP, TYPE, then every table's sample): the text format wants a
     // family's samples together.
-    let families: [(&str, &str, fn(&(Table, usize, u64, usize, u64)) -> u64); 4] = [
+    type TableStats = (Table, usize, u64, usize, u64);
+    let families: [(&str, &str, fn(&TableStats) -> u64); 4] = [
         (
             "vigil_buffered_rows",
             "Rows in memory not yet in Parquet.",
