@@ -18,8 +18,6 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
 
-use vigil_schemas::Table;
-
 use super::{QueryEngine, QueryError};
 use crate::storage::Store;
 use crate::telemetry::{Telemetry, add};
@@ -83,35 +81,20 @@ async fn metrics(State(state): State<QueryHttpState>) -> Response {
     let mut body = state.telemetry.render(&gauges);
     // One family at a time (HELP, TYPE, then every table's sample): the text format wants a
     // family's samples together.
-    type TableStats = (Table, usize, u64, usize, u64);
-    let families: [(&str, &str, fn(&TableStats) -> u64); 4] = [
-        (
-            "vigil_buffered_rows",
-            "Rows in memory not yet in Parquet.",
-            |s| s.1 as u64,
-        ),
+    let families = [
+        ("vigil_buffered_rows", "Rows in memory not yet in Parquet."),
         (
             "vigil_buffered_bytes",
             "Bytes in memory not yet in Parquet.",
-            |s| s.2,
         ),
-        ("vigil_parquet_files", "Committed Parquet files.", |s| {
-            s.3 as u64
-        }),
-        (
-            "vigil_parquet_bytes",
-            "Bytes of committed Parquet files.",
-            |s| s.4,
-        ),
+        ("vigil_parquet_files", "Committed Parquet files."),
+        ("vigil_parquet_bytes", "Bytes of committed Parquet files."),
     ];
-    for (name, help, value) in families {
+    for (family, (name, help)) in families.iter().enumerate() {
         body.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
-        for table in &stats {
-            body.push_str(&format!(
-                "{name}{{table=\"{}\"}} {}\n",
-                table.0.name(),
-                value(table)
-            ));
+        for (table, rows, bytes, files, disk) in &stats {
+            let value = [*rows as u64, *bytes, *files as u64, *disk][family];
+            body.push_str(&format!("{name}{{table=\"{}\"}} {value}\n", table.name()));
         }
     }
     (
