@@ -228,6 +228,9 @@ pub trait GpuDevice: Send {
     /// GPM metrics over the interval since the previous call (the first call may return
     /// `NotSupported` while it takes its first sample).
     fn profiling(&mut self) -> Read<Profiling>;
+    /// Ids of the processes with a compute context on this GPU: NCCL Inspector records name
+    /// their process, not their GPU, and this ties the two.
+    fn compute_pids(&self) -> Read<Vec<u32>>;
 }
 
 /// One XID error as an NVML event set delivers it.

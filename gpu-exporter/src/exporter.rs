@@ -90,7 +90,8 @@ pub enum ExporterError {
 enum Backend {
     Nvml {
         backend: NvmlBackend,
-        labels: Vec<(Labels, String)>,
+        /// Per device: its labels, UUID and index.
+        labels: Vec<(Labels, String, u32)>,
         xids: Option<mpsc::Receiver<XidEvent>>,
     },
     Simulated(Box<Fleet>),
@@ -141,6 +142,7 @@ pub async fn start(config: ExporterConfig) -> Result<RunningExporter, ExporterEr
                             &config.labels,
                         ),
                         identity.uuid,
+                        identity.index,
                     )),
                     Err(e) => {
                         return Err(ExporterError::Nvml(NvmlOpenError::Other(format!(
@@ -260,9 +262,16 @@ fn sampling_loop(
                         xids.record(&event, now);
                     }
                 }
-                for (device, (labels, uuid)) in backend.devices.iter_mut().zip(labels.iter()) {
+                let mut gpu_of_pid = Vec::new();
+                for (device, (labels, uuid, index)) in backend.devices.iter_mut().zip(labels.iter())
+                {
                     sample::sample_gpu(device, labels, uuid, &mut xids, now, &mut out, &mut errors);
+                    if let Ok(pids) = device.compute_pids() {
+                        gpu_of_pid
+                            .extend(pids.into_iter().map(|pid| (pid, (*index, uuid.clone()))));
+                    }
                 }
+                nccl.learn_gpus(gpu_of_pid);
             }
             Backend::Simulated(fleet) => {
                 let dt = now

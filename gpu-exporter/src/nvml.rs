@@ -223,6 +223,10 @@ fn field_value(sample: Result<FieldValueSample, NvmlError>) -> Read<f64> {
 }
 
 impl GpuDevice for NvmlGpu {
+    fn compute_pids(&self) -> Read<Vec<u32>> {
+        read(self.device.running_compute_processes())
+            .map(|processes| processes.into_iter().map(|p| p.pid).collect())
+    }
     fn identity(&self) -> Read<DeviceIdentity> {
         Ok(DeviceIdentity {
             index: read(self.device.index()).unwrap_or(self.index),

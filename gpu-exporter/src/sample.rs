@@ -583,6 +583,9 @@ mod tests {
         fn profiling(&mut self) -> Read<Profiling> {
             unsupported(self.profiling)
         }
+        fn compute_pids(&self) -> Read<Vec<u32>> {
+            Err(ReadError::NotSupported)
+        }
     }
 
     fn identity() -> DeviceIdentity {

@@ -24,7 +24,10 @@ pub struct CollRecord {
     pub exec_time_us: f64,
     pub algobw_gbs: f64,
     pub busbw_gbs: f64,
-    /// Set by the simulator, which knows the rank's GPU; the Inspector's records do not say.
+    /// The writing process (`metadata.pid`).
+    pub pid: Option<u32>,
+    /// The rank's GPU (index, UUID): the Inspector's records do not say; the exporter finds it
+    /// from the process id (NVML's compute processes), the simulator knows it.
     pub gpu: Option<(u32, String)>,
 }
 
@@ -46,6 +49,7 @@ struct RawHeader {
 #[derive(Deserialize)]
 struct RawMetadata {
     hostname: Option<String>,
+    pid: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -63,14 +67,16 @@ struct RawCollPerf {
 pub fn parse_record(json: &[u8], default_hostname: &str) -> Result<Option<CollRecord>, String> {
     let raw: RawRecord =
         serde_json::from_slice(json).map_err(|e| format!("NCCL Inspector record: {e}"))?;
+    let (hostname, pid) = match raw.metadata {
+        Some(metadata) => (metadata.hostname, metadata.pid),
+        None => (None, None),
+    };
     Ok(raw.coll_perf.map(|perf| CollRecord {
         comm_id: raw.header.id,
         rank: raw.header.rank,
         n_ranks: raw.header.n_ranks,
-        hostname: raw
-            .metadata
-            .and_then(|m| m.hostname)
-            .unwrap_or_else(|| default_hostname.to_string()),
+        hostname: hostname.unwrap_or_else(|| default_hostname.to_string()),
+        pid,
         coll: perf.coll,
         coll_sn: perf.coll_sn,
         msg_size_bytes: perf.coll_msg_size_bytes,

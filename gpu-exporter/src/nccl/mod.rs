@@ -5,7 +5,7 @@ pub mod inspector;
 pub mod probe;
 pub mod warn;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{Read as _, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -88,7 +88,13 @@ pub struct NcclSources {
     pub aggregator: InspectorAggregator,
     warnings: BTreeMap<&'static str, u64>,
     parse_errors: BTreeMap<&'static str, u64>,
+    /// This node's GPU (index, UUID) per process id, as NVML last listed their compute processes.
+    /// Kept after a process exits: its last records may still be unread.
+    gpu_of_pid: HashMap<u32, (u32, String)>,
 }
+
+/// Process ids remembered at most (pids are reused; a long-lived node sees many).
+const PIDS_REMEMBERED: usize = 4096;
 
 impl NcclSources {
     pub fn new(config: NcclConfig, hostname: String) -> Self {
@@ -101,6 +107,35 @@ impl NcclSources {
             aggregator: InspectorAggregator::default(),
             warnings: BTreeMap::new(),
             parse_errors: BTreeMap::new(),
+            gpu_of_pid: HashMap::new(),
+        }
+    }
+
+    /// Which GPU each process runs on, from this round's NVML process lists. A process on more
+    /// than one GPU names none of them.
+    pub fn learn_gpus(&mut self, pids: Vec<(u32, (u32, String))>) {
+        let mut seen: HashMap<u32, Option<(u32, String)>> = HashMap::new();
+        for (pid, gpu) in pids {
+            seen.entry(pid)
+                .and_modify(|known| {
+                    if known.as_ref() != Some(&gpu) {
+                        *known = None;
+                    }
+                })
+                .or_insert(Some(gpu));
+        }
+        if self.gpu_of_pid.len() + seen.len() > PIDS_REMEMBERED {
+            self.gpu_of_pid.clear();
+        }
+        for (pid, gpu) in seen {
+            match gpu {
+                Some(gpu) => {
+                    self.gpu_of_pid.insert(pid, gpu);
+                }
+                None => {
+                    self.gpu_of_pid.remove(&pid);
+                }
+            }
         }
     }
 
@@ -116,7 +151,15 @@ impl NcclSources {
                 Ok(lines) => {
                     for line in lines {
                         match inspector::parse_record(&line, &self.hostname) {
-                            Ok(Some(record)) => self.aggregator.observe(&record),
+                            Ok(Some(mut record)) => {
+                                // Only this node's processes are in NVML's lists.
+                                if record.gpu.is_none() && record.hostname == self.hostname {
+                                    record.gpu = record
+                                        .pid
+                                        .and_then(|pid| self.gpu_of_pid.get(&pid).cloned());
+                                }
+                                self.aggregator.observe(&record);
+                            }
                             Ok(None) => {}
                             Err(message) => {
                                 tracing::warn!(path = %tail.path.display(), %message, "skipping a line of NCCL Inspector output");
@@ -295,5 +338,58 @@ mod tests {
             ),
             Some(35.73)
         );
+    }
+
+    #[test]
+    fn ranks_get_their_gpu_from_the_process_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("inspector.log");
+        let record = |rank: u32, host: &str, pid: u32| {
+            format!(
+                r#"{{"header":{{"id":"0xabc","rank":{rank},"n_ranks":4,"nnodes":2}},"metadata":{{"hostname":"{host}","pid":{pid}}},"coll_perf":{{"coll":"AllReduce","coll_sn":1,"coll_msg_size_bytes":1048576,"coll_exec_time_us":100.0,"coll_algobw_gbs":10.0,"coll_busbw_gbs":17.5}}}}"#
+            )
+        };
+        let lines = [
+            record(0, "n1", 100), // on GPU 0
+            record(1, "n1", 101), // on GPUs 1 and 2: ambiguous
+            record(2, "n1", 102), // not in NVML's lists
+            record(3, "n2", 100), // another node's pid 100, in a shared dump directory
+        ];
+        std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+        let mut sources = NcclSources::new(
+            NcclConfig {
+                inspector_paths: vec![file],
+                ..NcclConfig::default()
+            },
+            "n1".into(),
+        );
+        sources.learn_gpus(vec![
+            (100, (0, "GPU-a".to_string())),
+            (101, (1, "GPU-b".to_string())),
+            (101, (2, "GPU-c".to_string())),
+        ]);
+        sources.poll();
+        let mut out = Snapshot::default();
+        sources.emit(&["Hostname".into()], &mut out);
+        let uuid_of = |rank: &str| {
+            let matching = [("rank", rank)];
+            out.series("vigil_nccl_collectives_total", &matching)
+                .next()
+                .and_then(|series| {
+                    series
+                        .labels
+                        .iter()
+                        .find(|(k, _)| &**k == "UUID")
+                        .map(|(_, v)| v.to_string())
+                })
+        };
+        assert!(
+            out.value("vigil_nccl_collectives_total", &[("rank", "3")])
+                .is_some()
+        );
+        assert_eq!(uuid_of("0").as_deref(), Some("GPU-a"));
+        assert_eq!(uuid_of("1"), None);
+        assert_eq!(uuid_of("2"), None);
+        assert_eq!(uuid_of("3"), None);
     }
 }

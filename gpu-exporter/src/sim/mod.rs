@@ -433,6 +433,10 @@ impl SimGpu {
 }
 
 impl GpuDevice for SimGpu {
+    fn compute_pids(&self) -> Read<Vec<u32>> {
+        // The simulated job's records carry their GPU already.
+        Ok(Vec::new())
+    }
     fn identity(&self) -> Read<DeviceIdentity> {
         Ok(self.identity.clone())
     }
@@ -772,6 +776,7 @@ impl Fleet {
                         exec_time_us,
                         algobw_gbs: algobw,
                         busbw_gbs: algobw * bus_factor,
+                        pid: None,
                         gpu: Some((gpu.identity.index, gpu.identity.uuid.clone())),
                     });
                 }
