@@ -352,6 +352,12 @@ async fn drift_scenario(
             spans_per_second
         };
         run.send_second(now, rate, now >= change);
+        if second % (12 * 3600) == 0 {
+            eprintln!(
+                "eval drift: {label}: {} simulated hours, {false_alarms} false alarms",
+                second / 3600
+            );
+        }
         if second % every.as_secs().max(1) != 0 || Duration::from_secs(second) < keep {
             continue;
         }
