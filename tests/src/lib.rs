@@ -2,7 +2,7 @@
 //! and talk to them with real clients. Depends on the built `vigil` binary (`cargo build` first,
 //! as `scripts/test.sh` does); it must never send traffic beyond 127.0.0.1.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -492,4 +492,29 @@ impl Drop for Prometheus {
             let _ = child.wait();
         }
     }
+}
+
+/// `promtool check metrics` on a page: its exit code (0 clean, 1 unparsable, 3 lint findings) and
+/// its report.
+pub fn promtool_check_metrics(page: &str) -> (Option<i32>, String) {
+    let mut child = Command::new(required_tool("promtool", "prometheus"))
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool starts");
+    child
+        .stdin
+        .take()
+        .expect("promtool's stdin")
+        .write_all(page.as_bytes())
+        .expect("page written to promtool");
+    let output = child.wait_with_output().expect("promtool finishes");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code(), report)
 }

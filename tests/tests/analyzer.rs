@@ -3,7 +3,6 @@
 //! the outbox surviving a SIGKILL while the webhook receiver is down.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -533,26 +532,8 @@ fn every_gpu_fault_and_a_drift_alert_reach_a_signed_webhook_and_alertmanager_the
         .parse()
         .unwrap();
     assert!(delivered >= 1.0, "{page}");
-    let mut promtool = Command::new(required_tool("promtool", "prometheus"))
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(page.as_bytes())
-        .unwrap();
-    let checked = promtool.wait_with_output().unwrap();
-    assert!(
-        checked.status.success(),
-        "promtool check metrics: {}{}\n{page}",
-        String::from_utf8_lossy(&checked.stdout),
-        String::from_utf8_lossy(&checked.stderr)
-    );
+    let (code, report) = vigil_tests::promtool_check_metrics(&page);
+    assert_eq!(code, Some(0), "promtool check metrics: {report}\n{page}");
     let _ = loadgen.kill();
     let _ = loadgen.wait();
     drop(exporter);

@@ -3,12 +3,10 @@
 //! PromQL answers agree with vigil's SQL.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use vigil_tests::{Collector, GpuExporter, Prometheus, required_tool, run_vigil};
+use vigil_tests::{Collector, GpuExporter, Prometheus, promtool_check_metrics, run_vigil};
 
 const DCGM_LABELS: [&str; 7] = [
     "gpu",
@@ -32,28 +30,9 @@ fn inherent_to_dcgm_naming(problem: &str) -> bool {
 }
 
 fn promtool_check(page: &str) {
-    let promtool = required_tool("promtool", "prometheus");
-    let mut child = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(page.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let (code, report) = promtool_check_metrics(page);
     // promtool exits 1 when the page does not parse, 3 when it parses but has lint findings.
-    match output.status.code() {
+    match code {
         Some(0) => {}
         Some(3) => {
             let unexpected: Vec<&str> = report
