@@ -186,6 +186,9 @@ impl Analyzer {
                 SystemTime::UNIX_EPOCH + Duration::from_nanos(times[i].unwrap_or(0.0) as u64);
             self.states.restore(finding, since);
         }
+        if let Some(notifier) = self.notifier.as_mut() {
+            notifier.resume_firing(&self.states.firing(SystemTime::now()));
+        }
         Ok(times.len())
     }
 
@@ -280,5 +283,99 @@ impl Analyzer {
                 _ = shutdown.changed() => break,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use datafusion::prelude::SessionContext;
+    use parking_lot::Mutex;
+
+    use super::*;
+    use crate::alert::{Finding, Severity};
+    use crate::notify::{AlertingConfig, AlertmanagerConfig};
+    use crate::state::{AlertStates, Timing};
+
+    /// An Alertmanager forgets an alert it stops hearing about, so an alert that was firing
+    /// before a restart must keep being pushed after it.
+    #[tokio::test]
+    async fn alerts_firing_before_a_restart_are_pushed_to_alertmanager_again() {
+        let pushed = Arc::new(Mutex::new(Vec::<serde_json::Value>::new()));
+        let app = axum::Router::new().route(
+            "/api/v2/alerts",
+            axum::routing::post({
+                let pushed = pushed.clone();
+                move |axum::Json(body): axum::Json<serde_json::Value>| async move {
+                    pushed.lock().push(body);
+                    "ok"
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+        // The alerts table as the previous run left it: one alert fired, never resolved.
+        let fired_at = SystemTime::now() - Duration::from_secs(600);
+        let mut labels = BTreeMap::new();
+        labels.insert("alertname".to_string(), "GpuClockLow".to_string());
+        labels.insert("gpu".to_string(), "3".to_string());
+        let finding = Finding {
+            labels,
+            severity: Severity::Warning,
+            subject: "GPU 3".to_string(),
+            score: 9.0,
+            threshold: 4.0,
+            active: true,
+            clear: false,
+            message: "SM clock 20% below its peers".to_string(),
+            evidence: Default::default(),
+        };
+        let timing = Timing {
+            for_duration: Duration::ZERO,
+            resolve_after: Duration::from_secs(60),
+        };
+        let fired = AlertStates::default().apply("peer", vec![finding], timing, fired_at);
+        assert_eq!(fired.len(), 1);
+        let context = SessionContext::new();
+        context
+            .register_batch("alerts", alerts_batch(&fired).unwrap())
+            .unwrap();
+
+        let outbox = tempfile::tempdir().unwrap();
+        let config = AlertingConfig {
+            alertmanagers: vec![AlertmanagerConfig {
+                url: format!("http://{address}"),
+                ..AlertmanagerConfig::default()
+            }],
+            ..AlertingConfig::default()
+        };
+        let notifier = Notifier::new(config, outbox.path().to_path_buf()).unwrap();
+        let mut analyzer = Analyzer::new(Vec::new(), Arc::new(context), None, Some(notifier));
+        assert_eq!(analyzer.restore().await.unwrap(), 1);
+        let now = SystemTime::now();
+        analyzer.deliver(now).await;
+
+        let pushed = pushed.lock().clone();
+        assert_eq!(pushed.len(), 1, "one push: {pushed:?}");
+        let alerts = pushed[0].as_array().unwrap();
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(alerts[0]["labels"]["alertname"], "GpuClockLow");
+        assert_eq!(alerts[0]["labels"]["gpu"], "3");
+        let starts_at = alerts[0]["startsAt"].as_str().unwrap();
+        let ends_at = alerts[0]["endsAt"].as_str().unwrap();
+        let parse = |text: &str| chrono::DateTime::parse_from_rfc3339(text).unwrap();
+        assert_eq!(
+            parse(starts_at).timestamp(),
+            chrono::DateTime::<chrono::Utc>::from(fired_at).timestamp(),
+            "starts when it first fired, not at the restart"
+        );
+        assert!(
+            parse(ends_at) > chrono::DateTime::<chrono::Utc>::from(now),
+            "still firing: endsAt {ends_at} is in the future"
+        );
+        server.abort();
     }
 }

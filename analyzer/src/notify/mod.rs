@@ -176,6 +176,17 @@ impl Notifier {
         &self.outbox
     }
 
+    /// Take back alerts that were firing before a restart. They are re-sent to the Alertmanagers,
+    /// which would otherwise let them expire while they still fire; the webhooks were notified
+    /// before the restart (the outbox saw to that) and are not notified again.
+    pub fn resume_firing(&mut self, alerts: &[Alert]) {
+        for alert in alerts {
+            if alert.status == AlertStatus::Firing {
+                self.firing.insert(alert.fingerprint.clone(), alert.clone());
+            }
+        }
+    }
+
     /// Take alerts that fired or resolved.
     pub fn submit(&mut self, alerts: &[Alert], now: SystemTime) {
         for alert in alerts {
