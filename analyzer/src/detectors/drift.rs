@@ -328,6 +328,16 @@ impl Sample {
         self.joint.extend_from_slice(&other.joint);
         self.joint_fit.extend_from_slice(&other.joint_fit);
     }
+
+    /// The joint rows of the traces a mixture may be fitted on (`fit`), or of the others.
+    fn joint_rows(&self, fit: bool) -> Vec<[f64; 3]> {
+        self.joint
+            .iter()
+            .zip(&self.joint_fit)
+            .filter(|(_, fit_row)| **fit_row == fit)
+            .map(|(row, _)| *row)
+            .collect()
+    }
 }
 
 /// Whether a trace id (hex) ends in an even digit.
@@ -450,13 +460,7 @@ fn determinant(matrix: &Array2<f64>) -> f64 {
 
 /// Fit a mixture on the reference's even traces (standardized on them).
 fn fit_mixture(reference: &Sample, config: &DriftConfig, now: SystemTime) -> Option<FittedMixture> {
-    let rows: Vec<[f64; 3]> = reference
-        .joint
-        .iter()
-        .zip(&reference.joint_fit)
-        .filter(|(_, fit)| **fit)
-        .map(|(row, _)| *row)
-        .collect();
+    let rows = reference.joint_rows(true);
     if rows.len() < config.min_samples {
         return None;
     }
@@ -489,13 +493,7 @@ fn multivariate_test(
     config: &DriftConfig,
 ) -> Option<TestResult> {
     // Only the odd traces of the reference: in-sample likelihoods would flatter it.
-    let held_out: Vec<[f64; 3]> = reference
-        .joint
-        .iter()
-        .zip(&reference.joint_fit)
-        .filter(|(_, fit)| !**fit)
-        .map(|(row, _)| *row)
-        .collect();
+    let held_out = reference.joint_rows(false);
     if held_out.len() < config.min_samples || current.joint.len() < config.min_samples {
         return None;
     }
