@@ -39,6 +39,9 @@ fn text(row: &Value, key: &str) -> String {
 }
 
 fn print_rows(rows: &[Value]) {
+    if rows.is_empty() {
+        println!("  (none)");
+    }
     for row in rows {
         let score = row
             .get("score")
@@ -62,8 +65,59 @@ fn print_rows(rows: &[Value]) {
     }
 }
 
+/// The analyzer's health from the collector's status document: a detector that fails every
+/// round raises no alert, so "no alerts" must say when it cannot be trusted.
+async fn print_analyzer_health(client: &reqwest::Client, url: &str) -> anyhow::Result<()> {
+    let response = client
+        .get(format!("{}/api/v1/status", url.trim_end_matches('/')))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the collector at {url}"))?;
+    let status: Value = response
+        .error_for_status()
+        .context("the collector has no status endpoint")?
+        .json()
+        .await
+        .context("the collector's status is not JSON")?;
+    let Some(analyzer) = status.get("analyzer") else {
+        println!("Analyzer: not running in this collector ([analyzer] enabled = false)");
+        return Ok(());
+    };
+    let detectors = analyzer
+        .get("detectors")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let failing: Vec<_> = detectors
+        .iter()
+        .filter(|(_, h)| h.get("consecutive_failures").and_then(Value::as_u64) > Some(0))
+        .collect();
+    if failing.is_empty() {
+        println!("Analyzer: ok ({} detectors running)", detectors.len());
+        return Ok(());
+    }
+    println!(
+        "Analyzer: DEGRADED: {} of {} detectors are failing; their alerts cannot fire",
+        failing.len(),
+        detectors.len()
+    );
+    for (name, health) in failing {
+        println!(
+            "  {name}: failed the last {} rounds ({} of {} in all); last at {}: {}",
+            health["consecutive_failures"],
+            health["failures"],
+            health["runs"],
+            text(health, "last_error_at"),
+            text(health, "last_error").lines().next().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
 pub async fn run(args: AlertsArgs) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
+    print_analyzer_health(&client, &args.url).await?;
+    println!();
     let columns = "time, state, severity, detector, labels['alertname'] AS alertname, subject, score, threshold, message, fingerprint";
     let firing = sql(
         &client,

@@ -65,10 +65,10 @@ pub fn start(
     if !analyzer.enabled {
         return Ok(None);
     }
-    let outbox_dir = alerting
-        .outbox_dir
-        .clone()
-        .unwrap_or_else(|| data_dir.join("outbox"));
+    let outbox_dir = match &alerting.outbox_dir {
+        Some(dir) => vigil_collector::storage::paths::resolve_dir(dir, "alerting.outbox_dir")?,
+        None => data_dir.join("outbox"),
+    };
     let notifier = Notifier::new(alerting.clone(), outbox_dir)?;
     let stats = notifier.stats.clone();
     collector
@@ -99,6 +99,14 @@ pub fn start(
     let source = Arc::new(collector.engine.context().clone());
     let sink: Arc<dyn AlertSink> = Arc::new(StoreSink(collector.store.clone()));
     let mut runner = Analyzer::new(analyzer.detectors(), source, Some(sink), Some(notifier));
+    let health = runner.health();
+    let rendered = health.clone();
+    collector
+        .telemetry
+        .add_exposition(Box::new(move |out: &mut String| rendered.render(out)));
+    collector
+        .telemetry
+        .add_status_section("analyzer", Box::new(move || health.status()));
     let events = runner.subscribe();
     let (stop, stopped) = watch::channel(false);
     let interval = analyzer.interval;

@@ -137,7 +137,7 @@ pub enum Protocol {
 #[derive(Args, Clone)]
 pub struct LoadgenArgs {
     /// Collector endpoint [default: http://127.0.0.1:4317 for grpc, http://127.0.0.1:4318 for http].
-    #[arg(long)]
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub endpoint: Option<String>,
     /// OTLP transport.
     #[arg(long, value_enum, default_value_t)]
@@ -227,7 +227,11 @@ pub struct GpuExporterArgs {
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub interval: std::time::Duration,
     /// Address of the /metrics page; "none" to serve no page.
-    #[arg(long, default_value = "0.0.0.0:9400")]
+    #[arg(
+        long,
+        env = "VIGIL_GPU_EXPORTER_LISTEN",
+        default_value = "0.0.0.0:9400"
+    )]
     pub listen: String,
     /// The collector's OTLP/gRPC endpoint.
     #[arg(

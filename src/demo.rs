@@ -85,6 +85,16 @@ fn is_gpu(alert: &Alert) -> bool {
         .is_some_and(|d| d.starts_with("gpu_") || d.starts_with("nccl_"))
 }
 
+/// `vigil query`, with `--url` only when the demo is not on the default port.
+fn query_command(query_url: &str) -> String {
+    let default = format!("http://{}", CollectorConfig::default().query_addr);
+    if query_url == default {
+        "vigil query".to_string()
+    } else {
+        format!("vigil query --url {query_url}")
+    }
+}
+
 fn look_next(alert: &Alert, query_url: &str) -> String {
     let sql = if let Some(uuid) = alert.labels.get("UUID") {
         format!(
@@ -100,7 +110,23 @@ fn look_next(alert: &Alert, query_url: &str) -> String {
             alert.fingerprint
         )
     };
-    format!("vigil query --url {query_url} \"{sql}\"")
+    format!("{} \"{sql}\"", query_command(query_url))
+}
+
+/// `preferred` when nothing listens there, so that `vigil query`, `vigil alerts` and a Grafana
+/// pointed at the defaults find the demo with no flags; else any free port, said aloud. A port
+/// taken between this probe and the real bind fails the start with a message naming it.
+fn default_or_any_port(what: &str, preferred: SocketAddr) -> SocketAddr {
+    match std::net::TcpListener::bind(preferred) {
+        Ok(_) => preferred,
+        Err(e) => {
+            let any = SocketAddr::new(preferred.ip(), 0);
+            println!(
+                "vigil demo: {what} port {preferred} is not free ({e}); using a free port instead"
+            );
+            any
+        }
+    }
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -115,19 +141,19 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             std::env::temp_dir().join(format!("vigil-demo-{stamp}"))
         }
     };
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("cannot create {}", data_dir.display()))?;
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let defaults = CollectorConfig::default();
     let mut collector_config = CollectorConfig {
-        otlp_grpc_addr: loopback,
-        otlp_http_addr: loopback,
-        query_addr: loopback,
-        ..CollectorConfig::default()
+        otlp_grpc_addr: default_or_any_port("OTLP/gRPC", defaults.otlp_grpc_addr),
+        otlp_http_addr: default_or_any_port("OTLP/HTTP", defaults.otlp_http_addr),
+        query_addr: default_or_any_port("query", defaults.query_addr),
+        ..defaults
     };
-    collector_config.storage.data_dir = data_dir.clone();
+    collector_config.storage.data_dir = data_dir;
     let collector = vigil_collector::start(collector_config)
         .await
         .context("cannot start the collector")?;
+    let data_dir = collector.store.config().data_dir.clone();
     let query_url = format!("http://{}", collector.query_addr);
     let grpc_url = format!("http://{}", collector.otlp_grpc_addr);
 
@@ -179,7 +205,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             ground_truth: Some(data_dir.join("ground_truth.csv")),
         },
         interval: Duration::from_secs(1),
-        listen: Some(loopback),
+        listen: Some(default_or_any_port(
+            "GPU exporter page",
+            SocketAddr::from(([127, 0, 0, 1], 9400)),
+        )),
         otlp_endpoint: Some(grpc_url.clone()),
         hostname: "vigil-demo".to_string(),
         ..ExporterConfig::default()
@@ -219,7 +248,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         collector.otlp_http_addr
     );
     println!(
-        "  SQL              {query_url}   try: vigil query --url {query_url} \"SELECT count(*) FROM spans\""
+        "  SQL              {query_url}   try: {} \"SELECT count(*) FROM spans\"",
+        query_command(&query_url)
     );
     println!(
         "  GPU fleet        2 nodes x 4 simulated H100s, sampled every second; dcgm-style page at {metrics_page}"

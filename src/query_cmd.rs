@@ -86,11 +86,13 @@ fn print(
     let mut out = std::io::stdout().lock();
     match format {
         OutputFormat::Table => {
-            let table = arrow::util::pretty::pretty_format_batches(batches)?;
+            // With the schema, an empty result still shows its column names.
+            let table = arrow::util::pretty::pretty_format_batches_with_schema(schema, batches)?;
             use std::io::Write;
             writeln!(out, "{table}")?;
+            out.flush()?;
             let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-            eprintln!("{rows} row(s)");
+            eprintln!("{rows} {}", if rows == 1 { "row" } else { "rows" });
         }
         OutputFormat::Csv => {
             let mut writer = arrow::csv::WriterBuilder::new()

@@ -77,8 +77,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     init_logging(args.log_format);
-    let data_dir = config.collector.storage.data_dir.clone();
     let collector = vigil_collector::start(config.collector).await?;
+    // The store's data directory is the resolved, absolute one.
+    let data_dir = collector.store.config().data_dir.clone();
     let analyzer = analyze::start(&collector, &config.analyzer, &config.alerting, &data_dir)?;
     // One machine-readable line on stdout, so that scripts and tests learn the bound ports.
     println!(

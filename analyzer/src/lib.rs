@@ -5,6 +5,7 @@
 
 pub mod alert;
 pub mod detectors;
+pub mod health;
 pub mod notify;
 pub mod runner;
 pub mod source;

@@ -17,6 +17,7 @@ use vigil_schemas::tables::{Table, new_string_map_builder};
 use crate::AnalyzerError;
 use crate::alert::{Alert, AlertStatus};
 use crate::detectors::Detector;
+use crate::health::AnalyzerHealth;
 use crate::notify::Notifier;
 use crate::source::QuerySource;
 use crate::state::AlertStates;
@@ -106,6 +107,7 @@ pub struct Analyzer {
     sink: Option<Arc<dyn AlertSink>>,
     notifier: Option<Notifier>,
     events: broadcast::Sender<Alert>,
+    health: Arc<AnalyzerHealth>,
 }
 
 impl Analyzer {
@@ -116,6 +118,10 @@ impl Analyzer {
         notifier: Option<Notifier>,
     ) -> Analyzer {
         let (events, _) = broadcast::channel(1024);
+        let health = Arc::new(AnalyzerHealth::default());
+        for detector in &detectors {
+            health.register(detector.name());
+        }
         Analyzer {
             detectors,
             states: AlertStates::default(),
@@ -123,6 +129,7 @@ impl Analyzer {
             sink,
             notifier,
             events,
+            health,
         }
     }
 
@@ -197,6 +204,11 @@ impl Analyzer {
         self.events.subscribe()
     }
 
+    /// Each detector's runs and failures, shared with whoever reports them.
+    pub fn health(&self) -> Arc<AnalyzerHealth> {
+        self.health.clone()
+    }
+
     pub fn notifier(&self) -> Option<&Notifier> {
         self.notifier.as_ref()
     }
@@ -207,6 +219,7 @@ impl Analyzer {
         for detector in &mut self.detectors {
             match detector.evaluate(self.source.as_ref(), now).await {
                 Ok(findings) => {
+                    self.health.record(detector.name(), Ok(()), now);
                     changes.extend(self.states.apply(
                         detector.name(),
                         findings,
@@ -215,7 +228,8 @@ impl Analyzer {
                     ));
                 }
                 Err(e) => {
-                    tracing::warn!(detector = detector.name(), error = %e, "detector failed this round")
+                    tracing::warn!(detector = detector.name(), error = %e, "detector failed this round");
+                    self.health.record(detector.name(), Err(e.to_string()), now);
                 }
             }
         }

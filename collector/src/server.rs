@@ -149,7 +149,7 @@ pub async fn start(config: CollectorConfig) -> Result<RunningCollector, ServerEr
     }));
     let background = tokio::spawn(store.clone().run_background(shutdown_rx));
     ready.store(true, Ordering::Release);
-    tracing::info!(%otlp_grpc_addr, %otlp_http_addr, %query_addr, data_dir = %config.storage.data_dir.display(), "vigil collector ready");
+    tracing::info!(%otlp_grpc_addr, %otlp_http_addr, %query_addr, data_dir = %store.config().data_dir.display(), "vigil collector ready");
     Ok(RunningCollector {
         otlp_grpc_addr,
         otlp_http_addr,

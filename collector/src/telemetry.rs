@@ -31,6 +31,18 @@ pub type Exposition = Box<dyn Fn(&mut String) + Send + Sync>;
 #[derive(Default)]
 struct Expositions(parking_lot::Mutex<Vec<Exposition>>);
 
+/// One section of `GET /api/v1/status`, kept elsewhere in the process.
+pub type StatusSection = Box<dyn Fn() -> serde_json::Value + Send + Sync>;
+
+#[derive(Default)]
+struct StatusSections(parking_lot::Mutex<Vec<(String, StatusSection)>>);
+
+impl std::fmt::Debug for StatusSections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} status sections", self.0.lock().len())
+    }
+}
+
 impl std::fmt::Debug for Expositions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} more expositions", self.0.lock().len())
@@ -65,12 +77,30 @@ pub struct Telemetry {
     pub query_errors: AtomicU64,
     /// Families from other parts of the process (the analyzer's alert deliveries).
     more: Expositions,
+    /// Sections of the status document from other parts of the process (the analyzer's health).
+    sections: StatusSections,
 }
 
 impl Telemetry {
     /// Add families to `/metrics`: `render` appends them, HELP and TYPE lines included.
     pub fn add_exposition(&self, render: Exposition) {
         self.more.0.lock().push(render);
+    }
+
+    /// Add a section named `name` to `GET /api/v1/status`.
+    pub fn add_status_section(&self, name: &str, section: StatusSection) {
+        self.sections.0.lock().push((name.to_string(), section));
+    }
+
+    /// The status document: one key per section.
+    pub fn status(&self) -> serde_json::Value {
+        let sections = self.sections.0.lock();
+        serde_json::Value::Object(
+            sections
+                .iter()
+                .map(|(name, section)| (name.clone(), section()))
+                .collect(),
+        )
     }
 
     /// The counters of one table.

@@ -79,10 +79,6 @@ impl Collector {
     ) -> anyhow::Result<Collector> {
         std::fs::create_dir_all(data_dir)?;
         let log_path = data_dir.with_extension("log");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)?;
         let mut command = Command::new(vigil_bin());
         command
             .arg("serve")
@@ -97,15 +93,30 @@ impl Collector {
                 "127.0.0.1:0",
             ])
             .args(&extra_args)
-            .env_remove("VIGIL_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log));
+            .env_remove("VIGIL_CONFIG");
         for (k, v) in env {
             command.env(k, v);
         }
+        let mut collector = Collector::spawn(command, &log_path)?;
+        collector.data_dir = data_dir.to_path_buf();
+        collector.extra_args = extra_args;
+        Ok(collector)
+    }
+
+    /// Starts `command`, which must run `vigil serve`, and waits for the line on which it says
+    /// where it listens. Its stderr (the log) goes to `log_path`. `data_dir` is left empty and
+    /// `restart` repeats the plain `start_with` launch; callers with their own command set both.
+    pub fn spawn(mut command: Command, log_path: &Path) -> anyhow::Result<Collector> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_path)?;
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
         let mut child = command.spawn().context("could not start vigil serve")?;
-        let stdout = child.stdout.take().expect("piped stdout");
+        let stdout = child.stdout.take().context("piped stdout")?;
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -118,7 +129,7 @@ impl Collector {
             Ok(line) => line,
             Err(_) => {
                 let _ = child.kill();
-                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let log = std::fs::read_to_string(log_path).unwrap_or_default();
                 bail!("vigil serve did not report its ports within 60 s; its log:\n{log}");
             }
         };
@@ -134,9 +145,9 @@ impl Collector {
             http: addr("otlp_http")?,
             query: addr("query")?,
             child: Some(child),
-            data_dir: data_dir.to_path_buf(),
-            log_path,
-            extra_args,
+            data_dir: PathBuf::new(),
+            log_path: log_path.to_path_buf(),
+            extra_args: Vec::new(),
         })
     }
 
@@ -167,9 +178,14 @@ impl Collector {
 
     /// SIGTERM and wait for a clean exit (buffers flushed).
     pub fn stop(&mut self) -> anyhow::Result<()> {
+        self.stop_with("TERM")
+    }
+
+    /// Sends `signal` (`TERM`, `INT` as Ctrl-C does) and waits for a clean exit.
+    pub fn stop_with(&mut self, signal: &str) -> anyhow::Result<()> {
         if let Some(mut child) = self.child.take() {
             let status = Command::new("kill")
-                .arg("-TERM")
+                .arg(format!("-{signal}"))
                 .arg(child.id().to_string())
                 .status()?;
             anyhow::ensure!(status.success(), "kill -TERM failed");
@@ -185,7 +201,7 @@ impl Collector {
                 }
                 if Instant::now() > deadline {
                     let _ = child.kill();
-                    bail!("vigil serve did not stop within 60 s of SIGTERM");
+                    bail!("vigil serve did not stop within 60 s of SIG{signal}");
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }

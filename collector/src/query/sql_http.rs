@@ -1,4 +1,5 @@
-//! The query port's HTTP API: `POST /api/v1/sql`, `/healthz`, `/readyz`, `/metrics`.
+//! The query port's HTTP API: `POST /api/v1/sql`, `/healthz`, `/readyz`, `/metrics`, and
+//! `GET /api/v1/status` (what other parts of the process report, such as the analyzer's health).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,6 +49,7 @@ pub fn router(state: QueryHttpState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/api/v1/status", get(status))
         .with_state(state)
 }
 
@@ -61,6 +63,10 @@ async fn readyz(State(state): State<QueryHttpState>) -> Response {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
     }
+}
+
+async fn status(State(state): State<QueryHttpState>) -> Response {
+    axum::Json(state.telemetry.status()).into_response()
 }
 
 async fn metrics(State(state): State<QueryHttpState>) -> Response {

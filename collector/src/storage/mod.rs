@@ -6,6 +6,7 @@
 //! crashed before committing) are deleted and WAL records past it are replayed into the buffers.
 
 mod parquet_files;
+pub mod paths;
 mod retention;
 
 use std::collections::BTreeMap;
@@ -31,7 +32,8 @@ pub use retention::RetentionConfig;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
-    /// The data directory: `wal/` and `tables/` live under it.
+    /// The data directory: `wal/` and `tables/` live under it. Relative paths are taken from the
+    /// working directory at start-up, `~/` from `$HOME`; [`Store::config`] holds the absolute path.
     pub data_dir: PathBuf,
     /// Memory the collector may use for data: half for buffered (not yet flushed) rows, half for
     /// requests being decoded and flushes in progress. When the buffers' half is full, receivers
@@ -85,6 +87,8 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Path(#[from] paths::PathError),
     #[error("Parquet error on {path}: {message}")]
     Parquet { path: PathBuf, message: String },
     #[error("Arrow error: {0}")]
@@ -300,9 +304,10 @@ impl Store {
     /// Opens the data directory: recovers Parquet files and replays the WAL, then starts the WAL
     /// writer. Must be called inside a Tokio runtime.
     pub fn open(
-        config: StorageConfig,
+        mut config: StorageConfig,
         telemetry: Arc<Telemetry>,
     ) -> Result<Arc<Store>, StoreError> {
+        config.data_dir = paths::resolve_dir(&config.data_dir, "data directory")?;
         let tables_dir = config.data_dir.join("tables");
         // Half of the limit is for buffered rows; the other half is headroom for requests being
         // decoded (before they can be counted) and for flushes in progress.
