@@ -98,7 +98,8 @@ pub fn start(
         }));
     let source = Arc::new(collector.engine.context().clone());
     let sink: Arc<dyn AlertSink> = Arc::new(StoreSink(collector.store.clone()));
-    let mut runner = Analyzer::new(analyzer.detectors(), source, Some(sink), Some(notifier));
+    let mut runner = Analyzer::new(analyzer.detectors(), source, Some(sink), Some(notifier))
+        .with_alert_cap(analyzer.max_alerts_per_detector);
     let health = runner.health();
     let rendered = health.clone();
     collector

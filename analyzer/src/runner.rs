@@ -15,7 +15,7 @@ use tokio::sync::broadcast;
 use vigil_schemas::tables::{Table, new_string_map_builder};
 
 use crate::AnalyzerError;
-use crate::alert::{Alert, AlertStatus};
+use crate::alert::{Alert, AlertStatus, Finding, Severity};
 use crate::detectors::Detector;
 use crate::health::AnalyzerHealth;
 use crate::notify::Notifier;
@@ -108,6 +108,70 @@ pub struct Analyzer {
     notifier: Option<Notifier>,
     events: broadcast::Sender<Alert>,
     health: Arc<AnalyzerHealth>,
+    max_alerts_per_detector: usize,
+}
+
+/// Keeps at most `max` active findings of one detector, preferring the scopes already alerting
+/// and then the highest scores; the rest become one roll-up finding, which clears once the
+/// detector is back under the cap.
+fn cap_findings(
+    detector: &str,
+    mut findings: Vec<Finding>,
+    max: usize,
+    tracked: impl Fn(&Finding) -> bool,
+) -> Vec<Finding> {
+    let active = findings.iter().filter(|f| f.active).count();
+    let mut labels = std::collections::BTreeMap::new();
+    labels.insert("alertname".to_string(), "TooManyAlerts".to_string());
+    labels.insert("detector".to_string(), detector.to_string());
+    if active <= max {
+        findings.push(Finding {
+            labels,
+            severity: Severity::Warning,
+            subject: format!("{detector}: more scopes than alerts"),
+            score: active as f64,
+            threshold: max as f64,
+            active: false,
+            clear: true,
+            message: String::new(),
+            evidence: Default::default(),
+        });
+        return findings;
+    }
+    let (mut hot, rest): (Vec<Finding>, Vec<Finding>) =
+        findings.into_iter().partition(|f| f.active);
+    hot.sort_by(|a, b| {
+        tracked(b)
+            .cmp(&tracked(a))
+            .then(b.score.total_cmp(&a.score))
+    });
+    let over = hot.split_off(max);
+    let severity = over
+        .iter()
+        .map(|f| f.severity)
+        .max_by_key(|s| *s as u8)
+        .unwrap_or(Severity::Warning);
+    let examples: Vec<&str> = over.iter().take(5).map(|f| f.subject.as_str()).collect();
+    let mut evidence = serde_json::Map::new();
+    evidence.insert("scopes_over_cap".into(), over.len().into());
+    evidence.insert("examples".into(), examples.clone().into());
+    hot.push(Finding {
+        labels,
+        severity,
+        subject: format!("{} more scopes of {detector}", over.len()),
+        score: active as f64,
+        threshold: max as f64,
+        active: true,
+        clear: false,
+        message: format!(
+            "{detector} found {active} scopes alerting; {max} have alerts of their own (analyzer.max_alerts_per_detector) and this one stands for the other {} (e.g. {}). So many at once is more often a flood of made-up series than a real fleet-wide fault: check who sends them.",
+            over.len(),
+            examples.join(", ")
+        ),
+        evidence,
+    });
+    hot.extend(rest);
+    hot
 }
 
 impl Analyzer {
@@ -130,6 +194,7 @@ impl Analyzer {
             notifier,
             events,
             health,
+            max_alerts_per_detector: crate::AnalyzerConfig::default().max_alerts_per_detector,
         }
     }
 
@@ -204,6 +269,12 @@ impl Analyzer {
         self.events.subscribe()
     }
 
+    /// At most `max` alerts per detector (see `AnalyzerConfig::max_alerts_per_detector`).
+    pub fn with_alert_cap(mut self, max: usize) -> Analyzer {
+        self.max_alerts_per_detector = max.max(1);
+        self
+    }
+
     /// Each detector's runs and failures, shared with whoever reports them.
     pub fn health(&self) -> Arc<AnalyzerHealth> {
         self.health.clone()
@@ -220,6 +291,13 @@ impl Analyzer {
             match detector.evaluate(self.source.as_ref(), now).await {
                 Ok(findings) => {
                     self.health.record(detector.name(), Ok(()), now);
+                    let states = &self.states;
+                    let findings = cap_findings(
+                        detector.name(),
+                        findings,
+                        self.max_alerts_per_detector,
+                        |f| states.tracks(&crate::alert::fingerprint(&f.labels)),
+                    );
                     changes.extend(self.states.apply(
                         detector.name(),
                         findings,
@@ -311,6 +389,91 @@ mod tests {
     use crate::alert::{Finding, Severity};
     use crate::notify::{AlertingConfig, AlertmanagerConfig};
     use crate::state::{AlertStates, Timing};
+
+    /// A detector that reports every scope it is fed as alerting, as the XID counter detector
+    /// does when a sender makes up ten thousand GPU UUIDs.
+    struct Flood {
+        scopes: usize,
+    }
+
+    #[async_trait]
+    impl Detector for Flood {
+        fn name(&self) -> &'static str {
+            "gpu_counters"
+        }
+        fn timing(&self) -> Timing {
+            Timing {
+                for_duration: Duration::ZERO,
+                resolve_after: Duration::ZERO,
+            }
+        }
+        async fn evaluate(
+            &mut self,
+            _source: &dyn crate::source::QuerySource,
+            _now: SystemTime,
+        ) -> Result<Vec<Finding>, AnalyzerError> {
+            Ok((0..self.scopes)
+                .map(|i| {
+                    let mut labels = BTreeMap::new();
+                    labels.insert("alertname".to_string(), "GpuXidError".to_string());
+                    labels.insert("detector".to_string(), "gpu_counters".to_string());
+                    labels.insert("UUID".to_string(), format!("GPU-forged-{i}"));
+                    Finding {
+                        labels,
+                        severity: Severity::Critical,
+                        subject: format!("GPU-forged-{i}"),
+                        score: i as f64,
+                        threshold: 1.0,
+                        active: true,
+                        clear: false,
+                        message: "XID 79".into(),
+                        evidence: Default::default(),
+                    }
+                })
+                .collect())
+        }
+    }
+
+    #[tokio::test]
+    async fn ten_thousand_forged_gpus_raise_at_most_the_cap_and_one_roll_up() {
+        let detector = Box::new(Flood { scopes: 10_000 });
+        let mut analyzer =
+            Analyzer::new(vec![detector], Arc::new(SessionContext::new()), None, None)
+                .with_alert_cap(20);
+        let now = SystemTime::now();
+        let fired = analyzer.evaluate(now).await;
+        assert_eq!(fired.len(), 21, "20 of their own and one roll-up");
+        let roll_up: Vec<_> = fired
+            .iter()
+            .filter(|a| a.labels["alertname"] == "TooManyAlerts")
+            .collect();
+        assert_eq!(roll_up.len(), 1);
+        assert_eq!(roll_up[0].severity, Severity::Critical);
+        assert!(
+            roll_up[0].subject.starts_with("9980 more scopes"),
+            "{}",
+            roll_up[0].subject
+        );
+        // The highest scores keep their own alerts.
+        assert!(fired.iter().any(|a| a.subject == "GPU-forged-9999"));
+        // The next round changes nothing: the same scopes keep their alerts, no flapping.
+        assert!(
+            analyzer
+                .evaluate(now + Duration::from_secs(5))
+                .await
+                .is_empty()
+        );
+        // Back under the cap: the roll-up resolves.
+        analyzer.detectors = vec![Box::new(Flood { scopes: 3 })];
+        let changes = analyzer.evaluate(now + Duration::from_secs(10)).await;
+        assert!(
+            changes
+                .iter()
+                .any(|a| a.labels["alertname"] == "TooManyAlerts"
+                    && a.status == AlertStatus::Resolved),
+            "{changes:?}"
+        );
+    }
 
     /// An Alertmanager forgets an alert it stops hearing about, so an alert that was firing
     /// before a restart must keep being pushed after it.

@@ -35,6 +35,11 @@ pub struct AlertStates {
 }
 
 impl AlertStates {
+    /// Whether the alert with this fingerprint is pending or firing.
+    pub fn tracks(&self, fingerprint: &str) -> bool {
+        self.phases.contains_key(fingerprint)
+    }
+
     /// Apply one evaluation of one detector: `findings` are every scope it judged; a firing scope
     /// it did not report counts as clear. Returns the alerts that fired or resolved now.
     pub fn apply(

@@ -138,6 +138,7 @@ pub async fn start(config: CollectorConfig) -> Result<RunningCollector, ServerEr
         store: store.clone(),
         telemetry: telemetry.clone(),
         ready: ready.clone(),
+        listen: query_addr,
     });
     servers.push(tokio::spawn(async move {
         if let Err(e) = axum::serve(query_listener, query_router)

@@ -20,6 +20,8 @@ pub struct SignalCounters {
     pub bad_requests: AtomicU64,
     /// Requests accepted.
     pub requests: AtomicU64,
+    /// Items refused because their time was outside what is stored (also in `rejected`).
+    pub out_of_range: AtomicU64,
 }
 
 /// Picks one counter out of a signal's counters.
@@ -64,6 +66,10 @@ pub struct Telemetry {
     pub wal_groups: AtomicU64,
     /// Records replayed from the WAL at start-up.
     pub wal_replayed_records: AtomicU64,
+    /// Damaged places in the WAL skipped at start-up (torn tails included).
+    pub wal_damaged_regions: AtomicU64,
+    /// Bytes of the WAL skipped over at start-up to reach intact records.
+    pub wal_skipped_bytes: AtomicU64,
     /// Parquet files written.
     pub parquet_files_written: AtomicU64,
     /// Bytes of Parquet written.
@@ -117,7 +123,7 @@ impl Telemetry {
     pub fn render(&self, gauges: &[(&str, &str, f64)]) -> String {
         let mut out = String::new();
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let per_signal: [(&str, &str, CounterOf); 5] = [
+        let per_signal: [(&str, &str, CounterOf); 6] = [
             (
                 "vigil_ingest_accepted_items_total",
                 "Items stored, by signal.",
@@ -127,6 +133,11 @@ impl Telemetry {
                 "vigil_ingest_rejected_items_total",
                 "Items rejected as malformed, by signal.",
                 |s| &s.rejected,
+            ),
+            (
+                "vigil_ingest_out_of_range_items_total",
+                "Items refused because their time was too far in the future or older than retention keeps, by signal (also counted as rejected).",
+                |s| &s.out_of_range,
             ),
             (
                 "vigil_ingest_requests_total",
@@ -175,6 +186,16 @@ impl Telemetry {
                 "vigil_wal_replayed_records_total",
                 "WAL records replayed at start-up.",
                 &self.wal_replayed_records,
+            ),
+            (
+                "vigil_wal_damaged_regions_total",
+                "Damaged places in the WAL skipped at start-up, torn tails included (the log says where).",
+                &self.wal_damaged_regions,
+            ),
+            (
+                "vigil_wal_skipped_bytes_total",
+                "Bytes of the WAL skipped at start-up to reach the next intact record.",
+                &self.wal_skipped_bytes,
             ),
             (
                 "vigil_parquet_files_written_total",

@@ -33,13 +33,24 @@ fn request(service: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
     }
 }
 
+/// A whole second a minute ago, in nanoseconds: recent enough to be kept.
+fn recent_ns() -> u64 {
+    (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 60)
+        * 1_000_000_000
+}
+
 fn span(n: u8) -> Span {
+    let start = recent_ns();
     Span {
         trace_id: vec![n; 16],
         span_id: vec![n; 8],
         name: format!("span-{n}"),
-        start_time_unix_nano: 1_700_000_000_000_000_000,
-        end_time_unix_nano: 1_700_000_000_500_000_000,
+        start_time_unix_nano: start,
+        end_time_unix_nano: start + 500_000_000,
         ..Default::default()
     }
 }
@@ -161,9 +172,10 @@ async fn bad_requests_are_refused_clearly_and_good_ones_around_them_are_kept() {
     )
     .await;
     assert_eq!(status, 200, "{text}");
+    let start = recent_ns();
     let json = serde_json::json!({"resourceSpans": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "good"}}]},
         "scopeSpans": [{"spans": [{"traceId": "07070707070707070707070707070707", "spanId": "0707070707070707", "name": "span-7",
-        "kind": 3, "startTimeUnixNano": "1700000000000000000", "endTimeUnixNano": "1700000000500000000",
+        "kind": 3, "startTimeUnixNano": start.to_string(), "endTimeUnixNano": (start + 500_000_000).to_string(),
         "attributes": [{"key": "gen_ai.usage.input_tokens", "value": {"intValue": "12"}}]}]}]}]});
     let (status, text, _) = post(
         &c,
@@ -268,10 +280,291 @@ async fn sql_is_read_only_and_errors_say_why() {
     assert_eq!(one(&rows, "n"), 0);
     let response = reqwest::Client::new()
         .post(format!("{}/api/v1/sql", c.query_url()))
+        .header("content-type", "application/json")
         .body("SELECT 1")
         .send()
         .await
         .unwrap();
     assert_eq!(response.status().as_u16(), 400);
     assert!(response.text().await.unwrap().contains("{\\\"sql\\\""));
+}
+
+/// A web page the user visits can POST to a collector on their laptop, and DNS rebinding lets it
+/// read the answer; and one query can ask for gigabytes. Neither may work, and ingest goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_refuses_web_pages_and_bounds_what_a_result_may_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Collector::start(&dir.path().join("data"), &[]).unwrap();
+    let client = reqwest::Client::new();
+    let url = format!("{}/api/v1/sql", c.query_url());
+    let post = |host: Option<&str>, content_type: &str| {
+        let mut request = client
+            .post(&url)
+            .header("content-type", content_type)
+            .body(r#"{"sql": "SELECT 1 AS one"}"#);
+        if let Some(host) = host {
+            request = request.header("host", host);
+        }
+        request.send()
+    };
+    // What a cross-origin form or fetch without a preflight can send: refused.
+    for content_type in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+    ] {
+        let response = post(None, content_type).await.unwrap();
+        assert_eq!(response.status().as_u16(), 415, "{content_type}");
+        assert!(response.text().await.unwrap().contains("application/json"));
+    }
+    // A rebound name reaches 127.0.0.1 but says who it is.
+    for content_type in ["text/plain", "application/json"] {
+        let response = post(Some("evil.test"), content_type).await.unwrap();
+        assert_eq!(response.status().as_u16(), 403, "{content_type}");
+        assert!(
+            response
+                .text()
+                .await
+                .unwrap()
+                .contains("query.allowed_hosts")
+        );
+    }
+    let response = client
+        .get(format!("{}/api/v1/status", c.query_url()))
+        .header("host", "evil.test:9470")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 403);
+    assert!(
+        response
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+    // The way tools send it still works, by address or by localhost.
+    for host in [None, Some("localhost"), Some("LOCALHOST:1234")] {
+        let response = post(host, "application/json; charset=utf-8").await.unwrap();
+        assert_eq!(response.status().as_u16(), 200, "{host:?}");
+        assert!(
+            response
+                .headers()
+                .get("access-control-allow-origin")
+                .is_none()
+        );
+    }
+
+    // 30 rows of 60 MB each: refused by size, long before 1.8 GB of JSON is built.
+    let (status, body) = c
+        .sql_raw("SELECT repeat('x', 60000000) AS s FROM generate_series(1, 30)")
+        .await
+        .unwrap();
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("max_result_bytes"),
+        "{body}"
+    );
+    // Ingest and queries go on.
+    let mut client = TraceServiceClient::connect(c.grpc_url()).await.unwrap();
+    client
+        .export(request("after-big-query", vec![span(1)]))
+        .await
+        .unwrap();
+    let rows = c
+        .sql("SELECT count(*) AS n FROM spans WHERE service_name = 'after-big-query'")
+        .await
+        .unwrap();
+    assert_eq!(one(&rows, "n"), 1);
+}
+
+/// A request that is small on the wire but huge as rows: a 1 MiB resource attribute copied
+/// into each of 2,100 spans is a ~10 KB gzipped body and 2 GB of rows. It must be refused before
+/// a row is built, with a message naming the cause, without the memory or a panic, and the good
+/// requests around it (over HTTP and gRPC) must be kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_request_that_expands_to_gigabytes_is_priced_and_refused_before_it_is_built() {
+    const LIMIT: u64 = 1 << 30;
+    let dir = tempfile::tempdir().unwrap();
+    let c = Collector::start(&dir.path().join("data"), &[]).unwrap();
+    let mut hostile = request(
+        "amplifier",
+        (0..2_100u32).map(|i| span((i % 250) as u8)).collect(),
+    );
+    if let Some(resource) = hostile.resource_spans[0].resource.as_mut() {
+        resource.attributes.push(KeyValue {
+            key: "blob".into(),
+            value: Some(AnyValue {
+                value: Some(Value::StringValue("x".repeat(1 << 20))),
+            }),
+            ..Default::default()
+        });
+    }
+    let body = hostile.encode_to_vec();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&body).unwrap();
+    let compressed = gz.finish().unwrap();
+    assert!(
+        compressed.len() < 64 << 10,
+        "{} bytes gzipped",
+        compressed.len()
+    );
+
+    good(&c, 1).await;
+    let pid = c.pid();
+    let sampler = std::thread::spawn(move || {
+        let mut peak = 0;
+        for _ in 0..60 {
+            peak = u64::max(peak, vigil_tests::rss_bytes(pid).unwrap_or(0));
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        peak
+    });
+    for _ in 0..3 {
+        let (status, text, _) = post(
+            &c,
+            "/v1/traces",
+            "application/x-protobuf",
+            compressed.clone(),
+            true,
+        )
+        .await;
+        assert_eq!(status, 413, "{text}");
+        assert!(
+            text.contains("repeated on each of its 2100 items"),
+            "the refusal names the cause: {text}"
+        );
+    }
+    let mut client = TraceServiceClient::connect(c.grpc_url()).await.unwrap();
+    let status = client.export(hostile).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("memory_limit_bytes"),
+        "{status:?}"
+    );
+    good(&c, 2).await;
+    client.export(request("good", vec![span(3)])).await.unwrap();
+    let peak = sampler.join().unwrap();
+    assert!(
+        peak < LIMIT / 4,
+        "RSS peaked at {} MiB while refusing",
+        peak >> 20
+    );
+    let rows = c
+        .sql("SELECT service_name, count(*) AS n FROM spans GROUP BY 1 ORDER BY 1")
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(one(&rows, "service_name"), "good");
+    assert_eq!(one(&rows, "n"), 3);
+    assert!(!c.log().contains("panicked"), "{}", c.log());
+}
+
+/// 3,000 spans an hour apart, plus spans at time 0 and in 2200, in one request, to a collector
+/// allowed only 128 file descriptors (many hosts allow 1,024; the flush used to open one Parquet
+/// writer per hour at once). Out-of-range times are refused and counted, the rest flush in
+/// passes of a few files, and ingest goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_spread_over_years_are_bounded_in_time_and_in_open_files() {
+    const HOUR_NS: u64 = 3_600_000_000_000;
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let prlimit = vigil_tests::required_tool("prlimit", "util-linux");
+    let mut command = std::process::Command::new(prlimit);
+    command
+        .arg("--nofile=128")
+        .arg(vigil_tests::vigil_bin())
+        .args(["serve", "--data-dir"])
+        .arg(&data_dir)
+        .args([
+            "--otlp-grpc-addr",
+            "127.0.0.1:0",
+            "--otlp-http-addr",
+            "127.0.0.1:0",
+            "--query-addr",
+            "127.0.0.1:0",
+        ])
+        .env("VIGIL_STORAGE__FLUSH_INTERVAL_SECS", "1");
+    let c = Collector::spawn(command, &dir.path().join("serve.log")).unwrap();
+    c.wait_ready().await.unwrap();
+
+    let now = recent_ns();
+    let mut spans: Vec<Span> = (0..3_000u64)
+        .map(|i| {
+            let mut s = span((i % 250) as u8 + 1);
+            s.span_id = (i + 1).to_be_bytes().to_vec();
+            s.start_time_unix_nano = now - i * HOUR_NS;
+            s.end_time_unix_nano = s.start_time_unix_nano + 1_000;
+            s
+        })
+        .collect();
+    for (i, start) in [0u64, 7_258_118_400_000_000_000].into_iter().enumerate() {
+        let mut s = span(1);
+        s.span_id = vec![0xff, i as u8, 0, 0, 0, 0, 0, 1];
+        s.start_time_unix_nano = start;
+        s.end_time_unix_nano = start + 1;
+        spans.push(s);
+    }
+    let mut client = TraceServiceClient::connect(c.grpc_url()).await.unwrap();
+    let response = client
+        .export(request("spread", spans))
+        .await
+        .unwrap()
+        .into_inner();
+    let partial = response.partial_success.unwrap();
+    // Retention keeps 7 days: 168 or 169 of the hourly spans (the cutoff is an hour boundary).
+    let kept = 3_002 - partial.rejected_spans;
+    assert!((168..=169).contains(&kept), "{partial:?}");
+    assert!(
+        partial.error_message.contains("older than what is kept"),
+        "{partial:?}"
+    );
+
+    // Every kept hour gets its file, written a few at a time.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let page = c.own_metrics().await.unwrap();
+        let files = page
+            .lines()
+            .find_map(|l| l.strip_prefix("vigil_parquet_files{table=\"spans\"} "))
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .unwrap_or(0);
+        assert!(
+            page.contains("vigil_flush_failures_total 0\n"),
+            "a flush failed: {}",
+            c.log()
+        );
+        if files == kept {
+            let out_of_range = page
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("vigil_ingest_out_of_range_items_total{signal=\"spans\"} ")
+                })
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .unwrap_or(0);
+            // Every hourly span past retention, and the one in 2200 (time 0 may be refused
+            // earlier, as a malformed span).
+            assert!(
+                (2_832..=partial.rejected_spans).contains(&out_of_range),
+                "{out_of_range} out of range of {partial:?}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{files} of {kept} files after 60 s: {}",
+            c.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    client
+        .export(request("after", vec![span(9)]))
+        .await
+        .unwrap();
+    let rows = c
+        .sql("SELECT service_name, count(*) AS n FROM spans GROUP BY 1 ORDER BY 1")
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[0]["n"], 1);
+    assert_eq!(rows[1]["n"], kept);
 }

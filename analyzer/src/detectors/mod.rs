@@ -39,6 +39,10 @@ pub struct AnalyzerConfig {
     /// How often every detector runs.
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
+    /// Alerts one detector may have pending or firing at once. Past it, the highest-scoring
+    /// scopes keep their alerts and one `TooManyAlerts` alert stands for the rest: any OTLP
+    /// sender can make up ten thousand GPU UUIDs, and ten thousand pages help no one.
+    pub max_alerts_per_detector: usize,
     pub gpu: gpu::GpuConfig,
     pub drift: drift::DriftConfig,
 }
@@ -48,6 +52,7 @@ impl Default for AnalyzerConfig {
         AnalyzerConfig {
             enabled: true,
             interval: Duration::from_secs(5),
+            max_alerts_per_detector: 50,
             gpu: gpu::GpuConfig::default(),
             drift: drift::DriftConfig::default(),
         }

@@ -30,8 +30,21 @@ pub struct QueryConfig {
     pub memory_limit_bytes: u64,
     /// A query whose result has more rows than this is refused; aggregate or add a LIMIT.
     pub max_result_rows: usize,
-    /// A query running longer than this is cancelled.
+    /// A query whose result holds more than this many bytes (as Arrow, before it is encoded) is
+    /// refused: results are gathered outside DataFusion's memory pool, so rows alone do not bound
+    /// them (one row can hold a 60 MB string).
+    pub max_result_bytes: u64,
+    /// Queries from outside (HTTP SQL and the doors to come) that run at once; the next ones wait.
+    pub max_concurrent: usize,
+    /// Queries that may wait for a turn; past this, a query is refused at once (HTTP 429).
+    pub max_queued: usize,
+    /// A query running longer than this is cancelled (waiting for a turn counts).
     pub timeout_secs: u64,
+    /// Host names the query port answers to, besides IP addresses and `localhost`: a browser
+    /// page (or a DNS-rebinding attack) names a host of its own. While the port listens on a
+    /// loopback address only these pass; on another address any host passes unless this list is
+    /// set. `["*"]` lets every host through.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for QueryConfig {
@@ -39,7 +52,11 @@ impl Default for QueryConfig {
         QueryConfig {
             memory_limit_bytes: 512 << 20,
             max_result_rows: 1_000_000,
+            max_result_bytes: 256 << 20,
+            max_concurrent: 8,
+            max_queued: 64,
             timeout_secs: 60,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -56,6 +73,9 @@ pub enum QueryError {
     /// The query would cost more than the configured limits allow.
     #[error("{0}")]
     TooLarge(String),
+    /// Too many queries are running or waiting; retry shortly.
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl From<DataFusionError> for QueryError {
@@ -65,6 +85,10 @@ impl From<DataFusionError> for QueryError {
             | DataFusionError::Plan(_)
             | DataFusionError::SchemaError(..)
             | DataFusionError::NotImplemented(_) => QueryError::Invalid(e.strip_backtrace()),
+            DataFusionError::ResourcesExhausted(_) => QueryError::TooLarge(format!(
+                "{} (query.memory_limit_bytes)",
+                e.strip_backtrace()
+            )),
             _ => QueryError::Execution(e.strip_backtrace()),
         }
     }
@@ -75,6 +99,13 @@ impl From<DataFusionError> for QueryError {
 pub struct QueryEngine {
     ctx: SessionContext,
     limits: QueryConfig,
+    turns: Arc<Turns>,
+}
+
+/// Turns to run a query: `max_concurrent` at once, `max_queued` waiting.
+struct Turns {
+    running: Arc<tokio::sync::Semaphore>,
+    waiting: std::sync::atomic::AtomicUsize,
 }
 
 impl QueryEngine {
@@ -98,7 +129,48 @@ impl QueryEngine {
                 Arc::new(VigilTable::new(table, store.clone())),
             )?;
         }
-        Ok(QueryEngine { ctx, limits })
+        let turns = Arc::new(Turns {
+            running: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent.max(1))),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
+        });
+        Ok(QueryEngine { ctx, limits, turns })
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &QueryConfig {
+        &self.limits
+    }
+
+    /// Waits for a turn to run, up to `timeout`; refuses at once when the queue is full.
+    async fn turn(
+        &self,
+        timeout: Duration,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, QueryError> {
+        use std::sync::atomic::Ordering;
+        if let Ok(permit) = self.turns.running.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        let queued = self.turns.waiting.fetch_add(1, Ordering::AcqRel);
+        let result = if queued >= self.limits.max_queued {
+            Err(QueryError::Busy(format!(
+                "{} queries are running and {queued} waiting (query.max_concurrent, query.max_queued); retry shortly",
+                self.limits.max_concurrent
+            )))
+        } else {
+            match tokio::time::timeout(timeout, self.turns.running.clone().acquire_owned()).await {
+                Ok(Ok(permit)) => Ok(permit),
+                Ok(Err(_)) => Err(QueryError::Execution(
+                    "the query engine is shutting down".into(),
+                )),
+                Err(_) => Err(QueryError::Busy(format!(
+                    "no turn to run within {} s: {} queries were running (query.max_concurrent); retry shortly",
+                    timeout.as_secs(),
+                    self.limits.max_concurrent
+                ))),
+            }
+        };
+        self.turns.waiting.fetch_sub(1, Ordering::AcqRel);
+        result
     }
 
     /// The DataFusion context, for in-process readers such as the analyzer.
@@ -108,6 +180,9 @@ impl QueryEngine {
 
     /// Runs one read-only SQL statement: DDL, DML, COPY and `SET` are refused.
     pub async fn query(&self, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>), QueryError> {
+        let started = tokio::time::Instant::now();
+        let timeout = Duration::from_secs(self.limits.timeout_secs.max(1));
+        let _turn = self.turn(timeout).await?;
         let options = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
@@ -126,24 +201,31 @@ impl QueryEngine {
             })?;
         let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
         let max_rows = self.limits.max_result_rows;
+        let max_bytes = self.limits.max_result_bytes;
         let collect = async move {
             let mut stream = frame.execute_stream().await?;
             let mut batches = Vec::new();
-            let mut rows = 0usize;
+            let (mut rows, mut bytes) = (0usize, 0u64);
             while let Some(batch) = stream.next().await {
                 let batch = batch?;
                 rows += batch.num_rows();
+                bytes += result_bytes(&batch);
                 if rows > max_rows {
                     return Err(QueryError::TooLarge(format!(
                         "the result has more than {max_rows} rows (query.max_result_rows); aggregate, filter or add a LIMIT"
+                    )));
+                }
+                if bytes > max_bytes {
+                    return Err(QueryError::TooLarge(format!(
+                        "the result holds more than {max_bytes} bytes (query.max_result_bytes); select fewer or shorter columns, or add a LIMIT"
                     )));
                 }
                 batches.push(batch);
             }
             Ok(batches)
         };
-        let timeout = Duration::from_secs(self.limits.timeout_secs.max(1));
-        match tokio::time::timeout(timeout, collect).await {
+        let remaining = timeout.saturating_sub(started.elapsed());
+        match tokio::time::timeout(remaining, collect).await {
             Ok(batches) => Ok((schema, batches?)),
             Err(_) => Err(QueryError::TooLarge(format!(
                 "the query ran longer than {} s (query.timeout_secs) and was cancelled",
@@ -151,6 +233,16 @@ impl QueryEngine {
             ))),
         }
     }
+}
+
+/// The bytes a result batch holds, counting only its rows: a `LIMIT` slice of a large buffer
+/// does not count the whole buffer.
+fn result_bytes(batch: &RecordBatch) -> u64 {
+    batch
+        .columns()
+        .iter()
+        .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0) as u64)
+        .sum()
 }
 
 #[cfg(test)]
@@ -185,6 +277,64 @@ mod tests {
             }],
         };
         spans_to_batch(&request, &Normalizer::default()).batch
+    }
+
+    #[tokio::test]
+    async fn queries_past_the_running_and_waiting_bounds_are_refused_not_queued_forever() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StorageConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        let store = Store::open(config, Arc::new(Telemetry::default())).unwrap();
+        let limits = QueryConfig {
+            max_concurrent: 1,
+            max_queued: 1,
+            timeout_secs: 1,
+            ..QueryConfig::default()
+        };
+        let engine = QueryEngine::new(store, limits).unwrap();
+        let held = engine.turn(Duration::from_secs(1)).await.unwrap();
+        // One may wait; it gets no turn within the timeout while the first holds its own.
+        let waiting = {
+            let engine = engine.clone();
+            tokio::spawn(async move { engine.query("SELECT 1").await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let refused = engine.query("SELECT 1").await.unwrap_err();
+        assert!(matches!(refused, QueryError::Busy(_)), "{refused}");
+        assert!(refused.to_string().contains("max_queued"), "{refused}");
+        let timed_out = waiting.await.unwrap().unwrap_err();
+        assert!(matches!(timed_out, QueryError::Busy(_)), "{timed_out}");
+        drop(held);
+        engine.query("SELECT 1").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn results_are_bounded_in_bytes_as_well_as_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StorageConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        let store = Store::open(config, Arc::new(Telemetry::default())).unwrap();
+        let limits = QueryConfig {
+            max_result_bytes: 1 << 20,
+            ..QueryConfig::default()
+        };
+        let engine = QueryEngine::new(store, limits).unwrap();
+        let error = engine
+            .query("SELECT repeat('x', 100000) FROM generate_series(1, 30)")
+            .await
+            .unwrap_err();
+        assert!(matches!(error, QueryError::TooLarge(_)), "{error}");
+        assert!(error.to_string().contains("max_result_bytes"), "{error}");
+        // A LIMIT over a wide source counts the rows it returns, not the buffers they sit in.
+        let (_, batches) = engine
+            .query("SELECT repeat('x', 1000) AS s FROM generate_series(1, 5000) LIMIT 3")
+            .await
+            .unwrap();
+        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 3);
     }
 
     /// Flushed files are read through DataFusion's object store, which has its own path rules:

@@ -1,6 +1,7 @@
 //! The query port's HTTP API: `POST /api/v1/sql`, `/healthz`, `/readyz`, `/metrics`, and
 //! `GET /api/v1/status` (what other parts of the process report, such as the analyzer's health).
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -34,6 +35,8 @@ pub struct QueryHttpState {
     pub telemetry: Arc<Telemetry>,
     /// Set once every listener is bound and recovery is done.
     pub ready: Arc<AtomicBool>,
+    /// Where the query port listens: on loopback, only local host names are answered.
+    pub listen: SocketAddr,
 }
 
 #[derive(Deserialize)]
@@ -50,7 +53,62 @@ pub fn router(state: QueryHttpState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            check_host,
+        ))
         .with_state(state)
+}
+
+/// Refuses requests that name a host this collector does not answer to: a web page the user
+/// visits can send requests to a collector on their machine, and DNS rebinding makes its own
+/// host name resolve to 127.0.0.1; the `Host` header still carries that name.
+async fn check_host(
+    State(state): State<QueryHttpState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| request.uri().authority().map(|a| a.to_string()));
+    if let Some(host) = host
+        && !host_allowed(&host, state.listen, &state.engine.limits().allowed_hosts)
+    {
+        return error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "this collector does not answer to host {host:?}; reach it by IP address or localhost, or add the name to query.allowed_hosts"
+            ),
+        );
+    }
+    next.run(request).await
+}
+
+/// Whether a `Host` header value may reach the query port (see `query.allowed_hosts`).
+fn host_allowed(host: &str, listen: SocketAddr, allowed: &[String]) -> bool {
+    let name = match host.strip_prefix('[') {
+        // [v6]:port
+        Some(rest) => rest.split(']').next().unwrap_or(rest),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    let name = name.trim_end_matches('.');
+    if allowed
+        .iter()
+        .any(|a| a == "*" || a.eq_ignore_ascii_case(name))
+    {
+        return true;
+    }
+    // An address cannot be rebound to another server, and localhost is this machine.
+    if name.parse::<IpAddr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || name.to_ascii_lowercase().ends_with(".localhost")
+    {
+        return true;
+    }
+    !listen.ip().is_loopback() && allowed.is_empty()
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -115,6 +173,22 @@ async fn metrics(State(state): State<QueryHttpState>) -> Response {
 
 async fn sql(State(state): State<QueryHttpState>, headers: HeaderMap, body: Bytes) -> Response {
     let started = Instant::now();
+    // Browsers send text/plain and form bodies across origins without asking first;
+    // application/json they do not, so requiring it keeps web pages out.
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media_type = content_type.split(';').next().unwrap_or("").trim();
+    if !media_type.eq_ignore_ascii_case("application/json") {
+        add(&state.telemetry.query_errors, 1);
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "POST /api/v1/sql takes Content-Type: application/json with a body like {{\"sql\": \"SELECT 1\"}}; got {content_type:?}"
+            ),
+        );
+    }
     let request: SqlRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -133,6 +207,13 @@ async fn sql(State(state): State<QueryHttpState>, headers: HeaderMap, body: Byte
                 QueryError::Invalid(_) => StatusCode::BAD_REQUEST,
                 QueryError::TooLarge(_) => StatusCode::UNPROCESSABLE_ENTITY,
                 QueryError::Execution(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                QueryError::Busy(_) => {
+                    let mut response = error(StatusCode::TOO_MANY_REQUESTS, e.to_string());
+                    response
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+                    return response;
+                }
             };
             return error(status, e.to_string());
         }
@@ -215,4 +296,36 @@ fn json_body(
     body.extend_from_slice(&rows);
     body.push(b'}');
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_local_names_reach_a_loopback_port_unless_allowed() {
+        let loopback: SocketAddr = "127.0.0.1:9470".parse().unwrap();
+        let everywhere: SocketAddr = "0.0.0.0:9470".parse().unwrap();
+        for host in [
+            "127.0.0.1:9470",
+            "localhost:9470",
+            "LOCALHOST",
+            "[::1]:9470",
+            "app.localhost",
+            "10.1.2.3:9470",
+        ] {
+            assert!(host_allowed(host, loopback, &[]), "{host}");
+        }
+        for host in ["evil.test", "evil.test:9470", "localhost.evil.test"] {
+            assert!(!host_allowed(host, loopback, &[]), "{host}");
+        }
+        let named = vec!["vigil.internal".to_string()];
+        assert!(host_allowed("vigil.internal:9470", loopback, &named));
+        assert!(host_allowed("evil.test", loopback, &["*".to_string()]));
+        // On a public address a name is expected (Grafana reaches http://vigil:9470)…
+        assert!(host_allowed("vigil:9470", everywhere, &[]));
+        // …unless the names are listed.
+        assert!(!host_allowed("evil.test", everywhere, &named));
+        assert!(host_allowed("VIGIL.internal.", everywhere, &named));
+    }
 }

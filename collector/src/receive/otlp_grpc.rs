@@ -21,10 +21,13 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use tonic::codec::CompressionEncoding;
+use tonic::codegen::http;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
+use vigil_schemas::Table;
 
 use super::{Accepted, Ingest, IngestError};
+use crate::telemetry::add;
 
 /// The gRPC face of the ingest path.
 #[derive(Clone)]
@@ -124,6 +127,98 @@ impl LogsService for OtlpGrpc {
     }
 }
 
+/// Bounds the requests decoded and handled at once across all connections. A request waits a
+/// moment for a slot and is then pushed back (RESOURCE_EXHAUSTED with RetryInfo, as when memory
+/// is full), its body unread. It must not wait longer: the bodies of waiting requests fill the
+/// connection's HTTP/2 flow-control window, and the requests holding slots could then not read
+/// the rest of theirs. (tower's `GlobalConcurrencyLimit` waits in `poll_ready` and stalled
+/// ingest that way.)
+#[derive(Clone)]
+struct DecodeSlots<S> {
+    inner: S,
+    slots: Arc<tokio::sync::Semaphore>,
+    capacity: usize,
+    ingest: Arc<Ingest>,
+}
+
+/// How long a request may wait for a decode slot before it is pushed back.
+const SLOT_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+
+impl<S, B> tower::Service<http::Request<B>> for DecodeSlots<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let slots = self.slots.clone();
+        let capacity = self.capacity;
+        let ingest = self.ingest.clone();
+        let path = request.uri().path().to_string();
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let slot = match slots.clone().try_acquire_owned() {
+                Ok(slot) => Some(slot),
+                Err(_) => tokio::time::timeout(SLOT_WAIT, slots.acquire_owned())
+                    .await
+                    .ok()
+                    .and_then(Result::ok),
+            };
+            let Some(_slot) = slot else {
+                let table = if path.contains("MetricsService") {
+                    Table::Metrics
+                } else if path.contains("LogsService") {
+                    Table::Logs
+                } else {
+                    Table::Spans
+                };
+                add(&ingest.telemetry().signal(table).throttled_requests, 1);
+                let status = to_status(IngestError::Overloaded {
+                    message: format!(
+                        "{capacity} requests are being decoded across all connections, as many as the memory limit allows; retry shortly"
+                    ),
+                    retry_after: std::time::Duration::from_secs(
+                        ingest.limits().retry_after_secs.max(1),
+                    ),
+                });
+                return Ok(status.into_http());
+            };
+            future.await
+        })
+    }
+}
+
+#[derive(Clone)]
+struct DecodeSlotsLayer {
+    slots: Arc<tokio::sync::Semaphore>,
+    capacity: usize,
+    ingest: Arc<Ingest>,
+}
+
+impl<S> tower::Layer<S> for DecodeSlotsLayer {
+    type Service = DecodeSlots<S>;
+
+    fn layer(&self, inner: S) -> DecodeSlots<S> {
+        DecodeSlots {
+            inner,
+            slots: self.slots.clone(),
+            capacity: self.capacity,
+            ingest: self.ingest.clone(),
+        }
+    }
+}
+
 /// Requests handled at once per connection; further requests wait, undecoded.
 const MAX_IN_FLIGHT: usize = 32;
 
@@ -134,6 +229,8 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let limit = ingest.limits().max_request_bytes;
+    let decode_slots = ingest.decode_slots();
+    let slots_ingest = ingest.clone();
     let service = OtlpGrpc { ingest };
     let traces = TraceServiceServer::new(service.clone())
         .max_decoding_message_size(limit)
@@ -150,6 +247,12 @@ pub async fn serve(
     tonic::transport::Server::builder()
         // Bounds the requests decoded at once per connection, whatever the client's concurrency.
         .concurrency_limit_per_connection(MAX_IN_FLIGHT)
+        // …and across connections, so that a thousand clients cannot decode a thousand bodies.
+        .layer(DecodeSlotsLayer {
+            slots: Arc::new(tokio::sync::Semaphore::new(decode_slots)),
+            capacity: decode_slots,
+            ingest: slots_ingest,
+        })
         .add_service(traces)
         .add_service(metrics)
         .add_service(logs)

@@ -308,13 +308,15 @@ fn trace_response(accepted: &Accepted) -> ExportTraceServiceResponse {
 
 /// The OTLP/HTTP router.
 pub fn router(ingest: Arc<Ingest>) -> Router {
+    let decode_slots = ingest.decode_slots();
     Router::new()
         .route("/v1/traces", post(traces))
         .route("/v1/metrics", post(metrics))
         .route("/v1/logs", post(logs))
         // The handlers enforce the limit themselves, to answer with an OTLP status body.
         .layer(DefaultBodyLimit::disable())
-        // Bounds the bodies read at once; further requests wait, unread.
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(64))
+        // Bounds the bodies read at once (as many maximal bodies as the memory limit holds);
+        // further requests wait, unread.
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(decode_slots))
         .with_state(ingest)
 }

@@ -257,6 +257,8 @@ pub struct Store {
     tables: BTreeMap<Table, Arc<TableState>>,
     wal_tx: mpsc::Sender<WalCommand>,
     memory: Arc<MemoryBudget>,
+    /// Requests being converted into rows, priced before conversion: the other half of the limit.
+    conversions: Arc<MemoryBudget>,
     telemetry: Arc<Telemetry>,
 }
 
@@ -334,10 +336,27 @@ impl Store {
             );
         }
 
-        let (writer, recovered) = wal::open(&config.data_dir.join("wal"), config.wal.clone())?;
+        // LSNs already in Parquet must never be handed out again, even when every WAL segment
+        // that held them has been truncated away.
+        let min_next_lsn = tables
+            .values()
+            .map(|t| t.data.read().flushed_lsn)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let (writer, recovered) = wal::open(
+            &config.data_dir.join("wal"),
+            config.wal.clone(),
+            min_next_lsn,
+        )?;
         for problem in &recovered.corrupt_segments {
-            tracing::warn!(%problem, "WAL segment ends early; the records after this point are skipped (after a crash, a torn tail holds only unacknowledged records)");
+            tracing::warn!(%problem, "damaged WAL records were skipped; the records around them are kept (after a crash, a torn tail holds only unacknowledged records)");
         }
+        add(
+            &telemetry.wal_damaged_regions,
+            recovered.corrupt_segments.len() as u64,
+        );
+        add(&telemetry.wal_skipped_bytes, recovered.skipped_bytes);
         let mut replayed = 0u64;
         for record in recovered.records {
             let state = &tables[&record.table];
@@ -372,14 +391,21 @@ impl Store {
             .name("vigil-wal".into())
             .spawn(move || wal_writer_loop(writer, wal_rx, writer_tables, writer_telemetry))
             .map_err(io_err(&config.data_dir))?;
+        let conversions = Arc::new(MemoryBudget::new(config.memory_limit_bytes / 2));
         let store = Arc::new(Store {
             config,
             tables,
             wal_tx,
+            conversions,
             memory,
             telemetry,
         });
         Ok(store)
+    }
+
+    /// The budget of requests being converted into rows, before they reach the buffers.
+    pub fn conversions(&self) -> &Arc<MemoryBudget> {
+        &self.conversions
     }
 
     /// The memory budget the receivers reserve against.

@@ -68,6 +68,11 @@ struct HourWriter {
     dir: PathBuf,
 }
 
+/// Files a flush may have open at once. Rows spread over more hours than this are written in
+/// passes, a group of hours at a time, so that a request with timestamps an hour apart cannot
+/// open thousands of files (and descriptors, and writer buffers) at once.
+pub const MAX_OPEN_WRITERS: usize = 16;
+
 /// Writes one flush: rows grouped by hour (one file per hour), sorted within chunks for compression.
 pub fn write_flush(
     dir: &Path,
@@ -75,6 +80,54 @@ pub fn write_flush(
     batches: &[RecordBatch],
     lsn: u64,
     config: &StorageConfig,
+) -> Result<Vec<ParquetFile>, StoreError> {
+    let hours = distinct_hours(dir, batches)?;
+    let mut files = Vec::with_capacity(hours.len());
+    for group in hours.chunks(MAX_OPEN_WRITERS) {
+        let range = match group {
+            _ if group.len() == hours.len() => None,
+            [first, .., last] => Some((*first, *last + HOUR_NS)),
+            [only] => Some((*only, *only + HOUR_NS)),
+            [] => None,
+        };
+        files.extend(write_hours(dir, table, batches, lsn, config, range)?);
+    }
+    Ok(files)
+}
+
+/// The hours (their starts, ascending) that the batches' rows fall in.
+fn distinct_hours(dir: &Path, batches: &[RecordBatch]) -> Result<Vec<i64>, StoreError> {
+    let mut hours = std::collections::BTreeSet::new();
+    for batch in batches {
+        // A missing time sorts into hour 0, as in `sort_by_hour`.
+        for t in time_column(dir, batch)?.iter() {
+            hours.insert(t.unwrap_or(0).div_euclid(HOUR_NS) * HOUR_NS);
+        }
+    }
+    Ok(hours.into_iter().collect())
+}
+
+fn time_column<'a>(
+    dir: &Path,
+    batch: &'a RecordBatch,
+) -> Result<&'a TimestampNanosecondArray, StoreError> {
+    batch
+        .column_by_name(col::TIME)
+        .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
+        .ok_or_else(|| StoreError::Parquet {
+            path: dir.to_path_buf(),
+            message: "batch has no time column".into(),
+        })
+}
+
+/// Writes the rows whose time is in `range` (`[lo, hi)`; all rows when `None`), one file per hour.
+fn write_hours(
+    dir: &Path,
+    table: Table,
+    batches: &[RecordBatch],
+    lsn: u64,
+    config: &StorageConfig,
+    range: Option<(i64, i64)>,
 ) -> Result<Vec<ParquetFile>, StoreError> {
     let schema = table.schema();
     let props = WriterProperties::builder()
@@ -97,6 +150,17 @@ pub fn write_flush(
         }
         let chunk = concat_batches(&schema, &batches[chunk_start..chunk_end])?;
         chunk_start = chunk_end;
+        let chunk = match range {
+            None => chunk,
+            Some((lo, hi)) => {
+                let time = time_column(dir, &chunk)?;
+                let in_range: arrow::array::BooleanArray = time
+                    .iter()
+                    .map(|t| Some((lo..hi).contains(&t.unwrap_or(0))))
+                    .collect();
+                arrow::compute::filter_record_batch(&chunk, &in_range)?
+            }
+        };
         if chunk.num_rows() == 0 {
             continue;
         }
@@ -172,13 +236,7 @@ fn sort_by_hour(
     table: Table,
     chunk: &RecordBatch,
 ) -> Result<(RecordBatch, Int64Array), StoreError> {
-    let time = chunk
-        .column_by_name(col::TIME)
-        .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
-        .ok_or_else(|| StoreError::Parquet {
-            path: dir.to_path_buf(),
-            message: "batch has no time column".into(),
-        })?;
+    let time = time_column(dir, chunk)?;
     let hours: Int64Array = time
         .iter()
         .map(|t| t.map(|t| t.div_euclid(HOUR_NS) * HOUR_NS))

@@ -4,8 +4,9 @@
 //! A segment is a file `{first_lsn:020}.wal` that starts with [`SEGMENT_MAGIC`] and holds records:
 //! `len: u32 | crc32: u32 | lsn: u64 | table: u8 | payload`, little-endian, where the CRC covers
 //! `lsn | table | payload` and the payload is an Arrow IPC stream of one record batch.
-//! Replay stops at the first record that is short or fails its checksum: that is a torn write
-//! from a crash, and nothing after it was acknowledged.
+//! Replay skips a record that is short or fails its checksum and goes on at the next intact one
+//! (found again by its length, table tag and CRC): a torn write at the tail is a crash, and
+//! nothing after it was acknowledged; damage in the middle costs only the records it hit.
 
 mod codec;
 
@@ -120,8 +121,11 @@ pub struct WalWriter {
 pub struct Recovered {
     /// Every intact record, in LSN order.
     pub records: Vec<WalRecord>,
-    /// Records lost to a torn tail or corruption (never acknowledged if the tail was torn).
+    /// Where records were lost to a torn tail or corruption, one line each (a torn tail was
+    /// never acknowledged; damage in the middle of a segment was).
     pub corrupt_segments: Vec<String>,
+    /// Bytes skipped over to reach the next intact record.
+    pub skipped_bytes: u64,
 }
 
 fn segment_name(first_lsn: u64) -> String {
@@ -147,84 +151,139 @@ fn list_segments(dir: &Path) -> Result<Vec<Segment>, WalError> {
     Ok(segments)
 }
 
-/// Reads every intact record of one segment; the error string says where reading stopped early.
-fn read_segment(path: &Path, records: &mut Vec<WalRecord>) -> Result<Option<String>, WalError> {
+/// Why the bytes at one position are not an intact record.
+enum Unreadable {
+    /// The record runs past the end of the segment: a write cut short by a crash.
+    Torn(String),
+    /// A whole record whose checksum, table or payload is wrong.
+    Bad(String),
+}
+
+/// Parses the record at `pos`; returns it and where the next one starts.
+fn parse_record(bytes: &[u8], pos: usize) -> Result<(WalRecord, usize), Unreadable> {
+    if bytes.len() - pos < HEADER_LEN {
+        return Err(Unreadable::Torn(format!(
+            "torn record header at byte {pos}"
+        )));
+    }
+    let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().expect("4 bytes"));
+    let body_start = pos + 8;
+    let body_end = body_start.saturating_add(8 + 1).saturating_add(len);
+    if body_end > bytes.len() {
+        return Err(Unreadable::Torn(format!("torn record at byte {pos}")));
+    }
+    let body = &bytes[body_start..body_end];
+    if crc32fast::hash(body) != crc {
+        return Err(Unreadable::Bad(format!("checksum mismatch at byte {pos}")));
+    }
+    let lsn = u64::from_le_bytes(body[..8].try_into().expect("8 bytes"));
+    let Some(table) = Table::from_tag(body[8]) else {
+        return Err(Unreadable::Bad(format!(
+            "unknown table tag {} at byte {pos}",
+            body[8]
+        )));
+    };
+    let batch = decode_batch(&body[9..])
+        .map_err(|e| Unreadable::Bad(format!("undecodable batch at byte {pos}: {e}")))?;
+    Ok((WalRecord { lsn, table, batch }, body_end))
+}
+
+/// The next position after `from` where an intact record starts, if any. A candidate needs a
+/// known table tag and a matching CRC-32, so a false match is about one in 2^34.
+fn resync(bytes: &[u8], from: usize) -> Option<usize> {
+    (from + 1..bytes.len().saturating_sub(HEADER_LEN - 1)).find(|&pos| {
+        if Table::from_tag(bytes[pos + 16]).is_none() {
+            return false;
+        }
+        parse_record(bytes, pos).is_ok()
+    })
+}
+
+/// What reading one segment found besides its intact records.
+#[derive(Debug, Default)]
+struct SegmentDamage {
+    /// Where and why reading skipped, one line each.
+    problems: Vec<String>,
+    /// Bytes skipped over.
+    skipped_bytes: u64,
+}
+
+/// Reads every intact record of one segment. A damaged record is skipped and reading goes on
+/// at the next intact one (records carry their length and a CRC, so they can be found again);
+/// only a torn tail, which no later record follows, ends it.
+fn read_segment(path: &Path, records: &mut Vec<WalRecord>) -> Result<SegmentDamage, WalError> {
     let mut bytes = Vec::new();
     File::open(path)
         .map_err(io(path))?
         .read_to_end(&mut bytes)
         .map_err(io(path))?;
+    let mut damage = SegmentDamage::default();
     if bytes.len() < SEGMENT_MAGIC.len() || &bytes[..SEGMENT_MAGIC.len()] != SEGMENT_MAGIC {
-        return Ok(Some(format!(
+        damage.problems.push(format!(
             "{}: not a vigil WAL segment (bad magic)",
             path.display()
-        )));
+        ));
+        damage.skipped_bytes = bytes.len() as u64;
+        return Ok(damage);
     }
     let mut pos = SEGMENT_MAGIC.len();
     while pos < bytes.len() {
-        if bytes.len() - pos < HEADER_LEN {
-            return Ok(Some(format!(
-                "{}: torn record header at byte {pos}",
-                path.display()
-            )));
-        }
-        let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().expect("4 bytes"));
-        let body_start = pos + 8;
-        let body_end = body_start + 8 + 1 + len;
-        if body_end > bytes.len() {
-            return Ok(Some(format!(
-                "{}: torn record at byte {pos}",
-                path.display()
-            )));
-        }
-        let body = &bytes[body_start..body_end];
-        if crc32fast::hash(body) != crc {
-            return Ok(Some(format!(
-                "{}: checksum mismatch at byte {pos}",
-                path.display()
-            )));
-        }
-        let lsn = u64::from_le_bytes(body[..8].try_into().expect("8 bytes"));
-        let Some(table) = Table::from_tag(body[8]) else {
-            return Ok(Some(format!(
-                "{}: unknown table tag {} at byte {pos}",
-                path.display(),
-                body[8]
-            )));
-        };
-        let batch = match decode_batch(&body[9..]) {
-            Ok(batch) => batch,
-            Err(e) => {
-                return Ok(Some(format!(
-                    "{}: undecodable batch at byte {pos}: {e}",
-                    path.display()
-                )));
+        match parse_record(&bytes, pos) {
+            Ok((record, next)) => {
+                records.push(record);
+                pos = next;
             }
-        };
-        records.push(WalRecord { lsn, table, batch });
-        pos = body_end;
+            Err(Unreadable::Torn(what) | Unreadable::Bad(what)) => match resync(&bytes, pos) {
+                Some(next) => {
+                    damage.problems.push(format!(
+                        "{}: {what}; skipped {} bytes to the next intact record at byte {next}",
+                        path.display(),
+                        next - pos
+                    ));
+                    damage.skipped_bytes += (next - pos) as u64;
+                    pos = next;
+                }
+                None => {
+                    damage.problems.push(format!(
+                        "{}: {what}; no intact record after it ({} bytes skipped)",
+                        path.display(),
+                        bytes.len() - pos
+                    ));
+                    damage.skipped_bytes += (bytes.len() - pos) as u64;
+                    break;
+                }
+            },
+        }
     }
-    Ok(None)
+    Ok(damage)
 }
 
 /// Opens the log in `dir`: reads back what it holds and starts a fresh segment for new appends.
-pub fn open(dir: &Path, config: WalConfig) -> Result<(WalWriter, Recovered), WalError> {
+/// New records get LSNs from `min_next_lsn` on at least: the caller knows LSNs already used
+/// elsewhere (flushed to Parquet, their WAL segments since deleted), which must never repeat.
+pub fn open(
+    dir: &Path,
+    config: WalConfig,
+    min_next_lsn: u64,
+) -> Result<(WalWriter, Recovered), WalError> {
     fs::create_dir_all(dir).map_err(io(dir))?;
     let segments = list_segments(dir)?;
     let mut records = Vec::new();
     let mut corrupt_segments = Vec::new();
+    let mut skipped_bytes = 0;
     for segment in &segments {
-        if let Some(problem) = read_segment(&segment.path, &mut records)? {
-            corrupt_segments.push(problem);
-        }
+        let damage = read_segment(&segment.path, &mut records)?;
+        corrupt_segments.extend(damage.problems);
+        skipped_bytes += damage.skipped_bytes;
     }
     records.sort_by_key(|r| r.lsn);
     let next_lsn = records
         .last()
         .map(|r| r.lsn + 1)
         .unwrap_or(1)
-        .max(segments.last().map(|s| s.first_lsn).unwrap_or(1));
+        .max(segments.last().map(|s| s.first_lsn).unwrap_or(1))
+        .max(min_next_lsn);
     // An old segment that starts at `next_lsn` holds no record; the new segment replaces it.
     let segments: Vec<Segment> = segments
         .into_iter()
@@ -247,6 +306,7 @@ pub fn open(dir: &Path, config: WalConfig) -> Result<(WalWriter, Recovered), Wal
         Recovered {
             records,
             corrupt_segments,
+            skipped_bytes,
         },
     ))
 }
@@ -400,7 +460,7 @@ mod tests {
     #[test]
     fn records_survive_reopen_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut w, rec) = open(dir.path(), WalConfig::default()).unwrap();
+        let (mut w, rec) = open(dir.path(), WalConfig::default(), 0).unwrap();
         assert!(rec.records.is_empty());
         assert_eq!(
             w.append_group(&[pending(1), pending(3)]).unwrap(),
@@ -408,7 +468,7 @@ mod tests {
         );
         assert_eq!(w.append_group(&[pending(5)]).unwrap(), vec![3]);
         drop(w);
-        let (w, rec) = open(dir.path(), WalConfig::default()).unwrap();
+        let (w, rec) = open(dir.path(), WalConfig::default(), 0).unwrap();
         let lsns: Vec<u64> = rec.records.iter().map(|r| r.lsn).collect();
         assert_eq!(lsns, vec![1, 2, 3]);
         assert_eq!(rec.records[2].batch, batch(5));
@@ -419,7 +479,7 @@ mod tests {
     #[test]
     fn torn_tail_is_dropped_and_earlier_records_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut w, _) = open(dir.path(), WalConfig::default()).unwrap();
+        let (mut w, _) = open(dir.path(), WalConfig::default(), 0).unwrap();
         w.append_group(&[pending(1), pending(2)]).unwrap();
         let path = w.current.path.clone();
         drop(w);
@@ -430,7 +490,7 @@ mod tests {
             .unwrap()
             .set_len(len - 5)
             .unwrap();
-        let (_, rec) = open(dir.path(), WalConfig::default()).unwrap();
+        let (_, rec) = open(dir.path(), WalConfig::default(), 0).unwrap();
         assert_eq!(rec.records.len(), 1);
         assert_eq!(rec.corrupt_segments.len(), 1);
         assert!(
@@ -441,9 +501,40 @@ mod tests {
     }
 
     #[test]
+    fn a_damaged_record_in_the_middle_costs_only_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, _) = open(dir.path(), WalConfig::default(), 0).unwrap();
+        w.append_group(&[pending(1)]).unwrap();
+        let path = w.current.path.clone();
+        let after_first = fs::metadata(&path).unwrap().len() as usize;
+        w.append_group(&[pending(2)]).unwrap();
+        w.append_group(&[pending(3)]).unwrap();
+        drop(w);
+        let mut bytes = fs::read(&path).unwrap();
+        // A byte inside the second record's payload, and its length field for good measure.
+        bytes[after_first + 40] ^= 0x5a;
+        bytes[after_first] ^= 0x01;
+        fs::write(&path, bytes).unwrap();
+        let (_, rec) = open(dir.path(), WalConfig::default(), 0).unwrap();
+        let lsns: Vec<u64> = rec.records.iter().map(|r| r.lsn).collect();
+        assert_eq!(lsns, vec![1, 3]);
+        assert_eq!(rec.corrupt_segments.len(), 1, "{:?}", rec.corrupt_segments);
+        assert!(rec.corrupt_segments[0].contains("next intact record"));
+        assert!(rec.skipped_bytes > 0);
+    }
+
+    #[test]
+    fn lsns_continue_past_what_the_caller_has_seen_even_with_no_segments_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let (w, rec) = open(dir.path(), WalConfig::default(), 5_000).unwrap();
+        assert!(rec.records.is_empty());
+        assert_eq!(w.next_lsn, 5_000);
+    }
+
+    #[test]
     fn flipped_byte_fails_the_checksum() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut w, _) = open(dir.path(), WalConfig::default()).unwrap();
+        let (mut w, _) = open(dir.path(), WalConfig::default(), 0).unwrap();
         w.append_group(&[pending(1)]).unwrap();
         let path = w.current.path.clone();
         drop(w);
@@ -451,7 +542,7 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
         fs::write(&path, bytes).unwrap();
-        let (_, rec) = open(dir.path(), WalConfig::default()).unwrap();
+        let (_, rec) = open(dir.path(), WalConfig::default(), 0).unwrap();
         assert!(rec.records.is_empty());
         assert!(rec.corrupt_segments[0].contains("checksum"));
     }
@@ -463,7 +554,7 @@ mod tests {
             segment_bytes: 1,
             ..Default::default()
         };
-        let (mut w, _) = open(dir.path(), config.clone()).unwrap();
+        let (mut w, _) = open(dir.path(), config.clone(), 0).unwrap();
         for i in 0..4 {
             w.append_group(&[pending(i)]).unwrap();
         }
@@ -471,7 +562,7 @@ mod tests {
         assert_eq!(w.segment_count(), 4);
         assert_eq!(w.truncate_through(2).unwrap(), 2);
         drop(w);
-        let (_, rec) = open(dir.path(), config).unwrap();
+        let (_, rec) = open(dir.path(), config, 0).unwrap();
         let lsns: Vec<u64> = rec.records.iter().map(|r| r.lsn).collect();
         assert_eq!(lsns, vec![3, 4]);
     }
@@ -491,7 +582,7 @@ mod tests {
                 cut_fraction in 0.0f64..=1.0,
             ) {
                 let dir = tempfile::tempdir().unwrap();
-                let (mut w, _) = open(dir.path(), WalConfig { sync: SyncPolicy::Never, ..Default::default() }).unwrap();
+                let (mut w, _) = open(dir.path(), WalConfig { sync: SyncPolicy::Never, ..Default::default() }, 0).unwrap();
                 let mut written = Vec::new();
                 let mut ends = Vec::new();
                 for group in &groups {
@@ -510,7 +601,7 @@ mod tests {
                 let cut = SEGMENT_MAGIC.len() as u64 + ((full - SEGMENT_MAGIC.len() as u64) as f64 * cut_fraction) as u64;
                 OpenOptions::new().write(true).open(&path).unwrap().set_len(cut).unwrap();
 
-                let (_, recovered) = open(dir.path(), WalConfig::default()).unwrap();
+                let (_, recovered) = open(dir.path(), WalConfig::default(), 0).unwrap();
                 // Records are whole exactly up to the last group end at or before the cut, or
                 // further when the cut fell inside a later group after some of its records.
                 let whole_groups = ends.iter().filter(|(end, _)| *end <= cut).map(|(_, n)| *n).max().unwrap_or(0);

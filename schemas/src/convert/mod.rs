@@ -3,10 +3,12 @@
 //! A request's bad items (a span with a malformed id, a timestamp past 2262) are rejected one by
 //! one and counted; the good items around them are kept, as OTLP's partial success asks.
 
+mod cost;
 mod logs;
 mod metrics;
 mod traces;
 
+pub use cost::{RequestCost, logs_request_cost, metrics_request_cost, trace_request_cost};
 pub use logs::logs_to_batch;
 pub use metrics::metrics_to_batch;
 pub use traces::spans_to_batch;
