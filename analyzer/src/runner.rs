@@ -291,6 +291,19 @@ impl Analyzer {
             match detector.evaluate(self.source.as_ref(), now).await {
                 Ok(findings) => {
                     self.health.record(detector.name(), Ok(()), now);
+                    if detector.silences_scopes() {
+                        let scopes = findings
+                            .iter()
+                            .filter(|f| !f.clear)
+                            .map(|f| {
+                                let mut scope = f.labels.clone();
+                                scope.remove("alertname");
+                                scope.remove("detector");
+                                scope
+                            })
+                            .collect();
+                        self.states.set_silent(scopes);
+                    }
                     let states = &self.states;
                     let findings = cap_findings(
                         detector.name(),

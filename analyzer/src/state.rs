@@ -2,7 +2,7 @@
 //! a `resolve_after` duration (plus the finding's hysteresis band) before resolving, so that an
 //! alert neither fires on one noisy evaluation nor flaps at the threshold.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime};
 
 use crate::alert::{Alert, AlertStatus, Finding, fingerprint};
@@ -32,9 +32,23 @@ enum Phase {
 #[derive(Debug, Default)]
 pub struct AlertStates {
     phases: HashMap<String, Phase>,
+    /// Scopes (their labels, less `alertname` and `detector`) that stopped reporting.
+    silent: Vec<BTreeMap<String, String>>,
 }
 
 impl AlertStates {
+    /// Sets the scopes that stopped reporting: a firing alert whose labels include all of one
+    /// scope's labels is held firing while it goes unreported, instead of resolving.
+    pub fn set_silent(&mut self, scopes: Vec<BTreeMap<String, String>>) {
+        self.silent = scopes;
+    }
+
+    fn is_silent(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.silent
+            .iter()
+            .any(|scope| !scope.is_empty() && scope.iter().all(|(k, v)| labels.get(k) == Some(v)))
+    }
+
     /// Whether the alert with this fingerprint is pending or firing.
     pub fn tracks(&self, fingerprint: &str) -> bool {
         self.phases.contains_key(fingerprint)
@@ -159,6 +173,18 @@ impl AlertStates {
                 last,
             }) = self.phases.remove(&key)
             {
+                if self.is_silent(&last.labels) {
+                    // Not reported because its scope went silent, not because it cleared.
+                    self.phases.insert(
+                        key,
+                        Phase::Firing {
+                            since,
+                            clear_since: None,
+                            last,
+                        },
+                    );
+                    continue;
+                }
                 let clear_since = clear_since.unwrap_or(now);
                 if now.duration_since(clear_since).unwrap_or_default() >= timing.resolve_after {
                     changes.push(to_alert(

@@ -627,3 +627,113 @@ fn the_outbox_delivers_every_alert_after_a_sigkill_while_the_receiver_was_down()
             .all(|d| d.verified_new && d.verified_old)
     );
 }
+
+/// Silence is not health: when a node's exporter stops, its GPUs get `GpuStoppedReporting`, and
+/// the alert a fault raised on one of them stays firing through the silence instead of resolving
+/// as if the GPU had recovered. When the exporter is back (without the fault), both resolve.
+#[test]
+fn a_gpu_that_stops_reporting_keeps_its_alerts_and_gets_one_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("vigil.toml");
+    std::fs::write(
+        &config,
+        "[analyzer]\ninterval = \"1s\"\n\n[analyzer.gpu]\nwindow = \"4s\"\nresolve_after = \"4s\"\nsilent_after = \"8s\"\n\n[analyzer.drift]\nenabled = false\n",
+    )
+    .unwrap();
+    let collector = Collector::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    )
+    .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let latest = |alertname: &str| -> Vec<(String, String)> {
+        let sql = format!(
+            "SELECT subject, state FROM (SELECT *, row_number() OVER (PARTITION BY fingerprint ORDER BY time DESC) AS n FROM alerts) \
+             WHERE n = 1 AND labels['alertname'] = '{alertname}' ORDER BY subject"
+        );
+        runtime
+            .block_on(collector.sql(&sql))
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["subject"].as_str().unwrap_or("").to_string(),
+                    r["state"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    };
+    let wait_for = |what: &str, timeout: Duration, done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + timeout;
+        while !done() {
+            assert!(
+                Instant::now() < deadline,
+                "{what} within {timeout:?}; log:\n{}",
+                collector.log()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    };
+    let fleet = |fault: Option<&str>, log: &str| {
+        let grpc = collector.grpc_url();
+        let mut args = vec![
+            "--simulate",
+            "--nodes",
+            "1",
+            "--gpus-per-node",
+            "2",
+            "--interval",
+            "1s",
+            "--otlp-endpoint",
+            &grpc,
+        ];
+        if let Some(fault) = fault {
+            args.extend(["--fault", fault]);
+        }
+        GpuExporter::start(&args, &dir.path().join(log)).unwrap()
+    };
+
+    let mut exporter = fleet(Some("pcie-downtrain:0/1:1s"), "exporter-1.log");
+    wait_for(
+        "the downtrained link fires",
+        Duration::from_secs(30),
+        &|| {
+            latest("GpuPcieLinkDowntrained")
+                .iter()
+                .any(|(_, state)| state == "firing")
+        },
+    );
+    exporter.stop().unwrap();
+    // Past silent_after, both GPUs are reported silent…
+    wait_for(
+        "both GPUs are reported silent",
+        Duration::from_secs(30),
+        &|| {
+            let silent = latest("GpuStoppedReporting");
+            silent.len() == 2 && silent.iter().all(|(_, state)| state == "firing")
+        },
+    );
+    // …and the downtrained link is still firing, long past window + resolve_after.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(
+        latest("GpuPcieLinkDowntrained")
+            .iter()
+            .map(|(_, state)| state.as_str())
+            .collect::<Vec<_>>(),
+        vec!["firing"],
+        "a silent GPU's alert must not resolve"
+    );
+
+    // Back, and healthy: the silence and the fault both resolve.
+    let _exporter = fleet(None, "exporter-2.log");
+    wait_for(
+        "silence and fault resolve",
+        Duration::from_secs(30),
+        &|| {
+            latest("GpuStoppedReporting")
+                .iter()
+                .chain(latest("GpuPcieLinkDowntrained").iter())
+                .all(|(_, state)| state == "resolved")
+        },
+    );
+}

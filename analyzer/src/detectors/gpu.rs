@@ -59,6 +59,13 @@ pub struct GpuConfig {
     pub baseline_window: Duration,
     /// Relative shortfall of the SM clock below the learned baseline that flags a GPU.
     pub baseline_shortfall: f64,
+    /// A GPU (or a whole node) that sent nothing for this long gets `GpuStoppedReporting`, and
+    /// its other alerts stay firing meanwhile instead of resolving as if it had recovered.
+    #[serde(with = "humantime_serde")]
+    pub silent_after: Duration,
+    /// A GPU silent for this long is forgotten (decommissioned): its alerts then resolve.
+    #[serde(with = "humantime_serde")]
+    pub forget_after: Duration,
 }
 
 impl Default for GpuConfig {
@@ -80,6 +87,8 @@ impl Default for GpuConfig {
             busbw_drop: 0.08,
             baseline_window: Duration::from_secs(600),
             baseline_shortfall: 0.08,
+            silent_after: Duration::from_secs(60),
+            forget_after: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -87,6 +96,12 @@ impl Default for GpuConfig {
 /// Every GPU detector.
 pub fn detectors(config: &GpuConfig) -> Vec<Box<dyn Detector>> {
     vec![
+        // First: the scopes it finds silent hold the other detectors' alerts in the same round.
+        Box::new(SilentGpus {
+            config: config.clone(),
+            last_seen: HashMap::new(),
+            read_until: None,
+        }),
         Box::new(CounterRules {
             config: config.clone(),
         }),
@@ -106,6 +121,110 @@ pub fn detectors(config: &GpuConfig) -> Vec<Box<dyn Detector>> {
             config: config.clone(),
         }),
     ]
+}
+
+/// Metrics that every exporter sends for every GPU it sees, vigil's and NVIDIA's dcgm-exporter.
+const PRESENCE_METRICS: [&str; 3] = [
+    "vigil_gpu_up",
+    "DCGM_FI_DEV_GPU_TEMP",
+    "DCGM_FI_DEV_GPU_UTIL",
+];
+
+/// GPUs that stopped reporting. The other detectors judge what arrives, so a GPU or a node that
+/// goes silent raises nothing there, and their alerts on it would resolve as if it had recovered:
+/// silence is not health. It gets an alert of its own, and the runner holds its other alerts
+/// while the silence lasts (see [`Detector::silences_scopes`]).
+pub struct SilentGpus {
+    config: GpuConfig,
+    last_seen: HashMap<GpuKey, SystemTime>,
+    /// The end of the window last read; the next read starts a window before it, for late samples.
+    read_until: Option<SystemTime>,
+}
+
+#[async_trait]
+impl Detector for SilentGpus {
+    fn name(&self) -> &'static str {
+        "gpu_silence"
+    }
+    fn timing(&self) -> Timing {
+        // The silence itself is the wait; it ends the moment a sample arrives.
+        Timing {
+            for_duration: Duration::ZERO,
+            resolve_after: Duration::ZERO,
+        }
+    }
+    fn silences_scopes(&self) -> bool {
+        true
+    }
+    async fn evaluate(
+        &mut self,
+        source: &dyn QuerySource,
+        now: SystemTime,
+    ) -> Result<Vec<Finding>, AnalyzerError> {
+        // After a start, look back as far as a GPU is remembered; then only at what is new.
+        let from = match self.read_until {
+            Some(until) => until - self.config.window,
+            None => now - self.config.forget_after,
+        };
+        let names: Vec<String> = PRESENCE_METRICS.iter().map(|m| quote(m)).collect();
+        let sql = format!(
+            "SELECT {}, arrow_cast(max(time), 'Int64') AS last_ns FROM metrics \
+             WHERE metric_name IN ({}) AND attributes['UUID'] IS NOT NULL AND {} \
+             GROUP BY host, gpu, uuid, model",
+            gpu_columns(&self.config.hostname_label),
+            names.join(", "),
+            window_clause(from, now)
+        );
+        let batches = source.sql(&sql).await?;
+        let keys = gpu_keys(&batches)?;
+        let last = floats(&batches, "last_ns")?;
+        for (key, last) in keys.into_iter().zip(last) {
+            let Some(last) = last else { continue };
+            let at = SystemTime::UNIX_EPOCH + Duration::from_nanos(last.max(0.0) as u64);
+            let seen = self.last_seen.entry(key).or_insert(at);
+            *seen = (*seen).max(at);
+        }
+        self.read_until = Some(now);
+        let forget_after = self.config.forget_after;
+        self.last_seen
+            .retain(|_, seen| now.duration_since(*seen).unwrap_or_default() < forget_after);
+        let silent_after = self.config.silent_after.as_secs_f64();
+        let window = self.config.window.as_secs_f64();
+        Ok(self
+            .last_seen
+            .iter()
+            .map(|(key, seen)| {
+                let silent = now.duration_since(*seen).unwrap_or_default().as_secs_f64();
+                let since = chrono::DateTime::<chrono::Utc>::from(*seen).to_rfc3339();
+                let mut evidence = serde_json::Map::new();
+                evidence.insert("last_sample".into(), json!(since));
+                evidence.insert("silent_seconds".into(), json!(silent.round()));
+                evidence.insert("gpu_uuid".into(), json!(key.uuid));
+                Finding {
+                    labels: key.labels(
+                        "GpuStoppedReporting",
+                        self.name(),
+                        &self.config.hostname_label,
+                        &[],
+                    ),
+                    severity: Severity::Critical,
+                    subject: key.subject(),
+                    score: silent,
+                    threshold: silent_after,
+                    // Between the two (no sample within a window, not yet silent_after) the
+                    // GPU's other alerts are already held, but it raises nothing yet.
+                    active: silent >= silent_after,
+                    clear: silent < window,
+                    message: format!(
+                        "{}: no samples since {since} ({:.0} s); its node, exporter or the network to it is down, and its other alerts are held until it reports again",
+                        key.subject(),
+                        silent
+                    ),
+                    evidence,
+                }
+            })
+            .collect())
+    }
 }
 
 fn timing(config: &GpuConfig) -> Timing {

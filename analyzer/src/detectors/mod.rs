@@ -22,6 +22,12 @@ pub trait Detector: Send + Sync {
     /// The `detector` label of its alerts.
     fn name(&self) -> &'static str;
     fn timing(&self) -> Timing;
+    /// Whether this detector's findings that are not clear are scopes that went silent: the
+    /// runner then holds the other detectors' firing alerts on those scopes instead of letting
+    /// them resolve. (Such a detector runs first, so that the hold applies in the same round.)
+    fn silences_scopes(&self) -> bool {
+        false
+    }
     /// Judge every scope in the window ending at `now`.
     async fn evaluate(
         &mut self,
