@@ -270,6 +270,12 @@ fn demo_fires_its_gpu_and_drift_alerts_within_two_minutes() {
         "{stdout}"
     );
     assert!(stdout.contains("look next: vigil query"), "{stdout}");
+    // The default ports when they are free, so that `vigil query` needs no --url; else it says.
+    assert!(
+        stdout.contains("SQL              http://127.0.0.1:9470   try: vigil query \"")
+            || stdout.contains("query port 127.0.0.1:9470 is not free"),
+        "{stdout}"
+    );
 
     // The alerts are in the alerts table of the demo's data directory.
     let collector = Collector::start(&data, &[]).unwrap();
@@ -736,4 +742,92 @@ fn a_gpu_that_stops_reporting_keeps_its_alerts_and_gets_one_of_its_own() {
                 .all(|(_, state)| state == "resolved")
         },
     );
+}
+
+/// A detector that fails its rounds raises nothing, so its silence must be visible: here the
+/// metrics table loses a Parquet file under the collector (as a relative data directory made
+/// every query fail, before it was resolved at start-up), and `/metrics`, the status endpoint and
+/// `vigil alerts` say the analyzer is degraded.
+#[test]
+fn a_detector_that_fails_its_rounds_shows_the_analyzer_degraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let collector = Collector::start_with(
+        &data,
+        vec![],
+        &[
+            ("VIGIL_STORAGE__FLUSH_INTERVAL_SECS", "1"),
+            ("VIGIL_ANALYZER__INTERVAL", "1s"),
+        ],
+    )
+    .unwrap();
+    let _exporter = GpuExporter::start(
+        &[
+            "--simulate",
+            "--nodes",
+            "1",
+            "--gpus-per-node",
+            "2",
+            "--interval",
+            "1s",
+            "--otlp-endpoint",
+            &collector.grpc_url(),
+        ],
+        &dir.path().join("exporter.log"),
+    )
+    .unwrap();
+    let alerts = || {
+        let (status, out, err) =
+            vigil_tests::run_vigil(&["alerts", "--url", &collector.query_url()]).unwrap();
+        assert!(status.success(), "{err}");
+        out
+    };
+    let parquet = |root: &Path| -> Vec<std::path::PathBuf> {
+        let mut found = Vec::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.extension().is_some_and(|e| e == "parquet") {
+                    found.push(path);
+                }
+            }
+        }
+        found
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let files = loop {
+        let files = parquet(&data.join("tables/metrics"));
+        if !files.is_empty() {
+            break files;
+        }
+        assert!(Instant::now() < deadline, "no metrics flushed within 30 s");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(alerts().contains("Analyzer: ok"), "{}", alerts());
+    for file in &files {
+        std::fs::remove_file(file).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = alerts();
+        if out.contains("Analyzer: DEGRADED") {
+            assert!(out.contains("gpu_"), "names the failing detectors: {out}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "not shown degraded: {out}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let page = runtime.block_on(collector.own_metrics()).unwrap();
+    assert!(
+        page.lines().any(
+            |l| l.starts_with("vigil_analyzer_detector_failing{detector=\"gpu_")
+                && l.ends_with(" 1")
+        ),
+        "{page}"
+    );
+    assert!(collector.log().contains("detector failed this round"));
 }

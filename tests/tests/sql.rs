@@ -129,6 +129,17 @@ async fn queries_span_parquet_and_memory_and_survive_restart() {
         run_vigil(&["query", "--url", &url, "--format", "json", "SELECT 2 AS a"]).unwrap();
     assert!(status.success());
     assert_eq!(out.trim(), "{\"a\":2}");
+    // An empty result still names its columns, and says it has no rows.
+    let (status, out, err) = run_vigil(&[
+        "query",
+        "--url",
+        &url,
+        "SELECT name, duration_ns FROM spans WHERE false",
+    ])
+    .unwrap();
+    assert!(status.success(), "{err}");
+    assert!(out.contains("| name | duration_ns |"), "{out}");
+    assert_eq!(err.trim(), "0 rows");
     let (status, out, _) =
         run_vigil(&["query", "--url", &url, "--bench", "3", "SELECT 1"]).unwrap();
     assert!(status.success());
