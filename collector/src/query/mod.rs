@@ -337,6 +337,55 @@ mod tests {
         assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 3);
     }
 
+    /// A query reads Parquet files lazily, while its stream is polled; retention that removes
+    /// a file meanwhile must not make it fail with NotFound.
+    #[tokio::test]
+    async fn a_query_that_started_before_retention_removed_its_files_finishes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = StorageConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        // Any file is over the size limit.
+        config.retention.max_bytes = 1;
+        let store = Store::open(config, Arc::new(Telemetry::default())).unwrap();
+        store.append(Table::Spans, spans(7)).await.unwrap();
+        store.flush_due_tables(true).await.unwrap();
+        let files = store.snapshot(Table::Spans).files;
+        assert_eq!(files.len(), 1);
+        let engine = QueryEngine::new(store.clone(), QueryConfig::default()).unwrap();
+        let stream = engine
+            .context()
+            .sql("SELECT count(*) AS n FROM spans")
+            .await
+            .unwrap()
+            .execute_stream()
+            .await
+            .unwrap();
+        let now = std::time::Instant::now();
+        store.enforce_retention(now).unwrap();
+        assert!(store.snapshot(Table::Spans).files.is_empty());
+        let batches: Vec<RecordBatch> = stream.map(|b| b.unwrap()).collect().await;
+        let n = batches[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .unwrap()
+            .value(0);
+        assert_eq!(n, 7);
+        // After the grace period the file is gone, and new queries no longer see it.
+        assert!(files[0].path.exists());
+        store
+            .enforce_retention(now + Duration::from_secs(121))
+            .unwrap();
+        assert!(!files[0].path.exists());
+        let (_, batches) = engine
+            .query("SELECT count(*) AS n FROM spans")
+            .await
+            .unwrap();
+        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+    }
+
     /// Flushed files are read through DataFusion's object store, which has its own path rules:
     /// characters it escapes, dot segments, symlinks, non-ASCII names.
     #[tokio::test]

@@ -259,6 +259,8 @@ pub struct Store {
     memory: Arc<MemoryBudget>,
     /// Requests being converted into rows, priced before conversion: the other half of the limit.
     conversions: Arc<MemoryBudget>,
+    /// Files retention took out of the tables, with when they may leave the disk.
+    doomed: parking_lot::Mutex<Vec<(PathBuf, Instant)>>,
     telemetry: Arc<Telemetry>,
 }
 
@@ -397,6 +399,7 @@ impl Store {
             tables,
             wal_tx,
             conversions,
+            doomed: parking_lot::Mutex::new(Vec::new()),
             memory,
             telemetry,
         });
@@ -621,7 +624,7 @@ impl Store {
                     let _ = self.wal_tx.send(WalCommand::Sync).await;
                 }
                 _ = retention_tick.tick() => {
-                    if let Err(e) = self.enforce_retention() {
+                    if let Err(e) = self.enforce_retention(Instant::now()) {
                         tracing::error!(error = %e, "retention pass failed");
                     }
                 }
@@ -634,7 +637,10 @@ impl Store {
         let _ = self.wal_tx.send(WalCommand::Sync).await;
     }
 
-    fn enforce_retention(&self) -> Result<(), StoreError> {
+    /// One retention pass as of `now`: files past the age or size limits leave their tables at
+    /// once and are deleted from disk `delete_grace_secs` later, when no query that saw them
+    /// can still be reading them (queries end within `query.timeout_secs`).
+    pub(crate) fn enforce_retention(&self, now: Instant) -> Result<(), StoreError> {
         let now_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
         let states: Vec<&TableState> = self.tables.values().map(|s| s.as_ref()).collect();
         let victims = {
@@ -642,22 +648,35 @@ impl Store {
             let files: Vec<Vec<ParquetFile>> = locked.iter().map(|d| d.files.clone()).collect();
             retention::select_victims(&files, now_ns, &self.config.retention)
         };
-        let mut deleted = 0u64;
+        let grace = Duration::from_secs(self.config.retention.delete_grace_secs);
         for (index, paths) in victims.into_iter().enumerate() {
             if paths.is_empty() {
                 continue;
             }
-            let state = states[index];
-            state
+            states[index]
                 .data
                 .write()
                 .files
                 .retain(|f| !paths.contains(&f.path));
-            for path in paths {
-                match fs::remove_file(&path) {
-                    Ok(()) => deleted += 1,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(StoreError::Io { path, source: e }),
+            let mut doomed = self.doomed.lock();
+            doomed.extend(paths.into_iter().map(|p| (p, now + grace)));
+        }
+        let due: Vec<PathBuf> = {
+            let mut doomed = self.doomed.lock();
+            let (due, later): (Vec<_>, Vec<_>) = doomed.drain(..).partition(|(_, at)| *at <= now);
+            *doomed = later;
+            due.into_iter().map(|(path, _)| path).collect()
+        };
+        let mut deleted = 0u64;
+        let mut failed = None;
+        for path in due {
+            match fs::remove_file(&path) {
+                Ok(()) => deleted += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                // Try again on the next pass.
+                Err(e) => {
+                    self.doomed.lock().push((path.clone(), now));
+                    failed = Some(StoreError::Io { path, source: e });
                 }
             }
         }
@@ -665,7 +684,7 @@ impl Store {
             add(&self.telemetry.retention_deleted_files, deleted);
             tracing::info!(files = deleted, "retention deleted Parquet files");
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 }
 

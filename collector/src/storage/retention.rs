@@ -19,6 +19,9 @@ pub struct RetentionConfig {
     pub max_bytes: u64,
     /// How often retention runs.
     pub check_interval_secs: u64,
+    /// A file retention removes leaves the table at once but stays on disk this long, so that
+    /// queries that started before (and read it lazily) finish; keep it above `query.timeout_secs`.
+    pub delete_grace_secs: u64,
 }
 
 impl Default for RetentionConfig {
@@ -27,6 +30,7 @@ impl Default for RetentionConfig {
             max_age_hours: 24 * 7,
             max_bytes: 0,
             check_interval_secs: 60,
+            delete_grace_secs: 120,
         }
     }
 }
@@ -91,6 +95,7 @@ mod tests {
             max_age_hours: 24,
             max_bytes: 9,
             check_interval_secs: 1,
+            ..RetentionConfig::default()
         };
         let victims = select_victims(&tables, now, &config);
         assert_eq!(victims[0], vec![PathBuf::from("a"), PathBuf::from("b")]);
@@ -104,6 +109,7 @@ mod tests {
             max_age_hours: 0,
             max_bytes: 0,
             check_interval_secs: 1,
+            ..RetentionConfig::default()
         };
         assert!(select_victims(&tables, i64::MAX, &config)[0].is_empty());
     }
