@@ -367,26 +367,60 @@ impl Analyzer {
         }
     }
 
-    /// Evaluate every `interval` and deliver every second until `shutdown` flips.
+    /// Queue the notifications that are due and push to the Alertmanagers (webhooks are sent by
+    /// the [`Deliverer`](crate::notify::Deliverer) task that `run` starts).
+    async fn queue_and_push(&mut self, now: SystemTime) {
+        if let Some(notifier) = &mut self.notifier {
+            if let Err(e) = notifier.flush_due(now) {
+                tracing::error!(error = %e, "could not queue notifications in the outbox");
+            }
+            notifier.push_alertmanagers(now).await;
+        }
+    }
+
+    /// Evaluate every `interval` and queue notifications every half second until `shutdown`
+    /// flips. Webhooks are sent by a task of their own, so that a receiver that never answers
+    /// cannot hold up detection.
     pub async fn run(
         mut self,
         interval: Duration,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
+        let delivery = self.notifier.as_ref().map(|notifier| {
+            let deliverer = notifier.deliverer();
+            let mut stop = shutdown.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(500));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {
+                            if let Err(e) = deliverer.deliver_due(SystemTime::now()).await {
+                                tracing::error!(error = %e, "outbox delivery failed");
+                            }
+                        }
+                        _ = stop.changed() => break,
+                    }
+                }
+            })
+        });
         let mut evaluate = tokio::time::interval(interval);
         evaluate.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut deliver = tokio::time::interval(Duration::from_millis(500));
-        deliver.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut queue = tokio::time::interval(Duration::from_millis(500));
+        queue.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = evaluate.tick() => {
                     self.evaluate(SystemTime::now()).await;
                 }
-                _ = deliver.tick() => {
-                    self.deliver(SystemTime::now()).await;
+                _ = queue.tick() => {
+                    self.queue_and_push(SystemTime::now()).await;
                 }
                 _ = shutdown.changed() => break,
             }
+        }
+        if let Some(delivery) = delivery {
+            let _ = delivery.await;
         }
     }
 }

@@ -133,9 +133,19 @@ pub struct Notifier {
     groups: HashMap<(usize, String), Group>,
     client: reqwest::Client,
     pub stats: Arc<DeliveryStats>,
-    last_alertmanager_push: Vec<Option<SystemTime>>,
+    alertmanagers: Vec<AlertmanagerState>,
     firing: BTreeMap<String, Alert>,
-    resolved_unsent: Vec<Alert>,
+}
+
+/// Where pushing to one Alertmanager stands: each is backed off on its own, so that a failing
+/// one is neither hit every tick nor makes the healthy ones be hit more often.
+#[derive(Debug, Default)]
+struct AlertmanagerState {
+    last_ok: Option<SystemTime>,
+    failures: u32,
+    next_try: Option<SystemTime>,
+    /// Resolved alerts this Alertmanager has not been told of yet.
+    resolved: Vec<Alert>,
 }
 
 impl Notifier {
@@ -160,16 +170,56 @@ impl Notifier {
         }
         let outbox = Outbox::open(&outbox_dir)?;
         let alertmanagers = config.alertmanagers.len();
-        Ok(Notifier {
+        let mut notifier = Notifier {
             config,
             outbox,
             groups: HashMap::new(),
             client: reqwest::Client::new(),
             stats: Arc::default(),
-            last_alertmanager_push: vec![None; alertmanagers],
+            alertmanagers: (0..alertmanagers)
+                .map(|_| AlertmanagerState::default())
+                .collect(),
             firing: BTreeMap::new(),
-            resolved_unsent: Vec::new(),
-        })
+        };
+        // Alerts that were waiting in a group when the process stopped: group them again.
+        let now = SystemTime::now();
+        for (receiver, alert) in notifier.outbox.held() {
+            match notifier
+                .config
+                .webhooks
+                .iter()
+                .position(|w| Outbox::receiver_key(&w.name) == receiver)
+            {
+                Some(index) => notifier.group(index, &alert, now),
+                None => {
+                    let _ = notifier.outbox.release(&receiver, &alert);
+                }
+            }
+        }
+        Ok(notifier)
+    }
+
+    /// Puts an alert in its group of one webhook.
+    fn group(&mut self, index: usize, alert: &Alert, now: SystemTime) {
+        let webhook = &self.config.webhooks[index];
+        let group_labels: BTreeMap<String, String> = webhook
+            .group_by
+            .iter()
+            .filter_map(|name| alert.labels.get(name).map(|v| (name.clone(), v.clone())))
+            .collect();
+        let key = group_key(&group_labels);
+        let group = self.groups.entry((index, key)).or_insert_with(|| Group {
+            labels: group_labels,
+            alerts: BTreeMap::new(),
+            created: now,
+            last_sent: None,
+            changed: false,
+            sequence: 0,
+        });
+        group
+            .alerts
+            .insert(alert.fingerprint.clone(), alert.clone());
+        group.changed = true;
     }
 
     pub fn outbox(&self) -> &Outbox {
@@ -196,28 +246,17 @@ impl Notifier {
                 }
                 AlertStatus::Resolved => {
                     self.firing.remove(&alert.fingerprint);
-                    self.resolved_unsent.push(alert.clone());
+                    for manager in &mut self.alertmanagers {
+                        manager.resolved.push(alert.clone());
+                    }
                 }
             }
-            for (index, webhook) in self.config.webhooks.iter().enumerate() {
-                let group_labels: BTreeMap<String, String> = webhook
-                    .group_by
-                    .iter()
-                    .filter_map(|name| alert.labels.get(name).map(|v| (name.clone(), v.clone())))
-                    .collect();
-                let key = group_key(&group_labels);
-                let group = self.groups.entry((index, key)).or_insert_with(|| Group {
-                    labels: group_labels,
-                    alerts: BTreeMap::new(),
-                    created: now,
-                    last_sent: None,
-                    changed: false,
-                    sequence: 0,
-                });
-                group
-                    .alerts
-                    .insert(alert.fingerprint.clone(), alert.clone());
-                group.changed = true;
+            for index in 0..self.config.webhooks.len() {
+                // On disk first: a crash within group_wait must not lose the notification.
+                if let Err(e) = self.outbox.hold(&self.config.webhooks[index].name, alert) {
+                    tracing::error!(error = %e, alert = alert.name(), "could not keep the alert in the outbox; it is notified only if the process lives through group_wait");
+                }
+                self.group(index, alert, now);
             }
         }
     }
@@ -246,9 +285,10 @@ impl Notifier {
             group.sequence += 1;
             let body = payload(webhook, &self.config.external_url, key, group);
             let envelope = Envelope {
+                // A receiver's name may hold any character; the id is a file name and a header.
                 id: format!(
                     "{}-{}-{}",
-                    webhook.name,
+                    Outbox::receiver_key(&webhook.name),
                     &crate::alert::fingerprint(&group.labels),
                     unix_ms(now) * 1000 + group.sequence % 1000
                 ),
@@ -260,6 +300,9 @@ impl Notifier {
                 last_error: None,
             };
             self.outbox.put(&envelope)?;
+            for alert in group.alerts.values() {
+                self.outbox.release(&webhook.name, alert)?;
+            }
             queued += 1;
             group.last_sent = Some(now);
             group.changed = false;
@@ -279,11 +322,134 @@ impl Notifier {
 
     /// Try every due envelope once. Returns how many were delivered.
     pub async fn deliver_due(&self, now: SystemTime) -> Result<usize, AnalyzerError> {
-        let mut delivered = 0;
-        for mut envelope in self.outbox.pending()? {
-            if envelope.next_attempt_ms > unix_ms(now) {
+        self.deliverer().deliver_due(now).await
+    }
+
+    /// Push firing (and newly resolved) alerts to every configured Alertmanager when due.
+    pub async fn push_alertmanagers(&mut self, now: SystemTime) {
+        for (index, manager) in self.config.alertmanagers.iter().enumerate() {
+            let state = &mut self.alertmanagers[index];
+            if state.next_try.is_some_and(|at| now < at) {
                 continue;
             }
+            let due = state.last_ok.is_none_or(|last| {
+                now.duration_since(last).unwrap_or_default() >= manager.resend_interval
+            }) || !state.resolved.is_empty();
+            if !due || (self.firing.is_empty() && state.resolved.is_empty()) {
+                continue;
+            }
+            let ends_at_firing = now + manager.resend_interval * 4;
+            let alerts: Vec<serde_json::Value> = self
+                .firing
+                .values()
+                .chain(state.resolved.iter())
+                .map(|alert| {
+                    json!({
+                        "labels": alert.labels,
+                        "annotations": alert.annotations,
+                        "startsAt": format_time(alert.starts_at),
+                        "endsAt": format_time(alert.ends_at.unwrap_or(ends_at_firing)),
+                        "generatorURL": generator_url(&self.config.external_url, alert),
+                    })
+                })
+                .collect();
+            let url = format!("{}/api/v2/alerts", manager.url.trim_end_matches('/'));
+            let outcome = match self
+                .client
+                .post(&url)
+                .json(&alerts)
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await
+            {
+                Ok(response) if response.status().is_success() => Ok(()),
+                Ok(response) => Err((
+                    format!("HTTP {}", response.status()),
+                    retry_after(response.headers(), now),
+                )),
+                Err(e) => Err((e.to_string(), None)),
+            };
+            match outcome {
+                Ok(()) => {
+                    state.last_ok = Some(now);
+                    state.failures = 0;
+                    state.next_try = None;
+                    state.resolved.clear();
+                }
+                Err((message, asked)) => {
+                    state.failures += 1;
+                    let wait = asked.unwrap_or_default().max(backoff(state.failures));
+                    state.next_try = Some(now + wait);
+                    self.stats
+                        .alertmanager_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%url, error = %message, retry_in = ?wait, "cannot push alerts to Alertmanager; will retry");
+                }
+            }
+        }
+    }
+
+    /// What delivers the outbox's notifications; it runs apart from the evaluation loop.
+    pub fn deliverer(&self) -> Deliverer {
+        Deliverer {
+            config: self.config.clone(),
+            outbox: self.outbox.clone(),
+            client: self.client.clone(),
+            stats: self.stats.clone(),
+            gates: Arc::default(),
+        }
+    }
+}
+
+/// Sends queued webhook notifications, each receiver on its own, so that one that never answers
+/// delays neither detection nor the other receivers.
+#[derive(Clone)]
+pub struct Deliverer {
+    config: AlertingConfig,
+    outbox: Outbox,
+    client: reqwest::Client,
+    stats: Arc<DeliveryStats>,
+    /// When each receiver that failed may be tried again: a failing receiver waits out its
+    /// backoff as a whole, not once per queued notification.
+    gates: Arc<parking_lot::Mutex<HashMap<String, SystemTime>>>,
+}
+
+impl Deliverer {
+    /// Try every due envelope once, the receivers side by side. Returns how many were delivered.
+    pub async fn deliver_due(&self, now: SystemTime) -> Result<usize, AnalyzerError> {
+        let mut by_receiver: BTreeMap<String, Vec<Envelope>> = BTreeMap::new();
+        let gates = self.gates.lock().clone();
+        for envelope in self.outbox.pending()? {
+            let gated = gates.get(&envelope.receiver).is_some_and(|at| now < *at);
+            if envelope.next_attempt_ms <= unix_ms(now) && !gated {
+                by_receiver
+                    .entry(envelope.receiver.clone())
+                    .or_default()
+                    .push(envelope);
+            }
+        }
+        let results = futures::future::join_all(
+            by_receiver
+                .into_values()
+                .map(|envelopes| self.deliver_to_one(envelopes, now)),
+        )
+        .await;
+        let mut delivered = 0;
+        for result in results {
+            delivered += result?;
+        }
+        Ok(delivered)
+    }
+
+    /// One receiver's due envelopes, oldest first; the first that fails to arrive stops the
+    /// rest until its retry (they would fail the same way).
+    async fn deliver_to_one(
+        &self,
+        envelopes: Vec<Envelope>,
+        now: SystemTime,
+    ) -> Result<usize, AnalyzerError> {
+        let mut delivered = 0;
+        for mut envelope in envelopes {
             let Some(webhook) = self
                 .config
                 .webhooks
@@ -303,6 +469,7 @@ impl Notifier {
                 Ok(()) => {
                     self.outbox.remove(&envelope.id)?;
                     self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                    self.gates.lock().remove(&webhook.name);
                     delivered += 1;
                 }
                 Err(SendError::Permanent(message)) => {
@@ -311,86 +478,43 @@ impl Notifier {
                     self.outbox.dead_letter(&envelope)?;
                     self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(SendError::Retry(message)) => {
+                Err(SendError::Retry(message, asked)) => {
                     envelope.last_error = Some(message.clone());
                     if envelope.attempts >= webhook.max_attempts {
                         tracing::warn!(receiver = %webhook.name, id = %envelope.id, %message, attempts = envelope.attempts, "webhook still failing; dead-lettered");
                         self.outbox.dead_letter(&envelope)?;
                         self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
                     } else {
-                        envelope.next_attempt_ms =
-                            unix_ms(now) + backoff(envelope.attempts).as_millis() as u64;
+                        let wait = asked.unwrap_or_default().max(backoff(envelope.attempts));
+                        envelope.next_attempt_ms = unix_ms(now) + wait.as_millis() as u64;
+                        self.gates.lock().insert(webhook.name.clone(), now + wait);
                         tracing::debug!(receiver = %webhook.name, id = %envelope.id, %message, "webhook delivery will be retried");
                         self.outbox.put(&envelope)?;
                         self.stats.retried.fetch_add(1, Ordering::Relaxed);
+                        break;
                     }
                 }
             }
         }
         Ok(delivered)
     }
+}
 
-    /// Push firing (and newly resolved) alerts to every configured Alertmanager when due.
-    pub async fn push_alertmanagers(&mut self, now: SystemTime) {
-        if self.config.alertmanagers.is_empty() {
-            self.resolved_unsent.clear();
-            return;
+/// A `Retry-After` header (seconds, or an HTTP date), capped at an hour.
+fn retry_after(headers: &reqwest::header::HeaderMap, now: SystemTime) -> Option<Duration> {
+    let value = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    let wait = match value.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => {
+            let at: SystemTime = chrono::DateTime::parse_from_rfc2822(value).ok()?.into();
+            at.duration_since(now).unwrap_or_default()
         }
-        let mut all_ok = true;
-        for (index, manager) in self.config.alertmanagers.iter().enumerate() {
-            let due = self.last_alertmanager_push[index].is_none_or(|last| {
-                now.duration_since(last).unwrap_or_default() >= manager.resend_interval
-            }) || !self.resolved_unsent.is_empty();
-            if !due || (self.firing.is_empty() && self.resolved_unsent.is_empty()) {
-                continue;
-            }
-            let ends_at_firing = now + manager.resend_interval * 4;
-            let alerts: Vec<serde_json::Value> = self
-                .firing
-                .values()
-                .chain(self.resolved_unsent.iter())
-                .map(|alert| {
-                    json!({
-                        "labels": alert.labels,
-                        "annotations": alert.annotations,
-                        "startsAt": format_time(alert.starts_at),
-                        "endsAt": format_time(alert.ends_at.unwrap_or(ends_at_firing)),
-                        "generatorURL": generator_url(&self.config.external_url, alert),
-                    })
-                })
-                .collect();
-            let url = format!("{}/api/v2/alerts", manager.url.trim_end_matches('/'));
-            match self
-                .client
-                .post(&url)
-                .json(&alerts)
-                .timeout(Duration::from_secs(10))
-                .send()
-                .await
-            {
-                Ok(response) if response.status().is_success() => {
-                    self.last_alertmanager_push[index] = Some(now);
-                }
-                Ok(response) => {
-                    all_ok = false;
-                    self.stats
-                        .alertmanager_errors
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%url, status = %response.status(), "Alertmanager refused the alerts");
-                }
-                Err(e) => {
-                    all_ok = false;
-                    self.stats
-                        .alertmanager_errors
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%url, error = %e, "cannot reach Alertmanager; will retry");
-                }
-            }
-        }
-        if all_ok {
-            self.resolved_unsent.clear();
-        }
-    }
+    };
+    Some(wait.min(Duration::from_secs(3600)))
 }
 
 fn group_key(labels: &BTreeMap<String, String>) -> String {
@@ -548,7 +672,8 @@ pub fn verify(secrets: &[String], id: &str, timestamp: &str, body: &str, header:
 
 enum SendError {
     Permanent(String),
-    Retry(String),
+    /// Worth another try; the receiver may say when (`Retry-After`).
+    Retry(String, Option<Duration>),
 }
 
 async fn send(
@@ -576,10 +701,13 @@ async fn send(
             } else if status.is_client_error() && status.as_u16() != 408 && status.as_u16() != 429 {
                 Err(SendError::Permanent(format!("HTTP {status}")))
             } else {
-                Err(SendError::Retry(format!("HTTP {status}")))
+                Err(SendError::Retry(
+                    format!("HTTP {status}"),
+                    retry_after(response.headers(), SystemTime::now()),
+                ))
             }
         }
-        Err(e) => Err(SendError::Retry(e.to_string())),
+        Err(e) => Err(SendError::Retry(e.to_string(), None)),
     }
 }
 
@@ -635,6 +763,177 @@ mod tests {
         );
         assert_eq!(get("X-Grafana-Alerting-Signature").len(), 64);
         assert!(secret_key("whsec_***").is_err());
+    }
+
+    /// The process dies inside group_wait, after the alert fired (it is in the alerts table)
+    /// but before its notification was queued: after the restart it is still notified.
+    #[test]
+    fn an_alert_grouped_when_the_process_died_is_notified_after_the_restart() {
+        use crate::alert::{Finding, Severity};
+        use crate::state::{AlertStates, Timing};
+        let dir = tempfile::tempdir().unwrap();
+        let config = AlertingConfig {
+            webhooks: vec![WebhookConfig {
+                name: "on call/primary".to_string(),
+                url: "http://127.0.0.1:9/hook".to_string(),
+                group_wait: Duration::from_secs(30),
+                ..WebhookConfig::default()
+            }],
+            ..AlertingConfig::default()
+        };
+        let mut labels = BTreeMap::new();
+        labels.insert("alertname".to_string(), "GpuPcieReplays".to_string());
+        labels.insert("UUID".to_string(), "GPU-1".to_string());
+        let finding = Finding {
+            labels,
+            severity: Severity::Warning,
+            subject: "GPU 1".to_string(),
+            score: 9.0,
+            threshold: 3.0,
+            active: true,
+            clear: false,
+            message: "PCIe replays".to_string(),
+            evidence: Default::default(),
+        };
+        let timing = Timing {
+            for_duration: Duration::ZERO,
+            resolve_after: Duration::from_secs(60),
+        };
+        let now = SystemTime::now();
+        let fired = AlertStates::default().apply("gpu_counters", vec![finding], timing, now);
+        let mut notifier = Notifier::new(config.clone(), dir.path().to_path_buf()).unwrap();
+        notifier.submit(&fired, now);
+        assert_eq!(notifier.flush_due(now + Duration::from_secs(2)).unwrap(), 0);
+        drop(notifier);
+
+        let mut restarted = Notifier::new(config, dir.path().to_path_buf()).unwrap();
+        let later = SystemTime::now() + Duration::from_secs(31);
+        assert_eq!(restarted.flush_due(later).unwrap(), 1);
+        let queued = restarted.outbox().pending().unwrap();
+        assert_eq!(queued.len(), 1);
+        assert!(
+            queued[0].body.contains("GpuPcieReplays"),
+            "{}",
+            queued[0].body
+        );
+        // Queued once: nothing is left waiting to be queued again.
+        assert!(restarted.outbox().held().is_empty());
+    }
+
+    /// A receiver that never answers delays no other; one that says 429 with Retry-After is
+    /// retried when it asked, not dead-lettered, and not hit again before.
+    #[tokio::test]
+    async fn receivers_are_delivered_side_by_side_and_retry_after_is_honoured() {
+        use std::sync::Mutex;
+        let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let hung_addr = hung.local_addr().unwrap();
+        // Accepts connections and never answers.
+        let _hold = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = hung.accept().await {
+                open.push(socket);
+            }
+        });
+        let received = Arc::new(Mutex::new(Vec::<std::time::Instant>::new()));
+        let busy_hits = Arc::new(Mutex::new(0u32));
+        let app = axum::Router::new()
+            .route(
+                "/ok",
+                axum::routing::post({
+                    let received = received.clone();
+                    move || async move {
+                        received.lock().unwrap().push(std::time::Instant::now());
+                        "ok"
+                    }
+                }),
+            )
+            .route(
+                "/busy",
+                axum::routing::post({
+                    let hits = busy_hits.clone();
+                    move || async move {
+                        *hits.lock().unwrap() += 1;
+                        (
+                            axum::http::StatusCode::TOO_MANY_REQUESTS,
+                            [("retry-after", "120")],
+                            "slow down",
+                        )
+                    }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let webhook = |name: &str, url: String| WebhookConfig {
+            name: name.to_string(),
+            url,
+            group_wait: Duration::ZERO,
+            timeout: Duration::from_secs(5),
+            ..WebhookConfig::default()
+        };
+        let config = AlertingConfig {
+            webhooks: vec![
+                webhook("hung", format!("http://{hung_addr}/hook")),
+                webhook("ok", format!("http://{addr}/ok")),
+                webhook("busy", format!("http://{addr}/busy")),
+            ],
+            ..AlertingConfig::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut notifier = Notifier::new(config, dir.path().to_path_buf()).unwrap();
+        let mut labels = BTreeMap::new();
+        labels.insert("alertname".to_string(), "GpuLost".to_string());
+        let finding = crate::alert::Finding {
+            labels,
+            severity: crate::alert::Severity::Critical,
+            subject: "GPU 0".to_string(),
+            score: 1.0,
+            threshold: 0.5,
+            active: true,
+            clear: false,
+            message: "lost".to_string(),
+            evidence: Default::default(),
+        };
+        let timing = crate::state::Timing {
+            for_duration: Duration::ZERO,
+            resolve_after: Duration::from_secs(60),
+        };
+        let now = SystemTime::now();
+        let fired = crate::state::AlertStates::default().apply(
+            "gpu_conditions",
+            vec![finding],
+            timing,
+            now,
+        );
+        notifier.submit(&fired, now);
+        assert_eq!(notifier.flush_due(now).unwrap(), 3);
+
+        let deliverer = notifier.deliverer();
+        let started = std::time::Instant::now();
+        let delivered = deliverer.deliver_due(SystemTime::now()).await.unwrap();
+        assert_eq!(delivered, 1);
+        let at = received.lock().unwrap()[0];
+        assert!(
+            at.duration_since(started) < Duration::from_secs(2),
+            "the healthy receiver waited {:?} for the hung one",
+            at.duration_since(started)
+        );
+        assert_eq!(*busy_hits.lock().unwrap(), 1);
+        let pending = notifier.outbox().pending().unwrap();
+        let busy = pending.iter().find(|e| e.receiver == "busy").unwrap();
+        assert!(
+            busy.next_attempt_ms >= unix_ms(SystemTime::now()) + 110_000,
+            "Retry-After: 120 is honoured"
+        );
+        assert_eq!(
+            notifier.outbox().dead_count(),
+            0,
+            "429 is retried, not dead-lettered"
+        );
+        // Within its Retry-After the busy receiver is left alone.
+        deliverer.deliver_due(SystemTime::now()).await.unwrap();
+        assert_eq!(*busy_hits.lock().unwrap(), 1);
     }
 
     #[test]

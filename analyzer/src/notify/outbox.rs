@@ -10,6 +10,8 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use crate::alert::Alert;
+
 /// One notification waiting to be delivered.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
@@ -33,19 +35,36 @@ pub fn unix_ms(time: SystemTime) -> u64 {
         .as_millis() as u64
 }
 
-/// The outbox directory: `pending/` and `dead/`.
+/// The outbox directory: `pending/` and `dead/` hold notifications; `grouping/` holds alerts
+/// that fired or resolved and wait in a receiver's group (`group_wait`) to become one.
 #[derive(Debug, Clone)]
 pub struct Outbox {
     pending: PathBuf,
     dead: PathBuf,
+    grouping: PathBuf,
+}
+
+/// A file-name-safe form of a receiver's name.
+fn safe(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 impl Outbox {
     pub fn open(dir: &Path) -> std::io::Result<Outbox> {
         let pending = dir.join("pending");
         let dead = dir.join("dead");
+        let grouping = dir.join("grouping");
         fs::create_dir_all(&pending)?;
         fs::create_dir_all(&dead)?;
+        fs::create_dir_all(&grouping)?;
         // A crash between writing a temporary file and renaming it leaves the temporary behind;
         // its envelope was never acknowledged to anyone, and the next evaluation re-raises it.
         for entry in fs::read_dir(&pending)?.flatten() {
@@ -53,11 +72,76 @@ impl Outbox {
                 let _ = fs::remove_file(entry.path());
             }
         }
-        Ok(Outbox { pending, dead })
+        Ok(Outbox {
+            pending,
+            dead,
+            grouping,
+        })
+    }
+
+    fn held_path(&self, receiver: &str, alert: &Alert) -> PathBuf {
+        self.grouping.join(format!(
+            "{}.{}.{}.json",
+            safe(receiver),
+            alert.fingerprint,
+            alert.status.as_str()
+        ))
+    }
+
+    /// Keeps an alert durably while it waits in `receiver`'s group, so that a crash within
+    /// `group_wait` does not lose the notification it is to become.
+    pub fn hold(&self, receiver: &str, alert: &Alert) -> std::io::Result<()> {
+        let path = self.held_path(receiver, alert);
+        let tmp = path.with_extension("tmp");
+        let mut file = File::create(&tmp)?;
+        file.write_all(&serde_json::to_vec(alert).map_err(std::io::Error::other)?)?;
+        file.sync_all()?;
+        fs::rename(&tmp, &path)?;
+        File::open(&self.grouping)?.sync_all()
+    }
+
+    /// The alert is in a queued notification now.
+    pub fn release(&self, receiver: &str, alert: &Alert) -> std::io::Result<()> {
+        match fs::remove_file(self.held_path(receiver, alert)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Alerts still waiting in a group when the process stopped, as (receiver file name, alert).
+    pub fn held(&self) -> Vec<(String, Alert)> {
+        let mut held = Vec::new();
+        for entry in fs::read_dir(&self.grouping).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if path.extension().is_some_and(|e| e == "tmp") {
+                let _ = fs::remove_file(&path);
+                continue;
+            }
+            let Some(receiver) = name.split('.').next() else {
+                continue;
+            };
+            match fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<Alert>(&b).map_err(|e| e.to_string()))
+            {
+                Ok(alert) => held.push((receiver.to_string(), alert)),
+                Err(message) => {
+                    tracing::warn!(path = %path.display(), %message, "unreadable grouped alert moved to dead/");
+                    let _ = fs::rename(&path, self.dead.join(entry.file_name()));
+                }
+            }
+        }
+        held
+    }
+
+    /// The file-name form of a receiver's name, as [`Outbox::held`] reports it.
+    pub fn receiver_key(name: &str) -> String {
+        safe(name)
     }
 
     fn path(dir: &Path, id: &str) -> PathBuf {
-        dir.join(format!("{id}.json"))
+        dir.join(format!("{}.json", safe(id)))
     }
 
     fn write(dir: &Path, envelope: &Envelope) -> std::io::Result<()> {
