@@ -160,7 +160,134 @@ fn is_content_key(key: &str) -> bool {
             | "llm.prompts"
             | "llm.prompt_template.variables"
             | "retrieval.documents"
+            | "gen_ai.input.messages"
+            | "gen_ai.output.messages"
     ) || key.ends_with(".content")
+}
+
+/// Span events and log records of the GenAI conventions whose attributes and body are message
+/// text: OpenLLMetry's `gen_ai.content.*` events and the event-based conventions.
+pub fn is_message_event(name: &str) -> bool {
+    matches!(
+        name,
+        "gen_ai.content.prompt"
+            | "gen_ai.content.completion"
+            | "gen_ai.system.message"
+            | "gen_ai.user.message"
+            | "gen_ai.assistant.message"
+            | "gen_ai.tool.message"
+            | "gen_ai.choice"
+            | "gen_ai.client.inference.operation.details"
+    )
+}
+
+/// Whether an attribute of an event (or log record) named `event` holds message text.
+pub fn is_content_attribute(event: &str, key: &str) -> bool {
+    is_content_key(key)
+        || (is_message_event(event)
+            && !matches!(
+                key,
+                "gen_ai.system"
+                    | "gen_ai.provider.name"
+                    | "gen_ai.response.id"
+                    | "role"
+                    | "index"
+                    | "finish_reason"
+                    | "id"
+                    | "event.name"
+            ))
+}
+
+impl Normalizer {
+    /// Attributes as a JSON object with the content policy applied to those that hold message
+    /// text (`event` names the event or log record they belong to; empty for links).
+    pub fn attributes_json(
+        &self,
+        event: &str,
+        attributes: &[KeyValue],
+    ) -> serde_json::Map<String, serde_json::Value> {
+        let mut object = crate::attrs::attributes_to_json(attributes);
+        if self.content != ContentPolicy::Keep {
+            let keys: Vec<String> = object
+                .keys()
+                .filter(|k| is_content_attribute(event, k))
+                .cloned()
+                .collect();
+            for key in keys {
+                let Some(value) = object.remove(&key) else {
+                    continue;
+                };
+                let text = match value {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                if let Some(kept) = self.content.apply(text) {
+                    object.insert(key, serde_json::Value::String(kept));
+                }
+            }
+        }
+        object
+    }
+}
+
+/// Message text carried by span events, for spans whose attributes have none: OpenLLMetry's
+/// `gen_ai.content.prompt`/`completion` events and the event-based GenAI conventions, as the
+/// same JSON array of messages the attributes give.
+fn messages_from_events(events: &[Event], side: Side) -> Option<String> {
+    let mut messages = Vec::new();
+    for event in events {
+        let get = |key: &str| {
+            event
+                .attributes
+                .iter()
+                .find(|kv| kv.key == key)
+                .and_then(|kv| kv.value.as_ref())
+                .and_then(value_to_string)
+        };
+        let (role, content) = match (side, event.name.as_str()) {
+            (Side::Input, "gen_ai.content.prompt") => {
+                (None, get("gen_ai.prompt").or_else(|| get("content")))
+            }
+            (Side::Output, "gen_ai.content.completion") => (
+                Some("assistant".to_string()),
+                get("gen_ai.completion").or_else(|| get("content")),
+            ),
+            (
+                Side::Input,
+                name @ ("gen_ai.system.message" | "gen_ai.user.message" | "gen_ai.tool.message"),
+            ) => (
+                Some(
+                    name.trim_start_matches("gen_ai.")
+                        .trim_end_matches(".message")
+                        .to_string(),
+                ),
+                get("content").or_else(|| get("message")),
+            ),
+            (Side::Input, "gen_ai.assistant.message") => {
+                (Some("assistant".to_string()), get("content"))
+            }
+            (Side::Output, "gen_ai.choice") => (
+                Some("assistant".to_string()),
+                get("message").or_else(|| get("content")),
+            ),
+            _ => continue,
+        };
+        let Some(content) = content else { continue };
+        // A whole conversation given as one JSON array is kept as that array.
+        if role.is_none()
+            && let Ok(serde_json::Value::Array(list)) = serde_json::from_str(&content)
+        {
+            messages.extend(list);
+            continue;
+        }
+        let mut message = serde_json::Map::new();
+        if let Some(role) = role {
+            message.insert("role".into(), role.into());
+        }
+        message.insert("content".into(), content.into());
+        messages.push(serde_json::Value::Object(message));
+    }
+    (!messages.is_empty()).then(|| serde_json::Value::Array(messages).to_string())
 }
 
 /// A TTFT value in nanoseconds; the attribute name's unit suffix decides the scale, seconds otherwise.
@@ -368,6 +495,8 @@ pub fn extract<'a>(
                 .apply(serde_json::Value::Array(array).to_string());
         } else if let Some(value) = fallback {
             *slot = value_to_string(value).and_then(|s| normalizer.content.apply(s));
+        } else if let Some(text) = messages_from_events(events, side) {
+            *slot = normalizer.content.apply(text);
         }
     }
 

@@ -206,7 +206,7 @@ impl Ingest {
     pub async fn logs(&self, request: &ExportLogsServiceRequest) -> Result<Accepted, IngestError> {
         self.check_memory(Table::Logs)?;
         let _converting = self.reserve_conversion(Table::Logs, logs_request_cost(request))?;
-        self.store_converted(Table::Logs, logs_to_batch(request))
+        self.store_converted(Table::Logs, logs_to_batch(request, &self.normalizer))
             .await
     }
 

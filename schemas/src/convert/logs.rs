@@ -1,3 +1,4 @@
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -11,7 +12,9 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 
 use super::{Converted, Rejections, append_attributes, append_pairs, opt_str, to_ns};
-use crate::attrs::{attribute_pairs, service_name, value_to_string};
+use crate::attrs::{attribute_pairs, service_name, value_to_cow, value_to_string};
+use crate::genai::{Normalizer, is_content_attribute, is_message_event};
+use crate::redact::ContentPolicy;
 use crate::tables::{Table, new_string_map_builder};
 
 fn optional_id(bytes: &[u8], len: usize, what: &str) -> Result<Option<String>, String> {
@@ -30,7 +33,9 @@ fn optional_id(bytes: &[u8], len: usize, what: &str) -> Result<Option<String>, S
 /// Converts an OTLP logs export request into rows of `logs`.
 ///
 /// `time` is the record's time, or its observed time when the source did not know the time.
-pub fn logs_to_batch(request: &ExportLogsServiceRequest) -> Converted {
+/// The content policy covers the bodies and message attributes of GenAI log events (the
+/// event-based GenAI conventions send prompts and completions as log records).
+pub fn logs_to_batch(request: &ExportLogsServiceRequest, normalizer: &Normalizer) -> Converted {
     let n: usize = request
         .resource_logs
         .iter()
@@ -93,10 +98,27 @@ pub fn logs_to_batch(request: &ExportLogsServiceRequest) -> Converted {
                 observed.append_option(if o == 0 { None } else { Some(o) });
                 severity_number.append_value(record.severity_number);
                 severity_text.append_option(opt_str(&record.severity_text));
-                body.append_option(record.body.as_ref().and_then(|b| match &b.value {
+                let event = if record.event_name.is_empty() {
+                    record
+                        .attributes
+                        .iter()
+                        .find(|kv| kv.key == "event.name")
+                        .and_then(|kv| kv.value.as_ref())
+                        .and_then(value_to_string)
+                        .unwrap_or_default()
+                } else {
+                    record.event_name.clone()
+                };
+                let text = record.body.as_ref().and_then(|b| match &b.value {
                     Some(Value::StringValue(s)) => Some(s.clone()),
                     _ => value_to_string(b),
-                }));
+                });
+                let genai_event = is_message_event(&event) || event.starts_with("gen_ai.");
+                body.append_option(if genai_event {
+                    text.and_then(|t| normalizer.content.apply(t))
+                } else {
+                    text
+                });
                 event_name.append_option(opt_str(&record.event_name));
                 trace_id.append_option(tid);
                 span_id.append_option(sid);
@@ -105,7 +127,24 @@ pub fn logs_to_batch(request: &ExportLogsServiceRequest) -> Converted {
                 scope_name.append_option(scope.and_then(|s| opt_str(&s.name)));
                 scope_version.append_option(scope.and_then(|s| opt_str(&s.version)));
                 append_pairs(&mut resource_attributes, &resource_pairs);
-                append_attributes(&mut attributes, &record.attributes);
+                if genai_event && normalizer.content != ContentPolicy::Keep {
+                    let pairs: Vec<(&str, Cow<'_, str>)> = record
+                        .attributes
+                        .iter()
+                        .filter_map(|kv| {
+                            let value = kv.value.as_ref().and_then(value_to_cow)?;
+                            if is_content_attribute(&event, &kv.key) {
+                                let kept = normalizer.content.apply(value.into_owned())?;
+                                Some((kv.key.as_str(), Cow::Owned(kept)))
+                            } else {
+                                Some((kv.key.as_str(), value))
+                            }
+                        })
+                        .collect();
+                    append_pairs(&mut attributes, &pairs);
+                } else {
+                    append_attributes(&mut attributes, &record.attributes);
+                }
                 dropped.append_value(record.dropped_attributes_count);
             }
         }

@@ -105,3 +105,203 @@ fn hex_id(bytes: &[u8], len: usize, what: &str) -> Result<String, String> {
 fn opt_str(s: &str) -> Option<&str> {
     if s.is_empty() { None } else { Some(s) }
 }
+
+#[cfg(test)]
+mod content_policy_tests {
+    use arrow::array::{Array, AsArray};
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    use super::{logs_to_batch, spans_to_batch};
+    use crate::genai::{NormalizeConfig, Normalizer};
+    use crate::redact::ContentPolicy;
+
+    const SECRET: &str = "mail bob@example.com the launch codes";
+
+    fn kv(key: &str, value: &str) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(value.into())),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn event(name: &str, attributes: Vec<KeyValue>) -> Event {
+        Event {
+            time_unix_nano: 1_000,
+            name: name.into(),
+            attributes,
+            ..Default::default()
+        }
+    }
+
+    fn normalizer(content: ContentPolicy) -> Normalizer {
+        Normalizer::new(&NormalizeConfig {
+            content,
+            ..NormalizeConfig::default()
+        })
+    }
+
+    /// (events, links, input_messages, output_messages) of one span, as stored.
+    fn stored_span(events: Vec<Event>, content: ContentPolicy) -> [Option<String>; 4] {
+        let span = Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            name: "chat gpt-4o".into(),
+            start_time_unix_nano: 1,
+            end_time_unix_nano: 2_000,
+            attributes: vec![kv("gen_ai.request.model", "gpt-4o")],
+            events,
+            links: vec![Link {
+                trace_id: vec![3; 16],
+                span_id: vec![4; 8],
+                attributes: vec![kv("gen_ai.prompt", SECRET), kv("link.kind", "retry")],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![span],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let batch = spans_to_batch(&request, &normalizer(content)).batch;
+        ["events", "links", "input_messages", "output_messages"].map(|name| {
+            let column = batch.column_by_name(name).unwrap().as_string::<i32>();
+            (!column.is_null(0)).then(|| column.value(0).to_string())
+        })
+    }
+
+    #[test]
+    fn prompts_in_openllmetry_content_events_and_links_follow_the_policy() {
+        let events = || {
+            vec![
+                event("gen_ai.content.prompt", vec![kv("gen_ai.prompt", SECRET)]),
+                event(
+                    "gen_ai.content.completion",
+                    vec![kv("gen_ai.completion", "call 555-123-4567")],
+                ),
+            ]
+        };
+        let [events_json, links, input, output] = stored_span(events(), ContentPolicy::Keep);
+        assert!(events_json.unwrap().contains(SECRET));
+        assert!(links.unwrap().contains(SECRET));
+        assert!(input.unwrap().contains(SECRET), "promoted from the event");
+        assert!(output.unwrap().contains("555-123-4567"));
+
+        let [events_json, links, input, output] = stored_span(events(), ContentPolicy::Drop);
+        let (events_json, links) = (events_json.unwrap(), links.unwrap());
+        assert!(
+            !events_json.contains("launch codes") && !events_json.contains("555"),
+            "{events_json}"
+        );
+        assert!(
+            events_json.contains("gen_ai.content.prompt"),
+            "the event itself stays"
+        );
+        assert!(
+            !links.contains("launch codes") && links.contains("retry"),
+            "{links}"
+        );
+        assert_eq!((input, output), (None, None));
+
+        let [events_json, links, input, _] = stored_span(events(), ContentPolicy::Redact);
+        for text in [events_json.unwrap(), links.unwrap(), input.unwrap()] {
+            assert!(!text.contains("bob@example.com"), "{text}");
+            assert!(text.contains("launch codes"), "{text}");
+        }
+    }
+
+    #[test]
+    fn event_based_genai_messages_are_promoted_and_follow_the_policy() {
+        let events = || {
+            vec![
+                event("gen_ai.system.message", vec![kv("content", "be brief")]),
+                event("gen_ai.user.message", vec![kv("content", SECRET)]),
+                event(
+                    "gen_ai.choice",
+                    vec![kv("message", "done"), kv("finish_reason", "stop")],
+                ),
+            ]
+        };
+        let [_, _, input, output] = stored_span(events(), ContentPolicy::Keep);
+        let input: serde_json::Value = serde_json::from_str(&input.unwrap()).unwrap();
+        assert_eq!(input[0]["role"], "system");
+        assert_eq!(input[1]["role"], "user");
+        assert_eq!(input[1]["content"], SECRET);
+        assert!(output.unwrap().contains("done"));
+        let [events_json, _, input, output] = stored_span(events(), ContentPolicy::Drop);
+        let events_json = events_json.unwrap();
+        assert!(!events_json.contains("launch codes") && !events_json.contains("be brief"));
+        assert!(
+            events_json.contains("\"finish_reason\":\"stop\""),
+            "{events_json}"
+        );
+        assert_eq!((input, output), (None, None));
+    }
+
+    #[test]
+    fn genai_log_events_follow_the_policy_and_other_logs_do_not() {
+        let record = |event_name: &str, body: &str| LogRecord {
+            time_unix_nano: 1,
+            event_name: event_name.into(),
+            body: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(body.into())),
+            }),
+            attributes: vec![kv("content", SECRET), kv("gen_ai.system", "openai")],
+            ..Default::default()
+        };
+        let request = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![
+                        record("gen_ai.user.message", SECRET),
+                        record("", "disk almost full"),
+                    ],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let stored = |content| {
+            let batch = logs_to_batch(&request, &normalizer(content)).batch;
+            let body = batch
+                .column_by_name("body")
+                .unwrap()
+                .as_string::<i32>()
+                .clone();
+            let attributes = arrow::util::pretty::pretty_format_columns(
+                "attributes",
+                &[batch.column_by_name("attributes").unwrap().clone()],
+            )
+            .unwrap()
+            .to_string();
+            (body, attributes)
+        };
+        let (body, attributes) = stored(ContentPolicy::Keep);
+        assert_eq!(body.value(0), SECRET);
+        assert!(attributes.contains("launch codes"));
+        let (body, attributes) = stored(ContentPolicy::Drop);
+        assert!(body.is_null(0), "a GenAI event's body is message text");
+        assert_eq!(
+            body.value(1),
+            "disk almost full",
+            "other logs are not touched"
+        );
+        let first_row = attributes.lines().nth(3).unwrap_or("");
+        assert!(
+            !first_row.contains("launch codes") && first_row.contains("openai"),
+            "{attributes}"
+        );
+    }
+}

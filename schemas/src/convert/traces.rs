@@ -13,7 +13,7 @@ use opentelemetry_proto::tonic::trace::v1::{Span, span::SpanKind, status::Status
 use serde_json::json;
 
 use super::{Converted, Rejections, append_pairs, hex_id, opt_str, to_ns};
-use crate::attrs::{attribute_pairs, attributes_to_json, service_name, value_to_string};
+use crate::attrs::{attribute_pairs, service_name, value_to_string};
 use crate::genai::{Normalizer, extract};
 use crate::tables::{Table, new_string_map_builder};
 
@@ -161,8 +161,8 @@ pub fn spans_to_batch(request: &ExportTraceServiceRequest, normalizer: &Normaliz
                 scope_version.append_option(scope.and_then(|s| opt_str(&s.version)));
                 append_pairs(&mut resource_attributes, &resource_pairs);
                 append_pairs(&mut attributes, &rest);
-                events.append_option(events_json(span));
-                links.append_option(links_json(span));
+                events.append_option(events_json(span, normalizer));
+                links.append_option(links_json(span, normalizer));
                 flags.append_value(span.flags);
                 dropped_attributes.append_value(span.dropped_attributes_count);
                 dropped_events.append_value(span.dropped_events_count);
@@ -268,7 +268,8 @@ fn exception_type(span: &Span) -> Option<String> {
         .and_then(value_to_string)
 }
 
-fn events_json(span: &Span) -> Option<String> {
+/// Events as JSON; the content policy covers their message text (prompts often travel in events).
+fn events_json(span: &Span, normalizer: &Normalizer) -> Option<String> {
     if span.events.is_empty() {
         return None;
     }
@@ -278,7 +279,8 @@ fn events_json(span: &Span) -> Option<String> {
         .map(|e| {
             let mut o = json!({"time_unix_nano": e.time_unix_nano, "name": e.name});
             if !e.attributes.is_empty() {
-                o["attributes"] = serde_json::Value::Object(attributes_to_json(&e.attributes));
+                o["attributes"] =
+                    serde_json::Value::Object(normalizer.attributes_json(&e.name, &e.attributes));
             }
             if e.dropped_attributes_count > 0 {
                 o["dropped_attributes_count"] = e.dropped_attributes_count.into();
@@ -289,7 +291,7 @@ fn events_json(span: &Span) -> Option<String> {
     Some(serde_json::Value::Array(list).to_string())
 }
 
-fn links_json(span: &Span) -> Option<String> {
+fn links_json(span: &Span, normalizer: &Normalizer) -> Option<String> {
     if span.links.is_empty() {
         return None;
     }
@@ -303,7 +305,8 @@ fn links_json(span: &Span) -> Option<String> {
                 o["trace_state"] = l.trace_state.clone().into();
             }
             if !l.attributes.is_empty() {
-                o["attributes"] = serde_json::Value::Object(attributes_to_json(&l.attributes));
+                o["attributes"] =
+                    serde_json::Value::Object(normalizer.attributes_json("", &l.attributes));
             }
             if l.flags != 0 {
                 o["flags"] = l.flags.into();
