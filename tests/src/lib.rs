@@ -53,6 +53,18 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// `serve --data-dir <data_dir>` on ephemeral loopback ports: the arguments every test's
+/// collector starts with.
+pub fn serve_args(data_dir: &Path) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = vec!["serve".into(), "--data-dir".into()];
+    args.push(data_dir.into());
+    for flag in ["--otlp-grpc-addr", "--otlp-http-addr", "--query-addr"] {
+        args.push(flag.into());
+        args.push("127.0.0.1:0".into());
+    }
+    args
+}
+
 /// A `vigil serve` process on ephemeral loopback ports.
 pub struct Collector {
     child: Option<Child>,
@@ -81,17 +93,7 @@ impl Collector {
         let log_path = data_dir.with_extension("log");
         let mut command = Command::new(vigil_bin());
         command
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args([
-                "--otlp-grpc-addr",
-                "127.0.0.1:0",
-                "--otlp-http-addr",
-                "127.0.0.1:0",
-                "--query-addr",
-                "127.0.0.1:0",
-            ])
+            .args(serve_args(data_dir))
             .args(&extra_args)
             .env_remove("VIGIL_CONFIG");
         for (k, v) in env {

@@ -473,16 +473,7 @@ async fn spans_spread_over_years_are_bounded_in_time_and_in_open_files() {
     command
         .arg("--nofile=128")
         .arg(vigil_tests::vigil_bin())
-        .args(["serve", "--data-dir"])
-        .arg(&data_dir)
-        .args([
-            "--otlp-grpc-addr",
-            "127.0.0.1:0",
-            "--otlp-http-addr",
-            "127.0.0.1:0",
-            "--query-addr",
-            "127.0.0.1:0",
-        ])
+        .args(vigil_tests::serve_args(&data_dir))
         .env("VIGIL_STORAGE__FLUSH_INTERVAL_SECS", "1");
     let c = Collector::spawn(command, &dir.path().join("serve.log")).unwrap();
     c.wait_ready().await.unwrap();

@@ -250,43 +250,25 @@ mod tests {
     use super::*;
     use crate::storage::StorageConfig;
     use crate::telemetry::Telemetry;
-    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-    use vigil_schemas::convert::spans_to_batch;
-    use vigil_schemas::genai::Normalizer;
 
     fn spans(n: u8) -> RecordBatch {
-        let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0) as u64;
-        let spans = (0..n)
-            .map(|i| Span {
-                trace_id: vec![i + 1; 16],
-                span_id: vec![i + 1; 8],
-                name: format!("s{i}"),
-                start_time_unix_nano: now,
-                end_time_unix_nano: now + 1,
-                ..Default::default()
-            })
-            .collect();
-        let request = ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                scope_spans: vec![ScopeSpans {
-                    spans,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
+        crate::storage::tests::spans(1, n)
+    }
+
+    /// A store in `dir` with the default settings, changed by `adjust`.
+    fn store_in(dir: &std::path::Path, adjust: impl FnOnce(&mut StorageConfig)) -> Arc<Store> {
+        let mut config = StorageConfig {
+            data_dir: dir.to_path_buf(),
+            ..Default::default()
         };
-        spans_to_batch(&request, &Normalizer::default()).batch
+        adjust(&mut config);
+        Store::open(config, Arc::new(Telemetry::default())).unwrap()
     }
 
     #[tokio::test]
     async fn queries_past_the_running_and_waiting_bounds_are_refused_not_queued_forever() {
         let dir = tempfile::tempdir().unwrap();
-        let config = StorageConfig {
-            data_dir: dir.path().to_path_buf(),
-            ..Default::default()
-        };
-        let store = Store::open(config, Arc::new(Telemetry::default())).unwrap();
+        let store = store_in(dir.path(), |_| {});
         let limits = QueryConfig {
             max_concurrent: 1,
             max_queued: 1,
@@ -313,11 +295,7 @@ mod tests {
     #[tokio::test]
     async fn results_are_bounded_in_bytes_as_well_as_rows() {
         let dir = tempfile::tempdir().unwrap();
-        let config = StorageConfig {
-            data_dir: dir.path().to_path_buf(),
-            ..Default::default()
-        };
-        let store = Store::open(config, Arc::new(Telemetry::default())).unwrap();
+        let store = store_in(dir.path(), |_| {});
         let limits = QueryConfig {
             max_result_bytes: 1 << 20,
             ..QueryConfig::default()
@@ -342,13 +320,8 @@ mod tests {
     #[tokio::test]
     async fn a_query_that_started_before_retention_removed_its_files_finishes() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = StorageConfig {
-            data_dir: dir.path().to_path_buf(),
-            ..Default::default()
-        };
         // Any file is over the size limit.
-        config.retention.max_bytes = 1;
-        let store = Store::open(config, Arc::new(Telemetry::default())).unwrap();
+        let store = store_in(dir.path(), |c| c.retention.max_bytes = 1);
         store.append(Table::Spans, spans(7)).await.unwrap();
         store.flush_due_tables(true).await.unwrap();
         let files = store.snapshot(Table::Spans).files;
@@ -397,11 +370,7 @@ mod tests {
         std::os::unix::fs::symlink(&odd, &link).unwrap();
         let through_dots = odd.join("..").join("link").join(".");
         for data_dir in [odd.clone(), through_dots] {
-            let config = StorageConfig {
-                data_dir: data_dir.clone(),
-                ..Default::default()
-            };
-            let store = Store::open(config, Arc::new(Telemetry::default())).unwrap();
+            let store = store_in(&data_dir, |_| {});
             assert!(store.config().data_dir.is_absolute());
             store.append(Table::Spans, spans(3)).await.unwrap();
             store.flush_due_tables(true).await.unwrap();

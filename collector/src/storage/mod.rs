@@ -755,14 +755,15 @@ fn wal_writer_loop(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
     use vigil_schemas::convert::spans_to_batch;
     use vigil_schemas::genai::Normalizer;
 
-    fn spans(first: u8, n: u8) -> RecordBatch {
+    /// `n` spans timed now, with ids from `first` on.
+    pub(crate) fn spans(first: u8, n: u8) -> RecordBatch {
         let now = chrono::Utc::now().timestamp_nanos_opt().unwrap() as u64;
         let spans = (first..first + n)
             .map(|i| Span {
