@@ -78,6 +78,8 @@ pub struct Telemetry {
     pub flush_failures: AtomicU64,
     /// Parquet files deleted by retention.
     pub retention_deleted_files: AtomicU64,
+    /// The last WAL write failed for want of space (cleared by the next that succeeds).
+    pub disk_full: std::sync::atomic::AtomicBool,
     /// SQL queries answered, and refused.
     pub queries: AtomicU64,
     pub query_errors: AtomicU64,
@@ -235,6 +237,11 @@ impl Telemetry {
                 get(counter)
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP vigil_storage_disk_full 1 while the data directory's disk is full: requests are refused (never acknowledged) until space returns.\n# TYPE vigil_storage_disk_full gauge\nvigil_storage_disk_full {}",
+            u8::from(self.disk_full.load(Ordering::Relaxed))
+        );
         for (name, help, value) in gauges {
             let _ = writeln!(
                 out,

@@ -288,3 +288,134 @@ async fn overload_over_http_answers_429_with_retry_after_and_stores_everything_a
         "{stderr}"
     );
 }
+
+/// Unmounts a tmpfs when the test ends, however it ends.
+struct Tmpfs(std::path::PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// One export request of 200 spans with a 500-byte attribute each (about 120 KB in the WAL).
+fn bulky_request(
+    batch: u64,
+) -> opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let spans = (0..200u64)
+        .map(|i| {
+            let id = batch * 1000 + i + 1;
+            Span {
+                trace_id: [id.to_be_bytes(), 7u64.to_be_bytes()].concat(),
+                span_id: id.to_be_bytes().to_vec(),
+                name: "fill".into(),
+                start_time_unix_nano: now,
+                end_time_unix_nano: now + 1,
+                attributes: vec![KeyValue {
+                    key: "padding".into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue(format!("{id:0>500}"))),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }
+        })
+        .collect();
+    opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+/// A full disk: with the data directory on a small tmpfs, a request that cannot reach the WAL is
+/// refused (UNAVAILABLE, which exporters retry), never acknowledged; `/readyz` and `/metrics` say
+/// the disk is full; once space returns the collector takes data again by itself; and after a
+/// SIGKILL and a restart every acknowledged span is there exactly once and no refused one is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_what_it_cannot_keep_and_recovers_when_space_returns() {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+    let root = tempfile::tempdir().unwrap();
+    let mount = root.path().join("small");
+    std::fs::create_dir(&mount).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(&mount)
+        .status()
+        .unwrap();
+    assert!(
+        mounted.success(),
+        "this test mounts a small tmpfs and needs root (CI runs as root)"
+    );
+    let _unmount = Tmpfs(mount.clone());
+    // Leave about 3 MB free.
+    let filler = mount.join("filler");
+    std::fs::write(&filler, vec![0u8; 5 << 20]).unwrap();
+    let data = mount.join("data");
+    let mut c = Collector::start(&data, &[]).unwrap();
+    let mut client = TraceServiceClient::connect(c.grpc_url()).await.unwrap();
+
+    let (mut acked, mut refused, mut batch) = (0u64, 0u64, 0u64);
+    while refused < 3 {
+        batch += 1;
+        assert!(batch < 200, "the disk never filled");
+        match client.export(bulky_request(batch)).await {
+            Ok(_) => acked += 200,
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+                refused += 1;
+            }
+        }
+    }
+    let ready = reqwest::get(format!("{}/readyz", c.query_url()))
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 503);
+    assert!(ready.text().await.unwrap().contains("disk full"));
+    assert!(
+        c.own_metrics()
+            .await
+            .unwrap()
+            .contains("vigil_storage_disk_full 1\n")
+    );
+
+    // Space returns: the collector takes data again with no one's help.
+    std::fs::remove_file(&filler).unwrap();
+    for _ in 0..5 {
+        batch += 1;
+        client.export(bulky_request(batch)).await.unwrap();
+        acked += 200;
+    }
+    let ready = reqwest::get(format!("{}/readyz", c.query_url()))
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+    assert!(
+        c.own_metrics()
+            .await
+            .unwrap()
+            .contains("vigil_storage_disk_full 0\n")
+    );
+
+    // Everything acknowledged survives a SIGKILL, once; nothing refused comes back.
+    c.kill();
+    c.restart().unwrap();
+    let rows = c
+        .sql("SELECT count(*) AS n, count(DISTINCT span_id) AS d FROM spans")
+        .await
+        .unwrap();
+    assert_eq!(one(&rows, "n"), acked, "{rows:?}");
+    assert_eq!(one(&rows, "d"), acked, "{rows:?}");
+    assert!(!c.log().contains("panicked"));
+}

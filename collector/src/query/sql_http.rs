@@ -116,6 +116,16 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 async fn readyz(State(state): State<QueryHttpState>) -> Response {
+    if state.telemetry.disk_full.load(Ordering::Relaxed) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "disk full: the data directory {} has no space left; requests are refused until there is\n",
+                state.store.config().data_dir.display()
+            ),
+        )
+            .into_response();
+    }
     if state.ready.load(Ordering::Acquire) {
         (StatusCode::OK, "ready\n").into_response()
     } else {

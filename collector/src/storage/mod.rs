@@ -734,6 +734,7 @@ fn wal_writer_loop(
         }
         match writer.append_group(&pending) {
             Ok(lsns) => {
+                telemetry.disk_full.store(false, Ordering::Relaxed);
                 add(&telemetry.wal_groups, 1);
                 add(&telemetry.wal_bytes, group_bytes as u64);
                 for ((table, batch, bytes, done), lsn) in waiters.drain(..).zip(lsns) {
@@ -742,6 +743,9 @@ fn wal_writer_loop(
                 }
             }
             Err(e) => {
+                if e.is_disk_full() {
+                    telemetry.disk_full.store(true, Ordering::Relaxed);
+                }
                 tracing::error!(error = %e, "WAL append failed; the requests are refused");
                 let message = e.to_string();
                 for (_, _, _, done) in waiters.drain(..) {

@@ -61,6 +61,15 @@ impl Default for WalConfig {
     }
 }
 
+impl WalError {
+    /// Whether the disk (or the file system's quota) is full.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, WalError::Io { source, .. }
+            if source.kind() == std::io::ErrorKind::StorageFull
+                || source.kind() == std::io::ErrorKind::QuotaExceeded)
+    }
+}
+
 /// Errors of the write-ahead log.
 #[derive(Debug, thiserror::Error)]
 pub enum WalError {
@@ -340,6 +349,47 @@ impl WalWriter {
         {
             self.rotate()?;
         }
+        let (good_bytes, good_lsn) = (self.current_bytes, self.next_lsn);
+        let result = self.write_group(group);
+        if result.is_err() {
+            self.roll_back(good_bytes, good_lsn);
+        }
+        result
+    }
+
+    /// Undoes a group that failed part-way (a full disk, an I/O error): its records were refused,
+    /// so none of their bytes may stay to be replayed later, and the bytes still buffered must
+    /// not reach the file on a later write. The segment is cut back to its last whole group.
+    fn roll_back(&mut self, good_bytes: u64, good_lsn: u64) {
+        let path = self.current.path.clone();
+        let reopened = OpenOptions::new().write(true).open(&path).and_then(|file| {
+            file.set_len(good_bytes)?;
+            let mut file = file;
+            std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(good_bytes))?;
+            Ok(file)
+        });
+        match reopened {
+            Ok(file) => {
+                // into_parts drops the buffered bytes of the failed group instead of writing them.
+                let old = std::mem::replace(&mut self.file, BufWriter::new(file));
+                let _ = old.into_parts();
+                self.current_bytes = good_bytes;
+                self.next_lsn = good_lsn;
+            }
+            Err(e) => {
+                // The refused records may stay in this segment; start a new one for what follows
+                // (their LSNs are not reused, and replay skips what does not verify).
+                tracing::error!(path = %path.display(), error = %e, "could not cut the WAL segment back after a failed write");
+                if let Ok(clone) = self.file.get_ref().try_clone() {
+                    let old = std::mem::replace(&mut self.file, BufWriter::new(clone));
+                    let _ = old.into_parts();
+                }
+                self.current_bytes = self.config.segment_bytes;
+            }
+        }
+    }
+
+    fn write_group(&mut self, group: &[PendingRecord]) -> Result<Vec<u64>, WalError> {
         let mut lsns = Vec::with_capacity(group.len());
         let path = self.current.path.clone();
         for record in group {
