@@ -831,3 +831,76 @@ fn a_detector_that_fails_its_rounds_shows_the_analyzer_degraded() {
     );
     assert!(collector.log().contains("detector failed this round"));
 }
+
+/// The issue's scenario: the collector is SIGKILLed two seconds after an alert fired, inside the
+/// webhook's `group_wait`. After the restart the alert still reaches the webhook (it waited in
+/// the outbox's grouping area), rather than at the next `repeat_interval` hours later.
+#[test]
+fn an_alert_fired_just_before_a_sigkill_within_group_wait_still_reaches_the_webhook() {
+    let dir = tempfile::tempdir().unwrap();
+    let webhook_port = free_port().unwrap();
+    let deliveries = webhook_receiver(SocketAddr::from(([127, 0, 0, 1], webhook_port)));
+    let config = dir.path().join("vigil.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[analyzer]\ninterval = \"1s\"\n\n[analyzer.gpu]\nwindow = \"4s\"\n\n[analyzer.drift]\nenabled = false\n\n\
+             [[alerting.webhooks]]\nname = \"oncall\"\nurl = \"http://127.0.0.1:{webhook_port}/hook\"\n\
+             secrets = [\"{NEW_SECRET}\"]\ngroup_wait = \"8s\"\n"
+        ),
+    )
+    .unwrap();
+    let mut collector = Collector::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    )
+    .unwrap();
+    let grpc = collector.grpc_url();
+    let _fleet = GpuExporter::start(
+        &[
+            "--simulate",
+            "--nodes",
+            "1",
+            "--gpus-per-node",
+            "2",
+            "--interval",
+            "1s",
+            "--otlp-endpoint",
+            &grpc,
+            "--fault",
+            "pcie-downtrain:0/1:1s",
+        ],
+        &dir.path().join("exporter.log"),
+    )
+    .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = runtime
+            .block_on(collector.sql(
+                "SELECT count(*) AS n FROM alerts WHERE state = 'firing' AND labels['alertname'] = 'GpuPcieLinkDowntrained'",
+            ))
+            .unwrap();
+        if vigil_tests::one(&rows, "n").as_i64() > Some(0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the alert did not fire");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(alerts_in(&deliveries).is_empty(), "still inside group_wait");
+    collector.kill();
+    collector.restart().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !alerts_in(&deliveries)
+        .iter()
+        .any(|(name, status, _)| name == "GpuPcieLinkDowntrained" && status == "firing")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the alert never reached the webhook after the restart: {:?}",
+            alerts_in(&deliveries)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
