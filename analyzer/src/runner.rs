@@ -367,43 +367,43 @@ impl Analyzer {
         }
     }
 
-    /// Queue the notifications that are due and push to the Alertmanagers (webhooks are sent by
-    /// the [`Deliverer`](crate::notify::Deliverer) task that `run` starts).
-    async fn queue_and_push(&mut self, now: SystemTime) {
-        if let Some(notifier) = &mut self.notifier {
-            if let Err(e) = notifier.flush_due(now) {
-                tracing::error!(error = %e, "could not queue notifications in the outbox");
-            }
-            notifier.push_alertmanagers(now).await;
+    /// Queue the notifications that are due (webhooks and Alertmanagers are sent to by the
+    /// tasks that `run` starts).
+    fn queue(&mut self, now: SystemTime) {
+        if let Some(notifier) = &mut self.notifier
+            && let Err(e) = notifier.flush_due(now)
+        {
+            tracing::error!(error = %e, "could not queue notifications in the outbox");
         }
     }
 
     /// Evaluate every `interval` and queue notifications every half second until `shutdown`
-    /// flips. Webhooks are sent by a task of their own, so that a receiver that never answers
-    /// cannot hold up detection.
+    /// flips. Webhooks and Alertmanagers are sent to by a task of their own, so that a receiver
+    /// that never answers cannot hold up detection.
     pub async fn run(
         mut self,
         interval: Duration,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
-        let delivery = self.notifier.as_ref().map(|notifier| {
+        // Webhooks and Alertmanagers each in a task of their own: a hung receiver of one kind
+        // delays neither detection nor the other kind.
+        let mut senders = Vec::new();
+        if let Some(notifier) = self.notifier.as_ref() {
             let deliverer = notifier.deliverer();
-            let mut stop = shutdown.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_millis(500));
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tokio::select! {
-                        _ = tick.tick() => {
-                            if let Err(e) = deliverer.deliver_due(SystemTime::now()).await {
-                                tracing::error!(error = %e, "outbox delivery failed");
-                            }
-                        }
-                        _ = stop.changed() => break,
+            senders.push(every_half_second(shutdown.clone(), move || {
+                let deliverer = deliverer.clone();
+                async move {
+                    if let Err(e) = deliverer.deliver_due(SystemTime::now()).await {
+                        tracing::error!(error = %e, "outbox delivery failed");
                     }
                 }
-            })
-        });
+            }));
+            let pusher = notifier.pusher();
+            senders.push(every_half_second(shutdown.clone(), move || {
+                let pusher = pusher.clone();
+                async move { pusher.push_due(SystemTime::now()).await }
+            }));
+        }
         let mut evaluate = tokio::time::interval(interval);
         evaluate.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut queue = tokio::time::interval(Duration::from_millis(500));
@@ -414,15 +414,36 @@ impl Analyzer {
                     self.evaluate(SystemTime::now()).await;
                 }
                 _ = queue.tick() => {
-                    self.queue_and_push(SystemTime::now()).await;
+                    self.queue(SystemTime::now());
                 }
                 _ = shutdown.changed() => break,
             }
         }
-        if let Some(delivery) = delivery {
-            let _ = delivery.await;
+        for sender in senders {
+            let _ = sender.await;
         }
     }
+}
+
+/// Runs `round` every half second until `shutdown` flips.
+fn every_half_second<F, Fut>(
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    round: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => round().await,
+                _ = shutdown.changed() => break,
+            }
+        }
+    })
 }
 
 #[cfg(test)]

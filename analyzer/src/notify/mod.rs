@@ -133,8 +133,15 @@ pub struct Notifier {
     groups: HashMap<(usize, String), Group>,
     client: reqwest::Client,
     pub stats: Arc<DeliveryStats>,
-    alertmanagers: Vec<AlertmanagerState>,
+    /// What the Alertmanagers are to be told, shared with the task that pushes to them.
+    pushed: Arc<parking_lot::Mutex<PushState>>,
+}
+
+/// The alerts firing now and where each Alertmanager stands.
+#[derive(Debug, Default)]
+struct PushState {
     firing: BTreeMap<String, Alert>,
+    alertmanagers: Vec<AlertmanagerState>,
 }
 
 /// Where pushing to one Alertmanager stands: each is backed off on its own, so that a failing
@@ -176,10 +183,12 @@ impl Notifier {
             groups: HashMap::new(),
             client: reqwest::Client::new(),
             stats: Arc::default(),
-            alertmanagers: (0..alertmanagers)
-                .map(|_| AlertmanagerState::default())
-                .collect(),
-            firing: BTreeMap::new(),
+            pushed: Arc::new(parking_lot::Mutex::new(PushState {
+                firing: BTreeMap::new(),
+                alertmanagers: (0..alertmanagers)
+                    .map(|_| AlertmanagerState::default())
+                    .collect(),
+            })),
         };
         // Alerts that were waiting in a group when the process stopped: group them again.
         let now = SystemTime::now();
@@ -230,9 +239,12 @@ impl Notifier {
     /// which would otherwise let them expire while they still fire; the webhooks were notified
     /// before the restart (the outbox saw to that) and are not notified again.
     pub fn resume_firing(&mut self, alerts: &[Alert]) {
+        let mut pushed = self.pushed.lock();
         for alert in alerts {
             if alert.status == AlertStatus::Firing {
-                self.firing.insert(alert.fingerprint.clone(), alert.clone());
+                pushed
+                    .firing
+                    .insert(alert.fingerprint.clone(), alert.clone());
             }
         }
     }
@@ -240,14 +252,19 @@ impl Notifier {
     /// Take alerts that fired or resolved.
     pub fn submit(&mut self, alerts: &[Alert], now: SystemTime) {
         for alert in alerts {
-            match alert.status {
-                AlertStatus::Firing => {
-                    self.firing.insert(alert.fingerprint.clone(), alert.clone());
-                }
-                AlertStatus::Resolved => {
-                    self.firing.remove(&alert.fingerprint);
-                    for manager in &mut self.alertmanagers {
-                        manager.resolved.push(alert.clone());
+            {
+                let mut pushed = self.pushed.lock();
+                match alert.status {
+                    AlertStatus::Firing => {
+                        pushed
+                            .firing
+                            .insert(alert.fingerprint.clone(), alert.clone());
+                    }
+                    AlertStatus::Resolved => {
+                        pushed.firing.remove(&alert.fingerprint);
+                        for manager in &mut pushed.alertmanagers {
+                            manager.resolved.push(alert.clone());
+                        }
                     }
                 }
             }
@@ -327,65 +344,16 @@ impl Notifier {
 
     /// Push firing (and newly resolved) alerts to every configured Alertmanager when due.
     pub async fn push_alertmanagers(&mut self, now: SystemTime) {
-        for (index, manager) in self.config.alertmanagers.iter().enumerate() {
-            let state = &mut self.alertmanagers[index];
-            if state.next_try.is_some_and(|at| now < at) {
-                continue;
-            }
-            let due = state.last_ok.is_none_or(|last| {
-                now.duration_since(last).unwrap_or_default() >= manager.resend_interval
-            }) || !state.resolved.is_empty();
-            if !due || (self.firing.is_empty() && state.resolved.is_empty()) {
-                continue;
-            }
-            let ends_at_firing = now + manager.resend_interval * 4;
-            let alerts: Vec<serde_json::Value> = self
-                .firing
-                .values()
-                .chain(state.resolved.iter())
-                .map(|alert| {
-                    json!({
-                        "labels": alert.labels,
-                        "annotations": alert.annotations,
-                        "startsAt": format_time(alert.starts_at),
-                        "endsAt": format_time(alert.ends_at.unwrap_or(ends_at_firing)),
-                        "generatorURL": generator_url(&self.config.external_url, alert),
-                    })
-                })
-                .collect();
-            let url = format!("{}/api/v2/alerts", manager.url.trim_end_matches('/'));
-            let outcome = match self
-                .client
-                .post(&url)
-                .json(&alerts)
-                .timeout(Duration::from_secs(10))
-                .send()
-                .await
-            {
-                Ok(response) if response.status().is_success() => Ok(()),
-                Ok(response) => Err((
-                    format!("HTTP {}", response.status()),
-                    retry_after(response.headers(), now),
-                )),
-                Err(e) => Err((e.to_string(), None)),
-            };
-            match outcome {
-                Ok(()) => {
-                    state.last_ok = Some(now);
-                    state.failures = 0;
-                    state.next_try = None;
-                    state.resolved.clear();
-                }
-                Err((message, asked)) => {
-                    state.failures += 1;
-                    let wait = asked.unwrap_or_default().max(backoff(state.failures));
-                    state.next_try = Some(now + wait);
-                    self.stats
-                        .alertmanager_errors
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%url, error = %message, retry_in = ?wait, "cannot push alerts to Alertmanager; will retry");
-                }
-            }
+        self.pusher().push_due(now).await;
+    }
+
+    /// What pushes to the Alertmanagers; it runs apart from the evaluation loop.
+    pub fn pusher(&self) -> Pusher {
+        Pusher {
+            config: self.config.clone(),
+            client: self.client.clone(),
+            stats: self.stats.clone(),
+            pushed: self.pushed.clone(),
         }
     }
 
@@ -497,6 +465,117 @@ impl Deliverer {
             }
         }
         Ok(delivered)
+    }
+}
+
+/// Pushes to the Alertmanagers, each on its own and backed off on its own, so that a failing or
+/// slow one delays neither detection nor the others.
+#[derive(Clone)]
+pub struct Pusher {
+    config: AlertingConfig,
+    client: reqwest::Client,
+    stats: Arc<DeliveryStats>,
+    pushed: Arc<parking_lot::Mutex<PushState>>,
+}
+
+impl Pusher {
+    /// Push to every Alertmanager that is due, side by side.
+    pub async fn push_due(&self, now: SystemTime) {
+        let pushes = self
+            .config
+            .alertmanagers
+            .iter()
+            .enumerate()
+            .filter_map(|(index, manager)| {
+                let body = self.due_body(index, manager, now)?;
+                Some(self.push_one(index, manager, body, now))
+            });
+        futures::future::join_all(pushes).await;
+    }
+
+    /// The alerts to send to one Alertmanager now, if it is due.
+    fn due_body(
+        &self,
+        index: usize,
+        manager: &AlertmanagerConfig,
+        now: SystemTime,
+    ) -> Option<(Vec<serde_json::Value>, usize)> {
+        let pushed = self.pushed.lock();
+        let state = pushed.alertmanagers.get(index)?;
+        if state.next_try.is_some_and(|at| now < at) {
+            return None;
+        }
+        let due = state.last_ok.is_none_or(|last| {
+            now.duration_since(last).unwrap_or_default() >= manager.resend_interval
+        }) || !state.resolved.is_empty();
+        if !due || (pushed.firing.is_empty() && state.resolved.is_empty()) {
+            return None;
+        }
+        let ends_at_firing = now + manager.resend_interval * 4;
+        let alerts = pushed
+            .firing
+            .values()
+            .chain(state.resolved.iter())
+            .map(|alert| {
+                json!({
+                    "labels": alert.labels,
+                    "annotations": alert.annotations,
+                    "startsAt": format_time(alert.starts_at),
+                    "endsAt": format_time(alert.ends_at.unwrap_or(ends_at_firing)),
+                    "generatorURL": generator_url(&self.config.external_url, alert),
+                })
+            })
+            .collect();
+        Some((alerts, state.resolved.len()))
+    }
+
+    async fn push_one(
+        &self,
+        index: usize,
+        manager: &AlertmanagerConfig,
+        (alerts, resolved_sent): (Vec<serde_json::Value>, usize),
+        now: SystemTime,
+    ) {
+        let url = format!("{}/api/v2/alerts", manager.url.trim_end_matches('/'));
+        let outcome = match self
+            .client
+            .post(&url)
+            .json(&alerts)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+        {
+            Ok(response) if response.status().is_success() => Ok(()),
+            Ok(response) => Err((
+                format!("HTTP {}", response.status()),
+                retry_after(response.headers(), now),
+            )),
+            Err(e) => Err((e.to_string(), None)),
+        };
+        let mut pushed = self.pushed.lock();
+        let Some(state) = pushed.alertmanagers.get_mut(index) else {
+            return;
+        };
+        match outcome {
+            Ok(()) => {
+                state.last_ok = Some(now);
+                state.failures = 0;
+                state.next_try = None;
+                // Only those sent: more may have resolved while the push was under way.
+                state
+                    .resolved
+                    .drain(..resolved_sent.min(state.resolved.len()));
+            }
+            Err((message, asked)) => {
+                state.failures += 1;
+                let wait = asked.unwrap_or_default().max(backoff(state.failures));
+                state.next_try = Some(now + wait);
+                self.stats
+                    .alertmanager_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%url, error = %message, retry_in = ?wait, "cannot push alerts to Alertmanager; will retry");
+            }
+        }
     }
 }
 
