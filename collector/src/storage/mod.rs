@@ -259,6 +259,9 @@ pub struct Store {
     memory: Arc<MemoryBudget>,
     /// Requests being converted into rows, priced before conversion: the other half of the limit.
     conversions: Arc<MemoryBudget>,
+    /// The highest LSN whose record is in a buffer (or already in Parquet); the WAL writer
+    /// raises it after publishing a group.
+    published_lsn: Arc<AtomicU64>,
     /// Files retention took out of the tables, with when they may leave the disk.
     doomed: parking_lot::Mutex<Vec<(PathBuf, Instant)>>,
     telemetry: Arc<Telemetry>,
@@ -389,9 +392,19 @@ impl Store {
         let (wal_tx, wal_rx) = mpsc::channel(4096);
         let writer_tables = tables.clone();
         let writer_telemetry = telemetry.clone();
+        let published_lsn = Arc::new(AtomicU64::new(writer.next_lsn().saturating_sub(1)));
+        let writer_published = published_lsn.clone();
         std::thread::Builder::new()
             .name("vigil-wal".into())
-            .spawn(move || wal_writer_loop(writer, wal_rx, writer_tables, writer_telemetry))
+            .spawn(move || {
+                wal_writer_loop(
+                    writer,
+                    wal_rx,
+                    writer_tables,
+                    writer_telemetry,
+                    writer_published,
+                )
+            })
             .map_err(io_err(&config.data_dir))?;
         let conversions = Arc::new(MemoryBudget::new(config.memory_limit_bytes / 2));
         let store = Arc::new(Store {
@@ -399,6 +412,7 @@ impl Store {
             tables,
             wal_tx,
             conversions,
+            published_lsn,
             doomed: parking_lot::Mutex::new(Vec::new()),
             memory,
             telemetry,
@@ -592,8 +606,12 @@ impl Store {
     }
 
     /// The highest LSN below which every record of every table is in Parquet.
+    ///
+    /// Only records already published to the buffers count: one written to the WAL but not yet
+    /// in a buffer is in neither place this looks, so the bound starts at the last published LSN,
+    /// read before the buffers are.
     fn durable_lsn(&self) -> u64 {
-        let mut durable = u64::MAX;
+        let mut durable = self.published_lsn.load(Ordering::Acquire);
         for state in self.tables.values() {
             let d = state.data.read();
             for buffered in [&d.flushing, &d.active] {
@@ -693,6 +711,7 @@ fn wal_writer_loop(
     mut rx: mpsc::Receiver<WalCommand>,
     tables: BTreeMap<Table, Arc<TableState>>,
     telemetry: Arc<Telemetry>,
+    published_lsn: Arc<AtomicU64>,
 ) {
     const MAX_GROUP_BYTES: usize = 8 << 20;
     let mut pending = Vec::new();
@@ -737,9 +756,13 @@ fn wal_writer_loop(
                 telemetry.disk_full.store(false, Ordering::Relaxed);
                 add(&telemetry.wal_groups, 1);
                 add(&telemetry.wal_bytes, group_bytes as u64);
+                let last = lsns.last().copied();
                 for ((table, batch, bytes, done), lsn) in waiters.drain(..).zip(lsns) {
                     tables[&table].data.write().active.push(lsn, batch, bytes);
                     let _ = done.send(Ok(()));
+                }
+                if let Some(last) = last {
+                    published_lsn.fetch_max(last, Ordering::Release);
                 }
             }
             Err(e) => {
@@ -819,6 +842,30 @@ pub(crate) mod tests {
         let store = Store::open(config(dir.path()), Arc::new(Telemetry::default())).unwrap();
         let snapshot = store.snapshot(Table::Spans);
         assert_eq!((rows(&snapshot), snapshot.files.len()), (2, 1));
+    }
+
+    /// Truncation may remove only records that are in Parquet; with nothing published past
+    /// what was flushed, the bound is the last published LSN, not "everything".
+    #[tokio::test]
+    async fn the_durable_bound_never_passes_the_last_published_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(config(dir.path()), Arc::new(Telemetry::default())).unwrap();
+        assert_eq!(
+            store.durable_lsn(),
+            0,
+            "nothing written, nothing to truncate"
+        );
+        store.append(Table::Spans, spans(1, 3)).await.unwrap();
+        assert_eq!(store.durable_lsn(), 0, "buffered, not in Parquet");
+        store.flush_due_tables(true).await.unwrap();
+        assert_eq!(
+            store.durable_lsn(),
+            1,
+            "flushed up to the one published record"
+        );
+        // A record the writer holds but has not published yet stays above the bound.
+        store.published_lsn.store(1, Ordering::Release);
+        assert!(store.durable_lsn() <= 1);
     }
 
     #[tokio::test]
