@@ -1,6 +1,7 @@
 //! The query engine and its doors: one DataFusion `SessionContext` over every table, and the
 //! HTTP SQL endpoint that serves it read-only.
 
+mod bounded;
 pub mod catalog;
 pub mod sql_http;
 
@@ -85,6 +86,9 @@ impl From<DataFusionError> for QueryError {
             | DataFusionError::Plan(_)
             | DataFusionError::SchemaError(..)
             | DataFusionError::NotImplemented(_) => QueryError::Invalid(e.strip_backtrace()),
+            DataFusionError::ResourcesExhausted(msg) if msg.contains("(query.") => {
+                QueryError::TooLarge(e.strip_backtrace())
+            }
             DataFusionError::ResourcesExhausted(_) => QueryError::TooLarge(format!(
                 "{} (query.memory_limit_bytes)",
                 e.strip_backtrace()
@@ -123,6 +127,7 @@ impl QueryEngine {
             .with_default_features()
             .build();
         let ctx = SessionContext::new_with_state(state);
+        bounded::install(&ctx, limits.max_result_bytes);
         for table in Table::ALL {
             ctx.register_table(
                 table.name(),
@@ -307,6 +312,37 @@ mod tests {
             .unwrap_err();
         assert!(matches!(error, QueryError::TooLarge(_)), "{error}");
         assert!(error.to_string().contains("max_result_bytes"), "{error}");
+        // Functions that build a large value from a small query refuse before building it.
+        for sql in [
+            "SELECT repeat('x', 60000000) FROM generate_series(1, 30)",
+            "SELECT repeat(s, 2000000) FROM (VALUES ('ab'), ('cd')) AS t(s)",
+            "SELECT lpad('x', 100000000)",
+            "SELECT rpad('x', 100000000, 'yz')",
+            "SELECT array_repeat('abc', 10000000)",
+            "SELECT range(1, 1000000000)",
+            "SELECT generate_series(-9223372036854775807, 9223372036854775807, 3)",
+            "SELECT max(length(repeat('y', 50000000))) FROM generate_series(1, 3)",
+        ] {
+            let error = engine.query(sql).await.unwrap_err();
+            assert!(matches!(error, QueryError::TooLarge(_)), "{sql}: {error}");
+            assert!(
+                error.to_string().contains("max_result_bytes"),
+                "{sql}: {error}"
+            );
+        }
+        // Within the bound they still work.
+        for sql in [
+            "SELECT repeat('ab', 3)",
+            "SELECT lpad('x', 5)",
+            "SELECT array_repeat(1, 3)",
+            "SELECT range(1, 10, 2)",
+            "SELECT generate_series(DATE '2026-01-01', DATE '2026-01-05', INTERVAL '1 day')",
+        ] {
+            engine
+                .query(sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
         // A LIMIT over a wide source counts the rows it returns, not the buffers they sit in.
         let (_, batches) = engine
             .query("SELECT repeat('x', 1000) AS s FROM generate_series(1, 5000) LIMIT 3")
