@@ -302,7 +302,7 @@ impl Analyzer {
                                 scope
                             })
                             .collect();
-                        self.states.set_silent(scopes);
+                        self.states.set_silent(detector.name(), scopes);
                     }
                     let states = &self.states;
                     let findings = cap_findings(

@@ -32,20 +32,22 @@ enum Phase {
 #[derive(Debug, Default)]
 pub struct AlertStates {
     phases: HashMap<String, Phase>,
-    /// Scopes (their labels, less `alertname` and `detector`) that stopped reporting.
-    silent: Vec<BTreeMap<String, String>>,
+    /// Scopes (their labels, less `alertname` and `detector`) that stopped reporting, by the
+    /// detector that found them silent.
+    silent: HashMap<String, Vec<BTreeMap<String, String>>>,
 }
 
 impl AlertStates {
     /// Sets the scopes that stopped reporting: a firing alert whose labels include all of one
     /// scope's labels is held firing while it goes unreported, instead of resolving.
-    pub fn set_silent(&mut self, scopes: Vec<BTreeMap<String, String>>) {
-        self.silent = scopes;
+    pub fn set_silent(&mut self, detector: &str, scopes: Vec<BTreeMap<String, String>>) {
+        self.silent.insert(detector.to_string(), scopes);
     }
 
     fn is_silent(&self, labels: &BTreeMap<String, String>) -> bool {
         self.silent
-            .iter()
+            .values()
+            .flatten()
             .any(|scope| !scope.is_empty() && scope.iter().all(|(k, v)| labels.get(k) == Some(v)))
     }
 
@@ -367,6 +369,49 @@ mod tests {
             "another detector's round"
         );
         let resolved = states.apply("peer", vec![], timing, t(20));
+        assert_eq!(resolved.len(), 1);
+        assert_eq!(resolved[0].status, AlertStatus::Resolved);
+    }
+
+    /// Two detectors find scopes silent (GPUs, models); the second's round must not drop the
+    /// first's holds: a drift alert of a silent model stays firing through a GPU round.
+    #[test]
+    fn silent_scopes_of_every_silencing_detector_hold_their_alerts() {
+        let timing = Timing {
+            for_duration: Duration::ZERO,
+            resolve_after: Duration::from_secs(10),
+        };
+        let t = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(1000 + s);
+        let scope = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let mut drift = finding(9.0);
+        drift.labels = scope(&[
+            ("alertname", "ModelDrift"),
+            ("detector", "drift"),
+            ("service", "chat"),
+            ("model", "gpt-4o"),
+        ]);
+        let mut states = AlertStates::default();
+        assert_eq!(states.apply("drift", vec![drift], timing, t(0)).len(), 1);
+        states.set_silent(
+            "model_silence",
+            vec![scope(&[("service", "chat"), ("model", "gpt-4o")])],
+        );
+        states.set_silent("gpu_silence", vec![scope(&[("gpu", "3")])]);
+        assert!(states.apply("drift", vec![], timing, t(5)).is_empty());
+        assert!(
+            states.apply("drift", vec![], timing, t(60)).is_empty(),
+            "held"
+        );
+        assert_eq!(states.firing(t(60)).len(), 1);
+        // Called again (and still no verdict): the hold ends and it resolves after the delay.
+        states.set_silent("model_silence", vec![]);
+        assert!(states.apply("drift", vec![], timing, t(61)).is_empty());
+        let resolved = states.apply("drift", vec![], timing, t(71));
         assert_eq!(resolved.len(), 1);
         assert_eq!(resolved[0].status, AlertStatus::Resolved);
     }

@@ -85,6 +85,14 @@ pub struct DriftConfig {
     pub for_duration: Duration,
     #[serde(with = "humantime_serde")]
     pub resolve_after: Duration,
+    /// A model (in a service) not called for this long, and for ten of its usual gaps between
+    /// calls, gets `ModelStoppedReporting`; its drift alerts stay firing meanwhile instead of
+    /// resolving as if it had recovered. `0s` turns this off (for models that idle by design).
+    #[serde(with = "humantime_serde")]
+    pub silent_after: Duration,
+    /// A model not called for this long is forgotten (retired): its alerts then resolve.
+    #[serde(with = "humantime_serde")]
+    pub forget_after: Duration,
 }
 
 impl Default for DriftConfig {
@@ -108,6 +116,8 @@ impl Default for DriftConfig {
             mixture_components: 3,
             for_duration: Duration::from_secs(120),
             resolve_after: Duration::from_secs(300),
+            silent_after: Duration::from_secs(900),
+            forget_after: Duration::from_secs(24 * 3600),
         }
     }
 }

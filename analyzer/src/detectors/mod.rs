@@ -4,6 +4,7 @@
 pub mod anomaly;
 pub mod drift;
 pub mod gpu;
+pub mod model_silence;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -73,6 +74,10 @@ impl AnalyzerConfig {
             detectors.extend(gpu::detectors(&self.gpu));
         }
         if self.drift.enabled {
+            // First: the models it finds silent hold their drift alerts in the same round.
+            detectors.push(Box::new(model_silence::SilentModels::new(
+                self.drift.clone(),
+            )));
             detectors.push(Box::new(drift::DriftDetector::new(self.drift.clone())));
         }
         detectors
