@@ -190,6 +190,32 @@ impl Detector for SilentGpus {
             .retain(|_, seen| now.duration_since(*seen).unwrap_or_default() < forget_after);
         let silent_after = self.config.silent_after.as_secs_f64();
         let window = self.config.window.as_secs_f64();
+        // A node whose GPUs are all silent is silent too: its alerts without a GPU (NCCL ranks
+        // that no process list tied to a GPU) are held as well. Never an alert of its own.
+        let mut hosts: BTreeMap<&str, bool> = BTreeMap::new();
+        for (key, seen) in &self.last_seen {
+            let silent = now.duration_since(*seen).unwrap_or_default().as_secs_f64();
+            *hosts.entry(key.host.as_str()).or_insert(true) &= silent >= window;
+        }
+        let silent_hosts: Vec<Finding> = hosts
+            .into_iter()
+            .filter(|(host, silent)| *silent && !host.is_empty())
+            .map(|(host, _)| Finding {
+                labels: alert_labels(
+                    "GpuStoppedReporting",
+                    self.name(),
+                    &[(self.config.hostname_label.as_str(), host)],
+                ),
+                severity: Severity::Critical,
+                subject: format!("node {host}"),
+                score: 0.0,
+                threshold: 1.0,
+                active: false,
+                clear: false,
+                message: String::new(),
+                evidence: serde_json::Map::new(),
+            })
+            .collect();
         Ok(self
             .last_seen
             .iter()
@@ -223,6 +249,7 @@ impl Detector for SilentGpus {
                     evidence,
                 }
             })
+            .chain(silent_hosts)
             .collect())
     }
 }
@@ -1032,5 +1059,106 @@ impl Detector for BusBandwidthShift {
             });
         }
         Ok(findings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{
+        ArrayRef, MapBuilder, RecordBatch, StringArray, StringBuilder, TimestampNanosecondArray,
+    };
+
+    use super::*;
+
+    const BASE: u64 = 1_800_000_000;
+
+    fn second(s: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(BASE + s)
+    }
+
+    /// `vigil_gpu_up` samples of (host, gpu) at the given seconds.
+    fn metrics(samples: &[(&str, &str, u64)]) -> datafusion::prelude::SessionContext {
+        let mut attributes = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
+        for (host, gpu, _) in samples {
+            for (key, value) in [
+                ("Hostname", *host),
+                ("gpu", *gpu),
+                ("UUID", &format!("GPU-{host}-{gpu}")),
+                ("modelName", "H100"),
+            ] {
+                attributes.keys().append_value(key);
+                attributes.values().append_value(value);
+            }
+            attributes.append(true).unwrap();
+        }
+        let time: Vec<i64> = samples
+            .iter()
+            .map(|s| ((BASE + s.2) * 1_000_000_000) as i64)
+            .collect();
+        let columns: Vec<(&str, ArrayRef)> = vec![
+            (
+                "time",
+                Arc::new(TimestampNanosecondArray::from(time).with_timezone("UTC")),
+            ),
+            (
+                "metric_name",
+                Arc::new(StringArray::from(vec!["vigil_gpu_up"; samples.len()])),
+            ),
+            ("attributes", Arc::new(attributes.finish())),
+        ];
+        let batch = RecordBatch::try_from_iter(columns).unwrap();
+        let ctx = datafusion::prelude::SessionContext::new();
+        let table =
+            datafusion::datasource::MemTable::try_new(batch.schema(), vec![vec![batch]]).unwrap();
+        ctx.register_table("metrics", Arc::new(table)).unwrap();
+        ctx
+    }
+
+    /// Node a stops at t = 100 (both GPUs); node b's GPU 0 stops, its GPU 1 goes on. Each silent
+    /// GPU is reported, and node a (not b) is held as a whole, for its alerts that name no GPU.
+    #[tokio::test]
+    async fn silent_gpus_are_reported_and_a_node_whose_gpus_are_all_silent_is_held() {
+        let mut samples = Vec::new();
+        for s in 0..300 {
+            if s < 100 {
+                samples.extend([("a", "0", s), ("a", "1", s), ("b", "0", s)]);
+            }
+            samples.push(("b", "1", s));
+        }
+        let ctx = metrics(&samples);
+        let mut detector = SilentGpus {
+            config: GpuConfig::default(),
+            last_seen: HashMap::new(),
+            read_until: None,
+        };
+        let findings = detector.evaluate(&ctx, second(299)).await.unwrap();
+        let mut active: Vec<&str> = findings
+            .iter()
+            .filter(|f| f.active)
+            .map(|f| f.subject.as_str())
+            .collect();
+        active.sort();
+        assert_eq!(
+            active,
+            [
+                "GPU 0 (GPU-a-0) on a",
+                "GPU 0 (GPU-b-0) on b",
+                "GPU 1 (GPU-a-1) on a"
+            ]
+        );
+        let held_nodes: Vec<&BTreeMap<String, String>> = findings
+            .iter()
+            .filter(|f| !f.clear && !f.labels.contains_key("gpu"))
+            .map(|f| &f.labels)
+            .collect();
+        assert_eq!(held_nodes.len(), 1, "{held_nodes:?}");
+        assert_eq!(held_nodes[0]["Hostname"], "a");
+        assert!(
+            findings
+                .iter()
+                .all(|f| f.labels.contains_key("gpu") || !f.active)
+        );
     }
 }
