@@ -169,7 +169,9 @@ pub struct LoadgenArgs {
     /// Run id, stored on every span as `loadgen.run` [default: random].
     #[arg(long)]
     pub run_id: Option<String>,
-    /// Append "<batch> <spans>" for every acknowledged request to this file (for durability tests).
+    /// Append "<batch> <spans>" for every acknowledged trace request to this file, and
+    /// "metrics <batch> <points>" / "logs <batch> <records>" for metrics and logs (for
+    /// durability tests).
     #[arg(long)]
     pub ack_log: Option<PathBuf>,
     /// Keep message content (prompts and completions) on the spans.

@@ -853,11 +853,24 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
         let spans = request.resource_spans[0].scope_spans[0].spans.len() as u64;
         planned += spans;
         let service = SERVICES[batch_id as usize % SERVICES.len()];
+        // With each request, the rows it should become (data points, log records), for the
+        // ack log.
         let metrics = args.metrics.then(|| {
-            bytes::Bytes::from(metrics_request(&calls, service, &run_id, batch_id).encode_to_vec())
+            let request = metrics_request(&calls, service, &run_id, batch_id);
+            let points: usize = request.resource_metrics[0].scope_metrics[0]
+                .metrics
+                .iter()
+                .map(|m| match &m.data {
+                    Some(Data::Histogram(h)) => h.data_points.len(),
+                    _ => 0,
+                })
+                .sum();
+            (bytes::Bytes::from(request.encode_to_vec()), points)
         });
         let logs = args.logs.then(|| {
-            bytes::Bytes::from(logs_request(&calls, service, &run_id, batch_id).encode_to_vec())
+            let request = logs_request(&calls, service, &run_id, batch_id);
+            let records = request.resource_logs[0].scope_logs[0].log_records.len();
+            (bytes::Bytes::from(request.encode_to_vec()), records)
         });
         let body = bytes::Bytes::from(request.encode_to_vec());
         drop(request);
@@ -887,7 +900,7 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
                         .accepted
                         .fetch_add(spans - rejected.min(spans), Ordering::Relaxed);
                     stats.rejected.fetch_add(rejected, Ordering::Relaxed);
-                    if let Some(log) = ack_log {
+                    if let Some(log) = &ack_log {
                         let mut file = log.lock().await;
                         let _ = writeln!(file, "{batch_id} {spans}");
                         let _ = file.flush();
@@ -900,21 +913,21 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
                 }
                 Outcome::Throttled(_) => unreachable!("with_retries resolves pushback"),
             }
-            if let Some(m) = metrics {
-                let _ = with_retries(
-                    || transport.export(Signal::Metrics, m.clone()),
-                    deadline,
-                    &stats,
-                )
-                .await;
-            }
-            if let Some(l) = logs {
-                let _ = with_retries(
-                    || transport.export(Signal::Logs, l.clone()),
-                    deadline,
-                    &stats,
-                )
-                .await;
+            for (signal, request) in [(Signal::Metrics, metrics), (Signal::Logs, logs)] {
+                let Some((body, rows)) = request else {
+                    continue;
+                };
+                let outcome =
+                    with_retries(|| transport.export(signal, body.clone()), deadline, &stats).await;
+                if let (Outcome::Accepted { rejected: 0 }, Some(log)) = (outcome, &ack_log) {
+                    let mut file = log.lock().await;
+                    let name = match signal {
+                        Signal::Metrics => "metrics",
+                        _ => "logs",
+                    };
+                    let _ = writeln!(file, "{name} {batch_id} {rows}");
+                    let _ = file.flush();
+                }
             }
             if let Some(p) = progress {
                 p.inc(spans);
