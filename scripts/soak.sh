@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The soak run (not in CI): 30 minutes of OTLP traces, metrics and logs at half the measured
+# ingest ceiling, 1% malformed and hostile requests, a simulated GPU fleet with faults, a webhook
+# receiver that fails one delivery in five, a SIGKILL every 5 minutes and the disk filled once.
+# See tests/tests/soak.rs for what it checks; the report goes to stdout and to soak-report.json.
+#
+#   scripts/soak.sh                 # release build, 30 minutes
+#   SOAK_PROFILE=dev VIGIL_SOAK_SECS=300 VIGIL_SOAK_KILL_EVERY_SECS=60 scripts/soak.sh
+#
+# As root, the data directory goes on a loop-mounted ext4 image (SOAK_DISK_GB, default 40) so
+# that filling it fills nothing else; otherwise the run skips the disk-full phase and says so.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+profile="${SOAK_PROFILE:-release}"
+cargo build --workspace --bins --profile "$profile"
+cargo build --workspace --tests --profile "$profile" -q
+target="${CARGO_TARGET_DIR:-target}"
+case "$profile" in dev) dir=debug ;; *) dir="$profile" ;; esac
+export VIGIL_BIN="$PWD/$target/$dir/vigil"
+[ -x "$VIGIL_BIN" ] || export VIGIL_BIN="$target/$dir/vigil"
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/vigil-soak.XXXXXX")"
+cleanup() {
+    # Whatever the test left running (it cannot clean up after an abort) holds the mount.
+    pkill -9 -f "$work" 2>/dev/null || true
+    sleep 1
+    if mountpoint -q "$work/mnt" 2>/dev/null; then umount "$work/mnt" || true; fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+if [ "$(id -u)" -eq 0 ] && command -v mkfs.ext4 >/dev/null && losetup -f >/dev/null 2>&1; then
+    mkdir -p "$work/mnt"
+    truncate -s "${SOAK_DISK_GB:-40}G" "$work/disk.img"
+    mkfs.ext4 -q "$work/disk.img"
+    mount -o loop "$work/disk.img" "$work/mnt"
+    export VIGIL_SOAK_DIR="$work/mnt" VIGIL_SOAK_FILL=1
+else
+    echo "==> not root or no loop device: the data directory shares its disk, no disk-full phase"
+    export VIGIL_SOAK_DIR="$work"
+fi
+# The test's own files (config, logs, ground truth) go under $work too, so cleanup finds them.
+mkdir -p "$work/tmp"
+export TMPDIR="$work/tmp"
+export VIGIL_SOAK_REPORT="${VIGIL_SOAK_REPORT:-$PWD/soak-report.json}"
+
+cargo test --workspace --profile "$profile" --test soak -- --ignored --nocapture soak
