@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests, end-to-end tests with real OTLP clients (Rust and the official
-# Python SDK), a real Prometheus and a real Alertmanager. Installs the Python clients into .venv
+# Python SDK), real Flight SQL clients (ADBC, pyarrow), a real Prometheus and a real
+# Alertmanager. Installs the Python clients into .venv
 # and the Debian packages the tests need (prometheus, prometheus-alertmanager) on first use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http' 2>/dev/null; then
-    echo "==> installing the Python OpenTelemetry SDK into .venv (tests/python/requirements.txt)"
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http, pyarrow.flight, adbc_driver_flightsql' 2>/dev/null; then
+    echo "==> installing the Python OpenTelemetry SDK and Flight SQL clients into .venv (tests/python/requirements.txt)"
     python3 -m venv .venv
     .venv/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 fi

@@ -90,6 +90,9 @@ pub struct ServeArgs {
     /// Query listen address: SQL over HTTP, /healthz, /readyz, /metrics [default: 127.0.0.1:9470].
     #[arg(long)]
     pub query_addr: Option<SocketAddr>,
+    /// Arrow Flight SQL listen address (ADBC, pyarrow, Grafana) [default: 127.0.0.1:50051].
+    #[arg(long)]
+    pub flight_sql_addr: Option<SocketAddr>,
     /// Memory limit for buffered data, in bytes; past it, receivers push back [default: 1 GiB].
     #[arg(long)]
     pub memory_limit_bytes: Option<u64>,

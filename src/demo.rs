@@ -147,6 +147,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         otlp_grpc_addr: default_or_any_port("OTLP/gRPC", defaults.otlp_grpc_addr),
         otlp_http_addr: default_or_any_port("OTLP/HTTP", defaults.otlp_http_addr),
         query_addr: default_or_any_port("query", defaults.query_addr),
+        flight_sql_addr: default_or_any_port("Flight SQL", defaults.flight_sql_addr),
         ..defaults
     };
     collector_config.storage.data_dir = data_dir;

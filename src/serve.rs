@@ -8,10 +8,11 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use crate::cli::{LogFormat, ServeArgs};
 
 /// Top-level keys of the config that VIGIL_* variables may set.
-const CONFIG_SECTIONS: [&str; 9] = [
+const CONFIG_SECTIONS: [&str; 10] = [
     "otlp_grpc_addr",
     "otlp_http_addr",
     "query_addr",
+    "flight_sql_addr",
     "storage",
     "normalize",
     "limits",
@@ -49,6 +50,9 @@ pub fn load_config(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
     if let Some(addr) = args.query_addr {
         figment = figment.merge(Serialized::default("query_addr", addr));
     }
+    if let Some(addr) = args.flight_sql_addr {
+        figment = figment.merge(Serialized::default("flight_sql_addr", addr));
+    }
     if let Some(limit) = args.memory_limit_bytes {
         figment = figment.merge(Serialized::default("storage.memory_limit_bytes", limit));
     }
@@ -83,8 +87,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let analyzer = analyze::start(&collector, &config.analyzer, &config.alerting, &data_dir)?;
     // One machine-readable line on stdout, so that scripts and tests learn the bound ports.
     println!(
-        "vigil: listening otlp_grpc={} otlp_http={} query={}",
-        collector.otlp_grpc_addr, collector.otlp_http_addr, collector.query_addr
+        "vigil: listening otlp_grpc={} otlp_http={} query={} flight_sql={}",
+        collector.otlp_grpc_addr,
+        collector.otlp_http_addr,
+        collector.query_addr,
+        collector.flight_sql_addr
     );
     wait_for_signal().await;
     tracing::info!("shutting down: finishing requests in flight and flushing buffers");

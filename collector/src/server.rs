@@ -1,4 +1,4 @@
-//! Wires the collector together: storage, the query engine, and the three listeners.
+//! Wires the collector together: storage, the query engine, and the four listeners.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +26,8 @@ pub struct CollectorConfig {
     pub otlp_http_addr: SocketAddr,
     /// Query port: SQL over HTTP, health, vigil's own metrics.
     pub query_addr: SocketAddr,
+    /// Arrow Flight SQL (gRPC): ADBC, pyarrow, Grafana's Flight SQL clients, `vigil tui`.
+    pub flight_sql_addr: SocketAddr,
     /// Storage: data directory, WAL, flushing, memory, retention.
     pub storage: StorageConfig,
     /// GenAI normalization: message content policy and price overrides.
@@ -42,6 +44,7 @@ impl Default for CollectorConfig {
             otlp_grpc_addr: SocketAddr::from(([127, 0, 0, 1], 4317)),
             otlp_http_addr: SocketAddr::from(([127, 0, 0, 1], 4318)),
             query_addr: SocketAddr::from(([127, 0, 0, 1], 9470)),
+            flight_sql_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
             storage: StorageConfig::default(),
             normalize: NormalizeConfig::default(),
             limits: ReceiverLimits::default(),
@@ -71,6 +74,7 @@ pub struct RunningCollector {
     pub otlp_grpc_addr: SocketAddr,
     pub otlp_http_addr: SocketAddr,
     pub query_addr: SocketAddr,
+    pub flight_sql_addr: SocketAddr,
     /// The query engine, for in-process readers.
     pub engine: QueryEngine,
     /// The storage engine.
@@ -106,10 +110,12 @@ pub async fn start(config: CollectorConfig) -> Result<RunningCollector, ServerEr
     let grpc_listener = bind("OTLP/gRPC", config.otlp_grpc_addr).await?;
     let http_listener = bind("OTLP/HTTP", config.otlp_http_addr).await?;
     let query_listener = bind("query", config.query_addr).await?;
+    let flight_listener = bind("Flight SQL", config.flight_sql_addr).await?;
     let local = |l: &TcpListener, fallback| l.local_addr().unwrap_or(fallback);
     let otlp_grpc_addr = local(&grpc_listener, config.otlp_grpc_addr);
     let otlp_http_addr = local(&http_listener, config.otlp_http_addr);
     let query_addr = local(&query_listener, config.query_addr);
+    let flight_sql_addr = local(&flight_listener, config.flight_sql_addr);
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let ready = Arc::new(AtomicBool::new(false));
@@ -148,13 +154,28 @@ pub async fn start(config: CollectorConfig) -> Result<RunningCollector, ServerEr
             tracing::error!(error = %e, "query server failed");
         }
     }));
+    let rx = shutdown_rx.clone();
+    let flight = crate::query::flight_sql::service(engine.clone());
+    servers.push(tokio::spawn(async move {
+        if let Err(e) = tonic::transport::Server::builder()
+            .add_service(flight)
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(flight_listener),
+                until(rx),
+            )
+            .await
+        {
+            tracing::error!(error = %e, "Flight SQL server failed");
+        }
+    }));
     let background = tokio::spawn(store.clone().run_background(shutdown_rx));
     ready.store(true, Ordering::Release);
-    tracing::info!(%otlp_grpc_addr, %otlp_http_addr, %query_addr, data_dir = %store.config().data_dir.display(), "vigil collector ready");
+    tracing::info!(%otlp_grpc_addr, %otlp_http_addr, %query_addr, %flight_sql_addr, data_dir = %store.config().data_dir.display(), "vigil collector ready");
     Ok(RunningCollector {
         otlp_grpc_addr,
         otlp_http_addr,
         query_addr,
+        flight_sql_addr,
         engine,
         store,
         telemetry,

@@ -58,7 +58,12 @@ pub fn repo_root() -> PathBuf {
 pub fn serve_args(data_dir: &Path) -> Vec<std::ffi::OsString> {
     let mut args: Vec<std::ffi::OsString> = vec!["serve".into(), "--data-dir".into()];
     args.push(data_dir.into());
-    for flag in ["--otlp-grpc-addr", "--otlp-http-addr", "--query-addr"] {
+    for flag in [
+        "--otlp-grpc-addr",
+        "--otlp-http-addr",
+        "--query-addr",
+        "--flight-sql-addr",
+    ] {
         args.push(flag.into());
         args.push("127.0.0.1:0".into());
     }
@@ -72,6 +77,7 @@ pub struct Collector {
     pub grpc: SocketAddr,
     pub http: SocketAddr,
     pub query: SocketAddr,
+    pub flight_sql: SocketAddr,
     pub log_path: PathBuf,
     extra_args: Vec<String>,
 }
@@ -146,6 +152,7 @@ impl Collector {
             grpc: addr("otlp_grpc")?,
             http: addr("otlp_http")?,
             query: addr("query")?,
+            flight_sql: addr("flight_sql")?,
             child: Some(child),
             data_dir: PathBuf::new(),
             log_path: log_path.to_path_buf(),
@@ -164,6 +171,10 @@ impl Collector {
 
     pub fn http_url(&self) -> String {
         format!("http://{}", self.http)
+    }
+
+    pub fn flight_sql_url(&self) -> String {
+        format!("grpc://{}", self.flight_sql)
     }
 
     pub fn query_url(&self) -> String {

@@ -61,7 +61,7 @@ struct Readme<'a> {
     cwd: &'a Path,
     env: Vec<(String, String)>,
     /// The collector's ports, the same across the restart, so the fleet reconnects.
-    ports: [u16; 3],
+    ports: [u16; 4],
 }
 
 impl Readme<'_> {
@@ -107,10 +107,11 @@ impl Readme<'_> {
     /// Starts `vigil serve` as the README says, on ports of its own.
     fn serve(&self, command: &str) -> anyhow::Result<Collector> {
         let mut bash = self.bash(&format!("exec {command}"));
-        let [grpc, http, query] = self.ports;
+        let [grpc, http, query, flight_sql] = self.ports;
         bash.env("VIGIL_OTLP_GRPC_ADDR", format!("127.0.0.1:{grpc}"))
             .env("VIGIL_OTLP_HTTP_ADDR", format!("127.0.0.1:{http}"))
             .env("VIGIL_QUERY_ADDR", format!("127.0.0.1:{query}"))
+            .env("VIGIL_FLIGHT_SQL_ADDR", format!("127.0.0.1:{flight_sql}"))
             .env("VIGIL_STORAGE__FLUSH_INTERVAL_SECS", "4");
         Collector::spawn(bash, &self.cwd.join("serve.log"))
     }
@@ -250,7 +251,7 @@ async fn the_readme_path_works_verbatim_across_flushes_and_a_restart() -> anyhow
     let mut readme = Readme {
         cwd: &cwd,
         env: Vec::new(),
-        ports: [free_port()?, free_port()?, free_port()?],
+        ports: [free_port()?, free_port()?, free_port()?, free_port()?],
     };
 
     let mut collector = readme.serve(&serve[0])?;

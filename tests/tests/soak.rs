@@ -105,6 +105,7 @@ struct Ports {
     grpc: u16,
     http: u16,
     query: u16,
+    flight_sql: u16,
 }
 
 fn start_collector(data: &Path, config: &Path, ports: &Ports, log: &Path) -> Collector {
@@ -122,6 +123,8 @@ fn start_collector(data: &Path, config: &Path, ports: &Ports, log: &Path) -> Col
             &format!("127.0.0.1:{}", ports.http),
             "--query-addr",
             &format!("127.0.0.1:{}", ports.query),
+            "--flight-sql-addr",
+            &format!("127.0.0.1:{}", ports.flight_sql),
         ])
         .env_remove("VIGIL_CONFIG");
     // A restart right after a SIGKILL can find a port still held for a moment.
@@ -378,6 +381,7 @@ fn soak() {
         grpc: free_port().unwrap(),
         http: free_port().unwrap(),
         query: free_port().unwrap(),
+        flight_sql: free_port().unwrap(),
     };
     let hook_port = free_port().unwrap();
     let receiver = start_receiver(hook_port);

@@ -3,13 +3,16 @@
 
 mod bounded;
 pub mod catalog;
+pub mod flight_sql;
 pub mod sql_http;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
+use datafusion::common::ScalarValue;
+use datafusion::dataframe::DataFrame;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::SQLOptions;
@@ -183,61 +186,142 @@ impl QueryEngine {
         &self.ctx
     }
 
-    /// Runs one read-only SQL statement: DDL, DML, COPY and `SET` are refused.
-    pub async fn query(&self, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>), QueryError> {
-        let started = tokio::time::Instant::now();
-        let timeout = Duration::from_secs(self.limits.timeout_secs.max(1));
-        let _turn = self.turn(timeout).await?;
+    /// Plans one read-only SQL statement: DDL, DML, COPY and `SET` are refused.
+    async fn plan(&self, sql: &str) -> Result<DataFrame, QueryError> {
         let options = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
-        let frame = self
-            .ctx
+        self.ctx
             .sql_with_options(sql, options)
             .await
             .map_err(|e| match e {
                 DataFusionError::Plan(msg) if msg.contains("not supported") => {
                     QueryError::Invalid(format!(
-                        "{msg}; vigil's SQL endpoint is read-only (SELECT, EXPLAIN, SHOW, DESCRIBE)"
+                        "{msg}; vigil's SQL doors are read-only (SELECT, EXPLAIN, SHOW, DESCRIBE)"
                     ))
                 }
                 other => other.into(),
-            })?;
+            })
+    }
+
+    /// Plans a statement without running it: the schema of its result and of its parameters
+    /// (`$1`, `$2`, … in order; a type DataFusion cannot infer from context is `Utf8`).
+    pub async fn prepare(&self, sql: &str) -> Result<Prepared, QueryError> {
+        let frame = self.plan(sql).await?;
+        let mut parameters: Vec<(String, Option<DataType>)> = frame
+            .logical_plan()
+            .get_parameter_types()?
+            .into_iter()
+            .collect();
+        // `$10` after `$9`: by number where there is one.
+        parameters.sort_by_key(|(name, _)| {
+            (
+                name.trim_start_matches('$')
+                    .parse::<u64>()
+                    .unwrap_or(u64::MAX),
+                name.clone(),
+            )
+        });
+        let parameters = Schema::new(
+            parameters
+                .into_iter()
+                .map(|(name, data_type)| {
+                    Field::new(name, data_type.unwrap_or(DataType::Utf8), true)
+                })
+                .collect::<Vec<_>>(),
+        );
+        Ok(Prepared {
+            result: Arc::new(frame.schema().as_arrow().clone()),
+            parameters: Arc::new(parameters),
+        })
+    }
+
+    /// Runs one read-only SQL statement with `parameters` bound to `$1`, `$2`, …, and returns
+    /// its result as a stream: batches are produced as the reader takes them, so a result of any
+    /// size costs one batch of memory. The turn is held, and `timeout_secs` counts, until the
+    /// stream ends or is dropped.
+    pub async fn stream(
+        &self,
+        sql: &str,
+        parameters: Vec<ScalarValue>,
+    ) -> Result<ResultStream, QueryError> {
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_secs(self.limits.timeout_secs.max(1));
+        let turn = self
+            .turn(Duration::from_secs(self.limits.timeout_secs.max(1)))
+            .await?;
+        let mut frame = self.plan(sql).await?;
+        if !parameters.is_empty() {
+            frame = frame.with_param_values(parameters)?;
+        }
         let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+        let timeout_secs = self.limits.timeout_secs;
+        let stream = match tokio::time::timeout_at(deadline, frame.execute_stream()).await {
+            Ok(stream) => stream?,
+            Err(_) => return Err(timed_out(timeout_secs)),
+        };
+        let batches = futures::stream::unfold(Some((stream, turn)), move |state| async move {
+            let (mut stream, turn) = state?;
+            match tokio::time::timeout_at(deadline, stream.next()).await {
+                Ok(Some(Ok(batch))) => Some((Ok(batch), Some((stream, turn)))),
+                Ok(Some(Err(e))) => Some((Err(e.into()), None)),
+                Ok(None) => None,
+                Err(_) => Some((Err(timed_out(timeout_secs)), None)),
+            }
+        });
+        Ok(ResultStream {
+            schema,
+            batches: Box::pin(batches),
+        })
+    }
+
+    /// Runs one read-only SQL statement and gathers its result, within `max_result_rows` and
+    /// `max_result_bytes` (for doors that answer in one piece, such as JSON over HTTP).
+    pub async fn query(&self, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>), QueryError> {
+        let mut result = self.stream(sql, Vec::new()).await?;
         let max_rows = self.limits.max_result_rows;
         let max_bytes = self.limits.max_result_bytes;
-        let collect = async move {
-            let mut stream = frame.execute_stream().await?;
-            let mut batches = Vec::new();
-            let (mut rows, mut bytes) = (0usize, 0u64);
-            while let Some(batch) = stream.next().await {
-                let batch = batch?;
-                rows += batch.num_rows();
-                bytes += result_bytes(&batch);
-                if rows > max_rows {
-                    return Err(QueryError::TooLarge(format!(
-                        "the result has more than {max_rows} rows (query.max_result_rows); aggregate, filter or add a LIMIT"
-                    )));
-                }
-                if bytes > max_bytes {
-                    return Err(QueryError::TooLarge(format!(
-                        "the result holds more than {max_bytes} bytes (query.max_result_bytes); select fewer or shorter columns, or add a LIMIT"
-                    )));
-                }
-                batches.push(batch);
+        let mut batches = Vec::new();
+        let (mut rows, mut bytes) = (0usize, 0u64);
+        while let Some(batch) = result.batches.next().await {
+            let batch = batch?;
+            rows += batch.num_rows();
+            bytes += result_bytes(&batch);
+            if rows > max_rows {
+                return Err(QueryError::TooLarge(format!(
+                    "the result has more than {max_rows} rows (query.max_result_rows); aggregate, filter or add a LIMIT"
+                )));
             }
-            Ok(batches)
-        };
-        let remaining = timeout.saturating_sub(started.elapsed());
-        match tokio::time::timeout(remaining, collect).await {
-            Ok(batches) => Ok((schema, batches?)),
-            Err(_) => Err(QueryError::TooLarge(format!(
-                "the query ran longer than {} s (query.timeout_secs) and was cancelled",
-                timeout.as_secs()
-            ))),
+            if bytes > max_bytes {
+                return Err(QueryError::TooLarge(format!(
+                    "the result holds more than {max_bytes} bytes (query.max_result_bytes); select fewer or shorter columns, or add a LIMIT"
+                )));
+            }
+            batches.push(batch);
         }
+        Ok((result.schema, batches))
     }
+}
+
+fn timed_out(timeout_secs: u64) -> QueryError {
+    QueryError::TooLarge(format!(
+        "the query ran longer than {} s (query.timeout_secs) and was cancelled",
+        timeout_secs.max(1)
+    ))
+}
+
+/// A planned statement: the schemas of its result and of its parameters.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub result: SchemaRef,
+    pub parameters: SchemaRef,
+}
+
+/// A running query's result.
+pub struct ResultStream {
+    pub schema: SchemaRef,
+    pub batches: futures::stream::BoxStream<'static, Result<RecordBatch, QueryError>>,
 }
 
 /// The bytes a result batch holds, counting only its rows: a `LIMIT` slice of a large buffer
