@@ -39,6 +39,9 @@ pub struct AlertsArgs {
     /// The collector's query address.
     #[arg(long, env = "VIGIL_QUERY_URL", default_value = "http://127.0.0.1:9470")]
     pub url: String,
+    /// A query token, when the collector requires one ([auth] query_tokens).
+    #[arg(long, env = "VIGIL_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// How many recent changes to list.
     #[arg(long, default_value_t = 20)]
     pub limit: usize,
@@ -120,6 +123,9 @@ pub struct QueryArgs {
     /// The collector's query address.
     #[arg(long, env = "VIGIL_QUERY_URL", default_value = "http://127.0.0.1:9470")]
     pub url: String,
+    /// A query token, when the collector requires one ([auth] query_tokens).
+    #[arg(long, env = "VIGIL_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Output format.
     #[arg(long, short, value_enum, default_value_t)]
     pub format: OutputFormat,
@@ -317,4 +323,18 @@ pub enum EvalCommand {
         #[arg(long, default_value_t = 50)]
         warmup: u64,
     },
+}
+
+/// An HTTP client that sends `token` (if any) as a bearer token with every request.
+pub fn query_client(token: Option<&str>) -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| anyhow::anyhow!("the token holds characters a header cannot carry"))?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    Ok(reqwest::Client::builder()
+        .default_headers(headers)
+        .build()?)
 }

@@ -62,6 +62,7 @@ fn config_from(args: &GpuExporterArgs) -> anyhow::Result<ExporterConfig> {
         interval: args.interval,
         listen,
         otlp_endpoint: (!args.no_otlp).then(|| args.otlp_endpoint.clone()),
+        otlp_headers: otlp_headers_from_env()?,
         hostname: args.hostname.clone().unwrap_or_else(system_hostname),
         labels: LabelConfig {
             hostname_labels: args.hostname_labels.clone(),
@@ -96,4 +97,26 @@ pub async fn run(args: GpuExporterArgs) -> anyhow::Result<()> {
     tracing::info!("stopping: exporting the last round");
     running.stop().await;
     Ok(())
+}
+
+/// `OTEL_EXPORTER_OTLP_HEADERS` (then `OTEL_EXPORTER_OTLP_METRICS_HEADERS`), as the OpenTelemetry
+/// SDKs read them: how a bearer token reaches a collector that requires one.
+pub fn otlp_headers_from_env() -> anyhow::Result<tonic::metadata::MetadataMap> {
+    let mut headers = tonic::metadata::MetadataMap::new();
+    for name in [
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "OTEL_EXPORTER_OTLP_METRICS_HEADERS",
+    ] {
+        if let Ok(text) = std::env::var(name) {
+            let parsed = vigil_gpu_exporter::export::otlp::parse_headers(&text)
+                .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+            for (key, value) in parsed.iter().filter_map(|entry| match entry {
+                tonic::metadata::KeyAndValueRef::Ascii(k, v) => Some((k.clone(), v.clone())),
+                tonic::metadata::KeyAndValueRef::Binary(..) => None,
+            }) {
+                headers.insert(key, value);
+            }
+        }
+    }
+    Ok(headers)
 }

@@ -618,7 +618,10 @@ const LOGS_EXPORT: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Ex
 
 #[derive(Clone)]
 enum Transport {
-    Grpc(tonic::client::Grpc<tonic::transport::Channel>),
+    Grpc {
+        grpc: tonic::client::Grpc<tonic::transport::Channel>,
+        headers: Box<tonic::metadata::MetadataMap>,
+    },
     Http {
         client: reqwest::Client,
         base: String,
@@ -647,6 +650,8 @@ fn grpc_outcome<T>(
 
 impl Transport {
     async fn connect(protocol: Protocol, endpoint: &str) -> anyhow::Result<Transport> {
+        // A bearer token, for a collector that requires one, the way OTel SDKs take it.
+        let headers = crate::gpu_exporter_cmd::otlp_headers_from_env()?;
         match protocol {
             Protocol::Grpc => {
                 let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
@@ -656,10 +661,14 @@ impl Transport {
                     .with_context(|| {
                         format!("could not connect to {endpoint}; is `vigil serve` running?")
                     })?;
-                Ok(Transport::Grpc(tonic::client::Grpc::new(channel)))
+                Ok(Transport::Grpc {
+                    grpc: tonic::client::Grpc::new(channel),
+                    headers: Box::new(headers),
+                })
             }
             Protocol::Http => Ok(Transport::Http {
                 client: reqwest::Client::builder()
+                    .default_headers(headers.into_headers())
                     .build()
                     .context("could not build the HTTP client")?,
                 base: endpoint.trim_end_matches('/').to_string(),
@@ -697,14 +706,15 @@ impl Transport {
     /// Sends one pre-encoded export request of the given signal.
     async fn export(&self, signal: Signal, body: bytes::Bytes) -> Outcome {
         match self {
-            Transport::Grpc(grpc) => {
+            Transport::Grpc { grpc, headers } => {
                 let mut grpc = grpc.clone();
                 if let Err(e) = grpc.ready().await {
                     return Outcome::Failed(format!("connection not ready: {e}"));
                 }
                 let path =
                     |p: &'static str| tonic::codegen::http::uri::PathAndQuery::from_static(p);
-                let request = tonic::Request::new(body);
+                let mut request = tonic::Request::new(body);
+                *request.metadata_mut() = headers.as_ref().clone();
                 match signal {
                     Signal::Traces => grpc_outcome(
                         grpc.unary(

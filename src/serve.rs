@@ -8,7 +8,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use crate::cli::{LogFormat, ServeArgs};
 
 /// Top-level keys of the config that VIGIL_* variables may set.
-const CONFIG_SECTIONS: [&str; 10] = [
+const CONFIG_SECTIONS: [&str; 11] = [
     "otlp_grpc_addr",
     "otlp_http_addr",
     "query_addr",
@@ -17,6 +17,7 @@ const CONFIG_SECTIONS: [&str; 10] = [
     "normalize",
     "limits",
     "query",
+    "auth",
     "analyzer",
     "alerting",
 ];
@@ -81,6 +82,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     init_logging(args.log_format);
+    let auth = &config.collector.auth;
+    anyhow::ensure!(
+        !config.analyzer.gpu.trusted_senders_only
+            || !auth.gpu_exporter_tokens.is_empty()
+            || auth.gpu_exporter_tokens_file.is_some(),
+        "analyzer.gpu.trusted_senders_only needs GPU-exporter tokens ([auth] gpu_exporter_tokens or gpu_exporter_tokens_file): without them no metric is trusted and no GPU alert can fire"
+    );
     let collector = vigil_collector::start(config.collector).await?;
     // The store's data directory is the resolved, absolute one.
     let data_dir = collector.store.config().data_dir.clone();

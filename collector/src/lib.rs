@@ -11,6 +11,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod auth;
 pub mod query;
 pub mod receive;
 pub mod server;

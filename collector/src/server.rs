@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use vigil_schemas::genai::{NormalizeConfig, Normalizer};
 
+use crate::auth::{Auth, AuthConfig};
 use crate::query::sql_http::{self, QueryHttpState};
 use crate::query::{QueryConfig, QueryEngine};
 use crate::receive::{Ingest, ReceiverLimits, otlp_grpc, otlp_http};
@@ -36,6 +37,8 @@ pub struct CollectorConfig {
     pub limits: ReceiverLimits,
     /// What one SQL query may cost.
     pub query: QueryConfig,
+    /// Bearer tokens for the doors; none means open.
+    pub auth: AuthConfig,
 }
 
 impl Default for CollectorConfig {
@@ -49,6 +52,7 @@ impl Default for CollectorConfig {
             normalize: NormalizeConfig::default(),
             limits: ReceiverLimits::default(),
             query: QueryConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -66,6 +70,8 @@ pub enum ServerError {
     },
     #[error("could not set up the query engine: {0}")]
     Query(#[from] crate::query::QueryError),
+    #[error("auth: {0}")]
+    Auth(String),
 }
 
 /// A running collector.
@@ -98,6 +104,7 @@ async fn until(mut rx: watch::Receiver<bool>) {
 
 /// Opens storage (replaying the WAL), binds every listener and starts serving.
 pub async fn start(config: CollectorConfig) -> Result<RunningCollector, ServerError> {
+    let auth = Auth::new(&config.auth).map_err(ServerError::Auth)?;
     let telemetry = Arc::new(Telemetry::default());
     let store = Store::open(config.storage.clone(), telemetry.clone())?;
     let engine = QueryEngine::new(store.clone(), config.query.clone())?;
@@ -123,13 +130,14 @@ pub async fn start(config: CollectorConfig) -> Result<RunningCollector, ServerEr
 
     let rx = shutdown_rx.clone();
     let grpc_ingest = ingest.clone();
+    let grpc_auth = auth.clone();
     servers.push(tokio::spawn(async move {
-        if let Err(e) = otlp_grpc::serve(grpc_ingest, grpc_listener, until(rx)).await {
+        if let Err(e) = otlp_grpc::serve(grpc_ingest, grpc_auth, grpc_listener, until(rx)).await {
             tracing::error!(error = %e, "OTLP/gRPC server failed");
         }
     }));
     let rx = shutdown_rx.clone();
-    let http_router = otlp_http::router(ingest.clone());
+    let http_router = otlp_http::router(ingest.clone(), auth.clone());
     servers.push(tokio::spawn(async move {
         if let Err(e) = axum::serve(http_listener, http_router)
             .with_graceful_shutdown(until(rx))
@@ -145,6 +153,7 @@ pub async fn start(config: CollectorConfig) -> Result<RunningCollector, ServerEr
         telemetry: telemetry.clone(),
         ready: ready.clone(),
         listen: query_addr,
+        auth: auth.clone(),
     });
     servers.push(tokio::spawn(async move {
         if let Err(e) = axum::serve(query_listener, query_router)
@@ -155,7 +164,7 @@ pub async fn start(config: CollectorConfig) -> Result<RunningCollector, ServerEr
         }
     }));
     let rx = shutdown_rx.clone();
-    let flight = crate::query::flight_sql::service(engine.clone());
+    let flight = crate::query::flight_sql::service(engine.clone(), auth.clone());
     servers.push(tokio::spawn(async move {
         if let Err(e) = tonic::transport::Server::builder()
             .add_service(flight)
@@ -170,6 +179,7 @@ pub async fn start(config: CollectorConfig) -> Result<RunningCollector, ServerEr
     }));
     let background = tokio::spawn(store.clone().run_background(shutdown_rx));
     ready.store(true, Ordering::Release);
+    auth.log_state();
     tracing::info!(%otlp_grpc_addr, %otlp_http_addr, %query_addr, %flight_sql_addr, data_dir = %store.config().data_dir.display(), "vigil collector ready");
     Ok(RunningCollector {
         otlp_grpc_addr,

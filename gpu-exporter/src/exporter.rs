@@ -40,6 +40,8 @@ pub struct ExporterConfig {
     pub listen: Option<SocketAddr>,
     /// OTLP/gRPC endpoint of the collector; `None` to not export.
     pub otlp_endpoint: Option<String>,
+    /// Headers sent with every export (a bearer token, for a collector that wants one).
+    pub otlp_headers: tonic::metadata::MetadataMap,
     /// This node's name (for NVML; the simulator names its own nodes).
     pub hostname: String,
     pub labels: LabelConfig,
@@ -55,6 +57,7 @@ impl Default for ExporterConfig {
             interval: Duration::from_secs(5),
             listen: Some(SocketAddr::from(([0, 0, 0, 0], 9400))),
             otlp_endpoint: Some("http://127.0.0.1:4317".to_string()),
+            otlp_headers: tonic::metadata::MetadataMap::new(),
             hostname: "localhost".to_string(),
             labels: LabelConfig::default(),
             nccl: NcclConfig::default(),
@@ -191,6 +194,7 @@ pub async fn start(config: ExporterConfig) -> Result<RunningExporter, ExporterEr
             endpoint,
             "vigil-gpu-exporter",
             &config.hostname,
+            config.otlp_headers.clone(),
         )?),
         None => None,
     };

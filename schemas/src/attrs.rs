@@ -4,6 +4,12 @@ use std::borrow::Cow;
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
 
+/// The resource attribute that says who sent a metric; the collector sets it (from the token the
+/// request carried) and removes any value a sender wrote itself.
+pub const SENDER_ATTRIBUTE: &str = "vigil.sender";
+/// Its value for metrics sent with a GPU-exporter token.
+pub const GPU_EXPORTER_SENDER: &str = "gpu-exporter";
+
 /// The value as it is stored in a `Map<Utf8, Utf8>` column: strings as they are, numbers and
 /// booleans in their usual text form, bytes as hex, arrays and maps as JSON.
 pub fn value_to_string(value: &AnyValue) -> Option<String> {

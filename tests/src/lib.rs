@@ -370,11 +370,21 @@ pub struct GpuExporter {
 impl GpuExporter {
     /// Starts `vigil gpu-exporter` with `args` and its page on an ephemeral loopback port.
     pub fn start(args: &[&str], log_path: &Path) -> anyhow::Result<GpuExporter> {
+        Self::start_with_env(args, &[], log_path)
+    }
+
+    /// As [`GpuExporter::start`], with extra environment variables.
+    pub fn start_with_env(
+        args: &[&str],
+        env: &[(&str, &str)],
+        log_path: &Path,
+    ) -> anyhow::Result<GpuExporter> {
         let mut command = Command::new(vigil_bin());
         command
             .arg("gpu-exporter")
             .args(["--listen", "127.0.0.1:0"])
-            .args(args);
+            .args(args)
+            .envs(env.iter().copied());
         let (child, line) = spawn_announcing(command, "vigil gpu-exporter:", log_path)?;
         let metrics_url = line
             .split_whitespace()

@@ -66,6 +66,9 @@ pub struct GpuConfig {
     /// A GPU silent for this long is forgotten (decommissioned): its alerts then resolve.
     #[serde(with = "humantime_serde")]
     pub forget_after: Duration,
+    /// Judge only metrics sent with a GPU-exporter token (`[auth] gpu_exporter_tokens`): with
+    /// open ingest doors, anyone can make up a GPU and raise its alerts.
+    pub trusted_senders_only: bool,
 }
 
 impl Default for GpuConfig {
@@ -89,6 +92,7 @@ impl Default for GpuConfig {
             baseline_shortfall: 0.08,
             silent_after: Duration::from_secs(60),
             forget_after: Duration::from_secs(24 * 3600),
+            trusted_senders_only: false,
         }
     }
 }
@@ -173,7 +177,7 @@ impl Detector for SilentGpus {
              GROUP BY host, gpu, uuid, model",
             gpu_columns(&self.config.hostname_label),
             names.join(", "),
-            window_clause(from, now)
+            window_clause(&self.config, from, now)
         );
         let batches = source.sql(&sql).await?;
         let keys = gpu_keys(&batches)?;
@@ -315,8 +319,19 @@ fn gpu_keys(batches: &[arrow::array::RecordBatch]) -> Result<Vec<GpuKey>, Analyz
         .collect())
 }
 
-fn window_clause(start: SystemTime, end: SystemTime) -> String {
-    format!("time > {} AND time <= {}", ts(start), ts(end))
+/// The time window of a GPU query, and, with `trusted_senders_only`, only metrics sent with a
+/// GPU-exporter token (any OTLP sender can make up a GPU and its XID counter).
+fn window_clause(config: &GpuConfig, start: SystemTime, end: SystemTime) -> String {
+    let sender = if config.trusted_senders_only {
+        format!(
+            " AND resource_attributes[{}] = {}",
+            quote(vigil_schemas::attrs::SENDER_ATTRIBUTE),
+            quote(vigil_schemas::attrs::GPU_EXPORTER_SENDER)
+        )
+    } else {
+        String::new()
+    };
+    format!("time > {} AND time <= {}{sender}", ts(start), ts(end))
 }
 
 /// A counter rule: an increase over the window above a threshold.
@@ -428,7 +443,7 @@ impl Detector for CounterRules {
             ts(start),
             ts(start),
             names.join(", "),
-            window_clause(lookback, now),
+            window_clause(&self.config, lookback, now),
         );
         let batches = source.sql(&sql).await?;
         let keys = gpu_keys(&batches)?;
@@ -551,7 +566,7 @@ impl Detector for HeldConditions {
                OR (metric_name = 'vigil_gpu_clock_throttle_active' AND attributes['reason'] IN ({}))) \
              GROUP BY metric_name, host, gpu, uuid, model, reason",
             gpu_columns(&self.config.hostname_label),
-            window_clause(now - self.config.window, now),
+            window_clause(&self.config, now - self.config.window, now),
             reasons.join(", "),
         );
         let batches = source.sql(&sql).await?;
@@ -629,7 +644,7 @@ async fn gpu_medians(
          GROUP BY metric_name, host, gpu, uuid, model",
         gpu_columns(&config.hostname_label),
         names.join(", "),
-        window_clause(start, end)
+        window_clause(config, start, end)
     );
     let batches = source.sql(&sql).await?;
     let keys = gpu_keys(&batches)?;
@@ -783,7 +798,7 @@ impl Detector for ClockBaseline {
              FROM metrics WHERE metric_name IN ('DCGM_FI_DEV_SM_CLOCK', 'DCGM_FI_DEV_GPU_UTIL', 'DCGM_FI_DEV_GPU_TEMP') AND {} \
              GROUP BY host, gpu, uuid, model, t",
             gpu_columns(&self.config.hostname_label),
-            window_clause(reference_start, now)
+            window_clause(&self.config, reference_start, now)
         );
         let batches = source.sql(&sql).await?;
         let keys = gpu_keys(&batches)?;
@@ -947,7 +962,7 @@ impl Detector for NcclStraggler {
             "SELECT {}, median(value) AS score FROM metrics \
              WHERE metric_name = 'vigil_nccl_straggler_score' AND {} GROUP BY host, gpu, uuid, model, comm, rank",
             rank_columns(&self.config.hostname_label),
-            window_clause(now - self.config.window, now)
+            window_clause(&self.config, now - self.config.window, now)
         );
         let batches = source.sql(&sql).await?;
         let keys = rank_keys(&batches)?;
@@ -1011,7 +1026,7 @@ impl Detector for BusBandwidthShift {
             ts(start),
             ts(start),
             ts(start),
-            window_clause(start - self.config.baseline_window, now)
+            window_clause(&self.config, start - self.config.baseline_window, now)
         );
         let batches = source.sql(&sql).await?;
         let keys = rank_keys(&batches)?;

@@ -38,17 +38,44 @@ use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{QueryEngine, QueryError};
+use crate::auth::Auth;
+use tonic::service::interceptor::InterceptedService;
 
 /// Prepared statements kept at most; past it, the oldest is closed (a client that never closes
 /// its statements must not grow the collector).
 const MAX_PREPARED: usize = 1024;
 
-/// The Flight SQL service over `engine`.
-pub fn service(engine: QueryEngine) -> FlightServiceServer<VigilFlightSql> {
-    FlightServiceServer::new(VigilFlightSql {
-        engine,
-        prepared: Arc::new(Mutex::new(PreparedStatements::default())),
-    })
+/// Checks a request's query token before it reaches the service.
+#[derive(Clone)]
+pub struct QueryToken(Auth);
+
+impl tonic::service::Interceptor for QueryToken {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let authorization = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        self.0
+            .query(authorization)
+            .map_err(|e| Status::unauthenticated(e.to_string()))?;
+        Ok(request)
+    }
+}
+
+/// The Flight SQL service over `engine`, behind the query tokens of `auth`. Clients send
+/// `Authorization: Bearer <token>`; those that begin with a handshake send `Basic` with the token
+/// as the password and get it back as their bearer token.
+pub fn service(
+    engine: QueryEngine,
+    auth: Auth,
+) -> InterceptedService<FlightServiceServer<VigilFlightSql>, QueryToken> {
+    InterceptedService::new(
+        FlightServiceServer::new(VigilFlightSql {
+            engine,
+            prepared: Arc::new(Mutex::new(PreparedStatements::default())),
+        }),
+        QueryToken(auth),
+    )
 }
 
 #[derive(Clone)]
@@ -342,19 +369,30 @@ type HandshakeStream = Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Statu
 impl FlightSqlService for VigilFlightSql {
     type FlightService = VigilFlightSql;
 
-    /// Without tokens configured there is nothing to check: the handshake answers so that
-    /// clients that always begin with one (JDBC, ADBC with credentials) go on.
+    /// The token was checked on the way in; the handshake hands it back as the bearer token
+    /// the client sends from then on (clients such as JDBC always begin with one, also without
+    /// credentials).
     async fn do_handshake(
         &self,
-        _request: Request<Streaming<HandshakeRequest>>,
+        request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<HandshakeStream>, Status> {
+        let token = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|header| crate::auth::token_of(header).ok());
         let answer = HandshakeResponse {
             protocol_version: 0,
-            payload: bytes::Bytes::new(),
+            payload: token.clone().unwrap_or_default().into(),
         };
-        Ok(Response::new(Box::pin(futures::stream::once(async {
-            Ok(answer)
-        }))))
+        let mut response: Response<HandshakeStream> =
+            Response::new(Box::pin(futures::stream::once(async { Ok(answer) })));
+        if let Some(token) = token
+            && let Ok(value) = format!("Bearer {token}").parse()
+        {
+            response.metadata_mut().insert("authorization", value);
+        }
+        Ok(response)
     }
 
     async fn get_flight_info_statement(

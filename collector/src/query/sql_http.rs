@@ -37,6 +37,8 @@ pub struct QueryHttpState {
     pub ready: Arc<AtomicBool>,
     /// Where the query port listens: on loopback, only local host names are answered.
     pub listen: SocketAddr,
+    /// Query tokens (`/healthz` and `/readyz` stay open, for probes).
+    pub auth: crate::auth::Auth,
 }
 
 #[derive(Deserialize)]
@@ -55,9 +57,42 @@ pub fn router(state: QueryHttpState) -> Router {
         .route("/api/v1/status", get(status))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            check_token,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             check_host,
         ))
         .with_state(state)
+}
+
+/// Refuses requests without a query token, when tokens are configured. Health probes pass.
+async fn check_token(
+    State(state): State<QueryHttpState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if matches!(request.uri().path(), "/healthz" | "/readyz") {
+        return next.run(request).await;
+    }
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok());
+    match state.auth.query(authorization) {
+        Ok(()) => next.run(request).await,
+        Err(e) => unauthorized(&e),
+    }
+}
+
+/// 401 with the challenge a client needs to retry with a token.
+pub fn unauthorized(error: &crate::auth::AuthError) -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        axum::Json(json!({ "error": error.to_string() })),
+    )
+        .into_response()
 }
 
 /// Refuses requests that name a host this collector does not answer to: a web page the user

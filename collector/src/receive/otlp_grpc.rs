@@ -27,7 +27,9 @@ use tonic_types::{ErrorDetails, StatusExt};
 use vigil_schemas::Table;
 
 use super::{Accepted, Ingest, IngestError};
+use crate::auth::{Auth, Sender, mark_sender};
 use crate::telemetry::add;
+use tonic::service::interceptor::InterceptedService;
 
 /// The gRPC face of the ingest path.
 #[derive(Clone)]
@@ -89,11 +91,14 @@ impl MetricsService for OtlpGrpc {
         &self,
         request: Request<ExportMetricsServiceRequest>,
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        let accepted = self
-            .ingest
-            .metrics(request.get_ref())
-            .await
-            .map_err(to_status)?;
+        let sender = request
+            .extensions()
+            .get::<Sender>()
+            .copied()
+            .unwrap_or(Sender::Anyone);
+        let mut request = request.into_inner();
+        mark_sender(&mut request, sender);
+        let accepted = self.ingest.metrics(&request).await.map_err(to_status)?;
         Ok(Response::new(ExportMetricsServiceResponse {
             partial_success: partial(&accepted, |rejected_data_points, error_message| {
                 ExportMetricsPartialSuccess {
@@ -225,6 +230,7 @@ const MAX_IN_FLIGHT: usize = 32;
 /// Serves the three OTLP services on an already-bound listener until `shutdown` resolves.
 pub async fn serve(
     ingest: Arc<Ingest>,
+    auth: Auth,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
@@ -244,6 +250,21 @@ pub async fn serve(
         .max_decoding_message_size(limit)
         .accept_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Zstd);
+    // The token is checked before the body is decoded; the sender rides on the request.
+    let check = move |mut request: Request<()>| -> Result<Request<()>, Status> {
+        let authorization = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        let sender = auth
+            .ingest(authorization)
+            .map_err(|e| Status::unauthenticated(e.to_string()))?;
+        request.extensions_mut().insert(sender);
+        Ok(request)
+    };
+    let traces = InterceptedService::new(traces, check.clone());
+    let metrics = InterceptedService::new(metrics, check.clone());
+    let logs = InterceptedService::new(logs, check);
     tonic::transport::Server::builder()
         // Bounds the requests decoded at once per connection, whatever the client's concurrency.
         .concurrency_limit_per_connection(MAX_IN_FLIGHT)

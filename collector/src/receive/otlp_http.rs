@@ -28,6 +28,7 @@ use serde::de::DeserializeOwned;
 use vigil_schemas::Table;
 
 use super::{Accepted, Ingest, IngestError};
+use crate::auth::{Auth, Sender, mark_sender};
 use crate::telemetry::add;
 
 #[derive(Clone, Copy, PartialEq)]
@@ -252,8 +253,13 @@ async fn traces(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Bod
     }
 }
 
-async fn metrics(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Response {
-    let (encoding, request) =
+async fn metrics(
+    State(ingest): State<Arc<Ingest>>,
+    sender: Option<axum::Extension<Sender>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let (encoding, mut request) =
         match prepare::<ExportMetricsServiceRequest>(&ingest, Table::Metrics, &headers, body).await
         {
             Ok(ok) => ok,
@@ -261,6 +267,7 @@ async fn metrics(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Bo
                 return count_refusal(&ingest, Table::Metrics, encoding, refusal);
             }
         };
+    mark_sender(&mut request, sender.map_or(Sender::Anyone, |s| s.0));
     match ingest.metrics(&request).await {
         Ok(accepted) => encode(
             encoding,
@@ -307,7 +314,7 @@ fn trace_response(accepted: &Accepted) -> ExportTraceServiceResponse {
 }
 
 /// The OTLP/HTTP router.
-pub fn router(ingest: Arc<Ingest>) -> Router {
+pub fn router(ingest: Arc<Ingest>, auth: Auth) -> Router {
     let decode_slots = ingest.decode_slots();
     Router::new()
         .route("/v1/traces", post(traces))
@@ -318,5 +325,28 @@ pub fn router(ingest: Arc<Ingest>) -> Router {
         // Bounds the bodies read at once (as many maximal bodies as the memory limit holds);
         // further requests wait, unread.
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(decode_slots))
+        // Outermost: a request without a valid token is refused before it takes a slot or
+        // has its body read.
+        .layer(axum::middleware::from_fn_with_state(auth, check_token))
         .with_state(ingest)
+}
+
+/// Refuses requests without an ingest token (when tokens are configured), and tells the
+/// handlers who sent the rest.
+async fn check_token(
+    State(auth): State<Auth>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok());
+    match auth.ingest(authorization) {
+        Ok(sender) => {
+            request.extensions_mut().insert(sender);
+            next.run(request).await
+        }
+        Err(e) => crate::query::sql_http::unauthorized(&e),
+    }
 }

@@ -21,6 +21,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use tokio::sync::mpsc;
+use tonic::metadata::{Ascii, MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::fields::MetricKind;
@@ -47,7 +48,12 @@ pub struct OtlpExport {
 impl OtlpExport {
     /// Connect lazily to `endpoint` (e.g. `http://127.0.0.1:4317`): the collector may start later
     /// or restart; each round retries. Must be called inside a Tokio runtime.
-    pub fn start(endpoint: &str, service_name: &str, host_name: &str) -> Result<Self, OtlpError> {
+    pub fn start(
+        endpoint: &str,
+        service_name: &str,
+        host_name: &str,
+        headers: MetadataMap,
+    ) -> Result<Self, OtlpError> {
         let error = |message: String| OtlpError {
             endpoint: endpoint.to_string(),
             message,
@@ -70,6 +76,8 @@ impl OtlpExport {
         let task = tokio::spawn(async move {
             while let Some(snapshot) = receiver.recv().await {
                 for request in requests(&snapshot, &resource, started) {
+                    let mut request = tonic::Request::new(request);
+                    *request.metadata_mut() = headers.clone();
                     if let Err(status) = client.export(request).await {
                         tracing::warn!(code = ?status.code(), message = status.message(), "OTLP export failed; the next round will try again");
                         break;
@@ -118,6 +126,27 @@ fn nanos(time: SystemTime) -> u64 {
     time.duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos() as u64
+}
+
+/// Headers to send with every export, from `OTEL_EXPORTER_OTLP_HEADERS`'s format: `key=value`
+/// pairs separated by commas, values percent-encoded (e.g. `authorization=Bearer%20s3cret`).
+pub fn parse_headers(text: &str) -> Result<MetadataMap, String> {
+    let mut headers = MetadataMap::new();
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("OTLP header {pair:?} is not key=value"))?;
+        let value = percent_encoding::percent_decode_str(value.trim())
+            .decode_utf8()
+            .map_err(|_| format!("OTLP header {key:?}: its value is not UTF-8 once decoded"))?;
+        let key = MetadataKey::from_bytes(key.trim().to_ascii_lowercase().as_bytes())
+            .map_err(|_| format!("OTLP header {key:?} is not a valid header name"))?;
+        let value: MetadataValue<Ascii> = value
+            .parse()
+            .map_err(|_| format!("OTLP header {key:?}: its value cannot be sent in a header"))?;
+        headers.insert(key, value);
+    }
+    Ok(headers)
 }
 
 /// The snapshot as OTLP requests of at most [`POINTS_PER_REQUEST`] points each. Counters and
