@@ -4,6 +4,7 @@
 mod bounded;
 pub mod catalog;
 pub mod flight_sql;
+pub mod jaeger;
 pub mod sql_http;
 
 use std::sync::Arc;

@@ -55,6 +55,7 @@ pub fn router(state: QueryHttpState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
+        .merge(super::jaeger::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             check_token,
