@@ -83,6 +83,25 @@ impl Detector for SilentModels {
         if self.config.silent_after.is_zero() {
             return Ok(Vec::new());
         }
+        // Reading spans is the costly part, and silence is measured in minutes: read as often as
+        // the drift tests run; in between, judge what is known against the new `now`.
+        let due = self.read_until.is_none_or(|until| {
+            now.duration_since(until).unwrap_or_default() >= self.config.evaluate_every
+        });
+        if due {
+            self.read(source, now).await?;
+        }
+        Ok(self.findings(now))
+    }
+}
+
+impl SilentModels {
+    /// Reads what was called since the last read (and a little before it, for late spans).
+    async fn read(
+        &mut self,
+        source: &dyn QuerySource,
+        now: SystemTime,
+    ) -> Result<(), AnalyzerError> {
         // Spans are stored at their start and arrive after they end: read back over the last
         // read's tail for late ones, but count each call once.
         let late = self.config.settle + Duration::from_secs(60);
@@ -95,18 +114,26 @@ impl Detector for SilentModels {
             }
         };
         let sql = format!(
-            "SELECT service_name AS service, coalesce(response_model, request_model) AS model, \
+            "SELECT service_name AS service, response_model, request_model, \
              count(*) FILTER (WHERE time > {counted}) AS calls, \
              arrow_cast(min(time), 'Int64') AS first_ns, arrow_cast(max(time), 'Int64') AS last_ns \
              FROM spans WHERE time > {from} AND time <= {now} \
-             AND (response_model IS NOT NULL OR request_model IS NOT NULL) GROUP BY 1, 2",
+             AND (response_model IS NOT NULL OR request_model IS NOT NULL) GROUP BY 1, 2, 3",
             counted = ts(counted_from),
             from = ts(from),
             now = ts(now),
         );
         let batches = source.sql(&sql).await?;
         let service = strings(&batches, "service")?;
-        let model = strings(&batches, "model")?;
+        // The model as the drift detector names it; grouped by both columns here, because
+        // grouping by a computed one copies every row it reads.
+        let response_model = strings(&batches, "response_model")?;
+        let request_model = strings(&batches, "request_model")?;
+        let model: Vec<Option<String>> = response_model
+            .into_iter()
+            .zip(request_model)
+            .map(|(response, request)| response.or(request))
+            .collect();
         let calls = floats(&batches, "calls")?;
         let first = floats(&batches, "first_ns")?;
         let last = floats(&batches, "last_ns")?;
@@ -129,6 +156,11 @@ impl Detector for SilentModels {
             seen.calls += calls[i].unwrap_or(0.0) as u64;
         }
         self.read_until = Some(now);
+        Ok(())
+    }
+
+    /// Every (service, model) known, judged as of `now`.
+    fn findings(&mut self, now: SystemTime) -> Vec<Finding> {
         let forget_after = self.config.forget_after;
         self.seen
             .retain(|_, seen| now.duration_since(seen.last).unwrap_or_default() < forget_after);
@@ -209,7 +241,7 @@ impl Detector for SilentModels {
                 });
             }
         }
-        Ok(findings)
+        findings
     }
 }
 
