@@ -13,8 +13,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 profile="${SOAK_PROFILE:-release}"
-cargo build --workspace --bins --profile "$profile"
-cargo build --workspace --tests --profile "$profile" -q
+# One invocation for both: built apart, they resolve different dependency features and each
+# rebuilds most of the tree for the other.
+cargo build --workspace --bins --tests --profile "$profile"
 target="${CARGO_TARGET_DIR:-target}"
 case "$profile" in dev) dir=debug ;; *) dir="$profile" ;; esac
 export VIGIL_BIN="$PWD/$target/$dir/vigil"

@@ -63,6 +63,7 @@ fn config_from(args: &GpuExporterArgs) -> anyhow::Result<ExporterConfig> {
         listen,
         otlp_endpoint: (!args.no_otlp).then(|| args.otlp_endpoint.clone()),
         otlp_headers: otlp_headers_from_env()?,
+        otlp_ca_pem: otlp_certificate_from_env()?,
         hostname: args.hostname.clone().unwrap_or_else(system_hostname),
         labels: LabelConfig {
             hostname_labels: args.hostname_labels.clone(),
@@ -119,4 +120,18 @@ pub fn otlp_headers_from_env() -> anyhow::Result<tonic::metadata::MetadataMap> {
         }
     }
     Ok(headers)
+}
+
+/// `OTEL_EXPORTER_OTLP_CERTIFICATE`: a CA certificate file (PEM) to trust for an `https://`
+/// endpoint, as the OpenTelemetry SDKs read it.
+pub fn otlp_certificate_from_env() -> anyhow::Result<Option<Vec<u8>>> {
+    match std::env::var_os("OTEL_EXPORTER_OTLP_CERTIFICATE") {
+        Some(path) if !path.is_empty() => std::fs::read(&path).map(Some).map_err(|e| {
+            anyhow::anyhow!(
+                "OTEL_EXPORTER_OTLP_CERTIFICATE {}: {e}",
+                std::path::Path::new(&path).display()
+            )
+        }),
+        _ => Ok(None),
+    }
 }

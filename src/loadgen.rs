@@ -654,13 +654,18 @@ impl Transport {
         let headers = crate::gpu_exporter_cmd::otlp_headers_from_env()?;
         match protocol {
             Protocol::Grpc => {
-                let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
-                    .with_context(|| format!("invalid endpoint {endpoint}"))?
-                    .connect()
-                    .await
-                    .with_context(|| {
-                        format!("could not connect to {endpoint}; is `vigil serve` running?")
-                    })?;
+                let mut target = tonic::transport::Endpoint::from_shared(endpoint.to_string())
+                    .with_context(|| format!("invalid endpoint {endpoint}"))?;
+                if endpoint.starts_with("https://") {
+                    let mut tls = tonic::transport::ClientTlsConfig::new().with_webpki_roots();
+                    if let Some(pem) = crate::gpu_exporter_cmd::otlp_certificate_from_env()? {
+                        tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+                    }
+                    target = target.tls_config(tls)?;
+                }
+                let channel = target.connect().await.with_context(|| {
+                    format!("could not connect to {endpoint}; is `vigil serve` running?")
+                })?;
                 Ok(Transport::Grpc {
                     grpc: tonic::client::Grpc::new(channel),
                     headers: Box::new(headers),

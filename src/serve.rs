@@ -8,7 +8,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use crate::cli::{LogFormat, ServeArgs};
 
 /// Top-level keys of the config that VIGIL_* variables may set.
-const CONFIG_SECTIONS: [&str; 11] = [
+const CONFIG_SECTIONS: [&str; 12] = [
     "otlp_grpc_addr",
     "otlp_http_addr",
     "query_addr",
@@ -18,6 +18,7 @@ const CONFIG_SECTIONS: [&str; 11] = [
     "limits",
     "query",
     "auth",
+    "tls",
     "analyzer",
     "alerting",
 ];

@@ -17,6 +17,7 @@ pub mod receive;
 pub mod server;
 pub mod storage;
 pub mod telemetry;
+pub mod tls;
 pub mod wal;
 
 pub use server::{CollectorConfig, RunningCollector, start};

@@ -16,6 +16,7 @@ use crate::query::{QueryConfig, QueryEngine};
 use crate::receive::{Ingest, ReceiverLimits, otlp_grpc, otlp_http};
 use crate::storage::{StorageConfig, Store, StoreError};
 use crate::telemetry::Telemetry;
+use crate::tls::{Tls, TlsConfig};
 
 /// Everything `vigil serve` can be told, from the TOML file, `VIGIL_*` variables or flags.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,6 +40,8 @@ pub struct CollectorConfig {
     pub query: QueryConfig,
     /// Bearer tokens for the doors; none means open.
     pub auth: AuthConfig,
+    /// A certificate and key: TLS on every listener.
+    pub tls: TlsConfig,
 }
 
 impl Default for CollectorConfig {
@@ -53,6 +56,7 @@ impl Default for CollectorConfig {
             limits: ReceiverLimits::default(),
             query: QueryConfig::default(),
             auth: AuthConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -72,6 +76,8 @@ pub enum ServerError {
     Query(#[from] crate::query::QueryError),
     #[error("auth: {0}")]
     Auth(String),
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// A running collector.
@@ -105,6 +111,7 @@ async fn until(mut rx: watch::Receiver<bool>) {
 /// Opens storage (replaying the WAL), binds every listener and starts serving.
 pub async fn start(config: CollectorConfig) -> Result<RunningCollector, ServerError> {
     let auth = Auth::new(&config.auth).map_err(ServerError::Auth)?;
+    let tls = Tls::load(&config.tls).map_err(ServerError::Tls)?;
     let telemetry = Arc::new(Telemetry::default());
     let store = Store::open(config.storage.clone(), telemetry.clone())?;
     let engine = QueryEngine::new(store.clone(), config.query.clone())?;
@@ -131,18 +138,32 @@ pub async fn start(config: CollectorConfig) -> Result<RunningCollector, ServerEr
     let rx = shutdown_rx.clone();
     let grpc_ingest = ingest.clone();
     let grpc_auth = auth.clone();
+    let grpc_tls = tls.clone();
     servers.push(tokio::spawn(async move {
-        if let Err(e) = otlp_grpc::serve(grpc_ingest, grpc_auth, grpc_listener, until(rx)).await {
+        let grpc_tls = grpc_tls.as_ref().map(Tls::tonic);
+        if let Err(e) =
+            otlp_grpc::serve(grpc_ingest, grpc_auth, grpc_tls, grpc_listener, until(rx)).await
+        {
             tracing::error!(error = %e, "OTLP/gRPC server failed");
         }
     }));
     let rx = shutdown_rx.clone();
     let http_router = otlp_http::router(ingest.clone(), auth.clone());
+    let http_tls = tls.clone();
     servers.push(tokio::spawn(async move {
-        if let Err(e) = axum::serve(http_listener, http_router)
-            .with_graceful_shutdown(until(rx))
-            .await
-        {
+        let served = match http_tls {
+            Some(tls) => {
+                axum::serve(tls.listener(http_listener), http_router)
+                    .with_graceful_shutdown(until(rx))
+                    .await
+            }
+            None => {
+                axum::serve(http_listener, http_router)
+                    .with_graceful_shutdown(until(rx))
+                    .await
+            }
+        };
+        if let Err(e) = served {
             tracing::error!(error = %e, "OTLP/HTTP server failed");
         }
     }));
@@ -155,18 +176,39 @@ pub async fn start(config: CollectorConfig) -> Result<RunningCollector, ServerEr
         listen: query_addr,
         auth: auth.clone(),
     });
+    let query_tls = tls.clone();
     servers.push(tokio::spawn(async move {
-        if let Err(e) = axum::serve(query_listener, query_router)
-            .with_graceful_shutdown(until(rx))
-            .await
-        {
+        let served = match query_tls {
+            Some(tls) => {
+                axum::serve(tls.listener(query_listener), query_router)
+                    .with_graceful_shutdown(until(rx))
+                    .await
+            }
+            None => {
+                axum::serve(query_listener, query_router)
+                    .with_graceful_shutdown(until(rx))
+                    .await
+            }
+        };
+        if let Err(e) = served {
             tracing::error!(error = %e, "query server failed");
         }
     }));
     let rx = shutdown_rx.clone();
     let flight = crate::query::flight_sql::service(engine.clone(), auth.clone());
+    let flight_tls = tls.as_ref().map(Tls::tonic);
     servers.push(tokio::spawn(async move {
-        if let Err(e) = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = flight_tls {
+            builder = match builder.tls_config(tls) {
+                Ok(builder) => builder,
+                Err(e) => {
+                    tracing::error!(error = %e, "Flight SQL server cannot use the TLS certificate");
+                    return;
+                }
+            };
+        }
+        if let Err(e) = builder
             .add_service(flight)
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(flight_listener),
@@ -180,6 +222,9 @@ pub async fn start(config: CollectorConfig) -> Result<RunningCollector, ServerEr
     let background = tokio::spawn(store.clone().run_background(shutdown_rx));
     ready.store(true, Ordering::Release);
     auth.log_state();
+    if tls.is_none() {
+        tracing::info!("no [tls] certificate: every listener speaks plain TCP");
+    }
     tracing::info!(%otlp_grpc_addr, %otlp_http_addr, %query_addr, %flight_sql_addr, data_dir = %store.config().data_dir.display(), "vigil collector ready");
     Ok(RunningCollector {
         otlp_grpc_addr,

@@ -42,6 +42,8 @@ pub struct ExporterConfig {
     pub otlp_endpoint: Option<String>,
     /// Headers sent with every export (a bearer token, for a collector that wants one).
     pub otlp_headers: tonic::metadata::MetadataMap,
+    /// A CA certificate (PEM) to trust for an `https://` endpoint, besides the public roots.
+    pub otlp_ca_pem: Option<Vec<u8>>,
     /// This node's name (for NVML; the simulator names its own nodes).
     pub hostname: String,
     pub labels: LabelConfig,
@@ -58,6 +60,7 @@ impl Default for ExporterConfig {
             listen: Some(SocketAddr::from(([0, 0, 0, 0], 9400))),
             otlp_endpoint: Some("http://127.0.0.1:4317".to_string()),
             otlp_headers: tonic::metadata::MetadataMap::new(),
+            otlp_ca_pem: None,
             hostname: "localhost".to_string(),
             labels: LabelConfig::default(),
             nccl: NcclConfig::default(),
@@ -195,6 +198,7 @@ pub async fn start(config: ExporterConfig) -> Result<RunningExporter, ExporterEr
             "vigil-gpu-exporter",
             &config.hostname,
             config.otlp_headers.clone(),
+            config.otlp_ca_pem.clone(),
         )?),
         None => None,
     };

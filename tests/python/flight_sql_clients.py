@@ -5,6 +5,7 @@ nothing of Flight SQL: the commands are packed by hand as protobuf `Any` message
 client would).
 
     flight_sql_clients.py --uri grpc://127.0.0.1:50051 --run-id RUN [--token TOKEN]
+        [--tls-root-certs CA.pem]   (with --uri grpc+tls://...)
 
 Prints one JSON object on stdout with what each client saw; the Rust test compares it with the
 answers of /api/v1/sql. Exit code 1 with a message on stderr if a client fails.
@@ -48,10 +49,13 @@ def packed(message: str, body: bytes) -> bytes:
     return field(1, (TYPE_PREFIX + message).encode()) + field(2, body)
 
 
-def adbc(uri: str, run_id: str, token: str | None) -> dict:
-    kwargs = {}
+def adbc(uri: str, run_id: str, token: str | None, root_certs: str | None) -> dict:
+    db_kwargs = {}
     if token:
-        kwargs["db_kwargs"] = {adbc_driver_flightsql.DatabaseOptions.AUTHORIZATION_HEADER.value: f"Bearer {token}"}
+        db_kwargs[adbc_driver_flightsql.DatabaseOptions.AUTHORIZATION_HEADER.value] = f"Bearer {token}"
+    if root_certs:
+        db_kwargs[adbc_driver_flightsql.DatabaseOptions.TLS_ROOT_CERTS.value] = root_certs
+    kwargs = {"db_kwargs": db_kwargs} if db_kwargs else {}
     warnings.simplefilter("ignore")  # "Cannot disable autocommit": vigil is read-only
     with flight_sql.connect(uri, **kwargs) as conn, conn.cursor() as cur:
         cur.execute(
@@ -91,8 +95,8 @@ def adbc(uri: str, run_id: str, token: str | None) -> dict:
         }
 
 
-def plain_flight(uri: str, run_id: str, token: str | None) -> dict:
-    client = flight.FlightClient(uri)
+def plain_flight(uri: str, run_id: str, token: str | None, root_certs: str | None) -> dict:
+    client = flight.FlightClient(uri, tls_root_certs=root_certs.encode() if root_certs else None)
     options = flight.FlightCallOptions(headers=[(b"authorization", f"Bearer {token}".encode())] if token else [])
 
     def run(command: bytes):
@@ -130,9 +134,14 @@ def main() -> int:
     parser.add_argument("--uri", required=True)
     parser.add_argument("--run-id", required=True)
     parser.add_argument("--token")
+    parser.add_argument("--tls-root-certs", help="a PEM file of CA certificates to trust")
     args = parser.parse_args()
+    roots = open(args.tls_root_certs).read() if args.tls_root_certs else None
     try:
-        result = {"adbc": adbc(args.uri, args.run_id, args.token), "flight": plain_flight(args.uri, args.run_id, args.token)}
+        result = {
+            "adbc": adbc(args.uri, args.run_id, args.token, roots),
+            "flight": plain_flight(args.uri, args.run_id, args.token, roots),
+        }
     except Exception as error:  # the test shows the client's own words
         print(f"{type(error).__name__}: {error}", file=sys.stderr)
         return 1

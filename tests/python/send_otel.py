@@ -35,7 +35,8 @@ import warnings
 # Make the run hermetic: OTEL_* environment variables (resource attributes,
 # temporality preference, exporter endpoints/headers, internal SDK metrics...)
 # would change what is sent. Drop them before the SDK reads them.
-for _k in [k for k in os.environ if k.startswith("OTEL_")]:
+# The CA file for an https:// endpoint is kept: it is how the SDK is told to trust a test CA.
+for _k in [k for k in os.environ if k.startswith("OTEL_") and k != "OTEL_EXPORTER_OTLP_CERTIFICATE"]:
     del os.environ[_k]
 
 from opentelemetry import trace  # noqa: E402
@@ -218,11 +219,13 @@ def make_exporters(protocol: str, endpoint: str):
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        spans = OTLPSpanExporter(endpoint=endpoint, insecure=True, timeout=TIMEOUT_S)
+        # An https:// endpoint means TLS, with the CA from OTEL_EXPORTER_OTLP_CERTIFICATE.
+        insecure = not endpoint.startswith("https://")
+        spans = OTLPSpanExporter(endpoint=endpoint, insecure=insecure, timeout=TIMEOUT_S)
         metrics = OTLPMetricExporter(
-            endpoint=endpoint, insecure=True, timeout=TIMEOUT_S, preferred_temporality=temporality
+            endpoint=endpoint, insecure=insecure, timeout=TIMEOUT_S, preferred_temporality=temporality
         )
-        logs = OTLPLogExporter(endpoint=endpoint, insecure=True, timeout=TIMEOUT_S)
+        logs = OTLPLogExporter(endpoint=endpoint, insecure=insecure, timeout=TIMEOUT_S)
     else:
         from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter

@@ -231,6 +231,7 @@ const MAX_IN_FLIGHT: usize = 32;
 pub async fn serve(
     ingest: Arc<Ingest>,
     auth: Auth,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
@@ -265,7 +266,11 @@ pub async fn serve(
     let traces = InterceptedService::new(traces, check.clone());
     let metrics = InterceptedService::new(metrics, check.clone());
     let logs = InterceptedService::new(logs, check);
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    builder
         // Bounds the requests decoded at once per connection, whatever the client's concurrency.
         .concurrency_limit_per_connection(MAX_IN_FLIGHT)
         // …and across connections, so that a thousand clients cannot decode a thousand bodies.

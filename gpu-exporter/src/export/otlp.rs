@@ -22,7 +22,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use tokio::sync::mpsc;
 use tonic::metadata::{Ascii, MetadataKey, MetadataMap, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use crate::fields::MetricKind;
 use crate::snapshot::{Labels, Snapshot, Value};
@@ -53,13 +53,25 @@ impl OtlpExport {
         service_name: &str,
         host_name: &str,
         headers: MetadataMap,
+        ca_pem: Option<Vec<u8>>,
     ) -> Result<Self, OtlpError> {
         let error = |message: String| OtlpError {
             endpoint: endpoint.to_string(),
             message,
         };
-        let channel: Channel = Endpoint::from_shared(endpoint.to_string())
-            .map_err(|e| error(format!("not a valid endpoint URL: {e}")))?
+        let mut target = Endpoint::from_shared(endpoint.to_string())
+            .map_err(|e| error(format!("not a valid endpoint URL: {e}")))?;
+        if endpoint.starts_with("https://") {
+            // The public web roots, and the collector's own CA when one is given.
+            let mut tls = ClientTlsConfig::new().with_webpki_roots();
+            if let Some(pem) = ca_pem {
+                tls = tls.ca_certificate(Certificate::from_pem(pem));
+            }
+            target = target
+                .tls_config(tls)
+                .map_err(|e| error(format!("TLS: {e}")))?;
+        }
+        let channel: Channel = target
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(10))
             .connect_lazy();
