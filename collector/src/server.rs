@@ -108,6 +108,31 @@ async fn until(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
+/// Serves `router` on `listener`, through TLS when there is a certificate, until `shutdown`.
+async fn serve_http(
+    what: &'static str,
+    listener: TcpListener,
+    router: axum::Router,
+    tls: Option<Tls>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let served = match tls {
+        Some(tls) => {
+            axum::serve(tls.listener(listener), router)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        None => {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    };
+    if let Err(e) = served {
+        tracing::error!(error = %e, "{what} server failed");
+    }
+}
+
 /// Opens storage (replaying the WAL), binds every listener and starts serving.
 pub async fn start(config: CollectorConfig) -> Result<RunningCollector, ServerError> {
     let auth = Auth::new(&config.auth).map_err(ServerError::Auth)?;
@@ -149,24 +174,13 @@ pub async fn start(config: CollectorConfig) -> Result<RunningCollector, ServerEr
     }));
     let rx = shutdown_rx.clone();
     let http_router = otlp_http::router(ingest.clone(), auth.clone());
-    let http_tls = tls.clone();
-    servers.push(tokio::spawn(async move {
-        let served = match http_tls {
-            Some(tls) => {
-                axum::serve(tls.listener(http_listener), http_router)
-                    .with_graceful_shutdown(until(rx))
-                    .await
-            }
-            None => {
-                axum::serve(http_listener, http_router)
-                    .with_graceful_shutdown(until(rx))
-                    .await
-            }
-        };
-        if let Err(e) = served {
-            tracing::error!(error = %e, "OTLP/HTTP server failed");
-        }
-    }));
+    servers.push(tokio::spawn(serve_http(
+        "OTLP/HTTP",
+        http_listener,
+        http_router,
+        tls.clone(),
+        until(rx),
+    )));
     let rx = shutdown_rx.clone();
     let query_router = sql_http::router(QueryHttpState {
         engine: engine.clone(),
@@ -176,24 +190,13 @@ pub async fn start(config: CollectorConfig) -> Result<RunningCollector, ServerEr
         listen: query_addr,
         auth: auth.clone(),
     });
-    let query_tls = tls.clone();
-    servers.push(tokio::spawn(async move {
-        let served = match query_tls {
-            Some(tls) => {
-                axum::serve(tls.listener(query_listener), query_router)
-                    .with_graceful_shutdown(until(rx))
-                    .await
-            }
-            None => {
-                axum::serve(query_listener, query_router)
-                    .with_graceful_shutdown(until(rx))
-                    .await
-            }
-        };
-        if let Err(e) = served {
-            tracing::error!(error = %e, "query server failed");
-        }
-    }));
+    servers.push(tokio::spawn(serve_http(
+        "query",
+        query_listener,
+        query_router,
+        tls.clone(),
+        until(rx),
+    )));
     let rx = shutdown_rx.clone();
     let flight = crate::query::flight_sql::service(engine.clone(), auth.clone());
     let flight_tls = tls.as_ref().map(Tls::tonic);
