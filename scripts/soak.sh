@@ -18,8 +18,11 @@ profile="${SOAK_PROFILE:-release}"
 cargo build --workspace --bins --tests --profile "$profile"
 target="${CARGO_TARGET_DIR:-target}"
 case "$profile" in dev) dir=debug ;; *) dir="$profile" ;; esac
-export VIGIL_BIN="$PWD/$target/$dir/vigil"
-[ -x "$VIGIL_BIN" ] || export VIGIL_BIN="$target/$dir/vigil"
+# VIGIL_BIN, when set, names the binary under test (e.g. a release build kept from earlier).
+if [ -z "${VIGIL_BIN:-}" ]; then
+    export VIGIL_BIN="$PWD/$target/$dir/vigil"
+    [ -x "$VIGIL_BIN" ] || export VIGIL_BIN="$target/$dir/vigil"
+fi
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/vigil-soak.XXXXXX")"
 cleanup() {

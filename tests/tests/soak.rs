@@ -647,13 +647,26 @@ fn soak() {
         .filter(|(key, rows)| stored.get(*key) != Some(*rows))
         .map(|(key, rows)| (key.0, key.1, *rows, stored.get(key).copied()))
         .collect();
-    let duplicate_spans = runtime
+    // Duplicates among all the run's spans (acknowledged or not), a minute of span start times at
+    // a time: a distinct count over tens of millions of ids does not fit the query memory.
+    let minutes = runtime
         .block_on(c.sql(
-            "SELECT count(*) - count(DISTINCT span_id) AS d FROM spans WHERE resource_attributes['loadgen.run'] = 'soak'",
+            "SELECT DISTINCT date_bin(interval '1 minute', time) AS minute FROM spans \
+             WHERE resource_attributes['loadgen.run'] = 'soak' ORDER BY 1",
         ))
-        .unwrap()[0]["d"]
-        .as_i64()
         .unwrap();
+    let mut duplicate_spans = 0i64;
+    for minute in &minutes {
+        let start = minute["minute"].as_str().unwrap();
+        let rows = runtime
+            .block_on(c.sql(&format!(
+                "SELECT count(*) - count(DISTINCT span_id) AS d FROM spans \
+                 WHERE resource_attributes['loadgen.run'] = 'soak' \
+                 AND time >= '{start}' AND time < CAST('{start}' AS TIMESTAMP) + interval '1 minute'"
+            )))
+            .unwrap();
+        duplicate_spans += rows[0]["d"].as_i64().unwrap();
+    }
     let acked_rows = |signal: &str| -> u64 {
         acked
             .iter()
