@@ -37,7 +37,9 @@ trap cleanup EXIT
 if [ "$(id -u)" -eq 0 ] && command -v mkfs.ext4 >/dev/null && losetup -f >/dev/null 2>&1; then
     mkdir -p "$work/mnt"
     truncate -s "${SOAK_DISK_GB:-40}G" "$work/disk.img"
-    mkfs.ext4 -q "$work/disk.img"
+    # No blocks reserved for root: the collector may run as root, and ext4's 5% reserve would
+    # let it write on past a disk that `df` shows full.
+    mkfs.ext4 -q -m 0 "$work/disk.img"
     mount -o loop "$work/disk.img" "$work/mnt"
     export VIGIL_SOAK_DIR="$work/mnt" VIGIL_SOAK_FILL=1
 else
