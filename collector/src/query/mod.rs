@@ -1,5 +1,6 @@
-//! The query engine and its doors: one DataFusion `SessionContext` over every table, and the
-//! HTTP SQL endpoint that serves it read-only.
+//! The query engine and its doors: one DataFusion `SessionContext` over every table, served
+//! read-only by SQL over HTTP (`sql_http`), Arrow Flight SQL (`flight_sql`) and the Jaeger trace
+//! API (`jaeger`), with function-level size bounds (`bounded`).
 
 mod bounded;
 pub mod catalog;
