@@ -9,8 +9,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SPANS="${1:-10000000}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/vigil-target}"
-cargo build --release --bin vigil >/dev/null
-VIGIL="$CARGO_TARGET_DIR/release/vigil"
+# VIGIL_BIN, when set, names the binary to measure (no build).
+if [ -z "${VIGIL_BIN:-}" ]; then
+    cargo build --workspace --bins --tests --release >/dev/null
+fi
+VIGIL="${VIGIL_BIN:-$CARGO_TARGET_DIR/release/vigil}"
 .venv/bin/python -c 'import duckdb, adbc_driver_flightsql' 2>/dev/null \
     || .venv/bin/pip install --quiet --disable-pip-version-check duckdb -r tests/python/requirements.txt
 WORK="$(mktemp -d /tmp/vigil-bench-scan.XXXXXX)"

@@ -51,7 +51,7 @@ def http(url: str) -> tuple[int, int]:
 
 def duck(parquet_dir: str) -> tuple[int, int]:
     con = duckdb.connect()
-    reader = con.execute(f"SELECT * FROM read_parquet('{parquet_dir}/**/*.parquet')").fetch_record_batch()
+    reader = con.sql(f"SELECT * FROM read_parquet('{parquet_dir}/**/*.parquet')").fetch_record_batch()
     rows = nbytes = 0
     for batch in reader:
         rows += batch.num_rows
