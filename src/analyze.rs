@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 use vigil_analyzer::alert::Alert;
 use vigil_analyzer::notify::Notifier;
-use vigil_analyzer::{AlertSink, AlertingConfig, Analyzer, AnalyzerConfig, AnalyzerError};
+use vigil_analyzer::{
+    AlertSink, AlertingConfig, Analyzer, AnalyzerConfig, AnalyzerError, ServedModels,
+};
 use vigil_collector::storage::Store;
 use vigil_collector::{CollectorConfig, RunningCollector};
 use vigil_schemas::tables::Table;
@@ -99,7 +101,11 @@ pub fn start(
     let source = Arc::new(collector.engine.context().clone());
     let sink: Arc<dyn AlertSink> = Arc::new(StoreSink(collector.store.clone()));
     let mut runner = Analyzer::new(analyzer.detectors(), source, Some(sink), Some(notifier))
-        .with_alert_cap(analyzer.max_alerts_per_detector);
+        .with_alert_cap(analyzer.max_alerts_per_detector)
+        .with_served_models(ServedModels {
+            host_label: analyzer.gpu.hostname_label.clone(),
+            lookback: analyzer.gpu.window + analyzer.gpu.for_duration,
+        });
     let health = runner.health();
     let rendered = health.clone();
     collector

@@ -204,6 +204,11 @@ pub struct LoadgenArgs {
     /// The error rate once drifting [default: unchanged, 0.02].
     #[arg(long)]
     pub drift_error_rate: Option<f64>,
+    /// Hosts the services run on (resource attribute host.name), taking turns: e.g.
+    /// sim-node-00,sim-node-01 puts the traffic on the simulated fleet, so that GPU alerts name
+    /// the models served from their host. Default: no host.name.
+    #[arg(long = "host-name", value_delimiter = ',')]
+    pub host_names: Vec<String>,
 }
 
 #[derive(Args)]

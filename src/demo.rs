@@ -236,6 +236,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         drift_output_tokens: 1.6,
         drift_latency: 1.0,
         drift_error_rate: None,
+        // The demo's services run on the simulated nodes, so its GPU alert names them.
+        host_names: vec!["sim-node-00".to_string(), "sim-node-01".to_string()],
     }));
 
     let metrics_page = gpus
@@ -283,6 +285,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 match alert.status {
                     AlertStatus::Firing => {
                         println!("[+{at:>3}s] FIRING   {} ({}): {}", alert.name(), alert.labels.get("detector").map(String::as_str).unwrap_or(""), alert.annotations.get("summary").map(String::as_str).unwrap_or(""));
+                        if let Some(served) = alert.annotations.get("served_models") {
+                            println!("         served from its host: {served}");
+                        }
                         println!("         look next: {}", look_next(&alert, &query_url));
                         if is_gpu(&alert) && gpu_alert.is_none() {
                             gpu_alert = Some(alert.clone());

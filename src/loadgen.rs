@@ -437,6 +437,31 @@ fn resource(service: &str, run_id: &str, batch_id: u64) -> Resource {
     }
 }
 
+/// Adds `host.name` to the request's resource: each service always runs on the same one of
+/// `hosts`.
+fn place_on_host(request: &mut ExportTraceServiceRequest, hosts: &[String]) {
+    if hosts.is_empty() {
+        return;
+    }
+    for resource_spans in &mut request.resource_spans {
+        let Some(resource) = resource_spans.resource.as_mut() else {
+            continue;
+        };
+        let service = resource.attributes.iter().find_map(|kv| match &kv.value {
+            Some(AnyValue {
+                value: Some(Value::StringValue(v)),
+            }) if kv.key == "service.name" => Some(v.clone()),
+            _ => None,
+        });
+        let index = service
+            .and_then(|name| SERVICES.iter().position(|s| *s == name))
+            .unwrap_or(0);
+        resource
+            .attributes
+            .push(s("host.name", &hosts[index % hosts.len()]));
+    }
+}
+
 fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -864,7 +889,8 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
             .drift_after
             .is_some_and(|after| started.elapsed() >= after);
         let want = args.batch.min((max_spans - planned) as usize);
-        let (request, calls) = generator.request(want, batch_id, &run_id);
+        let (mut request, calls) = generator.request(want, batch_id, &run_id);
+        place_on_host(&mut request, &args.host_names);
         let spans = request.resource_spans[0].scope_spans[0].spans.len() as u64;
         planned += spans;
         let service = SERVICES[batch_id as usize % SERVICES.len()];

@@ -8,13 +8,14 @@ pub mod detectors;
 pub mod health;
 pub mod notify;
 pub mod runner;
+pub mod served;
 pub mod source;
 pub mod state;
 pub mod stats;
 
 pub use detectors::AnalyzerConfig;
 pub use notify::AlertingConfig;
-pub use runner::{AlertSink, Analyzer};
+pub use runner::{AlertSink, Analyzer, ServedModels};
 
 /// What can go wrong while analysing.
 #[derive(Debug, thiserror::Error)]

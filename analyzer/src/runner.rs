@@ -109,6 +109,16 @@ pub struct Analyzer {
     events: broadcast::Sender<Alert>,
     health: Arc<AnalyzerHealth>,
     max_alerts_per_detector: usize,
+    served_models: Option<ServedModels>,
+}
+
+/// Where GPU alerts look up the models served from their host (see [`crate::served`]).
+#[derive(Debug, Clone)]
+pub struct ServedModels {
+    /// The alert label that carries the host name (`analyzer.gpu.hostname_label`).
+    pub host_label: String,
+    /// How long before an alert fired its fault began (about the detectors' window).
+    pub lookback: Duration,
 }
 
 /// Keeps at most `max` active findings of one detector, preferring the scopes already alerting
@@ -174,6 +184,42 @@ fn cap_findings(
     hot
 }
 
+/// Adds the models served from each GPU alert's host; a lookup that fails leaves the alert as
+/// it was (the alert matters more than its context).
+async fn add_served_models(source: &dyn QuerySource, served: &ServedModels, alerts: &mut [Alert]) {
+    let mut looked_up: std::collections::BTreeMap<(String, SystemTime, SystemTime), Vec<_>> =
+        Default::default();
+    for alert in alerts.iter_mut() {
+        let from_gpu_detector = alert
+            .labels
+            .get("detector")
+            .is_some_and(|d| d.starts_with("gpu_") || d.starts_with("nccl_"));
+        let Some(host) = alert.labels.get(&served.host_label).cloned() else {
+            continue;
+        };
+        if !from_gpu_detector {
+            continue;
+        }
+        let (from, to) = crate::served::fault_window(alert, served.lookback);
+        let key = (host, from, to);
+        if !looked_up.contains_key(&key) {
+            if looked_up.len() >= crate::served::MAX_HOSTS_PER_ROUND {
+                continue;
+            }
+            match crate::served::served_from(source, &key.0, from, to).await {
+                Ok(models) => {
+                    looked_up.insert(key.clone(), models);
+                }
+                Err(e) => {
+                    tracing::warn!(host = %key.0, error = %e, "could not look up the models served from an alerting GPU's host");
+                    continue;
+                }
+            }
+        }
+        crate::served::annotate(alert, &looked_up[&key]);
+    }
+}
+
 impl Analyzer {
     pub fn new(
         detectors: Vec<Box<dyn Detector>>,
@@ -195,6 +241,7 @@ impl Analyzer {
             events,
             health,
             max_alerts_per_detector: crate::AnalyzerConfig::default().max_alerts_per_detector,
+            served_models: None,
         }
     }
 
@@ -275,6 +322,13 @@ impl Analyzer {
         self
     }
 
+    /// GPU and NCCL alerts name the models and services served from their host while the
+    /// fault held (their evidence and annotations); needs a `spans` table in the source.
+    pub fn with_served_models(mut self, served: ServedModels) -> Analyzer {
+        self.served_models = Some(served);
+        self
+    }
+
     /// Each detector's runs and failures, shared with whoever reports them.
     pub fn health(&self) -> Arc<AnalyzerHealth> {
         self.health.clone()
@@ -326,6 +380,9 @@ impl Analyzer {
         }
         if changes.is_empty() {
             return changes;
+        }
+        if let Some(served) = &self.served_models {
+            add_served_models(self.source.as_ref(), served, &mut changes).await;
         }
         if let Some(sink) = &self.sink {
             match alerts_batch(&changes) {

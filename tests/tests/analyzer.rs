@@ -270,6 +270,15 @@ fn demo_fires_its_gpu_and_drift_alerts_within_two_minutes() {
         "{stdout}"
     );
     assert!(stdout.contains("look next: vigil query"), "{stdout}");
+    // The GPU alert names the services and models served from its host (the demo's traffic
+    // runs on the simulated nodes).
+    assert!(
+        stdout.lines().any(|l| l.contains("served from its host: ")
+            && ["chat-api/", "support-bot/", "rag-search/", "summarizer/"]
+                .iter()
+                .any(|s| l.contains(s))),
+        "{stdout}"
+    );
     // The default ports when they are free, so that `vigil query` needs no --url; else it says.
     assert!(
         stdout.contains("SQL              http://127.0.0.1:9470   try: vigil query \"")
