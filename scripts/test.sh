@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests, end-to-end tests with real OTLP clients (Rust and the official
 # Python SDK), real Flight SQL clients (ADBC, pyarrow), a real Prometheus and a real
-# Alertmanager. Installs the Python clients into .venv
-# and the Debian packages the tests need (prometheus, prometheus-alertmanager) on first use.
+# Alertmanager. Installs the Python clients into .venv, Grafana's dashboard schema into
+# tests/grafana/node_modules, and the Debian packages the tests need (prometheus,
+# prometheus-alertmanager) on first use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +24,13 @@ if [ -n "$missing" ]; then
     $SUDO apt-get update -qq
     # shellcheck disable=SC2086
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+# Grafana's published dashboard schema (@grafana/schema) and TypeScript, to check dashboards/.
+if [ ! -d tests/grafana/node_modules/@grafana/schema ] || [ ! -d tests/grafana/node_modules/typescript ]; then
+    command -v npm >/dev/null 2>&1 || { echo "npm (Node.js) is needed to check the Grafana dashboards" >&2; exit 1; }
+    echo "==> installing Grafana's dashboard schema into tests/grafana (package-lock.json)"
+    (cd tests/grafana && npm ci --no-audit --no-fund --silent)
 fi
 
 # The end-to-end tests start the `vigil` binary, so build it first.
