@@ -26,6 +26,16 @@ SQL_DS = {"type": "influxdb", "uid": "vigil-sql"}
 TRACES_DS_UID = "vigil-traces"
 SCHEMA_VERSION = 39
 
+# Every alert vigil's analyzer raises (analyzer/src/detectors): a panel's description names the
+# ones that watch what it shows, or says that none does.
+ALERT_NAMES = (
+    "GpuXidError", "GpuEccDoubleBitErrors", "GpuEccSingleBitStorm", "GpuRowsRemapped",
+    "GpuPcieReplays", "GpuNvlinkErrors", "GpuThrottled", "GpuPcieLinkDowntrained", "GpuLost",
+    "GpuStoppedReporting", "GpuHotterThanPeers", "GpuClockBelowPeers", "GpuClockBelowBaseline",
+    "NcclStraggler", "NcclBusBandwidthDrop", "ModelDrift", "ModelStoppedReporting",
+    "TooManyAlerts", "alert",
+)
+
 # ---------------------------------------------------------------------------------------------
 # Panel builders
 
@@ -90,6 +100,8 @@ class Board:
         overrides: list | None = None,
         decimals: int | None = None,
     ) -> None:
+        if not any(name in description for name in ALERT_NAMES):
+            description += " No vigil alert watches this directly."
         defaults: dict = {}
         if unit:
             defaults["unit"] = unit
@@ -338,7 +350,8 @@ def llm_overview() -> Board:
     b.panel(
         "timeseries",
         "Error rate by model",
-        "Share of calls per model that failed (span status ERROR or error.type set).",
+        "Share of calls per model that failed (span status ERROR or error.type set). ModelDrift "
+        "tests the error rate (Fisher's exact test) against the reference.",
         f"""SELECT $__dateBin(time) AS time, request_model AS model,
             avg(CASE WHEN status_code = 'ERROR' OR error_type IS NOT NULL THEN 1.0 ELSE 0.0 END) AS errors
             FROM spans WHERE {LLM} GROUP BY 1, 2 ORDER BY 1""",
@@ -671,7 +684,8 @@ def model_on_gpu() -> Board:
     b.panel(
         "timeseries",
         "p95 latency by model on ${host}",
-        "95th percentile latency of each model served from this host.",
+        "95th percentile latency of each model served from this host. ModelDrift watches each "
+        "model's latency distribution.",
         f"""SELECT $__dateBin(time) AS time, request_model AS model,
             {percentile('duration_ns', 0.95)} / 1e9 AS p95 FROM spans WHERE {on_host} GROUP BY 1, 2 ORDER BY 1""",
         unit="s",
@@ -681,7 +695,7 @@ def model_on_gpu() -> Board:
         "Model latency against the host's SM clock",
         "Per interval: the p95 latency of all LLM calls served from this host beside the mean "
         "SM clock of its GPUs (right axis). A clock that drops while latency climbs points at "
-        "the GPU, not the model.",
+        "the GPU, not the model (GpuClockBelowBaseline watches the clock).",
         f"""WITH calls AS (SELECT $__dateBin(time) AS time, {percentile('duration_ns', 0.95)} / 1e9 AS p95_latency_s
             FROM spans WHERE {on_host} GROUP BY 1),
             gpus AS (SELECT $__dateBin(time) AS time, avg(value) AS sm_clock_mhz FROM metrics
