@@ -36,10 +36,14 @@ fn demo_analyzer() -> AnalyzerConfig {
     config.gpu.window = Duration::from_secs(10);
     config.gpu.baseline_window = Duration::from_secs(40);
     config.gpu.resolve_after = Duration::from_secs(20);
-    config.drift.window = Duration::from_secs(20);
+    config.drift.window = Duration::from_secs(10);
+    // The demo's traffic is on loopback and its spans end as they are sent.
+    config.drift.settle = Duration::from_secs(5);
     config.drift.evaluate_every = Duration::from_secs(2);
     config.drift.reference = ReferenceMode::Trailing;
-    config.drift.reference_length = Duration::from_secs(40);
+    // Three windows: enough to show how much the traffic moves between windows, and covered
+    // before the drift starts at +45 s even on a busy machine.
+    config.drift.reference_length = Duration::from_secs(30);
     config.drift.min_samples = 100;
     config.drift.for_duration = Duration::from_secs(4);
     config.drift.resolve_after = Duration::from_secs(60);

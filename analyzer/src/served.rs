@@ -16,8 +16,10 @@ use crate::source::{QuerySource, floats, quote, strings, ts};
 pub const BEFORE: Duration = Duration::from_secs(3600);
 /// Hosts looked up per round at most: a fleet-wide event must not turn into a query storm.
 pub const MAX_HOSTS_PER_ROUND: usize = 8;
-/// Models named per alert at most (the busiest).
+/// Models named per alert at most (the busiest)...
 const MAX_MODELS: usize = 10;
+/// ...and in its one-line annotation.
+const MAX_ANNOTATED: usize = 5;
 
 /// One service and model served from the host.
 #[derive(Debug, Clone, PartialEq)]
@@ -123,8 +125,9 @@ pub fn annotate(alert: &mut Alert, served: &[ServedModel]) {
     let text = if served.is_empty() {
         "no LLM spans from this host while the fault held".to_string()
     } else {
-        served
+        let mut lines: Vec<String> = served
             .iter()
+            .take(MAX_ANNOTATED)
             .map(|s| {
                 let before = match s.p95_before_s {
                     Some(p) => format!("{:.0} ms the hour before", p * 1000.0),
@@ -140,8 +143,14 @@ pub fn annotate(alert: &mut Alert, served: &[ServedModel]) {
                         .unwrap_or_else(|| "-".into()),
                 )
             })
-            .collect::<Vec<_>>()
-            .join("; ")
+            .collect();
+        if served.len() > MAX_ANNOTATED {
+            lines.push(format!(
+                "and {} more (evidence)",
+                served.len() - MAX_ANNOTATED
+            ));
+        }
+        lines.join("; ")
     };
     alert.annotations.insert("served_models".into(), text);
 }
@@ -217,6 +226,22 @@ mod tests {
         );
         assert_eq!(a.evidence["served_models"][0]["p95_ms_hour_before"], 1200.0);
         assert_eq!(a.evidence["served_models"][1]["calls_hour_before"], 0);
+
+        let many: Vec<ServedModel> = (0..7)
+            .map(|i| ServedModel {
+                service: "svc".into(),
+                model: format!("m{i}"),
+                calls: 10 - i,
+                p50_s: None,
+                p95_s: None,
+                calls_before: 0,
+                p95_before_s: None,
+            })
+            .collect();
+        let mut busy = alert(AlertStatus::Firing);
+        annotate(&mut busy, &many);
+        assert!(busy.annotations["served_models"].ends_with("; and 2 more (evidence)"));
+        assert_eq!(busy.evidence["served_models"].as_array().unwrap().len(), 7);
 
         let mut quiet = alert(AlertStatus::Firing);
         annotate(&mut quiet, &[]);

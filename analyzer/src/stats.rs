@@ -52,6 +52,55 @@ pub fn ks_two_sample(a: &[f64], b: &[f64]) -> Option<(f64, f64)> {
     Some((d, kolmogorov_q(lambda)))
 }
 
+/// The KS distance between `part` and the rest of `all`, both sorted, `part` a sub-multiset of
+/// `all` (a chunk of a reference against the remainder of that reference), in one pass.
+pub fn ks_against_rest(all: &[f64], part: &[f64]) -> Option<f64> {
+    let (n_all, n_part) = (all.len(), part.len());
+    if n_part == 0 || n_part >= n_all {
+        return None;
+    }
+    let n_rest = (n_all - n_part) as f64;
+    let (mut i, mut j, mut d) = (0usize, 0usize, 0.0f64);
+    while i < n_all {
+        let x = all[i];
+        while i < n_all && all[i] <= x {
+            i += 1;
+        }
+        while j < n_part && part[j] <= x {
+            j += 1;
+        }
+        let f_part = j as f64 / n_part as f64;
+        let f_rest = (i - j) as f64 / n_rest;
+        d = d.max((f_part - f_rest).abs());
+    }
+    Some(d)
+}
+
+/// The median of `all` without `part` (both sorted, `part` a sub-multiset of `all`).
+pub fn median_of_rest(all: &[f64], part: &[f64]) -> Option<f64> {
+    let n_rest = all.len().checked_sub(part.len())?;
+    if n_rest == 0 {
+        return None;
+    }
+    // Walk `all` in order, skipping one element per element of `part`.
+    let (low_rank, high_rank) = ((n_rest - 1) / 2, n_rest / 2);
+    let (mut j, mut rank, mut low) = (0usize, 0usize, None);
+    for &x in all {
+        if j < part.len() && part[j] == x {
+            j += 1;
+            continue;
+        }
+        if rank == low_rank {
+            low = Some(x);
+        }
+        if rank == high_rank {
+            return Some((low? + x) / 2.0);
+        }
+        rank += 1;
+    }
+    None
+}
+
 /// Q_KS(λ) = 2 Σ (-1)^(k-1) exp(-2 k² λ²): the probability of a KS distance this large by chance.
 fn kolmogorov_q(lambda: f64) -> f64 {
     if lambda < 0.2 {
@@ -312,5 +361,28 @@ mod tests {
         // A 10% shift at these sizes is plain.
         let (z, p) = mann_whitney(&sample(3000, 500.0, 1), &sample(1000, 550.0, 2)).unwrap();
         assert!(z > 4.0 && p < 1e-5, "{z} {p}");
+    }
+
+    #[test]
+    fn a_part_against_the_rest_matches_the_direct_computation() {
+        let all_unsorted = [5.0, 1.0, 3.0, 3.0, 9.0, 7.0, 2.0, 8.0, 3.0, 6.0];
+        let part_unsorted = [3.0, 9.0, 1.0];
+        let rest_unsorted = [5.0, 3.0, 7.0, 2.0, 8.0, 3.0, 6.0];
+        let sorted = |v: &[f64]| {
+            let mut v = v.to_vec();
+            v.sort_by(f64::total_cmp);
+            v
+        };
+        let (all, part) = (sorted(&all_unsorted), sorted(&part_unsorted));
+        let (direct, _) = ks_two_sample(&part_unsorted, &rest_unsorted).unwrap();
+        assert!((ks_against_rest(&all, &part).unwrap() - direct).abs() < 1e-12);
+        assert_eq!(
+            median_of_rest(&all, &part),
+            median(&mut rest_unsorted.to_vec())
+        );
+        // Even-sized rest.
+        let part = sorted(&[3.0, 9.0, 1.0, 8.0]);
+        assert_eq!(median_of_rest(&all, &part), Some(4.0));
+        assert_eq!(ks_against_rest(&all, &all), None);
     }
 }

@@ -125,7 +125,7 @@ resolve_after = "6s"
 [analyzer.drift]
 window = "10s"
 evaluate_every = "1s"
-reference_length = "20s"
+reference_length = "25s"
 min_samples = 100
 for_duration = "2s"
 resolve_after = "10s"

@@ -12,6 +12,17 @@
 //! Benjamini–Hochberg, so the chance that an evaluation of stationary traffic raises anything is
 //! about `alpha`, however many models and services there are; `for_duration` then asks a finding
 //! to hold across evaluations, which chance excursions of overlapping windows rarely do.
+//!
+//! Those p-values assume independent requests, and real ones are not: bursts of long contexts,
+//! sessions and batch jobs move a real service's token counts between windows far beyond what an
+//! iid null allows (an hour of Azure's production trace "drifts" in every window). So a test
+//! counts only when its effect is also larger than the traffic's own weather: the reference is
+//! cut into half-window slices, each window of two adjacent slices is compared with the rest of
+//! the reference by the same statistic (KS distance, median shift, error-rate change, finish-mix
+//! divergence, likelihood KS), and the current window must move further than the largest of
+//! those moves (and than their mean plus three standard deviations). No verdict until the
+//! reference holds traffic across `min_reference_coverage` of its span and at least four
+//! windows; the alert's evidence gives the coverage and the moves it was judged against.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
@@ -67,6 +78,9 @@ pub struct DriftConfig {
     pub pinned_to: Option<String>,
     /// Requests needed in each window before any verdict.
     pub min_samples: usize,
+    /// Share of the reference span a scope must have traffic in before any verdict: until then
+    /// the reference (a service's first minutes, say) cannot tell its normal weather.
+    pub min_reference_coverage: f64,
     /// False discovery rate per evaluation, across the tests of every scope.
     pub alpha: f64,
     /// Smallest KS distance worth an alert (with a big sample, tiny shifts are "significant")...
@@ -107,6 +121,7 @@ impl Default for DriftConfig {
             pinned_from: None,
             pinned_to: None,
             min_samples: 200,
+            min_reference_coverage: 0.9,
             alpha: 0.001,
             min_ks_distance: 0.05,
             min_relative_shift: 0.03,
@@ -183,8 +198,12 @@ impl DriftDetector {
                 (current_start - self.config.reference_length, current_start)
             }
             ReferenceMode::SameHoursYesterday => {
+                // `reference_length` centred on the current window's time a day earlier: long
+                // enough to see how much the traffic moves between windows at that hour.
                 let day = Duration::from_secs(86_400);
-                (current_start - day, now - day)
+                let middle = current_start + self.config.window / 2 - day;
+                let half = self.config.reference_length.max(self.config.window) / 2;
+                (middle - half, middle + half)
             }
             ReferenceMode::Pinned => {
                 let parse = |what: &str,
@@ -209,16 +228,28 @@ impl DriftDetector {
         })
     }
 
+    /// The rows between `start` and `end` per scope, cut into `slices` equal slices of time (one
+    /// for the current window; half-windows for the reference, whose adjacent pairs are the
+    /// windows its normal weather is measured on).
     async fn load(
         &self,
         source: &dyn QuerySource,
         start: SystemTime,
         end: SystemTime,
-    ) -> Result<BTreeMap<(String, String), Sample>, AnalyzerError> {
+        slices: usize,
+    ) -> Result<BTreeMap<(String, String), Vec<Sample>>, AnalyzerError> {
+        let slices = slices.max(1);
+        let start_ns = start
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let slice_ns =
+            (end.duration_since(start).unwrap_or_default().as_nanos() / slices as u128).max(1);
         let sql = format!(
             "SELECT service_name AS service, coalesce(response_model, request_model) AS model, \
              input_tokens, output_tokens, duration_ns / 1e6 AS latency_ms, ttft_ns / 1e6 AS ttft_ms, \
-             status_code, array_to_string(finish_reasons, ',') AS finish, trace_id \
+             status_code, array_to_string(finish_reasons, ',') AS finish, trace_id, \
+             (arrow_cast(time, 'Int64') - {start_ns}) / {slice_ns} AS slice \
              FROM spans WHERE time > {} AND time <= {} \
              AND (response_model IS NOT NULL OR request_model IS NOT NULL) LIMIT {}",
             ts(start),
@@ -235,13 +266,17 @@ impl DriftDetector {
         let status = strings(&batches, "status_code")?;
         let finish = strings(&batches, "finish")?;
         let trace = strings(&batches, "trace_id")?;
-        let mut samples: BTreeMap<(String, String), Sample> = BTreeMap::new();
+        let slice = floats(&batches, "slice")?;
+        let mut samples: BTreeMap<(String, String), Vec<Sample>> = BTreeMap::new();
         for i in 0..service.len() {
             let key = (
                 service[i].clone().unwrap_or_default(),
                 model[i].clone().unwrap_or_default(),
             );
-            let sample = samples.entry(key).or_default();
+            let index = (slice[i].unwrap_or(0.0).max(0.0) as usize).min(slices - 1);
+            let sample = &mut samples
+                .entry(key)
+                .or_insert_with(|| vec![Sample::default(); slices])[index];
             sample.count += 1;
             if let Some(v) = input[i] {
                 sample.input_tokens.push(v);
@@ -282,15 +317,19 @@ impl DriftDetector {
         // all LLM traffic. A change in a model, in one app's prompts, or in everything (a shared
         // template, a retrieval change) shows first in the roll-up that holds it, with the most
         // samples. Only roll-ups of two or more parts: otherwise they repeat a scope.
-        let mut rollups: BTreeMap<(String, String), (Sample, usize)> = BTreeMap::new();
-        for ((service, model), sample) in &samples {
+        let mut rollups: BTreeMap<(String, String), (Vec<Sample>, usize)> = BTreeMap::new();
+        for ((service, model), parts) in &samples {
             for key in [
                 ("*".to_string(), model.clone()),
                 (service.clone(), "*".to_string()),
                 ("*".to_string(), "*".to_string()),
             ] {
-                let entry = rollups.entry(key).or_default();
-                entry.0.merge(sample);
+                let entry = rollups
+                    .entry(key)
+                    .or_insert_with(|| (vec![Sample::default(); slices], 0));
+                for (into, part) in entry.0.iter_mut().zip(parts) {
+                    into.merge(part);
+                }
                 entry.1 += 1;
             }
         }
@@ -350,6 +389,154 @@ impl Sample {
     }
 }
 
+/// Windows of the reference needed to tell its normal weather (with half-window steps, a
+/// reference of 2.5 windows).
+const MIN_WINDOWS: usize = 4;
+/// A window's statistic counts as weather up to the largest seen between the reference's own
+/// windows, and at least their mean plus this many standard deviations.
+const WEATHER_SD: f64 = 3.0;
+
+/// The largest move of a statistic that this traffic makes between windows on its own (see
+/// [`WEATHER_SD`]), or `None` with fewer than [`MIN_WINDOWS`] windows to go by.
+fn weather_limit(moves: &[f64]) -> Option<f64> {
+    if moves.len() < MIN_WINDOWS {
+        return None;
+    }
+    let n = moves.len() as f64;
+    let mean = moves.iter().sum::<f64>() / n;
+    let sd = (moves.iter().map(|m| (m - mean).powi(2)).sum::<f64>() / n).sqrt();
+    let max = moves.iter().copied().fold(0.0, f64::max);
+    Some(max.max(mean + WEATHER_SD * sd))
+}
+
+/// How far a numeric feature moves between windows inside the reference: each window (two
+/// adjacent half-window slices) against the rest of the reference.
+#[derive(Debug, Clone, Copy)]
+struct NumericWeather {
+    ks_distance: f64,
+    median_shift: f64,
+    windows: usize,
+}
+
+fn windows_of(slices: usize) -> std::ops::Range<usize> {
+    0..slices.saturating_sub(1)
+}
+
+fn sorted(values: impl Iterator<Item = f64>) -> Vec<f64> {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    values
+}
+
+fn numeric_weather(
+    slices: &[Sample],
+    feature: fn(&Sample) -> &Vec<f64>,
+    min_window: usize,
+) -> Option<NumericWeather> {
+    let all = sorted(slices.iter().flat_map(|s| feature(s).iter().copied()));
+    let (mut distances, mut shifts) = (Vec::new(), Vec::new());
+    for w in windows_of(slices.len()) {
+        let part = sorted(
+            feature(&slices[w])
+                .iter()
+                .chain(feature(&slices[w + 1]))
+                .copied(),
+        );
+        if part.len() < min_window || all.len() - part.len() < min_window {
+            continue;
+        }
+        let (Some(d), Some(rest_median)) = (
+            stats::ks_against_rest(&all, &part),
+            stats::median_of_rest(&all, &part),
+        ) else {
+            continue;
+        };
+        let part_median = stats::median(&mut part.clone()).unwrap_or(0.0);
+        distances.push(d);
+        shifts.push(if rest_median > 0.0 {
+            (part_median / rest_median - 1.0).abs()
+        } else {
+            0.0
+        });
+    }
+    Some(NumericWeather {
+        ks_distance: weather_limit(&distances)?,
+        median_shift: weather_limit(&shifts)?,
+        windows: distances.len(),
+    })
+}
+
+/// How far the error rate moves between the reference's windows (absolute difference).
+fn error_rate_weather(slices: &[Sample], min_window: usize) -> Option<f64> {
+    let (errors, count) = slices
+        .iter()
+        .fold((0u64, 0usize), |(e, n), s| (e + s.errors, n + s.count));
+    let mut moves = Vec::new();
+    for w in windows_of(slices.len()) {
+        let (we, wn) = (
+            slices[w].errors + slices[w + 1].errors,
+            slices[w].count + slices[w + 1].count,
+        );
+        if wn < min_window || count - wn < min_window {
+            continue;
+        }
+        moves.push((we as f64 / wn as f64 - (errors - we) as f64 / (count - wn) as f64).abs());
+    }
+    weather_limit(&moves)
+}
+
+/// How far the finish-reason mix moves between the reference's windows (Jensen–Shannon).
+fn finish_weather(slices: &[Sample], min_window: usize) -> Option<f64> {
+    let mut total: BTreeMap<&String, f64> = BTreeMap::new();
+    for slice in slices {
+        for (reason, n) in &slice.finish {
+            *total.entry(reason).or_default() += n;
+        }
+    }
+    let mut moves = Vec::new();
+    for w in windows_of(slices.len()) {
+        let window: Vec<f64> = total
+            .keys()
+            .map(|r| {
+                slices[w].finish.get(*r).copied().unwrap_or(0.0)
+                    + slices[w + 1].finish.get(*r).copied().unwrap_or(0.0)
+            })
+            .collect();
+        let rest: Vec<f64> = total.values().zip(&window).map(|(t, w)| t - w).collect();
+        let (wn, rn) = (window.iter().sum::<f64>(), rest.iter().sum::<f64>());
+        if wn < min_window as f64 || rn < min_window as f64 {
+            continue;
+        }
+        moves.push(stats::jensen_shannon(
+            &stats::shares(&window),
+            &stats::shares(&rest),
+        ));
+    }
+    weather_limit(&moves)
+}
+
+/// How far the mixture log-likelihoods (of the held-out traces) move between the reference's
+/// windows: KS distance of each window against the rest.
+fn likelihood_weather(slice_likelihoods: &[Vec<f64>], min_window: usize) -> Option<f64> {
+    let all = sorted(slice_likelihoods.iter().flatten().copied());
+    let mut moves = Vec::new();
+    for w in windows_of(slice_likelihoods.len()) {
+        let part = sorted(
+            slice_likelihoods[w]
+                .iter()
+                .chain(&slice_likelihoods[w + 1])
+                .copied(),
+        );
+        if part.len() < min_window || all.len() - part.len() < min_window {
+            continue;
+        }
+        if let Some(d) = stats::ks_against_rest(&all, &part) {
+            moves.push(d);
+        }
+    }
+    weather_limit(&moves)
+}
+
 /// Whether a trace id (hex) ends in an even digit.
 fn even_trace(trace_id: &str) -> bool {
     trace_id
@@ -373,10 +560,13 @@ fn numeric_test(
     reference: &[f64],
     current: &[f64],
     config: &DriftConfig,
+    weather: Option<NumericWeather>,
 ) -> Option<TestResult> {
     if reference.len() < config.min_samples || current.len() < config.min_samples {
         return None;
     }
+    // Without the reference's own weather there is no telling a shift from a normal day.
+    let weather = weather?;
     // KS for any change of shape, Mann–Whitney for the common case, a shift: the smaller p of
     // the two, Bonferroni-corrected, so that the pair counts as one test.
     let (d, p_ks) = stats::ks_two_sample(reference, current)?;
@@ -397,13 +587,20 @@ fn numeric_test(
     Some(TestResult {
         feature,
         p,
-        material: d >= config.min_ks_distance || relative_shift.abs() >= config.min_relative_shift,
+        // Larger than this traffic moves between windows on its own, not merely significant
+        // under an iid null that real, bursty traffic does not follow.
+        material: d >= config.min_ks_distance.max(weather.ks_distance)
+            || relative_shift.abs() >= config.min_relative_shift.max(weather.median_shift),
         evidence: json!({
             "ks_distance": d, "ks_p": p_ks, "mann_whitney_z": z, "mann_whitney_p": p_mw, "p": p,
             "psi": psi, "jensen_shannon": js,
             "reference_median": median_ref, "current_median": median_cur,
             "median_shift": relative_shift,
             "reference_n": reference.len(), "current_n": current.len(),
+            "between_reference_windows": {
+                "ks_distance": weather.ks_distance, "median_shift": weather.median_shift,
+                "windows": weather.windows,
+            },
         }),
     })
 }
@@ -498,16 +695,21 @@ fn fit_mixture(reference: &Sample, config: &DriftConfig, now: SystemTime) -> Opt
 
 fn multivariate_test(
     mixture: &FittedMixture,
-    reference: &Sample,
+    reference_slices: &[Sample],
     current: &Sample,
     config: &DriftConfig,
+    min_window: usize,
 ) -> Option<TestResult> {
     // Only the odd traces of the reference: in-sample likelihoods would flatter it.
-    let held_out = reference.joint_rows(false);
-    if held_out.len() < config.min_samples || current.joint.len() < config.min_samples {
+    let slice_likelihoods: Vec<Vec<f64>> = reference_slices
+        .iter()
+        .map(|s| log_densities(&mixture.model, &mixture.standardize(&s.joint_rows(false))))
+        .collect();
+    let ll_reference: Vec<f64> = slice_likelihoods.iter().flatten().copied().collect();
+    if ll_reference.len() < config.min_samples || current.joint.len() < config.min_samples {
         return None;
     }
-    let ll_reference = log_densities(&mixture.model, &mixture.standardize(&held_out));
+    let weather = likelihood_weather(&slice_likelihoods, min_window)?;
     let ll_current = log_densities(&mixture.model, &mixture.standardize(&current.joint));
     let (d, p) = stats::ks_two_sample(&ll_reference, &ll_current)?;
     let mean_ref = ll_reference.iter().sum::<f64>() / ll_reference.len() as f64;
@@ -515,11 +717,12 @@ fn multivariate_test(
     Some(TestResult {
         feature: "joint_input_output_latency",
         p,
-        material: d >= config.min_ks_distance,
+        material: d >= config.min_ks_distance.max(weather),
         evidence: json!({
             "method": "gaussian mixture (linfa) log-likelihood, KS of held-out reference vs current",
             "components": config.mixture_components, "ks_distance": d, "p": p,
             "reference_mean_loglik": mean_ref, "current_mean_loglik": mean_cur,
+            "between_reference_windows": {"ks_distance": weather},
         }),
     })
 }
@@ -579,21 +782,78 @@ impl DriftDetector {
         if reference_rows < self.config.min_samples as f64 {
             return Ok(Vec::new());
         }
-        let current = self.load(source, now - self.config.window, now).await?;
+        let current: BTreeMap<(String, String), Sample> = self
+            .load(source, now - self.config.window, now, 1)
+            .await?
+            .into_iter()
+            .filter_map(|(key, mut slices)| slices.pop().map(|s| (key, s)))
+            .collect();
         if current.is_empty() {
             return Ok(Vec::new());
         }
-        let reference = self.load(source, reference_start, reference_end).await?;
+        // The reference in half-window slices: each pair of neighbours is a window, so the
+        // reference shows how much this traffic moves between windows of this length.
+        let half_window = (self.config.window / 2).max(Duration::from_millis(1));
+        let reference_span = reference_end
+            .duration_since(reference_start)
+            .unwrap_or_default();
+        let slices = (reference_span.as_secs_f64() / half_window.as_secs_f64()).ceil() as usize;
+        let reference = self
+            .load(source, reference_start, reference_end, slices)
+            .await?;
         let config = self.config.clone();
+        // A window of the reference is judged when it holds a fair share of a window's requests.
+        let min_window = (config.min_samples / 2).max(20);
         // The tests of every scope first; the verdicts once all p-values are known.
-        let mut scopes: Vec<(&String, &String, &Sample, Vec<TestResult>)> = Vec::new();
+        let mut scopes: Vec<(
+            &String,
+            &String,
+            &Sample,
+            Vec<TestResult>,
+            serde_json::Value,
+        )> = Vec::new();
         for ((service, model), cur) in &current {
-            let Some(reference) = reference.get(&(service.clone(), model.clone())) else {
+            let Some(reference_slices) = reference.get(&(service.clone(), model.clone())) else {
                 continue;
             };
+            let mut whole = Sample::default();
+            for slice in reference_slices {
+                whole.merge(slice);
+            }
+            let reference = &whole;
             if reference.count < config.min_samples || cur.count < config.min_samples {
                 continue;
             }
+            // No verdict from a reference that does not yet span its period (a service's first
+            // minutes are not its normal), nor from one too short to hold several windows.
+            let first = reference_slices
+                .iter()
+                .position(|s| s.count > 0)
+                .unwrap_or(reference_slices.len());
+            let coverage = (reference_slices.len() - first) as f64 / reference_slices.len() as f64;
+            let windows = windows_of(reference_slices.len())
+                .filter(|w| {
+                    reference_slices[*w].count + reference_slices[w + 1].count >= min_window
+                })
+                .count();
+            if coverage < config.min_reference_coverage || windows < MIN_WINDOWS {
+                tracing::debug!(
+                    service = %service, model = %model, coverage, windows,
+                    "drift: reference too short to judge (needs {:.0}% coverage and {MIN_WINDOWS} windows)",
+                    config.min_reference_coverage * 100.0
+                );
+                continue;
+            }
+            let reference_summary = json!({
+                "mode": config.reference,
+                "from": crate::alert::format_time(reference_start),
+                "to": crate::alert::format_time(reference_end),
+                "coverage": coverage,
+                "windows_compared": windows,
+            });
+            let weather = |feature: fn(&Sample) -> &Vec<f64>| {
+                numeric_weather(reference_slices, feature, min_window)
+            };
             let mixture = self.mixture(service, model, reference, now);
             let mut tests: Vec<TestResult> = [
                 numeric_test(
@@ -601,29 +861,40 @@ impl DriftDetector {
                     &reference.input_tokens,
                     &cur.input_tokens,
                     &config,
+                    weather(|s| &s.input_tokens),
                 ),
                 numeric_test(
                     "output_tokens",
                     &reference.output_tokens,
                     &cur.output_tokens,
                     &config,
+                    weather(|s| &s.output_tokens),
                 ),
                 numeric_test(
                     "latency_ms",
                     &reference.latency_ms,
                     &cur.latency_ms,
                     &config,
+                    weather(|s| &s.latency_ms),
                 ),
-                numeric_test("ttft_ms", &reference.ttft_ms, &cur.ttft_ms, &config),
-                mixture.and_then(|m| multivariate_test(m, reference, cur, &config)),
+                numeric_test(
+                    "ttft_ms",
+                    &reference.ttft_ms,
+                    &cur.ttft_ms,
+                    &config,
+                    weather(|s| &s.ttft_ms),
+                ),
+                mixture
+                    .and_then(|m| multivariate_test(m, reference_slices, cur, &config, min_window)),
             ]
             .into_iter()
             .flatten()
             .collect();
             let (n_ref, n_cur) = (reference.count as u64, cur.count as u64);
-            if let Some((change, p)) =
-                stats::fisher_exact(reference.errors, n_ref, cur.errors, n_cur)
-            {
+            if let (Some((change, p)), Some(normal)) = (
+                stats::fisher_exact(reference.errors, n_ref, cur.errors, n_cur),
+                error_rate_weather(reference_slices, min_window),
+            ) {
                 let (rate_ref, rate_cur) = (
                     reference.errors as f64 / n_ref as f64,
                     cur.errors as f64 / n_cur as f64,
@@ -631,8 +902,8 @@ impl DriftDetector {
                 tests.push(TestResult {
                     feature: "error_rate",
                     p,
-                    material: change.abs() >= config.min_error_rate_change,
-                    evidence: json!({"reference_rate": rate_ref, "current_rate": rate_cur, "reference_errors": reference.errors, "current_errors": cur.errors, "test": "fisher exact", "p": p}),
+                    material: change.abs() >= config.min_error_rate_change.max(normal),
+                    evidence: json!({"reference_rate": rate_ref, "current_rate": rate_cur, "reference_errors": reference.errors, "current_errors": cur.errors, "test": "fisher exact", "p": p, "between_reference_windows": {"rate_change": normal}}),
                 });
             }
             let categories: Vec<&String> = reference
@@ -650,18 +921,21 @@ impl DriftDetector {
                 .iter()
                 .map(|c| cur.finish.get(*c).copied().unwrap_or(0.0))
                 .collect();
-            if let Some((chi2, p)) = stats::chi_square_homogeneity(&ref_counts, &cur_counts) {
+            if let (Some((chi2, p)), Some(normal)) = (
+                stats::chi_square_homogeneity(&ref_counts, &cur_counts),
+                finish_weather(reference_slices, min_window),
+            ) {
                 let js =
                     stats::jensen_shannon(&stats::shares(&ref_counts), &stats::shares(&cur_counts));
                 tests.push(TestResult {
                     feature: "finish_reasons",
                     p,
-                    material: js >= config.min_finish_reason_js,
-                    evidence: json!({"chi_square": chi2, "p": p, "jensen_shannon": js, "categories": categories}),
+                    material: js >= config.min_finish_reason_js.max(normal),
+                    evidence: json!({"chi_square": chi2, "p": p, "jensen_shannon": js, "categories": categories, "between_reference_windows": {"jensen_shannon": normal}}),
                 });
             }
             if !tests.is_empty() {
-                scopes.push((service, model, cur, tests));
+                scopes.push((service, model, cur, tests, reference_summary));
             }
         }
         // Scopes come and go with model names: keep mixtures only for the ones still seen.
@@ -670,12 +944,12 @@ impl DriftDetector {
         // let some scope or other cross the line by chance every few evaluations.
         let all_p: Vec<f64> = scopes
             .iter()
-            .flat_map(|(_, _, _, tests)| tests.iter().map(|t| t.p))
+            .flat_map(|(_, _, _, tests, _)| tests.iter().map(|t| t.p))
             .collect();
         let family = all_p.len();
         let mut adjusted_all = stats::benjamini_hochberg(&all_p).into_iter();
         let mut findings = Vec::new();
-        for (service, model, cur, tests) in scopes {
+        for (service, model, cur, tests, reference_summary) in scopes {
             let adjusted: Vec<f64> = adjusted_all.by_ref().take(tests.len()).collect();
             let moved: Vec<usize> = (0..tests.len())
                 .filter(|i| adjusted[*i] < config.alpha && tests[*i].material)
@@ -695,7 +969,7 @@ impl DriftDetector {
                 "window".into(),
                 json!(humantime::format_duration(config.window).to_string()),
             );
-            evidence.insert("reference".into(), json!({"mode": config.reference, "from": crate::alert::format_time(reference_start), "to": crate::alert::format_time(reference_end)}));
+            evidence.insert("reference".into(), reference_summary);
             evidence.insert(
                 "multiple_testing".into(),
                 json!(format!(
@@ -799,15 +1073,20 @@ mod tests {
     #[test]
     fn the_mixture_test_sees_a_joint_shift_and_not_noise() {
         let config = DriftConfig::default();
-        let reference = joint(4000, 200.0, 1);
+        // The reference as the detector holds it: half-window slices.
+        let slices: Vec<Sample> = (0..8).map(|k| joint(500, 200.0, 10 + k)).collect();
+        let mut reference = Sample::default();
+        for slice in &slices {
+            reference.merge(slice);
+        }
         let mixture = fit_mixture(&reference, &config, SystemTime::UNIX_EPOCH).unwrap();
         let same =
-            multivariate_test(&mixture, &reference, &joint(2000, 200.0, 2), &config).unwrap();
+            multivariate_test(&mixture, &slices, &joint(2000, 200.0, 2), &config, 100).unwrap();
         assert!(same.p > 1e-3, "p {}", same.p);
         // The log-likelihood test is an omnibus test: less sharp than KS on the one feature that
         // moved, but it sees shifts in how features go together that no marginal shows.
         let shifted =
-            multivariate_test(&mixture, &reference, &joint(2000, 340.0, 3), &config).unwrap();
+            multivariate_test(&mixture, &slices, &joint(2000, 340.0, 3), &config, 100).unwrap();
         assert!(shifted.p < 1e-6 && shifted.material, "p {}", shifted.p);
     }
 
@@ -945,5 +1224,182 @@ mod tests {
                 .contains("output_tokens")
         );
         assert!(drifted.score > drifted.threshold);
+    }
+
+    /// An hour of the Azure LLM inference trace (2023, CC-BY 4.0: analyzer/tests/data/
+    /// azure-llm-2023/README.md) as spans of one service and model, replayed `times` times back
+    /// to back up to `end`; output tokens × `shift` in the last `shifted` of it. The trace has
+    /// no latency: it is made to follow the output tokens, as generation time does.
+    fn azure_table(
+        trace: &str,
+        end: SystemTime,
+        times: u32,
+        shift: f64,
+        shifted: Duration,
+    ) -> RecordBatch {
+        use arrow::array::{
+            ArrayRef, Int64Array, ListBuilder, StringArray, StringBuilder, TimestampNanosecondArray,
+        };
+        let path = format!(
+            "{}/tests/data/azure-llm-2023/AzureLLMInferenceTrace_{trace}.csv",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        let rows: Vec<(i64, i64, i64)> = text
+            .lines()
+            .skip(1)
+            .map(|line| {
+                let mut cols = line.split(',');
+                let at = chrono::NaiveDateTime::parse_from_str(
+                    cols.next().unwrap(),
+                    "%Y-%m-%d %H:%M:%S%.f",
+                )
+                .unwrap()
+                .and_utc()
+                .timestamp_nanos_opt()
+                .unwrap();
+                let input = cols.next().unwrap().parse().unwrap();
+                let output = cols.next().unwrap().parse().unwrap();
+                (at, input, output)
+            })
+            .collect();
+        let first = rows[0].0;
+        let span = rows[rows.len() - 1].0 - first + 1_000_000_000;
+        let end_ns = end
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as i64;
+        let start = end_ns - span * times as i64;
+        let shift_from = end_ns - shifted.as_nanos() as i64;
+        let (mut time, mut inputs, mut outputs, mut durations, mut trace_ids) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        let mut finish = ListBuilder::new(StringBuilder::new());
+        for round in 0..times as i64 {
+            for (i, (at, input, output)) in rows.iter().enumerate() {
+                let t = start + round * span + (at - first);
+                let output = if t >= shift_from {
+                    (*output as f64 * shift).round() as i64
+                } else {
+                    *output
+                };
+                time.push(t);
+                inputs.push(*input);
+                outputs.push(output);
+                durations.push((250 + 25 * output) * 1_000_000);
+                trace_ids.push(format!("{:032x}", (round as u128) << 64 | i as u128));
+                finish.values().append_value("stop");
+                finish.append(true);
+            }
+        }
+        let n = time.len();
+        let columns: Vec<(&str, ArrayRef)> = vec![
+            (
+                "time",
+                Arc::new(TimestampNanosecondArray::from(time).with_timezone("UTC")),
+            ),
+            (
+                "service_name",
+                Arc::new(StringArray::from(vec!["azure"; n])),
+            ),
+            ("request_model", Arc::new(StringArray::from(vec![trace; n]))),
+            (
+                "response_model",
+                Arc::new(StringArray::from(vec![trace; n])),
+            ),
+            ("input_tokens", Arc::new(Int64Array::from(inputs))),
+            ("output_tokens", Arc::new(Int64Array::from(outputs))),
+            ("duration_ns", Arc::new(Int64Array::from(durations))),
+            ("ttft_ns", Arc::new(Int64Array::from(vec![None::<i64>; n]))),
+            ("status_code", Arc::new(StringArray::from(vec!["UNSET"; n]))),
+            ("finish_reasons", Arc::new(finish.finish())),
+            ("trace_id", Arc::new(StringArray::from(trace_ids))),
+        ];
+        RecordBatch::try_from_iter(columns).unwrap()
+    }
+
+    async fn judge_with(batch: &RecordBatch, config: DriftConfig, now: SystemTime) -> Vec<Finding> {
+        let ctx = datafusion::prelude::SessionContext::new();
+        let table =
+            datafusion::datasource::MemTable::try_new(batch.schema(), vec![vec![batch.clone()]])
+                .unwrap();
+        ctx.register_table("spans", Arc::new(table)).unwrap();
+        DriftDetector::new(config)
+            .evaluate(&ctx, now)
+            .await
+            .unwrap()
+    }
+
+    /// Real traffic moves a lot between windows with nothing changed (the median output of the
+    /// conversation trace's 10-minute windows wanders between about 100 and 200 tokens); under
+    /// an iid null every window of it "drifts". Judged against its own weather, it does not,
+    /// while a 25% shift on top of it still shows within a window.
+    #[tokio::test]
+    async fn real_traffic_does_not_drift_against_itself_and_a_shift_beyond_its_weather_does() {
+        let end = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let config = DriftConfig::default();
+        for trace in ["conv", "code"] {
+            let steady = azure_table(trace, end, 2, 1.0, Duration::ZERO);
+            for minutes in [0u64, 10, 25, 45] {
+                let now = end - Duration::from_secs(minutes * 60);
+                let findings = judge_with(&steady, config.clone(), now).await;
+                assert_eq!(findings.len(), 1, "{trace} at -{minutes} min: judged");
+                assert!(
+                    !findings[0].active,
+                    "{trace} at -{minutes} min: {}\n{:#}",
+                    findings[0].message,
+                    serde_json::Value::Object(findings[0].evidence.clone())
+                );
+            }
+            // Output tokens +25% for the last 11 minutes: the last window is all shifted.
+            let shifted = azure_table(trace, end, 2, 1.25, Duration::from_secs(660));
+            let findings = judge_with(&shifted, config.clone(), end).await;
+            assert!(
+                findings[0].active
+                    && findings[0].evidence["moved"]
+                        .to_string()
+                        .contains("output_tokens"),
+                "{trace}: {}\n{:#}",
+                findings[0].message,
+                serde_json::Value::Object(findings[0].evidence.clone())
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn no_verdict_from_a_reference_that_does_not_yet_span_its_period() {
+        let end = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        // 45 minutes of traffic: a 10-minute window against a reference that holds only 35 of
+        // its 60 minutes. A big shift, and still no verdict: the reference's first minutes are
+        // not yet this service's normal.
+        let batch = azure_table("conv", end, 1, 2.0, Duration::from_secs(660));
+        let recent = {
+            let start = end - Duration::from_secs(45 * 60);
+            let start_ns = start
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as i64;
+            let time = batch
+                .column_by_name("time")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<arrow::array::TimestampNanosecondArray>()
+                .unwrap();
+            let keep = arrow::array::BooleanArray::from(
+                time.values()
+                    .iter()
+                    .map(|t| *t >= start_ns)
+                    .collect::<Vec<_>>(),
+            );
+            arrow::compute::filter_record_batch(&batch, &keep).unwrap()
+        };
+        let findings = judge_with(&recent, DriftConfig::default(), end).await;
+        assert!(findings.is_empty(), "{findings:?}");
+        // A window too long for its reference (10 minutes against 20): no verdict either.
+        let full = azure_table("conv", end, 2, 2.0, Duration::from_secs(660));
+        let config = DriftConfig {
+            reference_length: Duration::from_secs(1200),
+            ..DriftConfig::default()
+        };
+        assert!(judge_with(&full, config, end).await.is_empty());
     }
 }
