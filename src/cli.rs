@@ -318,6 +318,27 @@ pub enum EvalCommand {
         #[arg(long)]
         stationary_only: bool,
     },
+    /// Replay a real trace of LLM requests (CSV: timestamp, input tokens, output tokens, as the
+    /// Azure LLM inference traces) through the drift detector, back to back as often as it
+    /// takes: false alarms per judged hour, and with --shift the delay to catch a change.
+    DriftTrace {
+        file: PathBuf,
+        /// The drift window.
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        window: std::time::Duration,
+        /// The trailing reference [default: 1 h, or 2.5 windows if longer].
+        #[arg(long, value_parser = humantime::parse_duration)]
+        reference: Option<std::time::Duration>,
+        /// Hours judged (after the reference has filled).
+        #[arg(long, default_value_t = 6.0)]
+        hours: f64,
+        /// Multiply output tokens by this from the middle of the judged hours on (1 = none).
+        #[arg(long, default_value_t = 1.0)]
+        shift: f64,
+        /// Gaussian mixture components of the joint test (0 turns it off; faster).
+        #[arg(long, default_value_t = 3)]
+        mixture_components: usize,
+    },
     /// Score a CSV of timestamp,value with the streaming anomaly detector (one score per row).
     Csv {
         file: PathBuf,
