@@ -16,6 +16,7 @@ use rand::{Rng, SeedableRng};
 use vigil_analyzer::alert::{Alert, AlertStatus};
 use vigil_analyzer::detectors::anomaly::StreamingAnomaly;
 use vigil_analyzer::detectors::{drift, gpu};
+use vigil_analyzer::replay;
 use vigil_analyzer::{Analyzer, AnalyzerConfig};
 use vigil_gpu_exporter::export::otlp::requests;
 use vigil_gpu_exporter::sample::LabelConfig;
@@ -558,124 +559,6 @@ fn eval_csv(path: &std::path::Path, alpha: f64, warmup: u64) -> anyhow::Result<(
     Ok(())
 }
 
-/// One request of a trace: when (ns, relative to the first), input and output tokens.
-type TraceRow = (i64, i64, i64);
-
-/// Reads `timestamp,input_tokens,output_tokens` rows (a header line first; timestamps RFC 3339
-/// or `YYYY-MM-DD HH:MM:SS[.fraction]` in UTC, as the Azure LLM inference traces write them).
-fn read_trace(path: &std::path::Path) -> anyhow::Result<Vec<TraceRow>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut rows = Vec::new();
-    for (number, line) in text.lines().enumerate().skip(1) {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-        let [at, input, output] = fields[..] else {
-            bail!(
-                "{}:{}: expected timestamp,input_tokens,output_tokens",
-                path.display(),
-                number + 1
-            );
-        };
-        let at = chrono::DateTime::parse_from_rfc3339(at)
-            .map(|t| t.to_utc())
-            .or_else(|_| {
-                chrono::NaiveDateTime::parse_from_str(at, "%Y-%m-%d %H:%M:%S%.f")
-                    .map(|t| t.and_utc())
-            })
-            .with_context(|| format!("{}:{}: timestamp {at:?}", path.display(), number + 1))?;
-        let parse = |v: &str, what: &str| {
-            v.parse::<i64>()
-                .with_context(|| format!("{}:{}: {what} {v:?}", path.display(), number + 1))
-        };
-        rows.push((
-            at.timestamp_nanos_opt().context("timestamp out of range")?,
-            parse(input, "input tokens")?,
-            parse(output, "output tokens")?,
-        ));
-    }
-    rows.sort_by_key(|r| r.0);
-    let first = rows.first().context("the trace has no rows")?.0;
-    for row in &mut rows {
-        row.0 -= first;
-    }
-    Ok(rows)
-}
-
-/// The trace as spans of one service and model, repeated back to back from `start` until
-/// `end`; output tokens × `shift` from `shift_from` on. The traces carry no latency: it follows
-/// the output tokens, as generation time does.
-fn trace_spans(
-    rows: &[TraceRow],
-    start: SystemTime,
-    end: SystemTime,
-    shift: f64,
-    shift_from: SystemTime,
-) -> anyhow::Result<RecordBatch> {
-    use arrow::array::{ArrayRef, Int64Array, ListBuilder, StringArray, StringBuilder};
-    let ns = |t: SystemTime| {
-        t.duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos() as i64
-    };
-    let period = rows.last().map(|r| r.0).unwrap_or(0) + 1_000_000_000;
-    let (start, end, shift_from) = (ns(start), ns(end), ns(shift_from));
-    let (mut time, mut inputs, mut outputs, mut durations, mut traces) =
-        (vec![], vec![], vec![], vec![], vec![]);
-    let mut finish = ListBuilder::new(StringBuilder::new());
-    let mut round = 0i64;
-    'replay: loop {
-        for (i, (offset, input, output)) in rows.iter().enumerate() {
-            let at = start + round * period + offset;
-            if at > end {
-                break 'replay;
-            }
-            let output = if at >= shift_from {
-                (*output as f64 * shift).round() as i64
-            } else {
-                *output
-            };
-            time.push(at);
-            inputs.push(*input);
-            outputs.push(output);
-            durations.push((250 + 25 * output) * 1_000_000);
-            traces.push(format!("{:016x}{:016x}", round, i));
-            finish.values().append_value("stop");
-            finish.append(true);
-        }
-        round += 1;
-    }
-    let n = time.len();
-    let columns: Vec<(&str, ArrayRef)> = vec![
-        (
-            "time",
-            Arc::new(arrow::array::TimestampNanosecondArray::from(time).with_timezone("UTC")),
-        ),
-        (
-            "service_name",
-            Arc::new(StringArray::from(vec!["replay"; n])),
-        ),
-        (
-            "request_model",
-            Arc::new(StringArray::from(vec!["trace"; n])),
-        ),
-        (
-            "response_model",
-            Arc::new(StringArray::from(vec!["trace"; n])),
-        ),
-        ("input_tokens", Arc::new(Int64Array::from(inputs))),
-        ("output_tokens", Arc::new(Int64Array::from(outputs))),
-        ("duration_ns", Arc::new(Int64Array::from(durations))),
-        ("ttft_ns", Arc::new(Int64Array::from(vec![None::<i64>; n]))),
-        ("status_code", Arc::new(StringArray::from(vec!["UNSET"; n]))),
-        ("finish_reasons", Arc::new(finish.finish())),
-        ("trace_id", Arc::new(StringArray::from(traces))),
-    ];
-    Ok(RecordBatch::try_from_iter(columns)?)
-}
-
 async fn eval_drift_trace(
     file: &std::path::Path,
     window: Duration,
@@ -684,7 +567,7 @@ async fn eval_drift_trace(
     shift: f64,
     mixture_components: usize,
 ) -> anyhow::Result<String> {
-    let rows = read_trace(file)?;
+    let rows = replay::read_trace(file)?;
     let reference = reference.unwrap_or_else(|| Duration::from_secs(3600).max(window * 5 / 2));
     let config = drift::DriftConfig {
         window,
@@ -698,7 +581,7 @@ async fn eval_drift_trace(
     let end = judged_from + judged;
     let change = judged_from + judged / 2;
     let shifted = shift != 1.0;
-    let batch = trace_spans(
+    let batch = replay::trace_spans(
         &rows,
         start,
         end,

@@ -7,6 +7,7 @@ pub mod alert;
 pub mod detectors;
 pub mod health;
 pub mod notify;
+pub mod replay;
 pub mod runner;
 pub mod served;
 pub mod source;

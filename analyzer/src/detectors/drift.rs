@@ -1227,9 +1227,8 @@ mod tests {
     }
 
     /// An hour of the Azure LLM inference trace (2023, CC-BY 4.0: analyzer/tests/data/
-    /// azure-llm-2023/README.md) as spans of one service and model, replayed `times` times back
-    /// to back up to `end`; output tokens × `shift` in the last `shifted` of it. The trace has
-    /// no latency: it is made to follow the output tokens, as generation time does.
+    /// azure-llm-2023/README.md) as spans, replayed `times` times back to back up to `end`;
+    /// output tokens × `shift` in the last `shifted` of it.
     fn azure_table(
         trace: &str,
         end: SystemTime,
@@ -1237,84 +1236,13 @@ mod tests {
         shift: f64,
         shifted: Duration,
     ) -> RecordBatch {
-        use arrow::array::{
-            ArrayRef, Int64Array, ListBuilder, StringArray, StringBuilder, TimestampNanosecondArray,
-        };
         let path = format!(
             "{}/tests/data/azure-llm-2023/AzureLLMInferenceTrace_{trace}.csv",
             env!("CARGO_MANIFEST_DIR")
         );
-        let text = std::fs::read_to_string(&path).unwrap();
-        let rows: Vec<(i64, i64, i64)> = text
-            .lines()
-            .skip(1)
-            .map(|line| {
-                let mut cols = line.split(',');
-                let at = chrono::NaiveDateTime::parse_from_str(
-                    cols.next().unwrap(),
-                    "%Y-%m-%d %H:%M:%S%.f",
-                )
-                .unwrap()
-                .and_utc()
-                .timestamp_nanos_opt()
-                .unwrap();
-                let input = cols.next().unwrap().parse().unwrap();
-                let output = cols.next().unwrap().parse().unwrap();
-                (at, input, output)
-            })
-            .collect();
-        let first = rows[0].0;
-        let span = rows[rows.len() - 1].0 - first + 1_000_000_000;
-        let end_ns = end
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as i64;
-        let start = end_ns - span * times as i64;
-        let shift_from = end_ns - shifted.as_nanos() as i64;
-        let (mut time, mut inputs, mut outputs, mut durations, mut trace_ids) =
-            (vec![], vec![], vec![], vec![], vec![]);
-        let mut finish = ListBuilder::new(StringBuilder::new());
-        for round in 0..times as i64 {
-            for (i, (at, input, output)) in rows.iter().enumerate() {
-                let t = start + round * span + (at - first);
-                let output = if t >= shift_from {
-                    (*output as f64 * shift).round() as i64
-                } else {
-                    *output
-                };
-                time.push(t);
-                inputs.push(*input);
-                outputs.push(output);
-                durations.push((250 + 25 * output) * 1_000_000);
-                trace_ids.push(format!("{:032x}", (round as u128) << 64 | i as u128));
-                finish.values().append_value("stop");
-                finish.append(true);
-            }
-        }
-        let n = time.len();
-        let columns: Vec<(&str, ArrayRef)> = vec![
-            (
-                "time",
-                Arc::new(TimestampNanosecondArray::from(time).with_timezone("UTC")),
-            ),
-            (
-                "service_name",
-                Arc::new(StringArray::from(vec!["azure"; n])),
-            ),
-            ("request_model", Arc::new(StringArray::from(vec![trace; n]))),
-            (
-                "response_model",
-                Arc::new(StringArray::from(vec![trace; n])),
-            ),
-            ("input_tokens", Arc::new(Int64Array::from(inputs))),
-            ("output_tokens", Arc::new(Int64Array::from(outputs))),
-            ("duration_ns", Arc::new(Int64Array::from(durations))),
-            ("ttft_ns", Arc::new(Int64Array::from(vec![None::<i64>; n]))),
-            ("status_code", Arc::new(StringArray::from(vec!["UNSET"; n]))),
-            ("finish_reasons", Arc::new(finish.finish())),
-            ("trace_id", Arc::new(StringArray::from(trace_ids))),
-        ];
-        RecordBatch::try_from_iter(columns).unwrap()
+        let rows = crate::replay::read_trace(std::path::Path::new(&path)).unwrap();
+        let period = Duration::from_nanos(rows[rows.len() - 1].0 as u64) + Duration::from_secs(1);
+        crate::replay::trace_spans(&rows, end - period * times, end, shift, end - shifted).unwrap()
     }
 
     async fn judge_with(batch: &RecordBatch, config: DriftConfig, now: SystemTime) -> Vec<Finding> {
