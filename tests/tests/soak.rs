@@ -550,13 +550,23 @@ fn soak() {
         if !filled && Instant::now() >= fill_at {
             filled = true;
             let ballast = root.join("ballast");
-            let size = available_bytes(&root).saturating_sub(1 << 20);
-            let status = Command::new("fallocate")
-                .args(["-l", &size.to_string()])
-                .arg(&ballast)
-                .status()
-                .unwrap();
-            assert!(status.success(), "fallocate failed");
+            // The collector writes on meanwhile: what was free a moment ago may not be now, so
+            // measure again, leave a little more room and retry.
+            let mut size = 0;
+            for attempt in 0..10 {
+                size = available_bytes(&root).saturating_sub(1 << (20 + attempt));
+                let status = Command::new("fallocate")
+                    .args(["-l", &size.to_string()])
+                    .arg(&ballast)
+                    .status()
+                    .unwrap();
+                if status.success() {
+                    break;
+                }
+                let _ = std::fs::remove_file(&ballast);
+                size = 0;
+            }
+            assert!(size > 0, "could not fill the disk with fallocate");
             eprintln!(
                 "soak: filled the disk ({} MiB) at {:?}",
                 size >> 20,
