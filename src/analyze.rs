@@ -101,11 +101,13 @@ pub fn start(
     let source = Arc::new(collector.engine.context().clone());
     let sink: Arc<dyn AlertSink> = Arc::new(StoreSink(collector.store.clone()));
     let mut runner = Analyzer::new(analyzer.detectors(), source, Some(sink), Some(notifier))
-        .with_alert_cap(analyzer.max_alerts_per_detector)
-        .with_served_models(ServedModels {
+        .with_alert_cap(analyzer.max_alerts_per_detector);
+    if analyzer.served_models {
+        runner = runner.with_served_models(ServedModels {
             host_label: analyzer.gpu.hostname_label.clone(),
             lookback: analyzer.gpu.window + analyzer.gpu.for_duration,
         });
+    }
     let health = runner.health();
     let rendered = health.clone();
     collector

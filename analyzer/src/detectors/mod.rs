@@ -50,6 +50,9 @@ pub struct AnalyzerConfig {
     /// scopes keep their alerts and one `TooManyAlerts` alert stands for the rest: any OTLP
     /// sender can make up ten thousand GPU UUIDs, and ten thousand pages help no one.
     pub max_alerts_per_detector: usize,
+    /// GPU alerts name the LLM services and models served from their host while the fault held
+    /// (one query over the hour of spans before it, per alerting host).
+    pub served_models: bool,
     pub gpu: gpu::GpuConfig,
     pub drift: drift::DriftConfig,
 }
@@ -60,6 +63,7 @@ impl Default for AnalyzerConfig {
             enabled: true,
             interval: Duration::from_secs(5),
             max_alerts_per_detector: 50,
+            served_models: true,
             gpu: gpu::GpuConfig::default(),
             drift: drift::DriftConfig::default(),
         }
