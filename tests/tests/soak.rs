@@ -432,16 +432,27 @@ fn soak() {
     let done = Arc::new(AtomicBool::new(false));
     let pid = Arc::new(AtomicU32::new(collector.lock().unwrap().pid()));
 
-    // RSS, every 100 ms, of whichever collector process is running.
+    // RSS, every 100 ms, of whichever collector process is running: the peak, when it was, and
+    // the largest of every 10 seconds (to set beside the kills, the full disk and the alerts).
     let sampler = {
         let (done, pid) = (done.clone(), pid.clone());
         std::thread::spawn(move || {
-            let mut peak = 0u64;
+            let (mut peak, mut peak_at) = (0u64, 0.0f64);
+            let mut per_10s: Vec<u64> = Vec::new();
             while !done.load(Ordering::Relaxed) {
-                peak = peak.max(vigil_tests::rss_bytes(pid.load(Ordering::Relaxed)).unwrap_or(0));
+                let rss = vigil_tests::rss_bytes(pid.load(Ordering::Relaxed)).unwrap_or(0);
+                let at = started.elapsed().as_secs_f64();
+                if rss > peak {
+                    (peak, peak_at) = (rss, at);
+                }
+                let slot = (at / 10.0) as usize;
+                if per_10s.len() <= slot {
+                    per_10s.resize(slot + 1, 0);
+                }
+                per_10s[slot] = per_10s[slot].max(rss >> 20);
                 std::thread::sleep(Duration::from_millis(100));
             }
-            peak
+            (peak, peak_at, per_10s)
         })
     };
 
@@ -591,7 +602,7 @@ fn soak() {
     let load = summary(&output);
     done.store(true, Ordering::Relaxed);
     hostile_thread.join().unwrap();
-    let peak_rss = sampler.join().unwrap();
+    let (peak_rss, peak_rss_at, rss_per_10s) = sampler.join().unwrap();
     fleet.stop().unwrap();
 
     // Let alerts that fired last reach the receiver (group_wait 10 s, retries after failures).
@@ -715,6 +726,8 @@ fn soak() {
         "webhook_requests": receiver.requests.load(Ordering::Relaxed),
         "webhook_refused_on_purpose": receiver.refused.load(Ordering::Relaxed),
         "peak_rss_mib": peak_rss >> 20,
+        "peak_rss_at_seconds": peak_rss_at.round(),
+        "rss_mib_max_per_10_seconds": rss_per_10s,
         "rss_bound_mib": (INGEST_LIMIT + QUERY_LIMIT + MARGIN) >> 20,
         "panics": panics,
     });
