@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests, end-to-end tests with real OTLP clients (Rust and the official
 # Python SDK), real Flight SQL clients (ADBC, pyarrow), a real Prometheus and a real
-# Alertmanager. Installs the Python clients into .venv, Grafana's dashboard schema into
-# tests/grafana/node_modules, and the Debian packages the tests need (prometheus,
-# prometheus-alertmanager) on first use.
+# Alertmanager, and the terminal dashboard in a real terminal (tmux). Installs the Python clients
+# into .venv, Grafana's dashboard schema into tests/grafana/node_modules, and the Debian packages
+# the tests need (prometheus, prometheus-alertmanager, tmux) on first use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +17,7 @@ export VIGIL_PYTHON="$PWD/.venv/bin/python"
 missing=""
 command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
 command -v prometheus-alertmanager >/dev/null 2>&1 || missing="$missing prometheus-alertmanager"
+command -v tmux >/dev/null 2>&1 || missing="$missing tmux"
 if [ -n "$missing" ]; then
     echo "==> installing Debian packages the end-to-end tests run:$missing"
     SUDO=""

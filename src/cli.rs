@@ -24,6 +24,8 @@ pub enum Command {
     /// Export GPU (NVML) and NCCL telemetry: OTLP to the collector and a dcgm-exporter-compatible
     /// /metrics page (:9400). `--simulate` runs a simulated fleet instead, with injected faults.
     GpuExporter(GpuExporterArgs),
+    /// The terminal dashboard: LLM traffic, models, GPUs, traces and alerts, over Flight SQL.
+    Tui(TuiArgs),
     /// List the alerts firing now and the recent alert changes.
     Alerts(AlertsArgs),
     /// Run the detectors over labelled data (simulated GPU faults, drift scenarios) and report
@@ -47,10 +49,41 @@ pub struct AlertsArgs {
     pub limit: usize,
 }
 
+/// The view `vigil tui` opens on.
+#[derive(Clone, Copy, ValueEnum, Default)]
+pub enum TuiView {
+    #[default]
+    Overview,
+    Models,
+    Gpus,
+    Traces,
+    Alerts,
+}
+
+#[derive(Args)]
+pub struct TuiArgs {
+    /// The collector's Flight SQL address.
+    #[arg(
+        long,
+        env = "VIGIL_FLIGHT_SQL_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub url: String,
+    /// A query token, when the collector requires one ([auth] query_tokens).
+    #[arg(long, env = "VIGIL_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// How often to refresh (r cycles 1s, 2s, 5s, 10s, 30s).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub refresh: std::time::Duration,
+    /// The view to open on.
+    #[arg(long, value_enum, default_value_t)]
+    pub view: TuiView,
+}
+
 #[derive(Args)]
 pub struct DemoArgs {
-    /// Run headless, printing alerts (the terminal dashboard is not built yet, so this is also
-    /// what plain `vigil demo` does for now).
+    /// Run headless, printing each alert as it fires, instead of opening the terminal dashboard.
+    /// Implied when stdout is not a terminal.
     #[arg(long)]
     pub no_tui: bool,
     /// Exit once the GPU and drift alerts have fired (or fail after --timeout); for scripts and CI.

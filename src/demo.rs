@@ -134,7 +134,10 @@ fn default_or_any_port(what: &str, preferred: SocketAddr) -> SocketAddr {
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    crate::serve::init_logging(crate::cli::LogFormat::Text);
+    // The dashboard needs a terminal; scripts (--exit-when-done, a pipe) get the printed alerts.
+    let tui = !args.no_tui
+        && !args.exit_when_done
+        && std::io::IsTerminal::is_terminal(&std::io::stdout());
     let data_dir = match &args.data_dir {
         Some(dir) => dir.clone(),
         None => {
@@ -153,6 +156,18 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         query_addr: default_or_any_port("query", defaults.query_addr),
         flight_sql_addr: default_or_any_port("Flight SQL", defaults.flight_sql_addr),
         ..defaults
+    };
+    let log_path = if tui {
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("cannot create {}", data_dir.display()))?;
+        let path = data_dir.join("vigil-demo.log");
+        let file = std::fs::File::create(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        crate::serve::init_logging_to(file);
+        Some(path)
+    } else {
+        crate::serve::init_logging(crate::cli::LogFormat::Text);
+        None
     };
     collector_config.storage.data_dir = data_dir;
     let collector = vigil_collector::start(collector_config)
@@ -270,12 +285,35 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!(
         "         and the models' output tokens grow 60% (a drift). Watch the analyzer find both.\n"
     );
+    let flight_sql_url = format!("http://{}", collector.flight_sql_addr);
+    if let Some(log_path) = &log_path {
+        println!("  Flight SQL       {flight_sql_url} (the dashboard reads it)");
+        println!("  log              {}", log_path.display());
+    }
 
     let started = Instant::now();
+    let dashboard = tui.then(|| {
+        let config = vigil_tui::TuiConfig {
+            refresh: Duration::from_secs(1),
+            ..vigil_tui::TuiConfig::new(flight_sql_url.clone())
+        };
+        tokio::spawn(vigil_tui::run(config))
+    });
     let deadline = started + args.timeout;
     let mut gpu_alert: Option<Alert> = None;
     let mut drift_alert: Option<Alert> = None;
     let mut shown_payload = false;
+    // While the dashboard owns the screen, alerts are shown there, not printed; those printed
+    // lines are kept for after it closes.
+    let mut later: Vec<String> = Vec::new();
+    let mut say = |line: String| {
+        if tui {
+            later.push(line);
+        } else {
+            println!("{line}");
+        }
+    };
+    let mut dashboard = dashboard;
     let outcome: anyhow::Result<()> = loop {
         let wait = if args.exit_when_done {
             deadline.saturating_duration_since(Instant::now())
@@ -288,11 +326,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 let at = started.elapsed().as_secs();
                 match alert.status {
                     AlertStatus::Firing => {
-                        println!("[+{at:>3}s] FIRING   {} ({}): {}", alert.name(), alert.labels.get("detector").map(String::as_str).unwrap_or(""), alert.annotations.get("summary").map(String::as_str).unwrap_or(""));
+                        say(format!("[+{at:>3}s] FIRING   {} ({}): {}", alert.name(), alert.labels.get("detector").map(String::as_str).unwrap_or(""), alert.annotations.get("summary").map(String::as_str).unwrap_or("")));
                         if let Some(served) = alert.annotations.get("served_models") {
-                            println!("         served from its host: {served}");
+                            say(format!("         served from its host: {served}"));
                         }
-                        println!("         look next: {}", look_next(&alert, &query_url));
+                        say(format!("         look next: {}", look_next(&alert, &query_url)));
                         if is_gpu(&alert) && gpu_alert.is_none() {
                             gpu_alert = Some(alert.clone());
                         }
@@ -300,7 +338,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                             drift_alert = Some(alert.clone());
                         }
                     }
-                    AlertStatus::Resolved => println!("[+{at:>3}s] RESOLVED {}: {}", alert.name(), alert.subject),
+                    AlertStatus::Resolved => say(format!("[+{at:>3}s] RESOLVED {}: {}", alert.name(), alert.subject)),
                 }
             }
             Some(()) = webhook_rx.recv() => {
@@ -312,7 +350,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                         text.truncate(1500);
                         text.push_str("\n  …");
                     }
-                    println!("[+{:>3}s] webhook received (signature {}):\n{text}", started.elapsed().as_secs(), if verified { "verified" } else { "NOT verified" });
+                    say(format!("[+{:>3}s] webhook received (signature {}):\n{text}", started.elapsed().as_secs(), if verified { "verified" } else { "NOT verified" }));
                 }
             }
             _ = tokio::time::sleep(wait) => {
@@ -326,12 +364,34 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 }
             }
             _ = crate::serve::wait_for_signal(), if !args.exit_when_done => break Ok(()),
+            // Quitting the dashboard ends the demo.
+            ended = async {
+                match dashboard.as_mut() {
+                    Some(running) => running.await,
+                    None => std::future::pending().await,
+                }
+            }, if dashboard.is_some() => {
+                dashboard = None;
+                match ended {
+                    Ok(Ok(())) => break Ok(()),
+                    Ok(Err(e)) => break Err(anyhow::anyhow!("the dashboard stopped: {e}")),
+                    Err(e) => break Err(anyhow::anyhow!("the dashboard stopped: {e}")),
+                }
+            }
         }
         if args.exit_when_done && gpu_alert.is_some() && drift_alert.is_some() && shown_payload {
             break Ok(());
         }
     };
 
+    if let Some(dashboard) = dashboard {
+        // Ended by a signal: the dashboard must give the terminal back before anything prints.
+        dashboard.abort();
+        let _ = dashboard.await;
+    }
+    for line in &later {
+        println!("{line}");
+    }
     if outcome.is_ok() {
         // What the alerts table holds now, as any SQL client sees it.
         match collector

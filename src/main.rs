@@ -10,6 +10,7 @@ mod gpu_exporter_cmd;
 mod loadgen;
 mod query_cmd;
 mod serve;
+mod tui_cmd;
 
 use clap::Parser;
 
@@ -45,6 +46,7 @@ fn main() -> std::process::ExitCode {
             cli::Command::Query(args) => query_cmd::run(args).await,
             cli::Command::Loadgen(args) => loadgen::run(args).await,
             cli::Command::GpuExporter(args) => gpu_exporter_cmd::run(args).await,
+            cli::Command::Tui(args) => tui_cmd::run(args).await,
             cli::Command::Alerts(args) => alerts_cmd::run(args).await,
             cli::Command::Demo(args) => demo::run(args).await,
             cli::Command::Eval(args) => eval::run(args).await,

@@ -73,6 +73,17 @@ pub fn init_logging(format: LogFormat) {
     }
 }
 
+/// Logs to a file instead of stderr: for `vigil demo` while the dashboard owns the terminal.
+pub fn init_logging_to(file: std::fs::File) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VIGIL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::sync::Mutex::new(file))
+        .init();
+}
+
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = load_config(&args)?;
     if args.print_config {

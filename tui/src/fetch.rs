@@ -1,0 +1,1052 @@
+//! The queries behind each view, run over Flight SQL, and their answers turned into [`state`]
+//! rows. Every view is one refresh of a few SQL statements against the collector's one engine.
+//!
+//! [`state`]: crate::state
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use arrow::array::{Array, AsArray, MapArray, RecordBatch};
+use arrow::datatypes::DataType;
+use arrow_flight::error::FlightError;
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use chrono::{DateTime, SecondsFormat, Utc};
+use futures::TryStreamExt;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::TuiError;
+use crate::state::{
+    AlertRow, Counts, Data, Golden, GpuDetail, GpuRow, ModelDetail, ModelRow, NcclRow, Open,
+    ServedRow, StatusFilter, TREND_BUCKETS, Tab, TraceDetail, TraceRow, Trend,
+};
+
+/// A Flight SQL connection to the collector, with its token when one is configured.
+pub struct Client {
+    inner: FlightSqlServiceClient<Channel>,
+}
+
+impl Client {
+    /// Connects lazily: a collector that is down at start is a banner and a retry, not an exit.
+    pub fn new(url: &str, token: Option<&str>) -> Result<Client, TuiError> {
+        let bad = |message: String| TuiError::BadUrl {
+            url: url.to_string(),
+            message,
+        };
+        let endpoint = Endpoint::from_shared(url.to_string())
+            .map_err(|e| bad(e.to_string()))?
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(15));
+        if url.starts_with("https://") {
+            return Err(bad(
+                "TLS to the collector is not supported by vigil tui yet; use its plaintext Flight SQL address over loopback or an SSH tunnel".into(),
+            ));
+        }
+        let mut inner = FlightSqlServiceClient::new(endpoint.connect_lazy());
+        if let Some(token) = token {
+            inner.set_token(token.to_string());
+        }
+        Ok(Client { inner })
+    }
+
+    /// Runs one statement and reads every endpoint of its answer.
+    pub async fn query(&mut self, sql: &str) -> Result<Vec<RecordBatch>, TuiError> {
+        let failed = |e: FlightError| TuiError::Query(flight_message(&e));
+        let info = self
+            .inner
+            .execute(sql.to_string(), None)
+            .await
+            .map_err(failed)?;
+        let mut batches = Vec::new();
+        for endpoint in info.endpoint {
+            let Some(ticket) = endpoint.ticket else {
+                continue;
+            };
+            let stream = self.inner.do_get(ticket).await.map_err(failed)?;
+            let mut part: Vec<RecordBatch> = stream
+                .try_collect()
+                .await
+                .map_err(|e| TuiError::Query(e.to_string()))?;
+            batches.append(&mut part);
+        }
+        Ok(batches)
+    }
+}
+
+/// The useful part of a Flight error: the status's message (and why, for a refused token)
+/// rather than tonic's debug dump.
+fn flight_message(e: &FlightError) -> String {
+    match e {
+        FlightError::Tonic(status) => {
+            let mut text = status.message().to_string();
+            if status.code() == tonic::Code::Unauthenticated {
+                text.push_str(" (pass the collector's query token with --token or VIGIL_TOKEN)");
+            }
+            if let Some(source) = std::error::Error::source(status.as_ref()) {
+                text.push_str(&format!(": {source}"));
+            }
+            text
+        }
+        other => other.to_string(),
+    }
+}
+
+/// What one refresh must fetch: the current tab's data, and its open detail.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Request {
+    pub tab: Tab,
+    pub range: Duration,
+    /// The end of the range, in nanoseconds since the epoch.
+    pub now_ns: i64,
+    /// The model whose detail the Models tab shows.
+    pub model: Option<(String, String)>,
+    pub open: Option<Open>,
+    /// The host of the open GPU (what its served-models lookup filters on).
+    pub open_gpu_host: Option<String>,
+    pub status_filter: StatusFilter,
+}
+
+impl Request {
+    pub fn now(tab: Tab, range: Duration) -> Request {
+        let now_ns = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as i64;
+        Request {
+            tab,
+            range,
+            now_ns,
+            model: None,
+            open: None,
+            open_gpu_host: None,
+            status_filter: StatusFilter::All,
+        }
+    }
+
+    fn lo_ns(&self) -> i64 {
+        self.now_ns
+            .saturating_sub(self.range.as_nanos().min(i64::MAX as u128) as i64)
+    }
+
+    /// `time` within the range, as literals the catalog can prune files by.
+    fn time_filter(&self) -> String {
+        format!(
+            "time >= {} AND time <= {}",
+            literal_time(self.lo_ns()),
+            literal_time(self.now_ns)
+        )
+    }
+
+    fn bucket_secs(&self) -> u64 {
+        (self.range.as_secs() / TREND_BUCKETS as u64).max(1)
+    }
+
+    fn bucket_expr(&self) -> String {
+        format!(
+            "CAST(date_bin(interval '{} seconds', time, timestamp '1970-01-01T00:00:00Z') AS BIGINT)",
+            self.bucket_secs()
+        )
+    }
+
+    /// The slot of each bucket start in a trend of [`TREND_BUCKETS`].
+    fn slot(&self, bucket_ns: i64) -> Option<usize> {
+        let width = self.bucket_secs() as i64 * 1_000_000_000;
+        let last = self.now_ns - self.now_ns.rem_euclid(width);
+        let back = (last - bucket_ns) / width;
+        (0..TREND_BUCKETS as i64)
+            .contains(&back)
+            .then(|| TREND_BUCKETS - 1 - back as usize)
+    }
+
+    /// The range in seconds from `first_ns` (or the range's start, if later) to its end: the
+    /// denominator of a rate that an empty start of the range should not dilute.
+    fn seconds_since(&self, first_ns: Option<i64>) -> f64 {
+        let start = first_ns.unwrap_or(self.lo_ns()).max(self.lo_ns());
+        ((self.now_ns - start) as f64 / 1e9).max(1.0)
+    }
+}
+
+/// A timestamp literal for SQL.
+fn literal_time(ns: i64) -> String {
+    let time = DateTime::<Utc>::from_timestamp_nanos(ns);
+    format!("'{}'", time.to_rfc3339_opts(SecondsFormat::Nanos, true))
+}
+
+/// A string literal for SQL.
+pub fn quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// What a refresh brought back; `None` parts were not asked for this time.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Fetched {
+    pub golden: Option<Golden>,
+    pub trend: Option<Trend>,
+    pub models: Option<Vec<ModelRow>>,
+    pub gpus: Option<Vec<GpuRow>>,
+    pub alerts: Option<Vec<AlertRow>>,
+    pub traces: Option<Vec<TraceRow>>,
+    pub model_detail: Option<Option<ModelDetail>>,
+    pub gpu_detail: Option<Option<GpuDetail>>,
+    pub trace_detail: Option<Option<TraceDetail>>,
+    pub took: Duration,
+}
+
+impl Fetched {
+    pub fn apply(self, data: &mut Data) {
+        if let Some(v) = self.golden {
+            data.golden = v;
+        }
+        if let Some(v) = self.trend {
+            data.trend = v;
+        }
+        if let Some(v) = self.models {
+            data.models = v;
+        }
+        if let Some(v) = self.alerts {
+            data.alerts = v;
+        }
+        if let Some(mut v) = self.gpus {
+            mark_degraded(&mut v, &data.alerts);
+            data.gpus = v;
+        }
+        if let Some(v) = self.traces {
+            data.traces = v;
+        }
+        if let Some(v) = self.model_detail {
+            data.model_detail = v;
+        }
+        if let Some(v) = self.gpu_detail {
+            data.gpu_detail = v;
+        }
+        if let Some(v) = self.trace_detail {
+            data.trace_detail = v;
+        }
+    }
+}
+
+/// Names on each GPU the alerts firing on it (by UUID).
+fn mark_degraded(gpus: &mut [GpuRow], alerts: &[AlertRow]) {
+    for gpu in gpus {
+        gpu.alerts = alerts
+            .iter()
+            .filter(|a| a.firing() && a.labels.get("UUID") == Some(&gpu.uuid))
+            .map(|a| a.alertname.clone())
+            .collect();
+        gpu.alerts.sort();
+        gpu.alerts.dedup();
+    }
+}
+
+/// Runs the queries `request` needs. Alerts are fetched on every refresh: the tab bar counts
+/// the firing ones and the GPU list marks degraded GPUs by them.
+pub async fn fetch(client: &mut Client, request: &Request) -> Result<Fetched, TuiError> {
+    let started = Instant::now();
+    let mut out = Fetched {
+        alerts: Some(alerts(&client.query(&alerts_sql(request)).await?)?),
+        ..Fetched::default()
+    };
+    match request.tab {
+        Tab::Overview => {
+            out.golden = Some(golden(request, &client.query(&golden_sql(request)).await?)?);
+            out.trend = Some(trend(request, &client.query(&trend_sql(request)).await?)?);
+            out.models = Some(models(request, &client.query(&models_sql(request)).await?)?);
+            out.gpus = Some(gpus(&client.query(&gpus_sql(request)).await?)?);
+        }
+        Tab::Models => {
+            out.models = Some(models(request, &client.query(&models_sql(request)).await?)?);
+            out.model_detail = Some(match &request.model {
+                Some((service, model)) => {
+                    Some(model_detail(client, request, service, model).await?)
+                }
+                None => None,
+            });
+        }
+        Tab::Gpus => {
+            out.gpus = Some(gpus(&client.query(&gpus_sql(request)).await?)?);
+            out.gpu_detail = Some(match (&request.open, &request.open_gpu_host) {
+                (Some(Open::Gpu { uuid }), host) => {
+                    Some(gpu_detail(client, request, uuid, host.as_deref()).await?)
+                }
+                _ => None,
+            });
+        }
+        Tab::Traces => {
+            out.traces = Some(traces(&client.query(&traces_sql(request)).await?)?);
+            out.trace_detail = Some(match &request.open {
+                Some(Open::Trace { trace_id, time_ns }) => Some(trace_detail(
+                    trace_id,
+                    &client.query(&trace_sql(trace_id, *time_ns)).await?,
+                )?),
+                _ => None,
+            });
+        }
+        Tab::Alerts => {}
+    }
+    out.took = started.elapsed();
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// SQL
+
+const LLM: &str = "request_model IS NOT NULL";
+const FAILED: &str = "(status_code = 'ERROR' OR error_type IS NOT NULL)";
+
+fn percentile(q: f64, column: &str) -> String {
+    format!("approx_percentile_cont({q}) WITHIN GROUP (ORDER BY {column})")
+}
+
+pub fn golden_sql(r: &Request) -> String {
+    format!(
+        "SELECT count(*) AS calls, CAST(min(time) AS BIGINT) AS first, \
+         {p50} / 1e9 AS p50, {p95} / 1e9 AS p95, {t50} / 1e9 AS ttft_p50, {t95} / 1e9 AS ttft_p95, \
+         coalesce(sum(input_tokens), 0) AS input_tokens, coalesce(sum(output_tokens), 0) AS output_tokens, \
+         coalesce(sum(cost_usd), 0) AS cost, avg(CASE WHEN {FAILED} THEN 1.0 ELSE 0.0 END) AS error_rate \
+         FROM spans WHERE {LLM} AND {time}",
+        p50 = percentile(0.5, "duration_ns"),
+        p95 = percentile(0.95, "duration_ns"),
+        t50 = percentile(0.5, "ttft_ns"),
+        t95 = percentile(0.95, "ttft_ns"),
+        time = r.time_filter(),
+    )
+}
+
+pub fn trend_sql(r: &Request) -> String {
+    format!(
+        "SELECT {bucket} AS bucket, count(*) AS calls, {p95} / 1e6 AS p95_ms, {t95} / 1e6 AS ttft_p95_ms, \
+         coalesce(sum(input_tokens), 0) + coalesce(sum(output_tokens), 0) AS tokens, \
+         coalesce(sum(cost_usd), 0) * 1e6 AS cost_micro_usd, \
+         sum(CASE WHEN {FAILED} THEN 1 ELSE 0 END) AS errors \
+         FROM spans WHERE {LLM} AND {time} GROUP BY 1",
+        bucket = r.bucket_expr(),
+        p95 = percentile(0.95, "duration_ns"),
+        t95 = percentile(0.95, "ttft_ns"),
+        time = r.time_filter(),
+    )
+}
+
+pub fn models_sql(r: &Request) -> String {
+    format!(
+        "SELECT coalesce(service_name, '') AS service, request_model AS model, count(*) AS calls, \
+         CAST(min(time) AS BIGINT) AS first, {p50} / 1e9 AS p50, {p95} / 1e9 AS p95, {t95} / 1e9 AS ttft_p95, \
+         coalesce(sum(output_tokens), 0) AS output_tokens, coalesce(sum(cost_usd), 0) AS cost, \
+         avg(CASE WHEN {FAILED} THEN 1.0 ELSE 0.0 END) AS error_rate \
+         FROM spans WHERE {LLM} AND {time} GROUP BY 1, 2",
+        p50 = percentile(0.5, "duration_ns"),
+        p95 = percentile(0.95, "duration_ns"),
+        t95 = percentile(0.95, "ttft_ns"),
+        time = r.time_filter(),
+    )
+}
+
+const GPU_METRICS: [&str; 10] = [
+    "DCGM_FI_DEV_GPU_UTIL",
+    "DCGM_FI_DEV_FB_USED",
+    "DCGM_FI_DEV_FB_FREE",
+    "DCGM_FI_DEV_GPU_TEMP",
+    "DCGM_FI_DEV_POWER_USAGE",
+    "DCGM_FI_DEV_SM_CLOCK",
+    "DCGM_FI_DEV_XID_ERRORS",
+    "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL",
+    "vigil_gpu_clock_throttle_active",
+    "vigil_gpu_up",
+];
+
+/// Throttle reasons that say nothing is wrong.
+const BENIGN_THROTTLE: [&str; 3] = [
+    "gpu_idle",
+    "applications_clocks_setting",
+    "display_clock_setting",
+];
+
+pub fn gpus_sql(r: &Request) -> String {
+    let names: Vec<String> = GPU_METRICS.iter().map(|m| quote(m)).collect();
+    format!(
+        "SELECT coalesce(attributes['Hostname'], '') AS host, coalesce(attributes['gpu'], '') AS gpu, \
+         attributes['UUID'] AS uuid, coalesce(attributes['modelName'], '') AS model_name, metric_name, \
+         coalesce(attributes['reason'], '') AS reason, last_value(value ORDER BY time) AS last, \
+         avg(value) AS mean, max(value) - min(value) AS increase \
+         FROM metrics WHERE {time} AND metric_name IN ({names}) AND attributes['UUID'] IS NOT NULL \
+         GROUP BY 1, 2, 3, 4, 5, 6",
+        time = r.time_filter(),
+        names = names.join(", "),
+    )
+}
+
+pub fn alerts_sql(r: &Request) -> String {
+    format!(
+        "SELECT CAST(time AS BIGINT) AS time, state, severity, detector, subject, score, threshold, \
+         split_part(message, ' | evidence: ', 1) AS summary, split_part(message, ' | evidence: ', 2) AS evidence, \
+         fingerprint, labels FROM (SELECT *, row_number() OVER (PARTITION BY fingerprint ORDER BY time DESC) AS latest \
+         FROM alerts) WHERE latest = 1 AND (state = 'firing' OR time >= {lo}) \
+         ORDER BY CASE WHEN state = 'firing' THEN 0 ELSE 1 END, time DESC LIMIT 1000",
+        lo = literal_time(r.lo_ns()),
+    )
+}
+
+pub fn traces_sql(r: &Request) -> String {
+    let status = match r.status_filter {
+        StatusFilter::All => String::new(),
+        StatusFilter::Errors => format!(" AND {FAILED}"),
+        StatusFilter::Ok => format!(" AND NOT {FAILED}"),
+    };
+    format!(
+        "SELECT CAST(time AS BIGINT) AS time, trace_id, span_id, coalesce(service_name, '') AS service, \
+         request_model AS model, name, duration_ns, input_tokens, output_tokens, status_code, error_type, cost_usd \
+         FROM spans WHERE {LLM} AND {time}{status} ORDER BY time DESC LIMIT 500",
+        time = r.time_filter(),
+    )
+}
+
+/// A trace's spans, looked for within an hour either side of the call that opened it, so that
+/// the lookup reads those hours' files and not the whole store.
+pub fn trace_sql(trace_id: &str, time_ns: i64) -> String {
+    let hour = 3_600_000_000_000i64;
+    format!(
+        "SELECT CAST(time AS BIGINT) AS time, span_id, parent_span_id, name, coalesce(service_name, '') AS service, \
+         duration_ns, status_code, status_message, request_model AS model, input_tokens, output_tokens, cost_usd, \
+         attributes, input_messages, output_messages \
+         FROM spans WHERE trace_id = {id} AND time >= {lo} AND time <= {hi} ORDER BY time LIMIT 2000",
+        id = quote(trace_id),
+        lo = literal_time(time_ns.saturating_sub(hour)),
+        hi = literal_time(time_ns.saturating_add(hour)),
+    )
+}
+
+/// Calls of one model bucketed by powers of two of `value_expr` (at least 1).
+fn log2_histogram_sql(r: &Request, scope: &str, value_expr: &str, not_null: &str) -> String {
+    format!(
+        "SELECT CAST(floor(log2(greatest({value_expr}, 1.0))) AS BIGINT) AS bucket, count(*) AS calls \
+         FROM spans WHERE {scope} AND {time} AND {not_null} IS NOT NULL GROUP BY 1 ORDER BY 1",
+        time = r.time_filter(),
+    )
+}
+
+async fn model_detail(
+    client: &mut Client,
+    r: &Request,
+    service: &str,
+    model: &str,
+) -> Result<ModelDetail, TuiError> {
+    let scope = format!(
+        "{LLM} AND request_model = {} AND coalesce(service_name, '') = {}",
+        quote(model),
+        quote(service)
+    );
+    let latency = log2_counts(
+        &client
+            .query(&log2_histogram_sql(
+                r,
+                &scope,
+                "duration_ns / 1e6",
+                "duration_ns",
+            ))
+            .await?,
+        "ms",
+    )?;
+    let ttft = log2_counts(
+        &client
+            .query(&log2_histogram_sql(r, &scope, "ttft_ns / 1e6", "ttft_ns"))
+            .await?,
+        "ms",
+    )?;
+    let output_tokens = log2_counts(
+        &client
+            .query(&log2_histogram_sql(
+                r,
+                &scope,
+                "CAST(output_tokens AS DOUBLE)",
+                "output_tokens",
+            ))
+            .await?,
+        "tok",
+    )?;
+    let trend_batches = client
+        .query(&format!(
+            "SELECT {bucket} AS bucket, count(*) AS calls, {p95} / 1e6 AS p95_ms FROM spans \
+             WHERE {scope} AND {time} GROUP BY 1",
+            bucket = r.bucket_expr(),
+            p95 = percentile(0.95, "duration_ns"),
+            time = r.time_filter(),
+        ))
+        .await?;
+    let mut calls_trend = vec![0; TREND_BUCKETS];
+    let mut p95_trend_ms = vec![0; TREND_BUCKETS];
+    let buckets = i64s(&trend_batches, "bucket")?;
+    let calls = i64s(&trend_batches, "calls")?;
+    let p95 = f64s(&trend_batches, "p95_ms")?;
+    for i in 0..buckets.len() {
+        if let Some(slot) = buckets[i].and_then(|b| r.slot(b)) {
+            calls_trend[slot] = calls[i].unwrap_or(0).max(0) as u64;
+            p95_trend_ms[slot] = p95[i].unwrap_or(0.0).max(0.0) as u64;
+        }
+    }
+    let finish_reasons = counts(
+        &client
+            .query(&format!(
+                "SELECT reason AS label, count(*) AS calls FROM (SELECT unnest(finish_reasons) AS reason \
+                 FROM spans WHERE {scope} AND {time}) GROUP BY 1 ORDER BY 2 DESC LIMIT 8",
+                time = r.time_filter(),
+            ))
+            .await?,
+    )?;
+    let errors = counts(
+        &client
+            .query(&format!(
+                "SELECT coalesce(error_type, status_message, 'ERROR') AS label, count(*) AS calls \
+                 FROM spans WHERE {scope} AND {time} AND {FAILED} GROUP BY 1 ORDER BY 2 DESC LIMIT 8",
+                time = r.time_filter(),
+            ))
+            .await?,
+    )?;
+    Ok(ModelDetail {
+        service: service.to_string(),
+        model: model.to_string(),
+        latency,
+        ttft,
+        output_tokens,
+        calls_trend,
+        p95_trend_ms,
+        finish_reasons,
+        errors,
+    })
+}
+
+async fn gpu_detail(
+    client: &mut Client,
+    r: &Request,
+    uuid: &str,
+    host: Option<&str>,
+) -> Result<GpuDetail, TuiError> {
+    let series = client
+        .query(&format!(
+            "SELECT {bucket} AS bucket, metric_name, avg(value) AS value FROM metrics \
+             WHERE {time} AND attributes['UUID'] = {uuid} AND metric_name IN \
+             ('DCGM_FI_DEV_GPU_UTIL', 'DCGM_FI_DEV_SM_CLOCK', 'DCGM_FI_DEV_POWER_USAGE', \
+             'DCGM_FI_DEV_GPU_TEMP', 'DCGM_FI_DEV_FB_USED') GROUP BY 1, 2",
+            bucket = r.bucket_expr(),
+            time = r.time_filter(),
+            uuid = quote(uuid),
+        ))
+        .await?;
+    let mut detail = GpuDetail {
+        uuid: uuid.to_string(),
+        util: vec![0; TREND_BUCKETS],
+        sm_clock: vec![0; TREND_BUCKETS],
+        power: vec![0; TREND_BUCKETS],
+        temp: vec![0; TREND_BUCKETS],
+        mem_used: vec![0; TREND_BUCKETS],
+        ..GpuDetail::default()
+    };
+    let buckets = i64s(&series, "bucket")?;
+    let names = strings(&series, "metric_name")?;
+    let values = f64s(&series, "value")?;
+    for i in 0..buckets.len() {
+        let Some(slot) = buckets[i].and_then(|b| r.slot(b)) else {
+            continue;
+        };
+        let target = match names[i].as_deref() {
+            Some("DCGM_FI_DEV_GPU_UTIL") => &mut detail.util,
+            Some("DCGM_FI_DEV_SM_CLOCK") => &mut detail.sm_clock,
+            Some("DCGM_FI_DEV_POWER_USAGE") => &mut detail.power,
+            Some("DCGM_FI_DEV_GPU_TEMP") => &mut detail.temp,
+            Some("DCGM_FI_DEV_FB_USED") => &mut detail.mem_used,
+            _ => continue,
+        };
+        target[slot] = values[i].unwrap_or(0.0).max(0.0).round() as u64;
+    }
+    let nccl = client
+        .query(&format!(
+            "WITH ranks AS (SELECT attributes['UUID'] AS uuid, coalesce(attributes['comm'], '') AS comm, \
+             coalesce(attributes['rank'], '') AS rank, avg(value) AS busbw FROM metrics \
+             WHERE {time} AND metric_name = 'vigil_nccl_coll_busbw_gbs' GROUP BY 1, 2, 3), \
+             peers AS (SELECT comm, median(busbw) AS peer_median FROM ranks GROUP BY comm) \
+             SELECT ranks.comm, ranks.rank, ranks.busbw, peers.peer_median FROM ranks JOIN peers \
+             ON ranks.comm = peers.comm WHERE ranks.uuid = {uuid} ORDER BY ranks.comm LIMIT 16",
+            time = r.time_filter(),
+            uuid = quote(uuid),
+        ))
+        .await?;
+    let comm = strings(&nccl, "comm")?;
+    let rank = strings(&nccl, "rank")?;
+    let busbw = f64s(&nccl, "busbw")?;
+    let peers = f64s(&nccl, "peer_median")?;
+    detail.nccl = (0..comm.len())
+        .map(|i| NcclRow {
+            comm: comm[i].clone().unwrap_or_default(),
+            rank: rank[i].clone().unwrap_or_default(),
+            busbw_gbs: busbw[i].unwrap_or(0.0),
+            peer_median_gbs: peers[i].unwrap_or(0.0),
+        })
+        .collect();
+    if let Some(host) = host.filter(|h| !h.is_empty()) {
+        let served = client
+            .query(&format!(
+                "SELECT coalesce(service_name, '') AS service, request_model AS model, count(*) AS calls, \
+                 {p95} / 1e9 AS p95 FROM spans WHERE {LLM} AND {time} \
+                 AND resource_attributes['host.name'] = {host} GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 10",
+                p95 = percentile(0.95, "duration_ns"),
+                time = r.time_filter(),
+                host = quote(host),
+            ))
+            .await?;
+        let service = strings(&served, "service")?;
+        let model = strings(&served, "model")?;
+        let calls = i64s(&served, "calls")?;
+        let p95 = f64s(&served, "p95")?;
+        detail.served = (0..service.len())
+            .map(|i| ServedRow {
+                service: service[i].clone().unwrap_or_default(),
+                model: model[i].clone().unwrap_or_default(),
+                calls: calls[i].unwrap_or(0).max(0) as u64,
+                p95_s: p95[i],
+            })
+            .collect();
+    }
+    Ok(detail)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Answers into rows
+
+fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a arrow::array::ArrayRef, TuiError> {
+    batch.column_by_name(name).ok_or_else(|| {
+        TuiError::Query(format!(
+            "the answer has no column {name:?} (the collector's schema is not the one this dashboard knows)"
+        ))
+    })
+}
+
+fn cast_err(name: &str, e: arrow::error::ArrowError) -> TuiError {
+    TuiError::Query(format!("column {name:?}: {e}"))
+}
+
+/// A column as text, whatever its type (dictionaries included).
+pub fn strings(batches: &[RecordBatch], name: &str) -> Result<Vec<Option<String>>, TuiError> {
+    let mut out = Vec::new();
+    for batch in batches {
+        let array = arrow::compute::cast(column(batch, name)?, &DataType::Utf8)
+            .map_err(|e| cast_err(name, e))?;
+        let array = array.as_string::<i32>();
+        out.extend((0..array.len()).map(|i| array.is_valid(i).then(|| array.value(i).to_string())));
+    }
+    Ok(out)
+}
+
+pub fn f64s(batches: &[RecordBatch], name: &str) -> Result<Vec<Option<f64>>, TuiError> {
+    let mut out = Vec::new();
+    for batch in batches {
+        let array = arrow::compute::cast(column(batch, name)?, &DataType::Float64)
+            .map_err(|e| cast_err(name, e))?;
+        let array = array.as_primitive::<arrow::datatypes::Float64Type>();
+        out.extend(array.iter().map(|v| v.filter(|v| v.is_finite())));
+    }
+    Ok(out)
+}
+
+pub fn i64s(batches: &[RecordBatch], name: &str) -> Result<Vec<Option<i64>>, TuiError> {
+    let mut out = Vec::new();
+    for batch in batches {
+        let array = arrow::compute::cast(column(batch, name)?, &DataType::Int64)
+            .map_err(|e| cast_err(name, e))?;
+        out.extend(array.as_primitive::<arrow::datatypes::Int64Type>().iter());
+    }
+    Ok(out)
+}
+
+/// A `Map<Utf8, Utf8>` column as sorted pairs per row.
+pub fn maps(batches: &[RecordBatch], name: &str) -> Result<Vec<Vec<(String, String)>>, TuiError> {
+    let mut out = Vec::new();
+    for batch in batches {
+        let array = column(batch, name)?;
+        let map = array.as_any().downcast_ref::<MapArray>().ok_or_else(|| {
+            TuiError::Query(format!(
+                "column {name:?} is {}, not a map",
+                array.data_type()
+            ))
+        })?;
+        let keys =
+            arrow::compute::cast(map.keys(), &DataType::Utf8).map_err(|e| cast_err(name, e))?;
+        let values =
+            arrow::compute::cast(map.values(), &DataType::Utf8).map_err(|e| cast_err(name, e))?;
+        let (keys, values) = (keys.as_string::<i32>(), values.as_string::<i32>());
+        let offsets = map.value_offsets();
+        for row in 0..map.len() {
+            let mut pairs = Vec::new();
+            if map.is_valid(row) {
+                for j in offsets[row] as usize..offsets[row + 1] as usize {
+                    if keys.is_valid(j) {
+                        let value = if values.is_valid(j) {
+                            values.value(j)
+                        } else {
+                            ""
+                        };
+                        pairs.push((keys.value(j).to_string(), value.to_string()));
+                    }
+                }
+            }
+            pairs.sort();
+            out.push(pairs);
+        }
+    }
+    Ok(out)
+}
+
+fn count(value: Option<i64>) -> u64 {
+    value.unwrap_or(0).max(0) as u64
+}
+
+fn golden(r: &Request, batches: &[RecordBatch]) -> Result<Golden, TuiError> {
+    let calls = i64s(batches, "calls")?;
+    let Some(calls) = calls.first().map(|c| count(*c)) else {
+        return Ok(Golden::default());
+    };
+    let seconds = r.seconds_since(i64s(batches, "first")?[0]);
+    let first = |name: &str| -> Result<Option<f64>, TuiError> { Ok(f64s(batches, name)?[0]) };
+    Ok(Golden {
+        calls,
+        requests_per_s: calls as f64 / seconds,
+        p50_s: first("p50")?,
+        p95_s: first("p95")?,
+        ttft_p50_s: first("ttft_p50")?,
+        ttft_p95_s: first("ttft_p95")?,
+        input_tokens_per_s: first("input_tokens")?.unwrap_or(0.0) / seconds,
+        output_tokens_per_s: first("output_tokens")?.unwrap_or(0.0) / seconds,
+        cost_per_hour: first("cost")?.unwrap_or(0.0) * 3600.0 / seconds,
+        error_rate: if calls > 0 {
+            first("error_rate")?
+        } else {
+            None
+        },
+    })
+}
+
+fn trend(r: &Request, batches: &[RecordBatch]) -> Result<Trend, TuiError> {
+    let mut t = Trend {
+        calls: vec![0; TREND_BUCKETS],
+        p95_ms: vec![0; TREND_BUCKETS],
+        ttft_p95_ms: vec![0; TREND_BUCKETS],
+        tokens: vec![0; TREND_BUCKETS],
+        cost_micro_usd: vec![0; TREND_BUCKETS],
+        errors: vec![0; TREND_BUCKETS],
+    };
+    let buckets = i64s(batches, "bucket")?;
+    let calls = i64s(batches, "calls")?;
+    let p95 = f64s(batches, "p95_ms")?;
+    let ttft = f64s(batches, "ttft_p95_ms")?;
+    let tokens = f64s(batches, "tokens")?;
+    let cost = f64s(batches, "cost_micro_usd")?;
+    let errors = i64s(batches, "errors")?;
+    let whole = |v: Option<f64>| v.unwrap_or(0.0).max(0.0).round() as u64;
+    for i in 0..buckets.len() {
+        if let Some(slot) = buckets[i].and_then(|b| r.slot(b)) {
+            t.calls[slot] = count(calls[i]);
+            t.p95_ms[slot] = whole(p95[i]);
+            t.ttft_p95_ms[slot] = whole(ttft[i]);
+            t.tokens[slot] = whole(tokens[i]);
+            t.cost_micro_usd[slot] = whole(cost[i]);
+            t.errors[slot] = count(errors[i]);
+        }
+    }
+    Ok(t)
+}
+
+fn models(r: &Request, batches: &[RecordBatch]) -> Result<Vec<ModelRow>, TuiError> {
+    let service = strings(batches, "service")?;
+    let model = strings(batches, "model")?;
+    let calls = i64s(batches, "calls")?;
+    let first = i64s(batches, "first")?;
+    let p50 = f64s(batches, "p50")?;
+    let p95 = f64s(batches, "p95")?;
+    let ttft = f64s(batches, "ttft_p95")?;
+    let output = f64s(batches, "output_tokens")?;
+    let cost = f64s(batches, "cost")?;
+    let errors = f64s(batches, "error_rate")?;
+    Ok((0..service.len())
+        .map(|i| {
+            let seconds = r.seconds_since(first[i]);
+            ModelRow {
+                service: service[i].clone().unwrap_or_default(),
+                model: model[i].clone().unwrap_or_default(),
+                calls: count(calls[i]),
+                requests_per_s: count(calls[i]) as f64 / seconds,
+                p50_s: p50[i],
+                p95_s: p95[i],
+                ttft_p95_s: ttft[i],
+                output_tokens_per_s: output[i].unwrap_or(0.0) / seconds,
+                cost_per_hour: cost[i].unwrap_or(0.0) * 3600.0 / seconds,
+                error_rate: errors[i].unwrap_or(0.0),
+            }
+        })
+        .collect())
+}
+
+fn gpus(batches: &[RecordBatch]) -> Result<Vec<GpuRow>, TuiError> {
+    let host = strings(batches, "host")?;
+    let gpu = strings(batches, "gpu")?;
+    let uuid = strings(batches, "uuid")?;
+    let model_name = strings(batches, "model_name")?;
+    let metric = strings(batches, "metric_name")?;
+    let reason = strings(batches, "reason")?;
+    let last = f64s(batches, "last")?;
+    let mean = f64s(batches, "mean")?;
+    let increase = f64s(batches, "increase")?;
+    let mut by_uuid: BTreeMap<String, GpuRow> = BTreeMap::new();
+    for i in 0..uuid.len() {
+        let Some(id) = uuid[i].clone() else { continue };
+        let row = by_uuid.entry(id.clone()).or_insert_with(|| GpuRow {
+            host: host[i].clone().unwrap_or_default(),
+            gpu: gpu[i].clone().unwrap_or_default(),
+            uuid: id,
+            model_name: model_name[i].clone().unwrap_or_default(),
+            up: true,
+            ..GpuRow::default()
+        });
+        match metric[i].as_deref() {
+            Some("DCGM_FI_DEV_GPU_UTIL") => row.util_pct = last[i],
+            Some("DCGM_FI_DEV_FB_USED") => row.mem_used_mib = last[i],
+            Some("DCGM_FI_DEV_FB_FREE") => row.mem_free_mib = last[i],
+            Some("DCGM_FI_DEV_GPU_TEMP") => row.temp_c = last[i],
+            Some("DCGM_FI_DEV_POWER_USAGE") => row.power_w = last[i],
+            Some("DCGM_FI_DEV_SM_CLOCK") => {
+                row.sm_clock_mhz = last[i];
+                row.sm_clock_baseline_mhz = mean[i];
+            }
+            Some("DCGM_FI_DEV_XID_ERRORS") => row.last_xid = last[i].unwrap_or(0.0).max(0.0) as u64,
+            Some("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL") => {
+                row.ecc_dbe = increase[i].unwrap_or(0.0).max(0.0) as u64
+            }
+            Some("vigil_gpu_up") => row.up = last[i] != Some(0.0),
+            Some("vigil_gpu_clock_throttle_active") => {
+                let name = reason[i].clone().unwrap_or_default();
+                if last[i].unwrap_or(0.0) > 0.0 && !BENIGN_THROTTLE.contains(&name.as_str()) {
+                    row.throttle_reasons.push(name);
+                    row.throttle_reasons.sort();
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(by_uuid.into_values().collect())
+}
+
+fn alerts(batches: &[RecordBatch]) -> Result<Vec<AlertRow>, TuiError> {
+    let time = i64s(batches, "time")?;
+    let state = strings(batches, "state")?;
+    let severity = strings(batches, "severity")?;
+    let detector = strings(batches, "detector")?;
+    let subject = strings(batches, "subject")?;
+    let score = f64s(batches, "score")?;
+    let threshold = f64s(batches, "threshold")?;
+    let summary = strings(batches, "summary")?;
+    let evidence = strings(batches, "evidence")?;
+    let fingerprint = strings(batches, "fingerprint")?;
+    let labels = maps(batches, "labels")?;
+    Ok((0..time.len())
+        .map(|i| {
+            let labels: BTreeMap<String, String> = labels[i].iter().cloned().collect();
+            AlertRow {
+                time_ns: time[i].unwrap_or(0),
+                state: state[i].clone().unwrap_or_default(),
+                severity: severity[i].clone().unwrap_or_default(),
+                alertname: labels.get("alertname").cloned().unwrap_or_default(),
+                detector: detector[i].clone().unwrap_or_default(),
+                subject: subject[i].clone().unwrap_or_default(),
+                score: score[i],
+                threshold: threshold[i],
+                summary: summary[i].clone().unwrap_or_default(),
+                evidence: evidence[i].clone().unwrap_or_default(),
+                fingerprint: fingerprint[i].clone().unwrap_or_default(),
+                labels,
+            }
+        })
+        .collect())
+}
+
+fn traces(batches: &[RecordBatch]) -> Result<Vec<TraceRow>, TuiError> {
+    let time = i64s(batches, "time")?;
+    let trace_id = strings(batches, "trace_id")?;
+    let span_id = strings(batches, "span_id")?;
+    let service = strings(batches, "service")?;
+    let model = strings(batches, "model")?;
+    let name = strings(batches, "name")?;
+    let duration = i64s(batches, "duration_ns")?;
+    let input = i64s(batches, "input_tokens")?;
+    let output = i64s(batches, "output_tokens")?;
+    let status = strings(batches, "status_code")?;
+    let error_type = strings(batches, "error_type")?;
+    let cost = f64s(batches, "cost_usd")?;
+    Ok((0..time.len())
+        .map(|i| TraceRow {
+            time_ns: time[i].unwrap_or(0),
+            trace_id: trace_id[i].clone().unwrap_or_default(),
+            span_id: span_id[i].clone().unwrap_or_default(),
+            service: service[i].clone().unwrap_or_default(),
+            model: model[i].clone().unwrap_or_default(),
+            name: name[i].clone().unwrap_or_default(),
+            duration_s: duration[i].unwrap_or(0) as f64 / 1e9,
+            input_tokens: input[i],
+            output_tokens: output[i],
+            status: status[i].clone().unwrap_or_default(),
+            error_type: error_type[i].clone(),
+            cost_usd: cost[i],
+        })
+        .collect())
+}
+
+fn trace_detail(trace_id: &str, batches: &[RecordBatch]) -> Result<TraceDetail, TuiError> {
+    let time = i64s(batches, "time")?;
+    let span_id = strings(batches, "span_id")?;
+    let parent = strings(batches, "parent_span_id")?;
+    let name = strings(batches, "name")?;
+    let service = strings(batches, "service")?;
+    let duration = i64s(batches, "duration_ns")?;
+    let status = strings(batches, "status_code")?;
+    let status_message = strings(batches, "status_message")?;
+    let model = strings(batches, "model")?;
+    let input = i64s(batches, "input_tokens")?;
+    let output = i64s(batches, "output_tokens")?;
+    let cost = f64s(batches, "cost_usd")?;
+    let attributes = maps(batches, "attributes")?;
+    let input_messages = strings(batches, "input_messages")?;
+    let output_messages = strings(batches, "output_messages")?;
+    let spans = (0..time.len())
+        .map(|i| crate::state::SpanRow {
+            span_id: span_id[i].clone().unwrap_or_default(),
+            parent_span_id: parent[i].clone().filter(|p| !p.is_empty()),
+            name: name[i].clone().unwrap_or_default(),
+            service: service[i].clone().unwrap_or_default(),
+            start_ns: time[i].unwrap_or(0),
+            duration_ns: duration[i].unwrap_or(0),
+            status: status[i].clone().unwrap_or_default(),
+            status_message: status_message[i].clone().filter(|m| !m.is_empty()),
+            model: model[i].clone(),
+            input_tokens: input[i],
+            output_tokens: output[i],
+            cost_usd: cost[i],
+            attributes: attributes[i].clone(),
+            input_messages: input_messages[i].clone(),
+            output_messages: output_messages[i].clone(),
+            depth: 0,
+        })
+        .collect();
+    Ok(TraceDetail::from_spans(trace_id.to_string(), spans))
+}
+
+/// `label, calls` rows.
+fn counts(batches: &[RecordBatch]) -> Result<Counts, TuiError> {
+    let label = strings(batches, "label")?;
+    let calls = i64s(batches, "calls")?;
+    Ok(label
+        .into_iter()
+        .zip(calls)
+        .map(|(l, c)| (l.unwrap_or_default(), count(c)))
+        .collect())
+}
+
+/// `bucket, calls` rows of powers of two, every bucket from the lowest to the highest seen.
+fn log2_counts(batches: &[RecordBatch], unit: &str) -> Result<Counts, TuiError> {
+    let bucket = i64s(batches, "bucket")?;
+    let calls = i64s(batches, "calls")?;
+    let seen: BTreeMap<i64, u64> = bucket
+        .into_iter()
+        .zip(calls)
+        .filter_map(|(b, c)| b.map(|b| (b.clamp(0, 62), count(c))))
+        .collect();
+    let (Some(lo), Some(hi)) = (
+        seen.keys().next().copied(),
+        seen.keys().next_back().copied(),
+    ) else {
+        return Ok(Vec::new());
+    };
+    Ok((lo..=hi)
+        .map(|b| (bucket_label(b, unit), seen.get(&b).copied().unwrap_or(0)))
+        .collect())
+}
+
+/// The label of the bucket `[2^b, 2^(b+1))`, short enough for a bar chart.
+fn bucket_label(b: i64, unit: &str) -> String {
+    let lo = 1u64 << b;
+    if unit == "ms" {
+        if lo >= 1000 {
+            return format!("{}s", human(lo as f64 / 1000.0));
+        }
+        return format!("{lo}ms");
+    }
+    human(lo as f64)
+}
+
+/// 1, 10, 1.5k, 12k, 1.2M: numbers in a few characters.
+pub fn human(v: f64) -> String {
+    let a = v.abs();
+    if a >= 1e9 {
+        format!("{:.1}G", v / 1e9)
+    } else if a >= 1e6 {
+        format!("{:.1}M", v / 1e6)
+    } else if a >= 1e4 {
+        format!("{:.0}k", v / 1e3)
+    } else if a >= 1e3 {
+        format!("{:.1}k", v / 1e3)
+    } else if a >= 100.0 || a == a.trunc() {
+        format!("{v:.0}")
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_fall_into_the_trend_slots_of_the_range() {
+        let mut r = Request::now(Tab::Overview, Duration::from_secs(300));
+        r.now_ns = 1_000_000 * 1_000_000_000 + 2_500_000_000;
+        assert_eq!(r.bucket_secs(), 5);
+        let width = 5_000_000_000;
+        let last = 1_000_000 * 1_000_000_000;
+        assert_eq!(r.slot(last), Some(TREND_BUCKETS - 1));
+        assert_eq!(r.slot(last - width), Some(TREND_BUCKETS - 2));
+        assert_eq!(r.slot(last - 59 * width), Some(0));
+        assert_eq!(r.slot(last - 60 * width), None);
+        assert_eq!(r.slot(last + width), None);
+    }
+
+    #[test]
+    fn literals_are_quoted_and_times_are_rfc3339() {
+        assert_eq!(quote("it's"), "'it''s'");
+        assert_eq!(
+            literal_time(1_500_000_000),
+            "'1970-01-01T00:00:01.500000000Z'"
+        );
+    }
+
+    #[test]
+    fn rates_are_not_diluted_by_an_empty_start_of_the_range() {
+        let mut r = Request::now(Tab::Overview, Duration::from_secs(3600));
+        r.now_ns = 10_000 * 1_000_000_000;
+        assert_eq!(r.seconds_since(Some(r.now_ns - 60_000_000_000)), 60.0);
+        assert_eq!(r.seconds_since(None), 3600.0);
+        assert_eq!(r.seconds_since(Some(0)), 3600.0);
+    }
+
+    #[test]
+    fn histogram_buckets_are_contiguous_and_labelled() {
+        assert_eq!(bucket_label(0, "ms"), "1ms");
+        assert_eq!(bucket_label(10, "ms"), "1.02s");
+        assert_eq!(bucket_label(4, "tok"), "16");
+        assert_eq!(human(1234.0), "1.2k");
+        assert_eq!(human(0.5), "0.50");
+    }
+
+    #[test]
+    fn flight_errors_keep_the_status_message() {
+        let e = FlightError::Tonic(Box::new(tonic::Status::unauthenticated("missing token")));
+        assert_eq!(
+            flight_message(&e),
+            "missing token (pass the collector's query token with --token or VIGIL_TOKEN)"
+        );
+    }
+}
