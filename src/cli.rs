@@ -78,6 +78,13 @@ pub struct TuiArgs {
     /// The view to open on.
     #[arg(long, value_enum, default_value_t)]
     pub view: TuiView,
+    /// Benchmark: run each view's full refresh this many times (after one to find what to
+    /// open) over the last --bench-range and print latency percentiles, instead of drawing.
+    #[arg(long, value_name = "RUNS")]
+    pub bench: Option<usize>,
+    /// With --bench: the time range the views cover.
+    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+    pub bench_range: std::time::Duration,
 }
 
 #[derive(Args)]

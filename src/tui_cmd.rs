@@ -21,6 +21,29 @@ pub fn config(args: &TuiArgs) -> TuiConfig {
 }
 
 pub async fn run(args: TuiArgs) -> anyhow::Result<()> {
+    if let Some(runs) = args.bench {
+        let config = config(&args);
+        let results = vigil_tui::app::bench(&config, args.bench_range, runs.max(1)).await?;
+        println!(
+            "{:<10} {:>6} {:>9} {:>9} {:>9}",
+            "view", "runs", "p50 ms", "p95 ms", "max ms"
+        );
+        for (tab, mut times) in results {
+            times.sort();
+            let at = |q: f64| {
+                times[((times.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1000.0
+            };
+            println!(
+                "{:<10} {:>6} {:>9.1} {:>9.1} {:>9.1}",
+                tab.title(),
+                times.len(),
+                at(0.5),
+                at(0.95),
+                at(1.0)
+            );
+        }
+        return Ok(());
+    }
     if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
         anyhow::bail!(
             "vigil tui draws on a terminal, and stdout is not one; for scripts use `vigil query` or `vigil alerts`"

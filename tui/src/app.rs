@@ -98,6 +98,52 @@ fn wanted(app: &App) -> Request {
     request
 }
 
+/// The time of each view's full refresh, `runs` times over, against the collector as it is:
+/// what BENCHMARKS.md reports. Models and GPUs open their first row's detail, Traces its first
+/// call's trace, as a user looking at them would.
+pub async fn bench(
+    config: &TuiConfig,
+    range: Duration,
+    runs: usize,
+) -> Result<Vec<(Tab, Vec<Duration>)>, TuiError> {
+    let mut client = Client::new(&config.url, config.token.as_deref())?;
+    let mut app = App::new(config.url.clone());
+    let mut out = Vec::new();
+    for tab in Tab::ALL {
+        app.tab = tab;
+        // One refresh to learn what to open, as the screen would show it.
+        let mut request = wanted(&app);
+        request.now_ns = Request::now(tab, range).now_ns;
+        request.range = range;
+        fetch(&mut client, &request).await?.apply(&mut app.data);
+        match tab {
+            Tab::Gpus => {
+                app.open = app.selected_gpu().map(|g| Open::Gpu {
+                    uuid: g.uuid.clone(),
+                })
+            }
+            Tab::Traces => {
+                app.open = app.selected_trace().map(|t| Open::Trace {
+                    trace_id: t.trace_id.clone(),
+                    time_ns: t.time_ns,
+                })
+            }
+            _ => app.open = None,
+        }
+        let mut times = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            let mut request = wanted(&app);
+            request.now_ns = Request::now(tab, range).now_ns;
+            request.range = range;
+            let started = Instant::now();
+            fetch(&mut client, &request).await?.apply(&mut app.data);
+            times.push(started.elapsed());
+        }
+        out.push((tab, times));
+    }
+    Ok(out)
+}
+
 /// Runs the dashboard until `q` or Ctrl-C. Queries that fail are shown and retried; only a
 /// terminal that cannot be used is an error.
 pub async fn run(config: TuiConfig) -> Result<(), TuiError> {
