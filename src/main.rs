@@ -14,7 +14,26 @@ mod tui_cmd;
 
 use clap::Parser;
 
+/// glibc's malloc gives each thread that contends an arena of its own (up to 8 per core) and
+/// keeps what is freed in them: after the analyzer's queries, a collector's RSS stayed ~370 MiB
+/// above what it uses (1,173 MiB against 801 MiB with two arenas, same load, RELIABILITY.md).
+/// Two arenas, set before any thread starts; `MALLOC_ARENA_MAX` in the environment still wins.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn limit_malloc_arenas() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets a malloc parameter; it is called before any other thread
+        // exists, so no allocation races with it.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_malloc_arenas() {}
+
 fn main() -> std::process::ExitCode {
+    limit_malloc_arenas();
     let cli = cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -20,7 +20,9 @@ use crate::state::{
     ServedRow, StatusFilter, TREND_BUCKETS, Tab, TraceDetail, TraceRow, Trend,
 };
 
-/// A Flight SQL connection to the collector, with its token when one is configured.
+/// A Flight SQL connection to the collector, with its token when one is configured. Clones
+/// share the connection, so that one refresh can run its statements side by side.
+#[derive(Clone)]
 pub struct Client {
     inner: FlightSqlServiceClient<Channel>,
 }
@@ -241,46 +243,91 @@ fn mark_degraded(gpus: &mut [GpuRow], alerts: &[AlertRow]) {
 /// the firing ones and the GPU list marks degraded GPUs by them.
 pub async fn fetch(client: &mut Client, request: &Request) -> Result<Fetched, TuiError> {
     let started = Instant::now();
-    let mut out = Fetched {
-        alerts: Some(alerts(&client.query(&alerts_sql(request)).await?)?),
-        ..Fetched::default()
+    // A view's statements are independent: run them side by side, as many as the collector
+    // lets one client run at once.
+    let mut alerts_client = client.clone();
+    let alerts_answer = async {
+        let batches = alerts_client.query(&alerts_sql(request)).await?;
+        alerts(&batches)
     };
+    let mut out = Fetched::default();
     match request.tab {
         Tab::Overview => {
-            out.golden = Some(golden(request, &client.query(&golden_sql(request)).await?)?);
-            out.trend = Some(trend(request, &client.query(&trend_sql(request)).await?)?);
-            out.models = Some(models(request, &client.query(&models_sql(request)).await?)?);
-            out.gpus = Some(gpus(&client.query(&gpus_sql(request)).await?)?);
+            let (mut c1, mut c2, mut c3, mut c4) = (
+                client.clone(),
+                client.clone(),
+                client.clone(),
+                client.clone(),
+            );
+            let (found_alerts, golden, trend, models, gpus) = futures::try_join!(
+                alerts_answer,
+                async { golden(request, &c1.query(&golden_sql(request)).await?) },
+                async { trend(request, &c2.query(&trend_sql(request)).await?) },
+                async { models(request, &c3.query(&models_sql(request)).await?) },
+                async { gpus(&c4.query(&gpus_sql(request)).await?) },
+            )?;
+            out.alerts = Some(found_alerts);
+            out.golden = Some(golden);
+            out.trend = Some(trend);
+            out.models = Some(models);
+            out.gpus = Some(gpus);
         }
         Tab::Models => {
-            out.models = Some(models(request, &client.query(&models_sql(request)).await?)?);
-            out.model_detail = Some(match &request.model {
-                Some((service, model)) => {
-                    Some(model_detail(client, request, service, model).await?)
-                }
-                None => None,
-            });
+            let mut c1 = client.clone();
+            let (found_alerts, models, detail) = futures::try_join!(
+                alerts_answer,
+                async { models(request, &c1.query(&models_sql(request)).await?) },
+                async {
+                    match &request.model {
+                        Some((service, model)) => {
+                            Ok(Some(model_detail(client, request, service, model).await?))
+                        }
+                        None => Ok(None),
+                    }
+                },
+            )?;
+            out.alerts = Some(found_alerts);
+            out.models = Some(models);
+            out.model_detail = Some(detail);
         }
         Tab::Gpus => {
-            out.gpus = Some(gpus(&client.query(&gpus_sql(request)).await?)?);
-            out.gpu_detail = Some(match (&request.open, &request.open_gpu_host) {
-                (Some(Open::Gpu { uuid }), host) => {
-                    Some(gpu_detail(client, request, uuid, host.as_deref()).await?)
-                }
-                _ => None,
-            });
+            let mut c1 = client.clone();
+            let (found_alerts, gpus, detail) = futures::try_join!(
+                alerts_answer,
+                async { gpus(&c1.query(&gpus_sql(request)).await?) },
+                async {
+                    match (&request.open, &request.open_gpu_host) {
+                        (Some(Open::Gpu { uuid }), host) => Ok(Some(
+                            gpu_detail(client, request, uuid, host.as_deref()).await?,
+                        )),
+                        _ => Ok(None),
+                    }
+                },
+            )?;
+            out.alerts = Some(found_alerts);
+            out.gpus = Some(gpus);
+            out.gpu_detail = Some(detail);
         }
         Tab::Traces => {
-            out.traces = Some(traces(&client.query(&traces_sql(request)).await?)?);
-            out.trace_detail = Some(match &request.open {
-                Some(Open::Trace { trace_id, time_ns }) => Some(trace_detail(
-                    trace_id,
-                    &client.query(&trace_sql(trace_id, *time_ns)).await?,
-                )?),
-                _ => None,
-            });
+            let mut c1 = client.clone();
+            let (found_alerts, traces, detail) = futures::try_join!(
+                alerts_answer,
+                async { traces(&c1.query(&traces_sql(request)).await?) },
+                async {
+                    match &request.open {
+                        Some(Open::Trace { trace_id, time_ns }) => Ok(Some(trace_detail(
+                            trace_id,
+                            &client.query(&trace_sql(trace_id, *time_ns)).await?,
+                        )?)),
+                        _ => Ok(None),
+                    }
+                },
+            )?;
+            out.alerts = Some(found_alerts);
+            out.traces = Some(traces);
+            out.trace_detail = Some(detail);
         }
-        Tab::Alerts => {}
+        Tab::Alerts => out.alerts = Some(alerts_answer.await?),
     }
     out.took = started.elapsed();
     Ok(out)
@@ -433,43 +480,42 @@ async fn model_detail(
         quote(model),
         quote(service)
     );
-    let latency = log2_counts(
-        &client
-            .query(&log2_histogram_sql(
-                r,
-                &scope,
-                "duration_ns / 1e6",
-                "duration_ns",
-            ))
-            .await?,
-        "ms",
-    )?;
-    let ttft = log2_counts(
-        &client
-            .query(&log2_histogram_sql(r, &scope, "ttft_ns / 1e6", "ttft_ns"))
-            .await?,
-        "ms",
-    )?;
-    let output_tokens = log2_counts(
-        &client
-            .query(&log2_histogram_sql(
-                r,
-                &scope,
-                "CAST(output_tokens AS DOUBLE)",
-                "output_tokens",
-            ))
-            .await?,
-        "tok",
-    )?;
-    let trend_batches = client
-        .query(&format!(
-            "SELECT {bucket} AS bucket, count(*) AS calls, {p95} / 1e6 AS p95_ms FROM spans \
-             WHERE {scope} AND {time} GROUP BY 1",
-            bucket = r.bucket_expr(),
-            p95 = percentile(0.95, "duration_ns"),
-            time = r.time_filter(),
-        ))
-        .await?;
+    let trend_sql = format!(
+        "SELECT {bucket} AS bucket, count(*) AS calls, {p95} / 1e6 AS p95_ms FROM spans \
+         WHERE {scope} AND {time} GROUP BY 1",
+        bucket = r.bucket_expr(),
+        p95 = percentile(0.95, "duration_ns"),
+        time = r.time_filter(),
+    );
+    let finish_sql = format!(
+        "SELECT reason AS label, count(*) AS calls FROM (SELECT unnest(finish_reasons) AS reason \
+         FROM spans WHERE {scope} AND {time}) GROUP BY 1 ORDER BY 2 DESC LIMIT 8",
+        time = r.time_filter(),
+    );
+    let errors_sql = format!(
+        "SELECT coalesce(error_type, status_message, 'ERROR') AS label, count(*) AS calls \
+         FROM spans WHERE {scope} AND {time} AND {FAILED} GROUP BY 1 ORDER BY 2 DESC LIMIT 8",
+        time = r.time_filter(),
+    );
+    let statements = [
+        log2_histogram_sql(r, &scope, "duration_ns / 1e6", "duration_ns"),
+        log2_histogram_sql(r, &scope, "ttft_ns / 1e6", "ttft_ns"),
+        log2_histogram_sql(r, &scope, "CAST(output_tokens AS DOUBLE)", "output_tokens"),
+        trend_sql,
+        finish_sql,
+        errors_sql,
+    ];
+    let answers = futures::future::try_join_all(statements.iter().map(|sql| {
+        let mut client = client.clone();
+        async move { client.query(sql).await }
+    }))
+    .await?;
+    let [latency, ttft, tokens, trend_batches, finish, errors] =
+        <[Vec<RecordBatch>; 6]>::try_from(answers)
+            .map_err(|_| TuiError::Query("a statement of the model view went unanswered".into()))?;
+    let latency = log2_counts(&latency, "ms")?;
+    let ttft = log2_counts(&ttft, "ms")?;
+    let output_tokens = log2_counts(&tokens, "tok")?;
     let mut calls_trend = vec![0; TREND_BUCKETS];
     let mut p95_trend_ms = vec![0; TREND_BUCKETS];
     let buckets = i64s(&trend_batches, "bucket")?;
@@ -481,24 +527,8 @@ async fn model_detail(
             p95_trend_ms[slot] = p95[i].unwrap_or(0.0).max(0.0) as u64;
         }
     }
-    let finish_reasons = counts(
-        &client
-            .query(&format!(
-                "SELECT reason AS label, count(*) AS calls FROM (SELECT unnest(finish_reasons) AS reason \
-                 FROM spans WHERE {scope} AND {time}) GROUP BY 1 ORDER BY 2 DESC LIMIT 8",
-                time = r.time_filter(),
-            ))
-            .await?,
-    )?;
-    let errors = counts(
-        &client
-            .query(&format!(
-                "SELECT coalesce(error_type, status_message, 'ERROR') AS label, count(*) AS calls \
-                 FROM spans WHERE {scope} AND {time} AND {FAILED} GROUP BY 1 ORDER BY 2 DESC LIMIT 8",
-                time = r.time_filter(),
-            ))
-            .await?,
-    )?;
+    let finish_reasons = counts(&finish)?;
+    let errors = counts(&errors)?;
     Ok(ModelDetail {
         service: service.to_string(),
         model: model.to_string(),
