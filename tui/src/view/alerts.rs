@@ -7,7 +7,7 @@ use ratatui::style::{Color, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph, Row, Table, Wrap};
 
-use super::{BAD, DIM, HEADER, HIGHLIGHT, clock, empty, table_state};
+use super::{BAD, DIM, HEADER, HIGHLIGHT, clock, table_state};
 use crate::state::{AlertRow, App, Jump};
 
 fn split(body: Rect) -> [Rect; 2] {
@@ -17,12 +17,7 @@ fn split(body: Rect) -> [Rect; 2] {
 
 pub fn list_area(_app: &App, body: Rect) -> Option<Rect> {
     let [list, _] = split(body);
-    Some(Rect::new(
-        list.x + 1,
-        list.y + 2,
-        list.width.saturating_sub(2),
-        list.height.saturating_sub(3),
-    ))
+    Some(super::table_rows(list))
 }
 
 pub fn draw(frame: &mut Frame, app: &App, body: Rect) {
@@ -35,14 +30,12 @@ pub fn draw(frame: &mut Frame, app: &App, body: Rect) {
         app.range().0
     ));
     if rows.is_empty() {
-        let inner = block.inner(body);
-        frame.render_widget(block, body);
         let text = if app.data.alerts.is_empty() {
             "No alert fired or changed in this range (t picks a longer one)."
         } else {
             "No alert matches the filter (Esc clears it)."
         };
-        empty(frame, inner, text);
+        super::empty_block(frame, block, body, text);
         return;
     }
     let header =

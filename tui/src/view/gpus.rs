@@ -24,12 +24,7 @@ fn split(app: &App, body: Rect) -> (Rect, Option<Rect>) {
 
 pub fn list_area(app: &App, body: Rect) -> Option<Rect> {
     let (list, _) = split(app, body);
-    Some(Rect::new(
-        list.x + 1,
-        list.y + 2,
-        list.width.saturating_sub(2),
-        list.height.saturating_sub(3),
-    ))
+    Some(super::table_rows(list))
 }
 
 pub fn draw(frame: &mut Frame, app: &App, body: Rect) {
@@ -71,14 +66,12 @@ fn draw_list(frame: &mut Frame, app: &App, area: Rect) {
     let rows = app.visible_gpus();
     let block = Block::bordered().title(format!(" GPUs ({}) ", rows.len()));
     if rows.is_empty() {
-        let inner = block.inner(area);
-        frame.render_widget(block, area);
         let text = if app.data.gpus.is_empty() {
             "No GPU metrics in this range: run `vigil gpu-exporter` on each GPU node (or `vigil gpu-exporter --simulate` to try it), pointed at the collector."
         } else {
             "No GPU matches the filter (Esc clears it)."
         };
-        empty(frame, inner, text);
+        super::empty_block(frame, block, area, text);
         return;
     }
     let header = Row::new([

@@ -270,6 +270,23 @@ pub(crate) fn sparkline(frame: &mut Frame, values: &[u64], style: Style, area: R
     frame.render_widget(Sparkline::default().data(shown.to_vec()).style(style), area);
 }
 
+/// The rows of a bordered table with a header row: inside the border, below the header.
+pub(crate) fn table_rows(area: Rect) -> Rect {
+    Rect::new(
+        area.x + 1,
+        area.y + 2,
+        area.width.saturating_sub(2),
+        area.height.saturating_sub(3),
+    )
+}
+
+/// A bordered block with a line saying why there is nothing in it.
+pub(crate) fn empty_block(frame: &mut Frame, block: Block, area: Rect, text: &str) {
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    empty(frame, inner, text);
+}
+
 /// A paragraph that says there is nothing to show, and why.
 pub(crate) fn empty(frame: &mut Frame, area: Rect, text: &str) {
     frame.render_widget(

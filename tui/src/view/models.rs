@@ -19,12 +19,7 @@ fn split(body: Rect) -> [Rect; 2] {
 
 pub fn list_area(_app: &App, body: Rect) -> Option<Rect> {
     let [list, _] = split(body);
-    Some(Rect::new(
-        list.x + 1,
-        list.y + 2,
-        list.width.saturating_sub(2),
-        list.height.saturating_sub(3),
-    ))
+    Some(super::table_rows(list))
 }
 
 pub fn draw(frame: &mut Frame, app: &App, body: Rect) {
@@ -32,9 +27,7 @@ pub fn draw(frame: &mut Frame, app: &App, body: Rect) {
     draw_models(frame, app, list, false);
     let Some(model) = app.selected_model() else {
         let block = Block::bordered().title(" Model ");
-        let inner = block.inner(detail);
-        frame.render_widget(block, detail);
-        empty(frame, inner, "No model selected.");
+        super::empty_block(frame, block, detail, "No model selected.");
         return;
     };
     let block = Block::bordered().title(format!(" {} · {} ", model.service, model.model));
@@ -173,9 +166,7 @@ fn histogram(frame: &mut Frame, title: &str, counts: &Counts, area: Rect) {
         .title(Span::styled(format!(" {title} "), HEADER))
         .border_style(DIM);
     if counts.is_empty() {
-        let inner = block.inner(area);
-        frame.render_widget(block, area);
-        empty(frame, inner, "no data");
+        super::empty_block(frame, block, area, "no data");
         return;
     }
     let bars: Vec<Bar> = counts

@@ -41,12 +41,7 @@ fn layout(app: &App, body: Rect) -> Areas {
 pub fn list_area(app: &App, body: Rect) -> Option<Rect> {
     // Inside the border, below the header row.
     let models = layout(app, body).models;
-    Some(Rect::new(
-        models.x + 1,
-        models.y + 2,
-        models.width.saturating_sub(2),
-        models.height.saturating_sub(3),
-    ))
+    Some(super::table_rows(models))
 }
 
 pub fn draw(frame: &mut Frame, app: &App, body: Rect) {
@@ -178,14 +173,12 @@ pub(super) fn draw_models(frame: &mut Frame, app: &App, area: Rect, wide: bool) 
     let title = format!(" Models by {} ({}) ", app.model_sort.label(), rows.len());
     let block = Block::bordered().title(title);
     if rows.is_empty() {
-        let inner = block.inner(area);
-        frame.render_widget(block, area);
         let text = if app.data.models.is_empty() {
             "No LLM calls in this range: point an app's OpenTelemetry exporter at the collector (OTLP :4317 or :4318), or press t for a longer range."
         } else {
             "No model matches the filter (Esc clears it)."
         };
-        empty(frame, inner, text);
+        super::empty_block(frame, block, area, text);
         return;
     }
     // The full set where it fits; the columns an operator looks at first where it does not.

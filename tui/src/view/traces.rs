@@ -59,9 +59,7 @@ pub fn draw(frame: &mut Frame, app: &App, body: Rect) {
                 }
                 None => {
                     let block = Block::bordered().title(format!(" trace {trace_id} "));
-                    let inner = block.inner(body);
-                    frame.render_widget(block, body);
-                    empty(frame, inner, "Loading the trace …");
+                    super::empty_block(frame, block, body, "Loading the trace …");
                 }
             }
         }
@@ -77,14 +75,12 @@ fn draw_calls(frame: &mut Frame, app: &App, area: Rect) {
         app.status_filter.label()
     ));
     if rows.is_empty() {
-        let inner = block.inner(area);
-        frame.render_widget(block, area);
         let text = if app.data.traces.is_empty() {
             "No LLM calls in this range (e cycles all / errors / ok; t picks the range)."
         } else {
             "No call matches the filter (Esc clears it)."
         };
-        empty(frame, inner, text);
+        super::empty_block(frame, block, area, text);
         return;
     }
     let header = Row::new([
