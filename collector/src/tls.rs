@@ -104,7 +104,7 @@ impl Tls {
         let acceptor = self.acceptor.clone();
         tokio::spawn(async move {
             loop {
-                let (stream, peer) = match listener.accept().await {
+                let (mut stream, peer) = match listener.accept().await {
                     Ok(accepted) => accepted,
                     Err(e) => {
                         tracing::debug!(error = %e, "accept failed");
@@ -115,6 +115,7 @@ impl Tls {
                 if sender.is_closed() {
                     return;
                 }
+                crate::server::set_nodelay(&mut stream);
                 let acceptor = acceptor.clone();
                 let sender = sender.clone();
                 // Handshakes run side by side, so a slow one does not hold up the others.
