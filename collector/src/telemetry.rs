@@ -58,6 +58,8 @@ pub struct Telemetry {
     pub metrics: SignalCounters,
     pub logs: SignalCounters,
     pub alerts: SignalCounters,
+    /// Derived rows, never received; here so that every table has counters.
+    pub llm_minutes: SignalCounters,
     /// Spans whose model is not in the price table (their cost is null, not zero).
     pub unpriced_spans: AtomicU64,
     /// Bytes appended to the WAL.
@@ -118,6 +120,7 @@ impl Telemetry {
             Table::Metrics => &self.metrics,
             Table::Logs => &self.logs,
             Table::Alerts => &self.alerts,
+            Table::LlmMinutes => &self.llm_minutes,
         }
     }
 

@@ -16,6 +16,7 @@ pub mod convert;
 pub mod genai;
 pub mod pricing;
 pub mod redact;
+pub mod rollup;
 pub mod tables;
 
 pub use tables::{Table, alert_col, col, log_col, metric_col, span_col};

@@ -18,11 +18,20 @@ pub enum Table {
     Logs,
     /// One row per alert state change.
     Alerts,
+    /// LLM calls per minute, service, model and host, derived from `spans` as they are stored
+    /// (see [`crate::rollup`]); never received, never in the WAL.
+    LlmMinutes,
 }
 
 impl Table {
     /// All tables, in a stable order.
-    pub const ALL: [Table; 4] = [Table::Spans, Table::Metrics, Table::Logs, Table::Alerts];
+    pub const ALL: [Table; 5] = [
+        Table::Spans,
+        Table::Metrics,
+        Table::Logs,
+        Table::Alerts,
+        Table::LlmMinutes,
+    ];
 
     /// The SQL name of the table.
     pub fn name(self) -> &'static str {
@@ -31,6 +40,7 @@ impl Table {
             Table::Metrics => "metrics",
             Table::Logs => "logs",
             Table::Alerts => "alerts",
+            Table::LlmMinutes => "llm_minutes",
         }
     }
 
@@ -41,7 +51,13 @@ impl Table {
             Table::Metrics => 2,
             Table::Logs => 3,
             Table::Alerts => 4,
+            Table::LlmMinutes => 5,
         }
+    }
+
+    /// Whether the table's rows are computed by vigil from another table's, not received.
+    pub fn is_derived(self) -> bool {
+        matches!(self, Table::LlmMinutes)
     }
 
     /// The table for a tag written by [`Table::tag`].
@@ -61,6 +77,7 @@ impl Table {
             Table::Metrics => METRICS_SCHEMA.clone(),
             Table::Logs => LOGS_SCHEMA.clone(),
             Table::Alerts => ALERTS_SCHEMA.clone(),
+            Table::LlmMinutes => crate::rollup::LLM_MINUTES_SCHEMA.clone(),
         }
     }
 }

@@ -337,7 +337,7 @@ pub async fn fetch(client: &mut Client, request: &Request) -> Result<Fetched, Tu
 // SQL
 
 const LLM: &str = "request_model IS NOT NULL";
-const FAILED: &str = "(status_code = 'ERROR' OR error_type IS NOT NULL)";
+const FAILED: &str = "(status_code = 'error' OR error_type IS NOT NULL)";
 
 fn percentile(q: f64, column: &str) -> String {
     format!("approx_percentile_cont({q}) WITHIN GROUP (ORDER BY {column})")

@@ -282,7 +282,7 @@ pub struct TraceRow {
 
 impl TraceRow {
     pub fn failed(&self) -> bool {
-        self.status == "ERROR" || self.error_type.is_some()
+        self.status.eq_ignore_ascii_case("error") || self.error_type.is_some()
     }
 }
 

@@ -95,6 +95,8 @@ pub enum StoreError {
     Arrow(#[from] arrow::error::ArrowError),
     #[error("the WAL writer has stopped; the collector is shutting down or failed: {0}")]
     WriterGone(String),
+    #[error("table {0} is derived from another table and cannot be written to")]
+    Derived(Table),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -239,12 +241,37 @@ pub struct TableSnapshot {
     pub files: Vec<ParquetFile>,
 }
 
+/// Rows of a derived table computed from an appended batch, with their reserved bytes.
+struct Derived {
+    table: Table,
+    batch: RecordBatch,
+    bytes: u64,
+}
+
+impl Derived {
+    /// The derived rows of a batch of `table`, if any: `llm_minutes` from `spans`.
+    fn of(table: Table, batch: &RecordBatch) -> Result<Option<Derived>, StoreError> {
+        if table != Table::Spans {
+            return Ok(None);
+        }
+        Ok(
+            vigil_schemas::rollup::llm_minutes(batch)?.map(|batch| Derived {
+                table: Table::LlmMinutes,
+                bytes: batch.get_array_memory_size() as u64,
+                batch,
+            }),
+        )
+    }
+}
+
 enum WalCommand {
     Append {
         table: Table,
         payload: Vec<u8>,
         batch: RecordBatch,
         bytes: u64,
+        /// Rows derived from `batch` (its `llm_minutes`), buffered under the same LSN.
+        derived: Option<Derived>,
         done: oneshot::Sender<Result<(), String>>,
     },
     Truncate(u64),
@@ -365,8 +392,18 @@ impl Store {
         let mut replayed = 0u64;
         for record in recovered.records {
             let state = &tables[&record.table];
-            let mut data = state.data.write();
-            if record.lsn <= data.flushed_lsn {
+            if record.table.is_derived() {
+                tracing::error!(lsn = record.lsn, table = %record.table, "WAL record of a derived table is skipped");
+                continue;
+            }
+            // The derived rows were flushed on their own schedule: rebuild those still missing,
+            // even for a batch that its own table already holds in Parquet (the WAL keeps a
+            // record until every table built from it is flushed).
+            let derived_flushed = |derived: Table| tables[&derived].data.read().flushed_lsn;
+            let needs_derived =
+                record.table == Table::Spans && record.lsn > derived_flushed(Table::LlmMinutes);
+            let needs_batch = record.lsn > state.data.read().flushed_lsn;
+            if !needs_batch && !needs_derived {
                 continue;
             }
             let batch = match conform(record.batch, &record.table.schema()) {
@@ -376,9 +413,28 @@ impl Store {
                     continue;
                 }
             };
+            if needs_derived {
+                match Derived::of(record.table, &batch) {
+                    Ok(Some(d)) => {
+                        memory.force_reserve(d.bytes);
+                        tables[&d.table]
+                            .data
+                            .write()
+                            .active
+                            .push(record.lsn, d.batch, d.bytes);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!(lsn = record.lsn, error = %e, "cannot derive llm_minutes from a replayed spans record")
+                    }
+                }
+            }
+            if !needs_batch {
+                continue;
+            }
             let bytes = batch.get_array_memory_size() as u64;
             memory.force_reserve(bytes);
-            data.active.push(record.lsn, batch, bytes);
+            state.data.write().active.push(record.lsn, batch, bytes);
             replayed += 1;
         }
         add(&telemetry.wal_replayed_records, replayed);
@@ -441,6 +497,9 @@ impl Store {
         if batch.num_rows() == 0 {
             return Ok(());
         }
+        if table.is_derived() {
+            return Err(StoreError::Derived(table));
+        }
         let bytes = batch.get_array_memory_size() as u64;
         // Twice: the batch and its WAL copy are held together for a moment.
         if bytes * 2 > self.memory.limit() {
@@ -467,7 +526,25 @@ impl Store {
         // The encoded copy lives until the WAL writer has written it; it counts against the limit too.
         let payload_bytes = payload.len() as u64;
         self.memory.try_reserve(payload_bytes)?;
-        let result = self.send_to_wal(table, payload, batch, bytes).await;
+        let result = match Derived::of(table, &batch) {
+            Ok(derived) => {
+                // Buffered beside the batch until the derived table's flush: reserved now.
+                let derived_bytes = derived.as_ref().map_or(0, |d| d.bytes);
+                match self.memory.try_reserve(derived_bytes) {
+                    Ok(()) => {
+                        let result = self
+                            .send_to_wal(table, payload, batch, bytes, derived)
+                            .await;
+                        if result.is_err() {
+                            self.memory.release(derived_bytes);
+                        }
+                        result
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        };
         self.memory.release(payload_bytes);
         result
     }
@@ -478,6 +555,7 @@ impl Store {
         payload: Vec<u8>,
         batch: RecordBatch,
         bytes: u64,
+        derived: Option<Derived>,
     ) -> Result<(), StoreError> {
         let (done, wait) = oneshot::channel();
         self.wal_tx
@@ -486,6 +564,7 @@ impl Store {
                 payload,
                 batch,
                 bytes,
+                derived,
                 done,
             })
             .await
@@ -580,6 +659,13 @@ impl Store {
         let config = self.config.clone();
         let written =
             tokio::task::spawn_blocking(move || -> Result<Vec<ParquetFile>, StoreError> {
+                // Derived rows arrive one set per request: merged, a minute is one row again.
+                let batches = match table {
+                    Table::LlmMinutes => vigil_schemas::rollup::merge(&batches)?
+                        .into_iter()
+                        .collect(),
+                    _ => batches,
+                };
                 let files = parquet_files::write_flush(&dir, table, &batches, max_lsn, &config)?;
                 write_manifest(&dir, max_lsn)?;
                 Ok(files)
@@ -727,11 +813,12 @@ fn wal_writer_loop(
                     payload,
                     batch,
                     bytes,
+                    derived,
                     done,
                 } => {
                     group_bytes += payload.len();
                     pending.push(PendingRecord { table, payload });
-                    waiters.push((table, batch, bytes, done));
+                    waiters.push((table, batch, bytes, derived, done));
                 }
                 WalCommand::Truncate(lsn) => {
                     if let Err(e) = writer.truncate_through(lsn) {
@@ -757,7 +844,15 @@ fn wal_writer_loop(
                 add(&telemetry.wal_groups, 1);
                 add(&telemetry.wal_bytes, group_bytes as u64);
                 let last = lsns.last().copied();
-                for ((table, batch, bytes, done), lsn) in waiters.drain(..).zip(lsns) {
+                for ((table, batch, bytes, derived, done), lsn) in waiters.drain(..).zip(lsns) {
+                    // Derived rows first: a query that sees the batch sees its rollup too.
+                    if let Some(d) = derived {
+                        tables[&d.table]
+                            .data
+                            .write()
+                            .active
+                            .push(lsn, d.batch, d.bytes);
+                    }
                     tables[&table].data.write().active.push(lsn, batch, bytes);
                     let _ = done.send(Ok(()));
                 }
@@ -771,7 +866,7 @@ fn wal_writer_loop(
                 }
                 tracing::error!(error = %e, "WAL append failed; the requests are refused");
                 let message = e.to_string();
-                for (_, _, _, done) in waiters.drain(..) {
+                for (_, _, _, _, done) in waiters.drain(..) {
                     let _ = done.send(Err(message.clone()));
                 }
             }
@@ -842,6 +937,108 @@ pub(crate) mod tests {
         let store = Store::open(config(dir.path()), Arc::new(Telemetry::default())).unwrap();
         let snapshot = store.snapshot(Table::Spans);
         assert_eq!((rows(&snapshot), snapshot.files.len()), (2, 1));
+    }
+
+    /// `n` LLM calls of one model, timed now.
+    fn llm_calls(first: u8, n: u8) -> RecordBatch {
+        use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+        let now = chrono::Utc::now().timestamp_nanos_opt().unwrap() as u64;
+        let model = KeyValue {
+            key: "gen_ai.request.model".into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue("gpt-4o".into())),
+            }),
+            ..Default::default()
+        };
+        let spans = (first..first + n)
+            .map(|i| Span {
+                trace_id: vec![i; 16],
+                span_id: vec![i; 8],
+                name: "chat".into(),
+                start_time_unix_nano: now,
+                end_time_unix_nano: now + 1_000_000,
+                attributes: vec![model.clone()],
+                ..Default::default()
+            })
+            .collect();
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        spans_to_batch(&request, &Normalizer::default()).batch
+    }
+
+    fn calls(snapshot: &TableSnapshot) -> i64 {
+        use arrow::array::AsArray;
+        let mut total = 0;
+        let mut add_up = |batch: &RecordBatch| {
+            total += batch
+                .column_by_name("calls")
+                .unwrap()
+                .as_primitive::<arrow::datatypes::Int64Type>()
+                .values()
+                .iter()
+                .sum::<i64>();
+        };
+        snapshot.batches.iter().for_each(&mut add_up);
+        for file in &snapshot.files {
+            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                fs::File::open(&file.path).unwrap(),
+            )
+            .unwrap()
+            .build()
+            .unwrap();
+            reader.map(|b| b.unwrap()).for_each(|b| add_up(&b));
+        }
+        total
+    }
+
+    /// `llm_minutes` follows `spans` through buffers, flushes and crashes, counting every call
+    /// once, whichever of the two tables was flushed when the process died.
+    #[tokio::test]
+    async fn llm_minutes_count_each_call_once_across_flushes_and_crashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(config(dir.path()), Arc::new(Telemetry::default())).unwrap();
+        store.append(Table::Spans, llm_calls(1, 3)).await.unwrap();
+        store.append(Table::Spans, llm_calls(10, 2)).await.unwrap();
+        store.append(Table::Spans, spans(20, 4)).await.unwrap(); // not LLM calls
+        let minutes = store.snapshot(Table::LlmMinutes);
+        assert_eq!(
+            (rows(&minutes), calls(&minutes)),
+            (2, 5),
+            "one row per request"
+        );
+        assert!(matches!(
+            store
+                .append(Table::LlmMinutes, minutes.batches[0].clone())
+                .await,
+            Err(StoreError::Derived(Table::LlmMinutes))
+        ));
+
+        // Spans flushed, minutes not, then a crash: the WAL still has the records, and the
+        // minutes come back from them.
+        store
+            .flush_table(store.tables[&Table::Spans].clone())
+            .await
+            .unwrap();
+        drop(store);
+        let store = Store::open(config(dir.path()), Arc::new(Telemetry::default())).unwrap();
+        assert_eq!(rows(&store.snapshot(Table::Spans)), 0);
+        assert_eq!(calls(&store.snapshot(Table::LlmMinutes)), 5);
+
+        // Flushed: one merged row; after a restart, nothing is counted twice.
+        store.flush_due_tables(true).await.unwrap();
+        let minutes = store.snapshot(Table::LlmMinutes);
+        assert_eq!((rows(&minutes), minutes.files.len()), (0, 1));
+        drop(store);
+        let store = Store::open(config(dir.path()), Arc::new(Telemetry::default())).unwrap();
+        store.append(Table::Spans, llm_calls(30, 1)).await.unwrap();
+        assert_eq!(calls(&store.snapshot(Table::LlmMinutes)), 6);
     }
 
     /// Truncation may remove only records that are in Parquet; with nothing published past

@@ -44,6 +44,7 @@ fn sort_keys(table: Table) -> &'static [&'static str] {
         Table::Metrics => &[metric_col::METRIC_NAME, col::SERVICE_NAME, col::TIME],
         Table::Logs => &[col::SERVICE_NAME, col::TIME],
         Table::Alerts => &[col::TIME],
+        Table::LlmMinutes => &[col::SERVICE_NAME, span_col::REQUEST_MODEL, col::TIME],
     }
 }
 

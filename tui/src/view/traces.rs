@@ -147,7 +147,7 @@ fn draw_waterfall(frame: &mut Frame, app: &App, trace: &TraceDetail, area: Rect)
         .map(|s| {
             let from = ((s.start_ns - start) as f64 / total * bar_width).floor() as usize;
             let len = ((s.duration_ns.max(0) as f64 / total * bar_width).round() as usize).max(1);
-            let color = if s.status == "ERROR" {
+            let color = if s.status.eq_ignore_ascii_case("error") {
                 Color::Red
             } else if s.model.is_some() {
                 Color::Magenta
@@ -188,7 +188,7 @@ fn draw_span(frame: &mut Frame, span: &SpanRow, area: Rect) {
                 Some(m) => format!("{} ({m})", span.status),
                 None => span.status.clone(),
             },
-            if span.status == "ERROR" {
+            if span.status.eq_ignore_ascii_case("error") {
                 BAD
             } else {
                 Style::new()
