@@ -220,7 +220,7 @@ pub fn llm_minutes(spans: &RecordBatch) -> Result<Option<RecordBatch>, ArrowErro
     let hosts = hosts(spans)?;
 
     let mut minutes: HashMap<Key, Minute> = HashMap::new();
-    for row in 0..spans.num_rows() {
+    for (row, host) in hosts.into_iter().enumerate() {
         if models.is_null(row) {
             continue;
         }
@@ -229,7 +229,7 @@ pub fn llm_minutes(spans: &RecordBatch) -> Result<Option<RecordBatch>, ArrowErro
             minute: t.div_euclid(MINUTE_NS) * MINUTE_NS,
             service: services.value(row).to_string(),
             model: models.value(row).to_string(),
-            host: hosts[row].clone(),
+            host,
         };
         let m = minutes.entry(key).or_insert_with(|| Minute {
             first_time: t,

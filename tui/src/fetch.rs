@@ -15,9 +15,10 @@ use futures::TryStreamExt;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::TuiError;
+use crate::minutes;
 use crate::state::{
     AlertRow, Counts, Data, Golden, GpuDetail, GpuRow, ModelDetail, ModelRow, NcclRow, Open,
-    ServedRow, StatusFilter, TREND_BUCKETS, Tab, TraceDetail, TraceRow, Trend,
+    StatusFilter, TREND_BUCKETS, Tab, TraceDetail, TraceRow, Trend,
 };
 
 /// A Flight SQL connection to the collector, with its token when one is configured. Clones
@@ -124,7 +125,7 @@ impl Request {
         }
     }
 
-    fn lo_ns(&self) -> i64 {
+    pub(crate) fn lo_ns(&self) -> i64 {
         self.now_ns
             .saturating_sub(self.range.as_nanos().min(i64::MAX as u128) as i64)
     }
@@ -138,7 +139,7 @@ impl Request {
         )
     }
 
-    fn bucket_secs(&self) -> u64 {
+    pub(crate) fn bucket_secs(&self) -> u64 {
         (self.range.as_secs() / TREND_BUCKETS as u64).max(1)
     }
 
@@ -150,7 +151,7 @@ impl Request {
     }
 
     /// The slot of each bucket start in a trend of [`TREND_BUCKETS`].
-    fn slot(&self, bucket_ns: i64) -> Option<usize> {
+    pub(crate) fn slot(&self, bucket_ns: i64) -> Option<usize> {
         let width = self.bucket_secs() as i64 * 1_000_000_000;
         let last = self.now_ns - self.now_ns.rem_euclid(width);
         let back = (last - bucket_ns) / width;
@@ -158,17 +159,10 @@ impl Request {
             .contains(&back)
             .then(|| TREND_BUCKETS - 1 - back as usize)
     }
-
-    /// The range in seconds from `first_ns` (or the range's start, if later) to its end: the
-    /// denominator of a rate that an empty start of the range should not dilute.
-    fn seconds_since(&self, first_ns: Option<i64>) -> f64 {
-        let start = first_ns.unwrap_or(self.lo_ns()).max(self.lo_ns());
-        ((self.now_ns - start) as f64 / 1e9).max(1.0)
-    }
 }
 
 /// A timestamp literal for SQL.
-fn literal_time(ns: i64) -> String {
+pub(crate) fn literal_time(ns: i64) -> String {
     let time = DateTime::<Utc>::from_timestamp_nanos(ns);
     format!("'{}'", time.to_rfc3339_opts(SecondsFormat::Nanos, true))
 }
@@ -253,30 +247,33 @@ pub async fn fetch(client: &mut Client, request: &Request) -> Result<Fetched, Tu
     let mut out = Fetched::default();
     match request.tab {
         Tab::Overview => {
-            let (mut c1, mut c2, mut c3, mut c4) = (
-                client.clone(),
-                client.clone(),
-                client.clone(),
-                client.clone(),
-            );
-            let (found_alerts, golden, trend, models, gpus) = futures::try_join!(
+            let (mut c1, mut c2) = (client.clone(), client.clone());
+            let (found_alerts, minutes, gpus) = futures::try_join!(
                 alerts_answer,
-                async { golden(request, &c1.query(&golden_sql(request)).await?) },
-                async { trend(request, &c2.query(&trend_sql(request)).await?) },
-                async { models(request, &c3.query(&models_sql(request)).await?) },
-                async { gpus(&c4.query(&gpus_sql(request)).await?) },
+                async {
+                    minutes::parse(
+                        &c1.query(&minutes::minutes_sql(request, None, false))
+                            .await?,
+                    )
+                },
+                async { gpus(&c2.query(&gpus_sql(request)).await?) },
             )?;
             out.alerts = Some(found_alerts);
-            out.golden = Some(golden);
-            out.trend = Some(trend);
-            out.models = Some(models);
+            out.golden = Some(minutes::golden(request, &minutes));
+            out.trend = Some(minutes::trend(request, &minutes));
+            out.models = Some(minutes::models(request, &minutes));
             out.gpus = Some(gpus);
         }
         Tab::Models => {
             let mut c1 = client.clone();
-            let (found_alerts, models, detail) = futures::try_join!(
+            let (found_alerts, minutes, detail) = futures::try_join!(
                 alerts_answer,
-                async { models(request, &c1.query(&models_sql(request)).await?) },
+                async {
+                    minutes::parse(
+                        &c1.query(&minutes::minutes_sql(request, None, false))
+                            .await?,
+                    )
+                },
                 async {
                     match &request.model {
                         Some((service, model)) => {
@@ -287,7 +284,7 @@ pub async fn fetch(client: &mut Client, request: &Request) -> Result<Fetched, Tu
                 },
             )?;
             out.alerts = Some(found_alerts);
-            out.models = Some(models);
+            out.models = Some(minutes::models(request, &minutes));
             out.model_detail = Some(detail);
         }
         Tab::Gpus => {
@@ -312,7 +309,25 @@ pub async fn fetch(client: &mut Client, request: &Request) -> Result<Fetched, Tu
             let mut c1 = client.clone();
             let (found_alerts, traces, detail) = futures::try_join!(
                 alerts_answer,
-                async { traces(&c1.query(&traces_sql(request)).await?) },
+                async {
+                    // The newest minutes that hold a screenful of calls, from the rollup, so
+                    // that the list reads those minutes' spans and not the whole range's.
+                    let per_minute = c1.query(&recent_minutes_sql(request)).await?;
+                    let wanted = match request.status_filter {
+                        StatusFilter::All => "calls",
+                        StatusFilter::Errors => "errors",
+                        StatusFilter::Ok => "ok",
+                    };
+                    let minute = i64s(&per_minute, "minute")?;
+                    let calls = i64s(&per_minute, wanted)?;
+                    let minutes: Vec<(i64, u64)> = minute
+                        .iter()
+                        .zip(&calls)
+                        .filter_map(|(m, c)| Some((((*m)?), c.unwrap_or(0).max(0) as u64)))
+                        .collect();
+                    let from = minutes::recent_window(request, &minutes, TRACE_ROWS as u64);
+                    traces(&c1.query(&traces_sql(request, from)).await?)
+                },
                 async {
                     match &request.open {
                         Some(Open::Trace { trace_id, time_ns }) => Ok(Some(trace_detail(
@@ -338,53 +353,6 @@ pub async fn fetch(client: &mut Client, request: &Request) -> Result<Fetched, Tu
 
 const LLM: &str = "request_model IS NOT NULL";
 const FAILED: &str = "(status_code = 'error' OR error_type IS NOT NULL)";
-
-fn percentile(q: f64, column: &str) -> String {
-    format!("approx_percentile_cont({q}) WITHIN GROUP (ORDER BY {column})")
-}
-
-pub fn golden_sql(r: &Request) -> String {
-    format!(
-        "SELECT count(*) AS calls, CAST(min(time) AS BIGINT) AS first, \
-         {p50} / 1e9 AS p50, {p95} / 1e9 AS p95, {t50} / 1e9 AS ttft_p50, {t95} / 1e9 AS ttft_p95, \
-         coalesce(sum(input_tokens), 0) AS input_tokens, coalesce(sum(output_tokens), 0) AS output_tokens, \
-         coalesce(sum(cost_usd), 0) AS cost, avg(CASE WHEN {FAILED} THEN 1.0 ELSE 0.0 END) AS error_rate \
-         FROM spans WHERE {LLM} AND {time}",
-        p50 = percentile(0.5, "duration_ns"),
-        p95 = percentile(0.95, "duration_ns"),
-        t50 = percentile(0.5, "ttft_ns"),
-        t95 = percentile(0.95, "ttft_ns"),
-        time = r.time_filter(),
-    )
-}
-
-pub fn trend_sql(r: &Request) -> String {
-    format!(
-        "SELECT {bucket} AS bucket, count(*) AS calls, {p95} / 1e6 AS p95_ms, {t95} / 1e6 AS ttft_p95_ms, \
-         coalesce(sum(input_tokens), 0) + coalesce(sum(output_tokens), 0) AS tokens, \
-         coalesce(sum(cost_usd), 0) * 1e6 AS cost_micro_usd, \
-         sum(CASE WHEN {FAILED} THEN 1 ELSE 0 END) AS errors \
-         FROM spans WHERE {LLM} AND {time} GROUP BY 1",
-        bucket = r.bucket_expr(),
-        p95 = percentile(0.95, "duration_ns"),
-        t95 = percentile(0.95, "ttft_ns"),
-        time = r.time_filter(),
-    )
-}
-
-pub fn models_sql(r: &Request) -> String {
-    format!(
-        "SELECT coalesce(service_name, '') AS service, request_model AS model, count(*) AS calls, \
-         CAST(min(time) AS BIGINT) AS first, {p50} / 1e9 AS p50, {p95} / 1e9 AS p95, {t95} / 1e9 AS ttft_p95, \
-         coalesce(sum(output_tokens), 0) AS output_tokens, coalesce(sum(cost_usd), 0) AS cost, \
-         avg(CASE WHEN {FAILED} THEN 1.0 ELSE 0.0 END) AS error_rate \
-         FROM spans WHERE {LLM} AND {time} GROUP BY 1, 2",
-        p50 = percentile(0.5, "duration_ns"),
-        p95 = percentile(0.95, "duration_ns"),
-        t95 = percentile(0.95, "ttft_ns"),
-        time = r.time_filter(),
-    )
-}
 
 const GPU_METRICS: [&str; 10] = [
     "DCGM_FI_DEV_GPU_UTIL",
@@ -431,7 +399,21 @@ pub fn alerts_sql(r: &Request) -> String {
     )
 }
 
-pub fn traces_sql(r: &Request) -> String {
+/// The most calls the trace list shows.
+const TRACE_ROWS: usize = 500;
+
+/// Calls per minute of the range, for where the recent-calls list should start.
+pub fn recent_minutes_sql(r: &Request) -> String {
+    format!(
+        "SELECT CAST(time AS BIGINT) AS minute, sum(calls) AS calls, sum(errors) AS errors, \
+         sum(calls) - sum(errors) AS ok FROM llm_minutes WHERE time >= {lo} AND time <= {hi} GROUP BY 1",
+        lo = literal_time(r.lo_ns()),
+        hi = literal_time(r.now_ns),
+    )
+}
+
+/// The newest calls of the range, from `from_ns` on.
+pub fn traces_sql(r: &Request, from_ns: i64) -> String {
     let status = match r.status_filter {
         StatusFilter::All => String::new(),
         StatusFilter::Errors => format!(" AND {FAILED}"),
@@ -440,8 +422,9 @@ pub fn traces_sql(r: &Request) -> String {
     format!(
         "SELECT CAST(time AS BIGINT) AS time, trace_id, span_id, coalesce(service_name, '') AS service, \
          request_model AS model, name, duration_ns, input_tokens, output_tokens, status_code, error_type, cost_usd \
-         FROM spans WHERE {LLM} AND {time}{status} ORDER BY time DESC LIMIT 500",
-        time = r.time_filter(),
+         FROM spans WHERE {LLM} AND time >= {lo} AND time <= {hi}{status} ORDER BY time DESC LIMIT {TRACE_ROWS}",
+        lo = literal_time(from_ns.max(r.lo_ns())),
+        hi = literal_time(r.now_ns),
     )
 }
 
@@ -460,85 +443,30 @@ pub fn trace_sql(trace_id: &str, time_ns: i64) -> String {
     )
 }
 
-/// Calls of one model bucketed by powers of two of `value_expr` (at least 1).
-fn log2_histogram_sql(r: &Request, scope: &str, value_expr: &str, not_null: &str) -> String {
-    format!(
-        "SELECT CAST(floor(log2(greatest({value_expr}, 1.0))) AS BIGINT) AS bucket, count(*) AS calls \
-         FROM spans WHERE {scope} AND {time} AND {not_null} IS NOT NULL GROUP BY 1 ORDER BY 1",
-        time = r.time_filter(),
-    )
-}
-
 async fn model_detail(
     client: &mut Client,
     r: &Request,
     service: &str,
     model: &str,
 ) -> Result<ModelDetail, TuiError> {
-    let scope = format!(
-        "{LLM} AND request_model = {} AND coalesce(service_name, '') = {}",
-        quote(model),
-        quote(service)
-    );
-    let trend_sql = format!(
-        "SELECT {bucket} AS bucket, count(*) AS calls, {p95} / 1e6 AS p95_ms FROM spans \
-         WHERE {scope} AND {time} GROUP BY 1",
-        bucket = r.bucket_expr(),
-        p95 = percentile(0.95, "duration_ns"),
-        time = r.time_filter(),
-    );
-    let finish_sql = format!(
-        "SELECT reason AS label, count(*) AS calls FROM (SELECT unnest(finish_reasons) AS reason \
-         FROM spans WHERE {scope} AND {time}) GROUP BY 1 ORDER BY 2 DESC LIMIT 8",
-        time = r.time_filter(),
-    );
-    let errors_sql = format!(
-        "SELECT coalesce(error_type, status_message, 'ERROR') AS label, count(*) AS calls \
-         FROM spans WHERE {scope} AND {time} AND {FAILED} GROUP BY 1 ORDER BY 2 DESC LIMIT 8",
-        time = r.time_filter(),
-    );
-    let statements = [
-        log2_histogram_sql(r, &scope, "duration_ns / 1e6", "duration_ns"),
-        log2_histogram_sql(r, &scope, "ttft_ns / 1e6", "ttft_ns"),
-        log2_histogram_sql(r, &scope, "CAST(output_tokens AS DOUBLE)", "output_tokens"),
-        trend_sql,
-        finish_sql,
-        errors_sql,
-    ];
-    let answers = futures::future::try_join_all(statements.iter().map(|sql| {
-        let mut client = client.clone();
-        async move { client.query(sql).await }
-    }))
-    .await?;
-    let [latency, ttft, tokens, trend_batches, finish, errors] =
-        <[Vec<RecordBatch>; 6]>::try_from(answers)
-            .map_err(|_| TuiError::Query("a statement of the model view went unanswered".into()))?;
-    let latency = log2_counts(&latency, "ms")?;
-    let ttft = log2_counts(&ttft, "ms")?;
-    let output_tokens = log2_counts(&tokens, "tok")?;
-    let mut calls_trend = vec![0; TREND_BUCKETS];
-    let mut p95_trend_ms = vec![0; TREND_BUCKETS];
-    let buckets = i64s(&trend_batches, "bucket")?;
-    let calls = i64s(&trend_batches, "calls")?;
-    let p95 = f64s(&trend_batches, "p95_ms")?;
-    for i in 0..buckets.len() {
-        if let Some(slot) = buckets[i].and_then(|b| r.slot(b)) {
-            calls_trend[slot] = calls[i].unwrap_or(0).max(0) as u64;
-            p95_trend_ms[slot] = p95[i].unwrap_or(0.0).max(0.0) as u64;
-        }
-    }
-    let finish_reasons = counts(&finish)?;
-    let errors = counts(&errors)?;
+    let scope = minutes::model_scope(service, model);
+    let rows = minutes::parse(
+        &client
+            .query(&minutes::minutes_sql(r, Some(&scope), true))
+            .await?,
+    )?;
+    let trend = minutes::trend(r, &rows);
+    let sums = minutes::model_sums(&rows);
     Ok(ModelDetail {
         service: service.to_string(),
         model: model.to_string(),
-        latency,
-        ttft,
-        output_tokens,
-        calls_trend,
-        p95_trend_ms,
-        finish_reasons,
-        errors,
+        latency: log2_counts(minutes::octaves(&sums.duration_ms), "ms"),
+        ttft: log2_counts(minutes::octaves(&sums.ttft_ms), "ms"),
+        output_tokens: log2_counts(minutes::octaves(&sums.output_tokens), "tok"),
+        calls_trend: trend.calls,
+        p95_trend_ms: trend.p95_ms,
+        finish_reasons: sums.finish_reasons,
+        errors: sums.errors,
     })
 }
 
@@ -610,28 +538,13 @@ async fn gpu_detail(
         })
         .collect();
     if let Some(host) = host.filter(|h| !h.is_empty()) {
-        let served = client
-            .query(&format!(
-                "SELECT coalesce(service_name, '') AS service, request_model AS model, count(*) AS calls, \
-                 {p95} / 1e9 AS p95 FROM spans WHERE {LLM} AND {time} \
-                 AND resource_attributes['host.name'] = {host} GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 10",
-                p95 = percentile(0.95, "duration_ns"),
-                time = r.time_filter(),
-                host = quote(host),
-            ))
-            .await?;
-        let service = strings(&served, "service")?;
-        let model = strings(&served, "model")?;
-        let calls = i64s(&served, "calls")?;
-        let p95 = f64s(&served, "p95")?;
-        detail.served = (0..service.len())
-            .map(|i| ServedRow {
-                service: service[i].clone().unwrap_or_default(),
-                model: model[i].clone().unwrap_or_default(),
-                calls: calls[i].unwrap_or(0).max(0) as u64,
-                p95_s: p95[i],
-            })
-            .collect();
+        let scope = minutes::host_scope(host);
+        let rows = minutes::parse(
+            &client
+                .query(&minutes::minutes_sql(r, Some(&scope), false))
+                .await?,
+        )?;
+        detail.served = minutes::served(r, &rows);
     }
     Ok(detail)
 }
@@ -720,95 +633,6 @@ pub fn maps(batches: &[RecordBatch], name: &str) -> Result<Vec<Vec<(String, Stri
         }
     }
     Ok(out)
-}
-
-fn count(value: Option<i64>) -> u64 {
-    value.unwrap_or(0).max(0) as u64
-}
-
-fn golden(r: &Request, batches: &[RecordBatch]) -> Result<Golden, TuiError> {
-    let calls = i64s(batches, "calls")?;
-    let Some(calls) = calls.first().map(|c| count(*c)) else {
-        return Ok(Golden::default());
-    };
-    let seconds = r.seconds_since(i64s(batches, "first")?[0]);
-    let first = |name: &str| -> Result<Option<f64>, TuiError> { Ok(f64s(batches, name)?[0]) };
-    Ok(Golden {
-        calls,
-        requests_per_s: calls as f64 / seconds,
-        p50_s: first("p50")?,
-        p95_s: first("p95")?,
-        ttft_p50_s: first("ttft_p50")?,
-        ttft_p95_s: first("ttft_p95")?,
-        input_tokens_per_s: first("input_tokens")?.unwrap_or(0.0) / seconds,
-        output_tokens_per_s: first("output_tokens")?.unwrap_or(0.0) / seconds,
-        cost_per_hour: first("cost")?.unwrap_or(0.0) * 3600.0 / seconds,
-        error_rate: if calls > 0 {
-            first("error_rate")?
-        } else {
-            None
-        },
-    })
-}
-
-fn trend(r: &Request, batches: &[RecordBatch]) -> Result<Trend, TuiError> {
-    let mut t = Trend {
-        calls: vec![0; TREND_BUCKETS],
-        p95_ms: vec![0; TREND_BUCKETS],
-        ttft_p95_ms: vec![0; TREND_BUCKETS],
-        tokens: vec![0; TREND_BUCKETS],
-        cost_micro_usd: vec![0; TREND_BUCKETS],
-        errors: vec![0; TREND_BUCKETS],
-    };
-    let buckets = i64s(batches, "bucket")?;
-    let calls = i64s(batches, "calls")?;
-    let p95 = f64s(batches, "p95_ms")?;
-    let ttft = f64s(batches, "ttft_p95_ms")?;
-    let tokens = f64s(batches, "tokens")?;
-    let cost = f64s(batches, "cost_micro_usd")?;
-    let errors = i64s(batches, "errors")?;
-    let whole = |v: Option<f64>| v.unwrap_or(0.0).max(0.0).round() as u64;
-    for i in 0..buckets.len() {
-        if let Some(slot) = buckets[i].and_then(|b| r.slot(b)) {
-            t.calls[slot] = count(calls[i]);
-            t.p95_ms[slot] = whole(p95[i]);
-            t.ttft_p95_ms[slot] = whole(ttft[i]);
-            t.tokens[slot] = whole(tokens[i]);
-            t.cost_micro_usd[slot] = whole(cost[i]);
-            t.errors[slot] = count(errors[i]);
-        }
-    }
-    Ok(t)
-}
-
-fn models(r: &Request, batches: &[RecordBatch]) -> Result<Vec<ModelRow>, TuiError> {
-    let service = strings(batches, "service")?;
-    let model = strings(batches, "model")?;
-    let calls = i64s(batches, "calls")?;
-    let first = i64s(batches, "first")?;
-    let p50 = f64s(batches, "p50")?;
-    let p95 = f64s(batches, "p95")?;
-    let ttft = f64s(batches, "ttft_p95")?;
-    let output = f64s(batches, "output_tokens")?;
-    let cost = f64s(batches, "cost")?;
-    let errors = f64s(batches, "error_rate")?;
-    Ok((0..service.len())
-        .map(|i| {
-            let seconds = r.seconds_since(first[i]);
-            ModelRow {
-                service: service[i].clone().unwrap_or_default(),
-                model: model[i].clone().unwrap_or_default(),
-                calls: count(calls[i]),
-                requests_per_s: count(calls[i]) as f64 / seconds,
-                p50_s: p50[i],
-                p95_s: p95[i],
-                ttft_p95_s: ttft[i],
-                output_tokens_per_s: output[i].unwrap_or(0.0) / seconds,
-                cost_per_hour: cost[i].unwrap_or(0.0) * 3600.0 / seconds,
-                error_rate: errors[i].unwrap_or(0.0),
-            }
-        })
-        .collect())
 }
 
 fn gpus(batches: &[RecordBatch]) -> Result<Vec<GpuRow>, TuiError> {
@@ -963,35 +787,24 @@ fn trace_detail(trace_id: &str, batches: &[RecordBatch]) -> Result<TraceDetail, 
     Ok(TraceDetail::from_spans(trace_id.to_string(), spans))
 }
 
-/// `label, calls` rows.
-fn counts(batches: &[RecordBatch]) -> Result<Counts, TuiError> {
-    let label = strings(batches, "label")?;
-    let calls = i64s(batches, "calls")?;
-    Ok(label
-        .into_iter()
-        .zip(calls)
-        .map(|(l, c)| (l.unwrap_or_default(), count(c)))
-        .collect())
-}
-
-/// `bucket, calls` rows of powers of two, every bucket from the lowest to the highest seen.
-fn log2_counts(batches: &[RecordBatch], unit: &str) -> Result<Counts, TuiError> {
-    let bucket = i64s(batches, "bucket")?;
-    let calls = i64s(batches, "calls")?;
-    let seen: BTreeMap<i64, u64> = bucket
-        .into_iter()
-        .zip(calls)
-        .filter_map(|(b, c)| b.map(|b| (b.clamp(0, 62), count(c))))
-        .collect();
+/// Counts per power of two, every bucket from the lowest to the highest seen.
+fn log2_counts(seen: BTreeMap<i64, u64>, unit: &str) -> Counts {
+    let seen: BTreeMap<i64, u64> = seen.into_iter().map(|(b, c)| (b.clamp(0, 62), c)).fold(
+        BTreeMap::new(),
+        |mut acc, (b, c)| {
+            *acc.entry(b).or_default() += c;
+            acc
+        },
+    );
     let (Some(lo), Some(hi)) = (
         seen.keys().next().copied(),
         seen.keys().next_back().copied(),
     ) else {
-        return Ok(Vec::new());
+        return Vec::new();
     };
-    Ok((lo..=hi)
+    (lo..=hi)
         .map(|b| (bucket_label(b, unit), seen.get(&b).copied().unwrap_or(0)))
-        .collect())
+        .collect()
 }
 
 /// The label of the bucket `[2^b, 2^(b+1))`, short enough for a bar chart.
@@ -1054,19 +867,20 @@ mod tests {
     }
 
     #[test]
-    fn rates_are_not_diluted_by_an_empty_start_of_the_range() {
-        let mut r = Request::now(Tab::Overview, Duration::from_secs(3600));
-        r.now_ns = 10_000 * 1_000_000_000;
-        assert_eq!(r.seconds_since(Some(r.now_ns - 60_000_000_000)), 60.0);
-        assert_eq!(r.seconds_since(None), 3600.0);
-        assert_eq!(r.seconds_since(Some(0)), 3600.0);
-    }
-
-    #[test]
     fn histogram_buckets_are_contiguous_and_labelled() {
         assert_eq!(bucket_label(0, "ms"), "1ms");
         assert_eq!(bucket_label(10, "ms"), "1.02s");
         assert_eq!(bucket_label(4, "tok"), "16");
+        let counts = log2_counts(BTreeMap::from([(1, 3), (3, 1), (-2, 1)]), "ms");
+        assert_eq!(
+            counts,
+            vec![
+                ("1ms".to_string(), 1),
+                ("2ms".to_string(), 3),
+                ("4ms".to_string(), 0),
+                ("8ms".to_string(), 1)
+            ]
+        );
         assert_eq!(human(1234.0), "1.2k");
         assert_eq!(human(0.5), "0.50");
     }

@@ -17,6 +17,7 @@
 pub mod app;
 pub mod fetch;
 pub mod input;
+pub mod minutes;
 pub mod state;
 pub mod view;
 
