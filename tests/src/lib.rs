@@ -47,7 +47,11 @@ pub fn python() -> PathBuf {
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    // cargo and nextest set it when they run a test; the compile-time value can name another
+    // checkout whose build this target directory reused.
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
         .parent()
         .expect("repo root")
         .to_path_buf()
