@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 use vigil_analyzer::alert::Alert;
+use vigil_analyzer::findings::Evaluations;
 use vigil_analyzer::notify::Notifier;
 use vigil_analyzer::{
     AlertSink, AlertingConfig, Analyzer, AnalyzerConfig, AnalyzerError, ServedModels,
@@ -100,8 +101,14 @@ pub fn start(
         }));
     let source = Arc::new(collector.engine.context().clone());
     let sink: Arc<dyn AlertSink> = Arc::new(StoreSink(collector.store.clone()));
+    let evaluations = Arc::new(Evaluations::new()?);
+    collector
+        .engine
+        .context()
+        .register_table(vigil_analyzer::findings::TABLE, evaluations.provider())?;
     let mut runner = Analyzer::new(analyzer.detectors(), source, Some(sink), Some(notifier))
-        .with_alert_cap(analyzer.max_alerts_per_detector);
+        .with_alert_cap(analyzer.max_alerts_per_detector)
+        .with_evaluations(evaluations);
     if analyzer.served_models {
         runner = runner.with_served_models(ServedModels {
             host_label: analyzer.gpu.hostname_label.clone(),

@@ -105,8 +105,17 @@ fn look_next(alert: &Alert, query_url: &str) -> String {
             "SELECT time, metric_name, value FROM metrics WHERE attributes['UUID'] = '{uuid}' AND metric_name IN ('vigil_nccl_coll_busbw_gbs', 'vigil_nccl_straggler_score', 'DCGM_FI_DEV_SM_CLOCK') ORDER BY time DESC LIMIT 12"
         )
     } else if let Some(model) = alert.labels.get("model") {
+        // `*` is a scope across all models or services (`all LLM traffic`): no filter on it.
+        let mut scope = vec!["request_model IS NOT NULL".to_string()];
+        if model != "*" {
+            scope.push(format!("request_model = '{model}'"));
+        }
+        if let Some(service) = alert.labels.get("service").filter(|s| *s != "*") {
+            scope.push(format!("service_name = '{service}'"));
+        }
         format!(
-            "SELECT date_trunc('minute', time) AS minute, count(*) AS calls, avg(output_tokens) AS avg_output, avg(input_tokens) AS avg_input FROM spans WHERE response_model = '{model}' GROUP BY 1 ORDER BY 1"
+            "SELECT date_trunc('minute', time) AS minute, count(*) AS calls, avg(duration_ns) / 1e6 AS avg_latency_ms, avg(output_tokens) AS avg_output, avg(input_tokens) AS avg_input FROM spans WHERE {} GROUP BY 1 ORDER BY 1",
+            scope.join(" AND ")
         )
     } else {
         format!(

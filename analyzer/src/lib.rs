@@ -5,6 +5,7 @@
 
 pub mod alert;
 pub mod detectors;
+pub mod findings;
 pub mod health;
 pub mod notify;
 pub mod replay;

@@ -17,6 +17,7 @@ use vigil_schemas::tables::{Table, new_string_map_builder};
 use crate::AnalyzerError;
 use crate::alert::{Alert, AlertStatus, Finding, Severity};
 use crate::detectors::Detector;
+use crate::findings::Evaluations;
 use crate::health::AnalyzerHealth;
 use crate::notify::Notifier;
 use crate::source::QuerySource;
@@ -110,6 +111,7 @@ pub struct Analyzer {
     health: Arc<AnalyzerHealth>,
     max_alerts_per_detector: usize,
     served_models: Option<ServedModels>,
+    evaluations: Option<Arc<Evaluations>>,
 }
 
 /// Where GPU alerts look up the models served from their host (see [`crate::served`]).
@@ -242,6 +244,7 @@ impl Analyzer {
             health,
             max_alerts_per_detector: crate::AnalyzerConfig::default().max_alerts_per_detector,
             served_models: None,
+            evaluations: None,
         }
     }
 
@@ -330,6 +333,12 @@ impl Analyzer {
     }
 
     /// Each detector's runs and failures, shared with whoever reports them.
+    /// Keep every detector's latest verdicts in `evaluations` (see [`crate::findings`]).
+    pub fn with_evaluations(mut self, evaluations: Arc<Evaluations>) -> Analyzer {
+        self.evaluations = Some(evaluations);
+        self
+    }
+
     pub fn health(&self) -> Arc<AnalyzerHealth> {
         self.health.clone()
     }
@@ -345,6 +354,11 @@ impl Analyzer {
             match detector.evaluate(self.source.as_ref(), now).await {
                 Ok(findings) => {
                     self.health.record(detector.name(), Ok(()), now);
+                    if let Some(evaluations) = &self.evaluations
+                        && let Err(e) = evaluations.record(detector.name(), &findings, now).await
+                    {
+                        tracing::warn!(detector = detector.name(), error = %e, "could not keep this round's verdicts in the evaluations table");
+                    }
                     if detector.silences_scopes() {
                         let scopes = findings
                             .iter()

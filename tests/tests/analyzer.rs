@@ -303,6 +303,17 @@ fn demo_fires_its_gpu_and_drift_alerts_within_two_minutes() {
             .any(|n| n.starts_with("Nccl") || n.starts_with("Gpu")),
         "{names:?}"
     );
+    // What the drift alert says to look at next shows the calls it judged (the demo's drift
+    // alert is on a scope across models, whose SQL must not filter on a model named `*`).
+    let drift_sql = stdout
+        .lines()
+        .skip_while(|l| !l.contains("FIRING   ModelDrift"))
+        .find_map(|l| l.split("look next: ").nth(1))
+        .and_then(|command| command.split('"').nth(1))
+        .unwrap_or_else(|| panic!("no SQL to look at after the drift alert:\n{stdout}"))
+        .to_string();
+    let calls = runtime.block_on(collector.sql(&drift_sql)).unwrap();
+    assert!(!calls.is_empty(), "{drift_sql} found no calls");
 }
 
 #[test]

@@ -437,6 +437,18 @@ fn vigil_demo_shows_both_alerts_on_screen_within_two_minutes() {
         started.elapsed().as_secs_f64()
     );
     assert!(screen.contains("degraded 1"), "{screen}");
+    // A model's drift status is the detector's latest verdict on it (or on the narrowest scope
+    // that holds it and was judged), with its tests, how far each moved, and the reference.
+    tmux.keys(&["2"]);
+    let screen = tmux.wait_for(
+        "the drift verdict on the first model",
+        Duration::from_secs(30),
+        |s| s.contains("judged") && s.contains("against the reference"),
+    );
+    assert!(
+        screen.contains("tests   ") && screen.contains(" p "),
+        "{screen}"
+    );
     // Quitting the dashboard ends the demo, which then prints what happened.
     tmux.keys(&["q"]);
     tmux.wait_for("vigil demo ending on q", Duration::from_secs(30), |s| {

@@ -17,8 +17,8 @@ use tonic::transport::{Channel, Endpoint};
 use crate::TuiError;
 use crate::minutes;
 use crate::state::{
-    AlertRow, Counts, Data, Golden, GpuDetail, GpuRow, ModelDetail, ModelRow, NcclRow, Open,
-    StatusFilter, TREND_BUCKETS, Tab, TraceDetail, TraceRow, Trend,
+    AlertRow, Counts, Data, DriftEvaluation, Golden, GpuDetail, GpuRow, ModelDetail, ModelRow,
+    NcclRow, Open, StatusFilter, TREND_BUCKETS, Tab, TraceDetail, TraceRow, Trend,
 };
 
 /// A Flight SQL connection to the collector, with its token when one is configured. Clones
@@ -457,6 +457,11 @@ async fn model_detail(
     )?;
     let trend = minutes::trend(r, &rows);
     let sums = minutes::model_sums(&rows);
+    // Only a collector that runs the analyzer has the table: without it, no verdict to show.
+    let drift = match client.query(&drift_evaluation_sql(service, model)).await {
+        Ok(batches) => drift_evaluation(&batches, service, model)?,
+        Err(_) => None,
+    };
     Ok(ModelDetail {
         service: service.to_string(),
         model: model.to_string(),
@@ -467,7 +472,134 @@ async fn model_detail(
         p95_trend_ms: trend.p95_ms,
         finish_reasons: sums.finish_reasons,
         errors: sums.errors,
+        drift,
     })
+}
+
+/// The drift detector's latest verdicts on one model and on the scopes that contain it (the
+/// model across services, the service across models, all traffic), which it judges as well.
+pub fn drift_evaluation_sql(service: &str, model: &str) -> String {
+    format!(
+        "SELECT CAST(time AS BIGINT) AS time, active, score, threshold, evidence, subject, \
+         labels['service'] AS service, labels['model'] AS model FROM evaluations \
+         WHERE alertname = 'ModelDrift' AND labels['service'] IN ({}, '*') \
+         AND labels['model'] IN ({}, '*')",
+        quote(service),
+        quote(model)
+    )
+}
+
+/// The verdict on the narrowest scope judged: the model in its service, else the model, else
+/// the service, else all traffic.
+fn drift_evaluation(
+    batches: &[RecordBatch],
+    service: &str,
+    model: &str,
+) -> Result<Option<DriftEvaluation>, TuiError> {
+    let time = i64s(batches, "time")?;
+    let services = strings(batches, "service")?;
+    let models = strings(batches, "model")?;
+    let narrowest = (0..time.len()).max_by_key(|&i| {
+        (
+            models[i].as_deref() == Some(model),
+            services[i].as_deref() == Some(service),
+        )
+    });
+    let Some(i) = narrowest else {
+        return Ok(None);
+    };
+    let Some(time_ns) = time[i] else {
+        return Ok(None);
+    };
+    let active = strings(batches, "active")?[i].as_deref() == Some("true");
+    let score = f64s(batches, "score")?[i].unwrap_or(0.0);
+    let threshold = f64s(batches, "threshold")?[i].unwrap_or(0.0);
+    let evidence: serde_json::Value = strings(batches, "evidence")?[i]
+        .as_deref()
+        .and_then(|e| serde_json::from_str(e).ok())
+        .unwrap_or_default();
+    let mut evaluation = read_drift_evidence(time_ns, active, score, threshold, &evidence);
+    let exact = models[i].as_deref() == Some(model) && services[i].as_deref() == Some(service);
+    if !exact {
+        evaluation.subject = strings(batches, "subject")?[i].clone().unwrap_or_default();
+    }
+    Ok(Some(evaluation))
+}
+
+/// The tests, moves and reference of a drift verdict's evidence, as short lines.
+pub fn read_drift_evidence(
+    time_ns: i64,
+    active: bool,
+    score: f64,
+    threshold: f64,
+    evidence: &serde_json::Value,
+) -> DriftEvaluation {
+    let number = |v: &serde_json::Value, key: &str| v.get(key).and_then(|x| x.as_f64());
+    let moved = evidence["moved"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .filter_map(|f| f.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut tests = Vec::new();
+    if let Some(map) = evidence.as_object() {
+        for (feature, test) in map {
+            let Some(p) = number(test, "p_adjusted") else {
+                continue;
+            };
+            let change = if let (Some(a), Some(b)) = (
+                number(test, "reference_median"),
+                number(test, "current_median"),
+            ) {
+                let shift = number(test, "median_shift").unwrap_or(0.0) * 100.0;
+                format!("median {} → {} ({shift:+.0}%)", human(a), human(b))
+            } else if let (Some(a), Some(b)) =
+                (number(test, "reference_rate"), number(test, "current_rate"))
+            {
+                format!("{:.1}% → {:.1}%", a * 100.0, b * 100.0)
+            } else if let Some(js) = number(test, "jensen_shannon") {
+                format!("JS {js:.3}")
+            } else if let Some(d) = number(test, "ks_distance") {
+                format!("KS {d:.2}")
+            } else {
+                String::new()
+            };
+            let p = if p >= 0.01 {
+                format!("{p:.2}")
+            } else {
+                format!("{p:.1e}")
+            };
+            tests.push(format!("{feature} p {p} {change}").trim_end().to_string());
+        }
+    }
+    let reference = &evidence["reference"];
+    // Times of day read faster than RFC 3339; the date is today's or yesterday's.
+    let clock = |t: Option<&str>| {
+        t.and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc).format("%H:%M:%S").to_string())
+    };
+    let reference = match (
+        clock(reference["from"].as_str()),
+        clock(reference["to"].as_str()),
+    ) {
+        (Some(from), Some(to)) => format!(
+            "the reference {from}–{to} UTC ({:.0}% covered)",
+            reference["coverage"].as_f64().unwrap_or(0.0) * 100.0
+        ),
+        _ => String::new(),
+    };
+    DriftEvaluation {
+        time_ns,
+        subject: String::new(),
+        active,
+        score,
+        threshold,
+        moved,
+        tests,
+        reference,
+    }
 }
 
 async fn gpu_detail(

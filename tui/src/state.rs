@@ -418,6 +418,28 @@ pub struct ModelDetail {
     pub p95_trend_ms: Vec<u64>,
     pub finish_reasons: Counts,
     pub errors: Counts,
+    /// The drift detector's latest verdict on this model, alert or not; `None` when the
+    /// collector keeps none (its analyzer is off or runs apart) or has not judged it yet.
+    pub drift: Option<DriftEvaluation>,
+}
+
+/// What the drift detector saw the last time it judged a model.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DriftEvaluation {
+    pub time_ns: i64,
+    /// The scope that holds the model when that is what was judged (`all LLM traffic`);
+    /// empty when the verdict is on the model itself.
+    pub subject: String,
+    /// Past the threshold: drifting.
+    pub active: bool,
+    pub score: f64,
+    pub threshold: f64,
+    /// The features that moved.
+    pub moved: Vec<String>,
+    /// One line per test: the feature, its adjusted p-value and how far it moved.
+    pub tests: Vec<String>,
+    /// The reference window it was judged against.
+    pub reference: String,
 }
 
 /// One rank of a NCCL communicator against its peers.

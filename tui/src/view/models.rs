@@ -1,6 +1,6 @@
 //! Models: the model list on the left; on the right the selected model's numbers, its drift
-//! status with the evidence of its latest drift alert, its trend, its latency, TTFT and output
-//! token distributions, its finish reasons and its errors.
+//! status (the drift detector's latest verdict, else its latest drift alert), its trend, its
+//! latency, TTFT and output token distributions, its finish reasons and its errors.
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Direction, Layout, Rect};
@@ -10,7 +10,7 @@ use ratatui::widgets::{Bar, BarChart, BarGroup, Block, Paragraph, Wrap};
 
 use super::overview::draw_models;
 use super::{BAD, DIM, HEADER, clock, empty, number, seconds, sparkline};
-use crate::state::{App, Counts, ModelDetail, ModelRow};
+use crate::state::{App, Counts, DriftEvaluation, ModelDetail, ModelRow};
 
 fn split(body: Rect) -> [Rect; 2] {
     let left = (body.width * 2 / 5).clamp(24.min(body.width), 60);
@@ -71,7 +71,10 @@ fn draw_detail(
         ]),
         summary,
     );
-    draw_drift(frame, app, model, drift);
+    match detail.and_then(|d| d.drift.as_ref()) {
+        Some(evaluation) => draw_evaluation(frame, evaluation, drift),
+        None => draw_drift(frame, app, model, drift),
+    }
     let Some(detail) = detail else {
         empty(frame, charts, "Loading this model's distributions …");
         return;
@@ -130,6 +133,62 @@ fn draw_detail(
         ]),
         errors,
     );
+}
+
+/// The drift detector's latest verdict: what it judged, which tests moved and by how much,
+/// against which reference.
+fn draw_evaluation(frame: &mut Frame, evaluation: &DriftEvaluation, area: Rect) {
+    let verdict = if evaluation.active {
+        Span::styled("DRIFTING", BAD)
+    } else {
+        Span::styled("stable", Style::new().fg(Color::Green))
+    };
+    let tests: Vec<&String> = if evaluation.moved.is_empty() {
+        evaluation.tests.iter().collect()
+    } else {
+        // The moved features first: they are the verdict.
+        let (moved, rest): (Vec<&String>, Vec<&String>) = evaluation.tests.iter().partition(|t| {
+            evaluation
+                .moved
+                .iter()
+                .any(|m| t.starts_with(&format!("{m} ")))
+        });
+        moved.into_iter().chain(rest).collect()
+    };
+    let tests: Vec<&str> = tests.iter().map(|t| t.as_str()).collect();
+    let lines = vec![
+        Line::from(vec![
+            Span::styled("drift   ", DIM),
+            verdict,
+            Span::styled(
+                format!(
+                    " · judged {} · score {:.1}, alerts past {:.1}{}",
+                    clock(evaluation.time_ns),
+                    evaluation.score,
+                    evaluation.threshold,
+                    if evaluation.subject.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" · on {}", evaluation.subject)
+                    }
+                ),
+                DIM,
+            ),
+        ]),
+        Line::from(vec![
+            Span::styled("tests   ", DIM),
+            Span::raw(if tests.is_empty() {
+                "none ran (too few calls)".to_string()
+            } else {
+                tests.join(" · ")
+            }),
+        ]),
+        Line::from(vec![
+            Span::styled("against ", DIM),
+            Span::styled(evaluation.reference.clone(), DIM),
+        ]),
+    ];
+    frame.render_widget(Paragraph::new(lines), area);
 }
 
 fn draw_drift(frame: &mut Frame, app: &App, model: &ModelRow, area: Rect) {

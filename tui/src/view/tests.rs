@@ -279,6 +279,7 @@ fn data() -> Data {
             p95_trend_ms: wave(60, 2_100, 400),
             finish_reasons: vec![("stop".into(), 17_900), ("length".into(), 340)],
             errors: vec![("RateLimitError".into(), 219)],
+            drift: None,
         }),
         gpu_detail: Some(GpuDetail {
             uuid: "GPU-node-2-2".into(),
@@ -334,6 +335,38 @@ fn overview() {
 #[test]
 fn models() {
     snapshot_all("models", &app(Tab::Models));
+}
+
+/// The drift detector's verdict, read from evidence shaped as the detector writes it.
+#[test]
+fn models_with_the_drift_verdict() {
+    let evidence = serde_json::json!({
+        "output_tokens": {"p_adjusted": 3.2e-9, "reference_median": 180.0, "current_median": 13.0,
+                          "median_shift": -0.93, "ks_distance": 0.61},
+        "input_tokens": {"p_adjusted": 0.41, "reference_median": 950.0, "current_median": 1010.0,
+                         "median_shift": 0.063},
+        "error_rate": {"p_adjusted": 0.9, "reference_rate": 0.01, "current_rate": 0.012},
+        "finish_reasons": {"p_adjusted": 0.7, "jensen_shannon": 0.004},
+        "moved": ["output_tokens"],
+        "reference": {"from": "2026-12-01T09:00:00Z", "to": "2026-12-01T09:50:00Z", "coverage": 1.0},
+        "model": "gpt-4o", "service": "chat",
+    });
+    let mut evaluation =
+        crate::fetch::read_drift_evidence(T0 - 30 * SECOND, true, 8.5, 1.3, &evidence);
+    evaluation.subject = "all LLM traffic".into();
+    assert_eq!(evaluation.moved, vec!["output_tokens".to_string()]);
+    assert!(
+        evaluation
+            .tests
+            .contains(&"output_tokens p 3.2e-9 median 180 → 13 (-93%)".to_string()),
+        "{:?}",
+        evaluation.tests
+    );
+    let mut app = app(Tab::Models);
+    if let Some(detail) = app.data.model_detail.as_mut() {
+        detail.drift = Some(evaluation);
+    }
+    snapshot_all("models_drift_verdict", &app);
 }
 
 #[test]
