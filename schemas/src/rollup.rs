@@ -127,12 +127,14 @@ pub(crate) static LLM_MINUTES_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
+/// What a row of `llm_minutes` is for; borrowed from the batch's arrays while a batch is
+/// rolled up, so that a call costs no allocation.
 #[derive(Hash, PartialEq, Eq, PartialOrd, Ord)]
-struct Key {
+struct Key<S> {
     minute: i64,
-    service: String,
-    model: String,
-    host: Option<String>,
+    service: S,
+    model: S,
+    host: Option<S>,
 }
 
 #[derive(Default)]
@@ -169,7 +171,7 @@ fn int64s<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a Int64Array, Arro
 }
 
 /// The `host.name` resource attribute of each row.
-fn hosts(batch: &RecordBatch) -> Result<Vec<Option<String>>, ArrowError> {
+fn hosts(batch: &RecordBatch) -> Result<Vec<Option<&str>>, ArrowError> {
     let name = col::RESOURCE_ATTRIBUTES;
     let map = batch
         .column_by_name(name)
@@ -184,7 +186,7 @@ fn hosts(batch: &RecordBatch) -> Result<Vec<Option<String>>, ArrowError> {
         let host = (start..end)
             .find(|&i| keys.value(i) == "host.name")
             .filter(|&i| values.is_valid(i))
-            .map(|i| values.value(i).to_string());
+            .map(|i| values.value(i));
         out.push(host);
     }
     Ok(out)
@@ -219,7 +221,7 @@ pub fn llm_minutes(spans: &RecordBatch) -> Result<Option<RecordBatch>, ArrowErro
         .ok_or_else(|| missing(span_col::FINISH_REASONS))?;
     let hosts = hosts(spans)?;
 
-    let mut minutes: HashMap<Key, Minute> = HashMap::new();
+    let mut minutes: HashMap<Key<&str>, Minute> = HashMap::new();
     for (row, host) in hosts.into_iter().enumerate() {
         if models.is_null(row) {
             continue;
@@ -227,8 +229,8 @@ pub fn llm_minutes(spans: &RecordBatch) -> Result<Option<RecordBatch>, ArrowErro
         let t = time.value(row);
         let key = Key {
             minute: t.div_euclid(MINUTE_NS) * MINUTE_NS,
-            service: services.value(row).to_string(),
-            model: models.value(row).to_string(),
+            service: services.value(row),
+            model: models.value(row),
             host,
         };
         let m = minutes.entry(key).or_insert_with(|| Minute {
@@ -247,7 +249,7 @@ pub fn llm_minutes(spans: &RecordBatch) -> Result<Option<RecordBatch>, ArrowErro
             } else {
                 "ERROR"
             };
-            *m.error_types.entry(label.to_string()).or_default() += 1;
+            count(&mut m.error_types, label);
         }
         if input_tokens.is_valid(row) {
             m.input_tokens += input_tokens.value(row);
@@ -273,20 +275,30 @@ pub fn llm_minutes(spans: &RecordBatch) -> Result<Option<RecordBatch>, ArrowErro
             let reasons = finish.value(row);
             let reasons = reasons.as_string::<i32>();
             for reason in reasons.iter().flatten() {
-                *m.finish_reasons.entry(reason.to_string()).or_default() += 1;
+                count(&mut m.finish_reasons, reason);
             }
         }
     }
-    let mut rows: Vec<(Key, Minute)> = minutes.into_iter().collect();
+    let mut rows: Vec<(Key<&str>, Minute)> = minutes.into_iter().collect();
     rows.sort_by(|a, b| a.0.cmp(&b.0));
     build(rows).map(Some)
+}
+
+/// One more of `label`, allocating only for a label not seen before.
+fn count(counts: &mut BTreeMap<String, i64>, label: &str) {
+    match counts.get_mut(label) {
+        Some(n) => *n += 1,
+        None => {
+            counts.insert(label.to_string(), 1);
+        }
+    }
 }
 
 /// `llm_minutes` rows merged: one row per minute, service, model and host, whatever number of
 /// rows (one per ingested request) held its calls. What a flush writes.
 pub fn merge(batches: &[RecordBatch]) -> Result<Option<RecordBatch>, ArrowError> {
     use minute_col::*;
-    let mut minutes: HashMap<Key, Minute> = HashMap::new();
+    let mut minutes: HashMap<Key<String>, Minute> = HashMap::new();
     for batch in batches {
         let time = batch
             .column_by_name(col::TIME)
@@ -346,7 +358,7 @@ pub fn merge(batches: &[RecordBatch]) -> Result<Option<RecordBatch>, ArrowError>
     if minutes.is_empty() {
         return Ok(None);
     }
-    let mut rows: Vec<(Key, Minute)> = minutes.into_iter().collect();
+    let mut rows: Vec<(Key<String>, Minute)> = minutes.into_iter().collect();
     rows.sort_by(|a, b| a.0.cmp(&b.0));
     build(rows).map(Some)
 }
@@ -398,7 +410,7 @@ pub fn add_counts(
     Ok(())
 }
 
-fn build(rows: Vec<(Key, Minute)>) -> Result<RecordBatch, ArrowError> {
+fn build<S: AsRef<str>>(rows: Vec<(Key<S>, Minute)>) -> Result<RecordBatch, ArrowError> {
     let n = rows.len();
     let mut time = TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC");
     let mut service = StringDictionaryBuilder::<Int32Type>::new();
@@ -429,9 +441,9 @@ fn build(rows: Vec<(Key, Minute)>) -> Result<RecordBatch, ArrowError> {
     }
     for (key, m) in rows {
         time.append_value(key.minute);
-        service.append_value(&key.service);
-        model.append_value(&key.model);
-        host.append_option(key.host.as_deref());
+        service.append_value(key.service.as_ref());
+        model.append_value(key.model.as_ref());
+        host.append_option(key.host.as_ref().map(|h| h.as_ref()));
         calls.append_value(m.calls);
         errors.append_value(m.errors);
         input_tokens.append_value(m.input_tokens);
