@@ -122,8 +122,11 @@ fn adbc_and_pyarrow_get_the_rows_sql_over_http_gets() {
         .unwrap();
     assert_eq!(adbc["two_parameters"], *one(&chat_over_100, "n"));
     assert_eq!(adbc["time_type"], "timestamp[ns, tz=UTC]");
+    // `evaluations` is the analyzer's, which `vigil serve` runs by default.
     let tables = serde_json::json!([
         "vigil.public.alerts",
+        "vigil.public.evaluations",
+        "vigil.public.llm_minutes",
         "vigil.public.logs",
         "vigil.public.metrics",
         "vigil.public.spans"
@@ -225,7 +228,8 @@ async fn grafana_datasource_requests_are_answered() {
         .column_by_name("table_name")
         .unwrap()
         .as_string::<i32>();
-    assert_eq!(names.len(), 4);
+    // spans, metrics, logs, alerts, llm_minutes, and the analyzer's evaluations.
+    assert_eq!(names.len(), 6);
     let schemas = tables[0].column_by_name("table_schema").unwrap();
     let schemas = schemas.as_binary::<i32>();
     for i in 0..names.len() {
@@ -252,7 +256,7 @@ async fn grafana_datasource_requests_are_answered() {
     )
     .await
     .unwrap();
-    assert_eq!(rows(&batches), 4);
+    assert_eq!(rows(&batches), 6);
     let (_, batches) = grafana_query(
         &mut client,
         "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'spans'",
