@@ -10,9 +10,12 @@ cd "$(dirname "$0")/.."
 
 profile="${BENCH_PROFILE:-release}"
 spans="${BENCH_SPANS:-10000000}"
-cargo build --profile "$profile" -p vigil
 target="${CARGO_TARGET_DIR:-target}"
 case "$profile" in dev) dir=debug ;; *) dir="$profile" ;; esac
+# VIGIL_BIN, when set, is the binary to measure (a release build kept from earlier).
+if [ -z "${VIGIL_BIN:-}" ]; then
+    cargo build --profile "$profile" -p vigil
+fi
 bin="${VIGIL_BIN:-$target/$dir/vigil}"
 command -v tmux >/dev/null || { echo "tmux is needed (apt-get install tmux)" >&2; exit 1; }
 
@@ -63,3 +66,9 @@ after=$(ticks)
 awk -v d="$((after - before))" -v hz="$hz" 'BEGIN { printf "vigil tui: %.2f%% of one core (%d ticks in 60 s)\n", d / hz / 60 * 100, d }'
 rss=$(awk '/VmRSS/ {print $2}' "/proc/$tui_pid/status")
 echo "vigil tui: RSS $((rss / 1024)) MiB"
+
+# BENCH_HOLD=<seconds> keeps the loaded collector up afterwards, to try statements against it.
+if [ -n "${BENCH_HOLD:-}" ]; then
+    echo "==> holding the collector for $BENCH_HOLD s: SQL at http://127.0.0.1:$query, Flight SQL at http://127.0.0.1:$flight"
+    sleep "$BENCH_HOLD"
+fi
