@@ -57,7 +57,12 @@ echo "==> the dashboard's CPU over 60 s at a 1 s refresh, on the overview, nobod
 tmux -L vigil-bench-tui -f /dev/null new-session -d -x 200 -y 60 \
     "$bin tui --url http://127.0.0.1:$flight --refresh 1s"
 sleep 10
-tui_pid=$(pgrep -f "tui --url http://127.0.0.1:$flight --refresh 1s" | head -1)
+# The dashboard itself, not the shell tmux started it with (which matches the same pattern).
+tui_pid=""
+for pid in $(pgrep -f "tui --url http://127.0.0.1:$flight --refresh 1s"); do
+    if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = vigil ]; then tui_pid=$pid; fi
+done
+[ -n "$tui_pid" ] || { echo "the dashboard is not running" >&2; exit 1; }
 ticks() { awk '{print $14 + $15}' "/proc/$tui_pid/stat"; }
 hz=$(getconf CLK_TCK)
 before=$(ticks)
