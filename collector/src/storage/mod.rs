@@ -526,26 +526,29 @@ impl Store {
         // The encoded copy lives until the WAL writer has written it; it counts against the limit too.
         let payload_bytes = payload.len() as u64;
         self.memory.try_reserve(payload_bytes)?;
-        let result = match Derived::of(table, &batch) {
-            Ok(derived) => {
-                // Buffered beside the batch until the derived table's flush: reserved now.
-                let derived_bytes = derived.as_ref().map_or(0, |d| d.bytes);
-                match self.memory.try_reserve(derived_bytes) {
-                    Ok(()) => {
-                        let result = self
-                            .send_to_wal(table, payload, batch, bytes, derived)
-                            .await;
-                        if result.is_err() {
-                            self.memory.release(derived_bytes);
-                        }
-                        result
-                    }
-                    Err(e) => Err(e),
-                }
-            }
-            Err(e) => Err(e),
-        };
+        let result = self.append_with_derived(table, payload, batch, bytes).await;
         self.memory.release(payload_bytes);
+        result
+    }
+
+    /// Sends a batch to the WAL with the rows derived from it, which stay buffered (and
+    /// reserved) until the derived table's flush.
+    async fn append_with_derived(
+        &self,
+        table: Table,
+        payload: Vec<u8>,
+        batch: RecordBatch,
+        bytes: u64,
+    ) -> Result<(), StoreError> {
+        let derived = Derived::of(table, &batch)?;
+        let derived_bytes = derived.as_ref().map_or(0, |d| d.bytes);
+        self.memory.try_reserve(derived_bytes)?;
+        let result = self
+            .send_to_wal(table, payload, batch, bytes, derived)
+            .await;
+        if result.is_err() {
+            self.memory.release(derived_bytes);
+        }
         result
     }
 
