@@ -450,18 +450,29 @@ async fn model_detail(
     model: &str,
 ) -> Result<ModelDetail, TuiError> {
     let scope = minutes::model_scope(service, model);
-    let rows = minutes::parse(
-        &client
-            .query(&minutes::minutes_sql(r, Some(&scope), true))
-            .await?,
+    let mut verdicts = client.clone();
+    let (rows, drift) = futures::try_join!(
+        async {
+            minutes::parse(
+                &client
+                    .query(&minutes::minutes_sql(r, Some(&scope), true))
+                    .await?,
+            )
+        },
+        async {
+            match verdicts.query(&drift_evaluation_sql(service, model)).await {
+                Ok(batches) => drift_evaluation(&batches, service, model),
+                // Only a collector that runs the analyzer has the table; without it there is
+                // no verdict to show, and the view falls back to the latest drift alert.
+                Err(TuiError::Query(message)) if message.contains("evaluations' not found") => {
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            }
+        },
     )?;
     let trend = minutes::trend(r, &rows);
     let sums = minutes::model_sums(&rows);
-    // Only a collector that runs the analyzer has the table: without it, no verdict to show.
-    let drift = match client.query(&drift_evaluation_sql(service, model)).await {
-        Ok(batches) => drift_evaluation(&batches, service, model)?,
-        Err(_) => None,
-    };
     Ok(ModelDetail {
         service: service.to_string(),
         model: model.to_string(),
