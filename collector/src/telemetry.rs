@@ -60,6 +60,7 @@ pub struct Telemetry {
     pub alerts: SignalCounters,
     /// Derived rows, never received; here so that every table has counters.
     pub llm_minutes: SignalCounters,
+    pub gpu_minutes: SignalCounters,
     /// Spans whose model is not in the price table (their cost is null, not zero).
     pub unpriced_spans: AtomicU64,
     /// Bytes appended to the WAL.
@@ -121,6 +122,7 @@ impl Telemetry {
             Table::Logs => &self.logs,
             Table::Alerts => &self.alerts,
             Table::LlmMinutes => &self.llm_minutes,
+            Table::GpuMinutes => &self.gpu_minutes,
         }
     }
 

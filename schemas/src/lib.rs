@@ -14,6 +14,7 @@
 pub mod attrs;
 pub mod convert;
 pub mod genai;
+pub mod gpu_rollup;
 pub mod pricing;
 pub mod redact;
 pub mod rollup;

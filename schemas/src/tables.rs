@@ -21,16 +21,19 @@ pub enum Table {
     /// LLM calls per minute, service, model and host, derived from `spans` as they are stored
     /// (see [`crate::rollup`]); never received, never in the WAL.
     LlmMinutes,
+    /// GPU series of `metrics` per minute, derived as they are stored (see [`crate::gpu_rollup`]).
+    GpuMinutes,
 }
 
 impl Table {
     /// All tables, in a stable order.
-    pub const ALL: [Table; 5] = [
+    pub const ALL: [Table; 6] = [
         Table::Spans,
         Table::Metrics,
         Table::Logs,
         Table::Alerts,
         Table::LlmMinutes,
+        Table::GpuMinutes,
     ];
 
     /// The SQL name of the table.
@@ -41,6 +44,7 @@ impl Table {
             Table::Logs => "logs",
             Table::Alerts => "alerts",
             Table::LlmMinutes => "llm_minutes",
+            Table::GpuMinutes => "gpu_minutes",
         }
     }
 
@@ -52,12 +56,47 @@ impl Table {
             Table::Logs => 3,
             Table::Alerts => 4,
             Table::LlmMinutes => 5,
+            Table::GpuMinutes => 6,
         }
     }
 
     /// Whether the table's rows are computed by vigil from another table's, not received.
     pub fn is_derived(self) -> bool {
-        matches!(self, Table::LlmMinutes)
+        matches!(self, Table::LlmMinutes | Table::GpuMinutes)
+    }
+
+    /// The table derived from this one's rows as they are stored, if any.
+    pub fn derived(self) -> Option<Table> {
+        match self {
+            Table::Spans => Some(Table::LlmMinutes),
+            Table::Metrics => Some(Table::GpuMinutes),
+            _ => None,
+        }
+    }
+
+    /// This derived table's rows for a batch of its source table (`None`: no rows).
+    pub fn derive(
+        self,
+        source: &arrow::record_batch::RecordBatch,
+    ) -> Result<Option<arrow::record_batch::RecordBatch>, arrow::error::ArrowError> {
+        match self {
+            Table::LlmMinutes => crate::rollup::llm_minutes(source),
+            Table::GpuMinutes => crate::gpu_rollup::gpu_minutes(source),
+            _ => Ok(None),
+        }
+    }
+
+    /// This derived table's rows merged to one per key, as a flush writes them.
+    pub fn merge_derived(
+        self,
+        batches: &[arrow::record_batch::RecordBatch],
+    ) -> Result<Vec<arrow::record_batch::RecordBatch>, arrow::error::ArrowError> {
+        let merged = match self {
+            Table::LlmMinutes => crate::rollup::merge(batches)?,
+            Table::GpuMinutes => crate::gpu_rollup::merge(batches)?,
+            _ => return Ok(batches.to_vec()),
+        };
+        Ok(merged.into_iter().collect())
     }
 
     /// The table for a tag written by [`Table::tag`].
@@ -78,6 +117,7 @@ impl Table {
             Table::Logs => LOGS_SCHEMA.clone(),
             Table::Alerts => ALERTS_SCHEMA.clone(),
             Table::LlmMinutes => crate::rollup::LLM_MINUTES_SCHEMA.clone(),
+            Table::GpuMinutes => crate::gpu_rollup::GPU_MINUTES_SCHEMA.clone(),
         }
     }
 }

@@ -126,6 +126,7 @@ fn adbc_and_pyarrow_get_the_rows_sql_over_http_gets() {
     let tables = serde_json::json!([
         "vigil.public.alerts",
         "vigil.public.evaluations",
+        "vigil.public.gpu_minutes",
         "vigil.public.llm_minutes",
         "vigil.public.logs",
         "vigil.public.metrics",
@@ -228,8 +229,8 @@ async fn grafana_datasource_requests_are_answered() {
         .column_by_name("table_name")
         .unwrap()
         .as_string::<i32>();
-    // spans, metrics, logs, alerts, llm_minutes, and the analyzer's evaluations.
-    assert_eq!(names.len(), 6);
+    // spans, metrics, logs, alerts, llm_minutes, gpu_minutes, and the analyzer's evaluations.
+    assert_eq!(names.len(), 7);
     let schemas = tables[0].column_by_name("table_schema").unwrap();
     let schemas = schemas.as_binary::<i32>();
     for i in 0..names.len() {
@@ -256,7 +257,7 @@ async fn grafana_datasource_requests_are_answered() {
     )
     .await
     .unwrap();
-    assert_eq!(rows(&batches), 6);
+    assert_eq!(rows(&batches), 7);
     let (_, batches) = grafana_query(
         &mut client,
         "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'spans'",

@@ -280,6 +280,23 @@ async fn vigil_tui_shows_what_sql_says_in_every_view() {
             text(gpu, "alert")
         );
     }
+    // The list reads gpu_minutes, the per-minute rollup of the GPU series: it holds every
+    // point of every series that `metrics` holds, with the same extremes.
+    let mismatched = sql(
+        &collector,
+        "WITH raw AS (SELECT attributes['UUID'] AS uuid, metric_name, count(*) AS n, max(value) AS hi, \
+         min(value) AS lo FROM metrics WHERE attributes['UUID'] IS NOT NULL AND value IS NOT NULL GROUP BY 1, 2), \
+         rolled AS (SELECT uuid, metric_name, sum(count) AS n, max(max) AS hi, min(min) AS lo \
+         FROM gpu_minutes GROUP BY 1, 2) \
+         SELECT raw.uuid, raw.metric_name, raw.n, rolled.n AS rolled_n FROM raw LEFT JOIN rolled \
+         ON raw.uuid = rolled.uuid AND raw.metric_name = rolled.metric_name \
+         WHERE rolled.n IS NULL OR raw.n <> rolled.n OR raw.hi <> rolled.hi OR raw.lo <> rolled.lo",
+    )
+    .await;
+    assert!(
+        mismatched.is_empty(),
+        "gpu_minutes differs from metrics: {mismatched:?}"
+    );
     // Its detail opens on Enter (the degraded GPU is the first row).
     tmux.keys(&["Enter"]);
     tmux.wait_for("a GPU's detail", Duration::from_secs(15), |s| {

@@ -139,6 +139,16 @@ impl Request {
         )
     }
 
+    /// `time` within the range for a per-minute rollup: from the minute the range starts in.
+    pub(crate) fn minutes_filter(&self) -> String {
+        let minute = 60_000_000_000i64;
+        format!(
+            "time >= {} AND time <= {}",
+            literal_time(self.lo_ns().div_euclid(minute) * minute),
+            literal_time(self.now_ns)
+        )
+    }
+
     pub(crate) fn bucket_secs(&self) -> u64 {
         (self.range.as_secs() / TREND_BUCKETS as u64).max(1)
     }
@@ -374,16 +384,17 @@ const BENIGN_THROTTLE: [&str; 3] = [
     "display_clock_setting",
 ];
 
+/// Every GPU series of the range, from `gpu_minutes` (the collector's per-minute rollup of
+/// GPU series): its last value, mean and increase.
 pub fn gpus_sql(r: &Request) -> String {
     let names: Vec<String> = GPU_METRICS.iter().map(|m| quote(m)).collect();
     format!(
-        "SELECT coalesce(attributes['Hostname'], '') AS host, coalesce(attributes['gpu'], '') AS gpu, \
-         attributes['UUID'] AS uuid, coalesce(attributes['modelName'], '') AS model_name, metric_name, \
-         coalesce(attributes['reason'], '') AS reason, last_value(value ORDER BY time) AS last, \
-         avg(value) AS mean, max(value) - min(value) AS increase \
-         FROM metrics WHERE {time} AND metric_name IN ({names}) AND attributes['UUID'] IS NOT NULL \
-         GROUP BY 1, 2, 3, 4, 5, 6",
-        time = r.time_filter(),
+        "SELECT coalesce(hostname, '') AS host, coalesce(gpu, '') AS gpu, uuid, \
+         coalesce(model_name, '') AS model_name, metric_name, coalesce(reason, '') AS reason, \
+         last_value(last ORDER BY last_time) AS last, sum(sum) / sum(count) AS mean, \
+         max(max) - min(min) AS increase \
+         FROM gpu_minutes WHERE {time} AND metric_name IN ({names}) GROUP BY 1, 2, 3, 4, 5, 6",
+        time = r.minutes_filter(),
         names = names.join(", "),
     )
 }
@@ -619,17 +630,28 @@ async fn gpu_detail(
     uuid: &str,
     host: Option<&str>,
 ) -> Result<GpuDetail, TuiError> {
-    let series = client
-        .query(&format!(
+    let names = "'DCGM_FI_DEV_GPU_UTIL', 'DCGM_FI_DEV_SM_CLOCK', 'DCGM_FI_DEV_POWER_USAGE', \
+                 'DCGM_FI_DEV_GPU_TEMP', 'DCGM_FI_DEV_FB_USED'";
+    // Slots of a minute or more from the rollup; shorter ones (the 5- and 15-minute ranges)
+    // need the points themselves.
+    let sql = if r.bucket_secs() >= 60 {
+        format!(
+            "SELECT {bucket} AS bucket, metric_name, sum(sum) / sum(count) AS value FROM gpu_minutes \
+             WHERE {time} AND uuid = {uuid} AND metric_name IN ({names}) GROUP BY 1, 2",
+            bucket = r.bucket_expr(),
+            time = r.minutes_filter(),
+            uuid = quote(uuid),
+        )
+    } else {
+        format!(
             "SELECT {bucket} AS bucket, metric_name, avg(value) AS value FROM metrics \
-             WHERE {time} AND attributes['UUID'] = {uuid} AND metric_name IN \
-             ('DCGM_FI_DEV_GPU_UTIL', 'DCGM_FI_DEV_SM_CLOCK', 'DCGM_FI_DEV_POWER_USAGE', \
-             'DCGM_FI_DEV_GPU_TEMP', 'DCGM_FI_DEV_FB_USED') GROUP BY 1, 2",
+             WHERE {time} AND attributes['UUID'] = {uuid} AND metric_name IN ({names}) GROUP BY 1, 2",
             bucket = r.bucket_expr(),
             time = r.time_filter(),
             uuid = quote(uuid),
-        ))
-        .await?;
+        )
+    };
+    let series = client.query(&sql).await?;
     let mut detail = GpuDetail {
         uuid: uuid.to_string(),
         util: vec![0; TREND_BUCKETS],

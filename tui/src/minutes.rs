@@ -51,9 +51,8 @@ pub fn minutes_sql(r: &Request, scope: Option<&str>, detail: bool) -> String {
         "SELECT CAST(time AS BIGINT) AS minute, service_name, request_model, calls, errors, \
          input_tokens, output_tokens, cost_usd, CAST(first_time AS BIGINT) AS first, \
          duration_ms_buckets, ttft_ms_buckets{detail_columns} \
-         FROM llm_minutes WHERE time >= {lo} AND time <= {hi}{scope}",
-        lo = crate::fetch::literal_time(minute_floor(r.lo_ns())),
-        hi = crate::fetch::literal_time(r.now_ns),
+         FROM llm_minutes WHERE {time}{scope}",
+        time = r.minutes_filter(),
     )
 }
 

@@ -249,18 +249,17 @@ struct Derived {
 }
 
 impl Derived {
-    /// The derived rows of a batch of `table`, if any: `llm_minutes` from `spans`.
+    /// The derived rows of a batch of `table`, if any: `llm_minutes` from `spans`,
+    /// `gpu_minutes` from `metrics`.
     fn of(table: Table, batch: &RecordBatch) -> Result<Option<Derived>, StoreError> {
-        if table != Table::Spans {
+        let Some(derived) = table.derived() else {
             return Ok(None);
-        }
-        Ok(
-            vigil_schemas::rollup::llm_minutes(batch)?.map(|batch| Derived {
-                table: Table::LlmMinutes,
-                bytes: batch.get_array_memory_size() as u64,
-                batch,
-            }),
-        )
+        };
+        Ok(derived.derive(batch)?.map(|batch| Derived {
+            table: derived,
+            bytes: batch.get_array_memory_size() as u64,
+            batch,
+        }))
     }
 }
 
@@ -270,7 +269,8 @@ enum WalCommand {
         payload: Vec<u8>,
         batch: RecordBatch,
         bytes: u64,
-        /// Rows derived from `batch` (its `llm_minutes`), buffered under the same LSN.
+        /// Rows derived from `batch` (its `llm_minutes` or `gpu_minutes`), buffered under the
+        /// same LSN.
         derived: Option<Derived>,
         done: oneshot::Sender<Result<(), String>>,
     },
@@ -399,9 +399,10 @@ impl Store {
             // The derived rows were flushed on their own schedule: rebuild those still missing,
             // even for a batch that its own table already holds in Parquet (the WAL keeps a
             // record until every table built from it is flushed).
-            let derived_flushed = |derived: Table| tables[&derived].data.read().flushed_lsn;
-            let needs_derived =
-                record.table == Table::Spans && record.lsn > derived_flushed(Table::LlmMinutes);
+            let needs_derived = record
+                .table
+                .derived()
+                .is_some_and(|derived| record.lsn > tables[&derived].data.read().flushed_lsn);
             let needs_batch = record.lsn > state.data.read().flushed_lsn;
             if !needs_batch && !needs_derived {
                 continue;
@@ -425,7 +426,7 @@ impl Store {
                     }
                     Ok(None) => {}
                     Err(e) => {
-                        tracing::error!(lsn = record.lsn, error = %e, "cannot derive llm_minutes from a replayed spans record")
+                        tracing::error!(lsn = record.lsn, table = %record.table, error = %e, "cannot derive rows from a replayed record")
                     }
                 }
             }
@@ -663,11 +664,10 @@ impl Store {
         let written =
             tokio::task::spawn_blocking(move || -> Result<Vec<ParquetFile>, StoreError> {
                 // Derived rows arrive one set per request: merged, a minute is one row again.
-                let batches = match table {
-                    Table::LlmMinutes => vigil_schemas::rollup::merge(&batches)?
-                        .into_iter()
-                        .collect(),
-                    _ => batches,
+                let batches = if table.is_derived() {
+                    table.merge_derived(&batches)?
+                } else {
+                    batches
                 };
                 let files = parquet_files::write_flush(&dir, table, &batches, max_lsn, &config)?;
                 write_manifest(&dir, max_lsn)?;

@@ -45,6 +45,7 @@ fn sort_keys(table: Table) -> &'static [&'static str] {
         Table::Logs => &[col::SERVICE_NAME, col::TIME],
         Table::Alerts => &[col::TIME],
         Table::LlmMinutes => &[col::SERVICE_NAME, span_col::REQUEST_MODEL, col::TIME],
+        Table::GpuMinutes => &[metric_col::METRIC_NAME, "uuid", col::TIME],
     }
 }
 
