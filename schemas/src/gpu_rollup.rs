@@ -281,21 +281,11 @@ fn build<S: AsRef<str>>(rows: Vec<(Key<S>, Minute)>) -> Result<RecordBatch, Arro
 mod tests {
     use super::*;
     use crate::convert::metrics_to_batch;
+    use crate::test_util::kv;
     use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
     use opentelemetry_proto::tonic::metrics::v1::{
         Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric, number_data_point,
     };
-
-    fn kv(key: &str, value: &str) -> KeyValue {
-        KeyValue {
-            key: key.into(),
-            value: Some(AnyValue {
-                value: Some(any_value::Value::StringValue(value.into())),
-            }),
-            ..Default::default()
-        }
-    }
 
     fn gauge(name: &str, points: &[(u64, f64, Option<&str>)]) -> Metric {
         Metric {

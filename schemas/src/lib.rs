@@ -20,4 +20,7 @@ pub mod redact;
 pub mod rollup;
 pub mod tables;
 
+#[cfg(test)]
+pub(crate) mod test_util;
+
 pub use tables::{Table, alert_col, col, log_col, metric_col, span_col};

@@ -900,6 +900,11 @@ pub(crate) mod tests {
                 ..Default::default()
             })
             .collect();
+        spans_batch(spans)
+    }
+
+    /// The `spans` rows of one resource's spans.
+    fn spans_batch(spans: Vec<Span>) -> RecordBatch {
         let request = ExportTraceServiceRequest {
             resource_spans: vec![ResourceSpans {
                 scope_spans: vec![ScopeSpans {
@@ -964,16 +969,7 @@ pub(crate) mod tests {
                 ..Default::default()
             })
             .collect();
-        let request = ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                scope_spans: vec![ScopeSpans {
-                    spans,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        };
-        spans_to_batch(&request, &Normalizer::default()).batch
+        spans_batch(spans)
     }
 
     fn calls(snapshot: &TableSnapshot) -> i64 {

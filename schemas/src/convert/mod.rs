@@ -122,15 +122,7 @@ mod content_policy_tests {
 
     const SECRET: &str = "mail bob@example.com the launch codes";
 
-    fn kv(key: &str, value: &str) -> KeyValue {
-        KeyValue {
-            key: key.into(),
-            value: Some(AnyValue {
-                value: Some(any_value::Value::StringValue(value.into())),
-            }),
-            ..Default::default()
-        }
-    }
+    use crate::test_util::kv;
 
     fn event(name: &str, attributes: Vec<KeyValue>) -> Event {
         Event {
