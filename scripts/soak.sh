@@ -36,6 +36,12 @@ trap cleanup EXIT
 
 if [ "$(id -u)" -eq 0 ] && command -v mkfs.ext4 >/dev/null && losetup -f >/dev/null 2>&1; then
     mkdir -p "$work/mnt"
+    # The image is sparse: filling it fills the disk it lives on, which must have the room.
+    free_gb=$(df -P -BG "$work" | awk 'NR == 2 { sub("G", "", $4); print $4 }')
+    if [ "${SOAK_DISK_GB:-40}" -ge "$free_gb" ]; then
+        echo "==> SOAK_DISK_GB=${SOAK_DISK_GB:-40} but only ${free_gb} GB are free under $work: set a smaller SOAK_DISK_GB" >&2
+        exit 1
+    fi
     truncate -s "${SOAK_DISK_GB:-40}G" "$work/disk.img"
     # No blocks reserved for root: the collector may run as root, and ext4's 5% reserve would
     # let it write on past a disk that `df` shows full.
