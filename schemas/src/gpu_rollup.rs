@@ -7,13 +7,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, Float64Array, Float64Builder, Int64Array, Int64Builder, MapArray,
-    RecordBatch, StringArray, StringDictionaryBuilder, TimestampNanosecondArray,
-    TimestampNanosecondBuilder,
+    Array, ArrayRef, AsArray, Float64Builder, Int64Array, Int64Builder, MapArray, RecordBatch,
+    StringDictionaryBuilder, TimestampNanosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
 use arrow::error::ArrowError;
 
+use crate::rollup::{floats, missing, strings, times};
 use crate::tables::{dict_type, timestamp_type};
 use crate::{col, metric_col};
 
@@ -97,34 +97,6 @@ impl Minute {
             self.last_time = other.last_time;
         }
     }
-}
-
-fn missing(name: &str) -> ArrowError {
-    ArrowError::SchemaError(format!("batch has no usable `{name}` column"))
-}
-
-fn strings(batch: &RecordBatch, name: &str) -> Result<StringArray, ArrowError> {
-    let column = batch.column_by_name(name).ok_or_else(|| missing(name))?;
-    Ok(arrow::compute::cast(column, &DataType::Utf8)?
-        .as_string::<i32>()
-        .clone())
-}
-
-fn times<'a>(
-    batch: &'a RecordBatch,
-    name: &str,
-) -> Result<&'a TimestampNanosecondArray, ArrowError> {
-    batch
-        .column_by_name(name)
-        .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
-        .ok_or_else(|| missing(name))
-}
-
-fn floats<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a Float64Array, ArrowError> {
-    batch
-        .column_by_name(name)
-        .and_then(|c| c.as_any().downcast_ref::<Float64Array>())
-        .ok_or_else(|| missing(name))
 }
 
 /// The `gpu_minutes` rows of a `metrics` batch: one per minute and GPU series of its points

@@ -152,15 +152,35 @@ struct Minute {
     error_types: BTreeMap<String, i64>,
 }
 
-fn missing(name: &str) -> ArrowError {
-    ArrowError::SchemaError(format!("spans batch has no usable `{name}` column"))
+pub(crate) fn missing(name: &str) -> ArrowError {
+    ArrowError::SchemaError(format!("batch has no usable `{name}` column"))
 }
 
-/// A column as plain strings, whatever its encoding (dictionary or not).
-fn strings(batch: &RecordBatch, name: &str) -> Result<StringArray, ArrowError> {
+pub(crate) fn strings(batch: &RecordBatch, name: &str) -> Result<StringArray, ArrowError> {
     let column = batch.column_by_name(name).ok_or_else(|| missing(name))?;
-    let utf8 = arrow::compute::cast(column, &DataType::Utf8)?;
-    Ok(utf8.as_string::<i32>().clone())
+    Ok(arrow::compute::cast(column, &DataType::Utf8)?
+        .as_string::<i32>()
+        .clone())
+}
+
+pub(crate) fn times<'a>(
+    batch: &'a RecordBatch,
+    name: &str,
+) -> Result<&'a TimestampNanosecondArray, ArrowError> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
+        .ok_or_else(|| missing(name))
+}
+
+pub(crate) fn floats<'a>(
+    batch: &'a RecordBatch,
+    name: &str,
+) -> Result<&'a Float64Array, ArrowError> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<Float64Array>())
+        .ok_or_else(|| missing(name))
 }
 
 fn int64s<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a Int64Array, ArrowError> {
