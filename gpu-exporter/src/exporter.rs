@@ -192,17 +192,6 @@ pub async fn start(config: ExporterConfig) -> Result<RunningExporter, ExporterEr
         Backend::Simulated(fleet) => fleet.nodes.iter().map(|node| node.gpus.len()).sum(),
     };
 
-    let otlp = match &config.otlp_endpoint {
-        Some(endpoint) => Some(OtlpExport::start(
-            endpoint,
-            "vigil-gpu-exporter",
-            &config.hostname,
-            config.otlp_headers.clone(),
-            config.otlp_ca_pem.clone(),
-        )?),
-        None => None,
-    };
-
     let latest: Latest = Arc::default();
     let (page_stop, page_stopped) = tokio::sync::oneshot::channel::<()>();
     let (metrics_addr, page) = match config.listen {
@@ -215,6 +204,24 @@ pub async fn start(config: ExporterConfig) -> Result<RunningExporter, ExporterEr
             (Some(bound), Some(task))
         }
         None => (None, None),
+    };
+
+    // `instance` is what a Prometheus scrape of the page would give (host and page port), so
+    // that PromQL shows the same series whichever way they came.
+    let instance = match metrics_addr {
+        Some(addr) => format!("{}:{}", config.hostname, addr.port()),
+        None => config.hostname.clone(),
+    };
+    let otlp = match &config.otlp_endpoint {
+        Some(endpoint) => Some(OtlpExport::start(
+            endpoint,
+            "vigil-gpu-exporter",
+            &config.hostname,
+            &instance,
+            config.otlp_headers.clone(),
+            config.otlp_ca_pem.clone(),
+        )?),
+        None => None,
     };
 
     let (stop, stopped) = mpsc::channel();

@@ -464,18 +464,25 @@ pub struct Prometheus {
 }
 
 impl Prometheus {
+    /// Scrapes `targets` every second as job `vigil-gpu`.
     pub fn start(targets: &[String]) -> anyhow::Result<Prometheus> {
-        let binary = required_tool("prometheus", "prometheus");
-        let dir = tempfile::tempdir()?;
-        let config = dir.path().join("prometheus.yml");
         let quoted: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
-        std::fs::write(
-            &config,
-            format!(
+        Self::start_with(
+            &format!(
                 "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: vigil-gpu\n    static_configs:\n      - targets: [{}]\n",
                 quoted.join(", ")
             ),
-        )?;
+            &[],
+        )
+    }
+
+    /// Starts with `config` as its prometheus.yml and extra flags (such as
+    /// `--web.enable-remote-write-receiver`).
+    pub fn start_with(config_text: &str, extra_args: &[&str]) -> anyhow::Result<Prometheus> {
+        let binary = required_tool("prometheus", "prometheus");
+        let dir = tempfile::tempdir()?;
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(&config, config_text)?;
         let port = free_port()?;
         let log = std::fs::File::create(dir.path().join("prometheus.log"))?;
         let child = Command::new(binary)
@@ -485,6 +492,7 @@ impl Prometheus {
                 dir.path().join("data").display()
             ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .args(extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))

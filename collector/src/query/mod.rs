@@ -1,11 +1,13 @@
 //! The query engine and its doors: one DataFusion `SessionContext` over every table, served
 //! read-only by SQL over HTTP (`sql_http`), Arrow Flight SQL (`flight_sql`) and the Jaeger trace
-//! API (`jaeger`), with function-level size bounds (`bounded`).
+//! API (`jaeger`) and Prometheus' HTTP API over PromQL (`promql`), with function-level size bounds
+//! (`bounded`).
 
 mod bounded;
 pub mod catalog;
 pub mod flight_sql;
 pub mod jaeger;
+pub mod promql;
 pub mod sql_http;
 
 use std::sync::Arc;
@@ -46,6 +48,9 @@ pub struct QueryConfig {
     pub max_queued: usize,
     /// A query running longer than this is cancelled (waiting for a turn counts).
     pub timeout_secs: u64,
+    /// Samples one PromQL query may load (16 bytes each, plus their series); past this it
+    /// fails with Prometheus' "too many samples" error.
+    pub max_samples: u64,
     /// Host names the query port answers to, besides IP addresses and `localhost`: a browser
     /// page (or a DNS-rebinding attack) names a host of its own. While the port listens on a
     /// loopback address only these pass; on another address any host passes unless this list is
@@ -62,6 +67,7 @@ impl Default for QueryConfig {
             max_concurrent: 8,
             max_queued: 64,
             timeout_secs: 60,
+            max_samples: 20_000_000,
             allowed_hosts: Vec::new(),
         }
     }

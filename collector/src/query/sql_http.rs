@@ -56,6 +56,7 @@ pub fn router(state: QueryHttpState) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
         .merge(super::jaeger::routes())
+        .merge(super::promql::api::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             check_token,

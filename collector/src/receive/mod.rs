@@ -1,8 +1,9 @@
-//! Where signals enter: OTLP/gRPC and OTLP/HTTP receivers over one ingest path
-//! (normalize → WAL → buffers), which answers with OTLP partial success or pushback.
+//! Where signals enter: OTLP/gRPC, OTLP/HTTP and Prometheus remote-write receivers over one
+//! ingest path (normalize → WAL → buffers), which answers with partial success or pushback.
 
 pub mod otlp_grpc;
 pub mod otlp_http;
+pub mod remote_write;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -320,6 +320,7 @@ pub fn router(ingest: Arc<Ingest>, auth: Auth) -> Router {
         .route("/v1/traces", post(traces))
         .route("/v1/metrics", post(metrics))
         .route("/v1/logs", post(logs))
+        .route("/api/v1/write", post(super::remote_write::write))
         // The handlers enforce the limit themselves, to answer with an OTLP status body.
         .layer(DefaultBodyLimit::disable())
         // Bounds the bodies read at once (as many maximal bodies as the memory limit holds);

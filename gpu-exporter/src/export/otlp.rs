@@ -47,11 +47,13 @@ pub struct OtlpExport {
 
 impl OtlpExport {
     /// Connect lazily to `endpoint` (e.g. `http://127.0.0.1:4317`): the collector may start later
-    /// or restart; each round retries. Must be called inside a Tokio runtime.
+    /// or restart; each round retries. Must be called inside a Tokio runtime. `service_name` and
+    /// `instance` become Prometheus' `job` and `instance` labels.
     pub fn start(
         endpoint: &str,
         service_name: &str,
         host_name: &str,
+        instance: &str,
         headers: MetadataMap,
         ca_pem: Option<Vec<u8>>,
     ) -> Result<Self, OtlpError> {
@@ -80,6 +82,7 @@ impl OtlpExport {
             attributes: vec![
                 attribute("service.name", service_name),
                 attribute("host.name", host_name),
+                attribute("service.instance.id", instance),
             ],
             ..Default::default()
         };

@@ -1,0 +1,835 @@
+//! PromQL and Prometheus' HTTP API, measured against a real Prometheus: the same samples are
+//! remote-written into both, then a corpus of queries runs in both as instant queries at several
+//! times and as range queries at several steps, and the answers are compared.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use prost::Message;
+use serde_json::Value;
+use vigil_collector::receive::remote_write::{Label, Sample, TimeSeries, WriteRequest};
+use vigil_tests::{Collector, Prometheus};
+
+const STEP_MS: i64 = 15_000;
+const MINUTE: i64 = 60_000;
+
+/// A deterministic pseudo-random sequence (no dependency, same data every run).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> f64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+struct Series {
+    labels: Vec<(String, String)>,
+    samples: Vec<(i64, f64)>,
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// An hour of samples every 15 s from `t0`: counters with a reset, gauges, a classic histogram,
+/// dcgm-exporter's GPU series, a series that stops, one with a staleness marker and one with NaN.
+fn corpus_data(t0: i64) -> Vec<Series> {
+    let mut rng = Lcg(42);
+    let points = 241;
+    let times: Vec<i64> = (0..points).map(|i| t0 + i * STEP_MS).collect();
+    let mut out = Vec::new();
+    for instance in ["10.0.0.1:8080", "10.0.0.2:8080"] {
+        for method in ["GET", "POST"] {
+            for code in ["200", "500"] {
+                let mut v = 0.0;
+                let reset_at = if instance.ends_with("1:8080") && method == "GET" && code == "200" {
+                    Some(120)
+                } else {
+                    None
+                };
+                let samples = times
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| {
+                        v += (rng.next() * 20.0).floor();
+                        if Some(i) == reset_at {
+                            v = 3.0;
+                        }
+                        (*t, v)
+                    })
+                    .collect();
+                out.push(Series {
+                    labels: labels(&[
+                        ("__name__", "http_requests_total"),
+                        ("job", "api"),
+                        ("instance", instance),
+                        ("method", method),
+                        ("code", code),
+                    ]),
+                    samples,
+                });
+            }
+        }
+        for sensor in ["a", "b"] {
+            let mut v = 40.0;
+            let samples = times
+                .iter()
+                .map(|t| {
+                    v += rng.next() * 4.0 - 2.0;
+                    (
+                        *t,
+                        (v * 100.0f64).round() / 100.0 - if sensor == "b" { 45.0 } else { 0.0 },
+                    )
+                })
+                .collect();
+            out.push(Series {
+                labels: labels(&[
+                    ("__name__", "node_temperature_celsius"),
+                    ("job", "node"),
+                    ("instance", instance),
+                    ("sensor", sensor),
+                ]),
+                samples,
+            });
+        }
+        // A classic histogram: cumulative buckets, sum and count.
+        let bounds = ["0.1", "0.5", "1", "+Inf"];
+        let mut counts = [0.0f64; 4];
+        let mut sum = 0.0;
+        let mut bucket_samples: Vec<Vec<(i64, f64)>> = vec![Vec::new(); 4];
+        let mut sum_samples = Vec::new();
+        let mut count_samples = Vec::new();
+        for t in &times {
+            for _ in 0..(rng.next() * 10.0) as usize {
+                let observation = rng.next() * rng.next() * 2.0;
+                sum += observation;
+                for (i, bound) in [0.1, 0.5, 1.0, f64::INFINITY].iter().enumerate() {
+                    if observation <= *bound {
+                        counts[i] += 1.0;
+                    }
+                }
+            }
+            for i in 0..4 {
+                bucket_samples[i].push((*t, counts[i]));
+            }
+            sum_samples.push((*t, sum));
+            count_samples.push((*t, counts[3]));
+        }
+        for (bound, samples) in bounds.iter().zip(bucket_samples) {
+            out.push(Series {
+                labels: labels(&[
+                    ("__name__", "request_duration_seconds_bucket"),
+                    ("job", "api"),
+                    ("instance", instance),
+                    ("le", bound),
+                ]),
+                samples,
+            });
+        }
+        for (name, samples) in [
+            ("request_duration_seconds_sum", sum_samples),
+            ("request_duration_seconds_count", count_samples),
+        ] {
+            out.push(Series {
+                labels: labels(&[("__name__", name), ("job", "api"), ("instance", instance)]),
+                samples,
+            });
+        }
+    }
+    // dcgm-exporter's series, as its page names them.
+    for (host, gpus) in [("node-a", 0..4), ("node-b", 0..2)] {
+        for gpu in gpus {
+            let uuid = format!("GPU-{host}-{gpu:04}");
+            let gpu_label = gpu.to_string();
+            let instance = format!("{host}:9400");
+            for (name, base, spread) in [
+                ("DCGM_FI_DEV_GPU_UTIL", 70.0, 30.0),
+                ("DCGM_FI_DEV_GPU_TEMP", 60.0, 10.0),
+                ("DCGM_FI_DEV_POWER_USAGE", 400.0, 150.0),
+                ("DCGM_FI_DEV_SM_CLOCK", 1800.0, 180.0),
+                ("DCGM_FI_DEV_MEM_CLOCK", 2600.0, 0.0),
+                ("DCGM_FI_DEV_FB_USED", 50000.0, 20000.0),
+                ("DCGM_FI_DEV_FB_FREE", 30000.0, 20000.0),
+                ("DCGM_FI_PROF_PIPE_TENSOR_ACTIVE", 0.5, 0.4),
+            ] {
+                let samples = times
+                    .iter()
+                    .map(|t| {
+                        (
+                            *t,
+                            ((base + (rng.next() - 0.5) * spread) * 10.0f64).round() / 10.0,
+                        )
+                    })
+                    .collect();
+                out.push(Series {
+                    labels: labels(&[
+                        ("__name__", name),
+                        ("job", "dcgm"),
+                        ("instance", &instance),
+                        ("gpu", &gpu_label),
+                        ("UUID", &uuid),
+                        ("modelName", "NVIDIA H100 80GB HBM3"),
+                        ("Hostname", host),
+                    ]),
+                    samples,
+                });
+            }
+            let mut energy = 1e6;
+            let samples = times
+                .iter()
+                .map(|t| {
+                    energy += 400.0 * 15.0 * 1000.0 * (0.8 + rng.next() * 0.4);
+                    (*t, energy.round())
+                })
+                .collect();
+            out.push(Series {
+                labels: labels(&[
+                    ("__name__", "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"),
+                    ("job", "dcgm"),
+                    ("instance", &instance),
+                    ("gpu", &gpu_label),
+                    ("UUID", &uuid),
+                    ("modelName", "NVIDIA H100 80GB HBM3"),
+                    ("Hostname", host),
+                ]),
+                samples,
+            });
+        }
+    }
+    // A series that stops 20 minutes before the end: gone after the lookback.
+    out.push(Series {
+        labels: labels(&[("__name__", "batch_last_success_seconds"), ("job", "batch")]),
+        samples: times[..points as usize - 80]
+            .iter()
+            .map(|t| (*t, (*t / 1000) as f64))
+            .collect(),
+    });
+    // A staleness marker in the middle: absent at once, then back.
+    out.push(Series {
+        labels: labels(&[("__name__", "flappy"), ("job", "x")]),
+        samples: times
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !(121..130).contains(i))
+            .map(|(i, t)| {
+                let v = if i == 120 {
+                    f64::from_bits(0x7ff0_0000_0000_0002)
+                } else {
+                    i as f64
+                };
+                (*t, v)
+            })
+            .collect(),
+    });
+    // NaN values among numbers.
+    out.push(Series {
+        labels: labels(&[("__name__", "nan_gauge"), ("job", "x")]),
+        samples: times
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (*t, if i % 7 == 3 { f64::NAN } else { i as f64 }))
+            .collect(),
+    });
+    out
+}
+
+/// The samples of `series` between `from` (inclusive) and `to` (exclusive), as one request.
+fn write_request(series: &[Series], from: i64, to: i64) -> WriteRequest {
+    WriteRequest {
+        timeseries: series
+            .iter()
+            .map(|s| TimeSeries {
+                labels: s
+                    .labels
+                    .iter()
+                    .map(|(name, value)| Label {
+                        name: name.clone(),
+                        value: value.clone(),
+                    })
+                    .collect(),
+                samples: s
+                    .samples
+                    .iter()
+                    .filter(|(t, _)| *t >= from && *t < to)
+                    .map(|(t, v)| Sample {
+                        value: *v,
+                        timestamp: *t,
+                    })
+                    .collect(),
+            })
+            .filter(|s| !s.samples.is_empty())
+            .collect(),
+        metadata: Vec::new(),
+    }
+}
+
+fn remote_write(url: &str, request: &WriteRequest) -> reqwest::blocking::Response {
+    let body = snap::raw::Encoder::new()
+        .compress_vec(&request.encode_to_vec())
+        .expect("snappy compresses");
+    reqwest::blocking::Client::new()
+        .post(url)
+        .header("Content-Type", "application/x-protobuf")
+        .header("Content-Encoding", "snappy")
+        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+        .body(body)
+        .send()
+        .expect("remote-write request sent")
+}
+
+fn get(url: &str, params: &[(&str, String)]) -> Value {
+    let response = reqwest::blocking::Client::new()
+        .get(url)
+        .query(params)
+        .timeout(Duration::from_secs(60))
+        .send()
+        .expect("query sent");
+    response.json().expect("a JSON answer")
+}
+
+/// A query answer reduced to what must agree: the result type and each series' points.
+#[derive(Debug, Clone, PartialEq)]
+enum Answer {
+    Error(String),
+    Scalar(f64),
+    String(String),
+    /// Series by label set, each with its (time, value) points; `ordered` keeps result order.
+    Series {
+        kind: String,
+        series: Vec<(String, Vec<(i64, f64)>)>,
+    },
+}
+
+fn number(v: &Value) -> f64 {
+    match v.as_str() {
+        Some("NaN") => f64::NAN,
+        Some("+Inf") => f64::INFINITY,
+        Some("-Inf") => f64::NEG_INFINITY,
+        Some(s) => s.parse().unwrap_or(f64::NAN),
+        None => f64::NAN,
+    }
+}
+
+fn millis(v: &Value) -> i64 {
+    (v.as_f64().unwrap_or(0.0) * 1000.0).round() as i64
+}
+
+fn answer(response: &Value, ordered: bool) -> Answer {
+    if response["status"] != "success" {
+        return Answer::Error(response["errorType"].as_str().unwrap_or("?").to_string());
+    }
+    let data = &response["data"];
+    let kind = data["resultType"].as_str().unwrap_or("").to_string();
+    match kind.as_str() {
+        "scalar" => Answer::Scalar(number(&data["result"][1])),
+        "string" => Answer::String(data["result"][1].as_str().unwrap_or("").to_string()),
+        _ => {
+            let mut series: Vec<(String, Vec<(i64, f64)>)> = data["result"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|s| {
+                    let metric: BTreeMap<String, String> = s["metric"]
+                        .as_object()
+                        .map(|m| {
+                            m.iter()
+                                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let points = if let Some(values) = s["values"].as_array() {
+                        values
+                            .iter()
+                            .map(|p| (millis(&p[0]), number(&p[1])))
+                            .collect()
+                    } else {
+                        vec![(millis(&s["value"][0]), number(&s["value"][1]))]
+                    };
+                    (format!("{metric:?}"), points)
+                })
+                .collect();
+            if !ordered {
+                series.sort_by(|a, b| a.0.cmp(&b.0));
+            }
+            Answer::Series { kind, series }
+        }
+    }
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= 1e-9 + 1e-7 * a.abs().max(b.abs())
+}
+
+/// For `topk`/`bottomk`: the same values at each time, whichever of several equal-valued series
+/// was kept. Prometheus breaks ties by the order its storage created the series in, which is not
+/// part of the API and which vigil does not know; vigil breaks them by labels.
+fn same_values_per_time(a: &Answer, b: &Answer) -> bool {
+    let by_time = |answer: &Answer| -> Option<BTreeMap<i64, Vec<f64>>> {
+        let Answer::Series { series, .. } = answer else {
+            return None;
+        };
+        let mut out: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
+        for (_, points) in series {
+            for (t, v) in points {
+                out.entry(*t).or_default().push(*v);
+            }
+        }
+        for values in out.values_mut() {
+            values.sort_by(|x, y| x.total_cmp(y));
+        }
+        Some(out)
+    };
+    match (by_time(a), by_time(b)) {
+        (Some(x), Some(y)) => {
+            x.len() == y.len()
+                && x.iter().zip(&y).all(|((t1, v1), (t2, v2))| {
+                    t1 == t2
+                        && v1.len() == v2.len()
+                        && v1.iter().zip(v2).all(|(p, q)| close(*p, *q))
+                })
+        }
+        _ => same(a, b),
+    }
+}
+
+fn same(a: &Answer, b: &Answer) -> bool {
+    match (a, b) {
+        (Answer::Error(x), Answer::Error(y)) => x == y,
+        (Answer::Scalar(x), Answer::Scalar(y)) => close(*x, *y),
+        (Answer::String(x), Answer::String(y)) => x == y,
+        (
+            Answer::Series {
+                kind: k1,
+                series: s1,
+            },
+            Answer::Series {
+                kind: k2,
+                series: s2,
+            },
+        ) => {
+            k1 == k2
+                && s1.len() == s2.len()
+                && s1.iter().zip(s2).all(|((l1, p1), (l2, p2))| {
+                    l1 == l2
+                        && p1.len() == p2.len()
+                        && p1
+                            .iter()
+                            .zip(p2)
+                            .all(|((t1, v1), (t2, v2))| t1 == t2 && close(*v1, *v2))
+                })
+        }
+        _ => false,
+    }
+}
+
+/// The queries, by construct. Queries whose result order is part of the answer come last, in
+/// `ORDERED`.
+fn corpus() -> Vec<String> {
+    let mut q: Vec<String> = Vec::new();
+    let mut add = |s: &str| q.push(s.to_string());
+    // Selectors and every matcher.
+    for s in [
+        "http_requests_total",
+        "http_requests_total{method=\"GET\"}",
+        "http_requests_total{method!=\"GET\"}",
+        "http_requests_total{code=~\"5..\"}",
+        "http_requests_total{code!~\"2.*\"}",
+        "http_requests_total{code=~\"(2|5)00\", instance=~\"10.0.0.1:8080|10.0.0.2:8080\"}",
+        "http_requests_total{method=~\"get\"}",
+        "http_requests_total{method=~\"G.*\", method!=\"GET\"}",
+        "http_requests_total{nonexistent=\"\"}",
+        "http_requests_total{nonexistent!=\"\"}",
+        "{__name__=\"http_requests_total\", code=\"500\"}",
+        "{__name__=~\"node_.*\"}",
+        "{__name__=~\"node_.*|request_duration_seconds_(sum|count)\", instance=\"10.0.0.2:8080\"}",
+        "{job=\"node\"}",
+        "{job=~\"no.e\", sensor=\"b\"}",
+        "node_temperature_celsius offset 5m",
+        "node_temperature_celsius offset -3m",
+        "node_temperature_celsius offset 1h",
+        "batch_last_success_seconds",
+        "flappy",
+        "nan_gauge",
+        "no_such_metric",
+        "DCGM_FI_DEV_GPU_UTIL",
+    ] {
+        add(s);
+    }
+    // Counters.
+    for f in ["rate", "irate", "increase", "resets", "changes"] {
+        for r in ["1m", "5m", "90s", "20m"] {
+            add(&format!("{f}(http_requests_total[{r}])"));
+        }
+        add(&format!(
+            "{f}(http_requests_total{{code=\"200\"}}[5m] offset 10m)"
+        ));
+        add(&format!("{f}(http_requests_total[10m:1m])"));
+    }
+    add("rate(DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION[5m]) / 1000");
+    // Gauges over time.
+    for f in [
+        "avg_over_time",
+        "min_over_time",
+        "max_over_time",
+        "sum_over_time",
+        "count_over_time",
+        "last_over_time",
+        "present_over_time",
+        "stddev_over_time",
+        "stdvar_over_time",
+        "delta",
+        "idelta",
+        "deriv",
+        "changes",
+    ] {
+        add(&format!("{f}(node_temperature_celsius[5m])"));
+        add(&format!("{f}(node_temperature_celsius[10m] offset 2m)"));
+    }
+    add("quantile_over_time(0.9, node_temperature_celsius[10m])");
+    add("quantile_over_time(0, node_temperature_celsius[10m])");
+    add("quantile_over_time(1.5, node_temperature_celsius[10m])");
+    add("predict_linear(node_temperature_celsius[10m], 600)");
+    add("predict_linear(DCGM_FI_DEV_FB_USED[15m], 3600) > 60000");
+    add("holt_winters(node_temperature_celsius[10m], 0.5, 0.5)");
+    add("holt_winters(node_temperature_celsius[10m], 0.1, 0.9)");
+    add("avg_over_time(nan_gauge[5m])");
+    add("max_over_time(nan_gauge[5m])");
+    add("min_over_time(nan_gauge[2m])");
+    add("count_over_time(flappy[5m])");
+    add("last_over_time(batch_last_success_seconds[30m])");
+    add("absent_over_time(batch_last_success_seconds[10m])");
+    add("absent_over_time(no_such_metric{job=\"x\"}[10m])");
+    add("max_over_time(rate(http_requests_total[1m])[10m:30s])");
+    add("avg_over_time(node_temperature_celsius[5m:1m] offset 5m)");
+    add("min_over_time(sum by (instance) (http_requests_total)[15m:])");
+    // Aggregations.
+    for a in [
+        "sum", "avg", "min", "max", "count", "group", "stddev", "stdvar",
+    ] {
+        add(&format!("{a}(http_requests_total)"));
+        add(&format!(
+            "{a} by (instance) (rate(http_requests_total[5m]))"
+        ));
+        add(&format!(
+            "{a} without (instance, sensor) (node_temperature_celsius)"
+        ));
+    }
+    add("sum by (job) ({__name__=~\"http_requests_total|node_temperature_celsius\"})");
+    add("sum by (__name__) ({__name__=~\"DCGM_FI_DEV_(GPU_UTIL|GPU_TEMP)\"})");
+    add("quantile(0.5, node_temperature_celsius)");
+    add("quantile by (instance) (0.9, rate(http_requests_total[5m]))");
+    add("count_values(\"value\", DCGM_FI_DEV_MEM_CLOCK)");
+    add("count_values without (gpu) (\"util\", round(DCGM_FI_DEV_GPU_UTIL, 10))");
+    add("topk(3, rate(http_requests_total[5m]))");
+    add("bottomk(2, node_temperature_celsius)");
+    add("topk by (instance) (1, DCGM_FI_DEV_GPU_TEMP)");
+    add("sum(nan_gauge)");
+    add("max(nan_gauge) by (job)");
+    add("avg(DCGM_FI_DEV_GPU_TEMP)");
+    // Binary operators and vector matching.
+    for op in ["+", "-", "*", "/", "%", "^", "atan2"] {
+        add(&format!("node_temperature_celsius {op} 3"));
+        add(&format!("2 {op} node_temperature_celsius"));
+    }
+    for op in ["==", "!=", ">", "<", ">=", "<="] {
+        add(&format!("node_temperature_celsius {op} 40"));
+        add(&format!("node_temperature_celsius {op} bool 40"));
+        add(&format!("40 {op} node_temperature_celsius"));
+        add(&format!(
+            "rate(http_requests_total[5m]) {op} rate(http_requests_total[5m] offset 1m)"
+        ));
+    }
+    add("1 + 1");
+    add("2 ^ 3 ^ 2");
+    add("-node_temperature_celsius");
+    add("10 > bool 5");
+    add("time() - 1");
+    add("DCGM_FI_DEV_FB_USED / (DCGM_FI_DEV_FB_USED + DCGM_FI_DEV_FB_FREE)");
+    add("DCGM_FI_DEV_POWER_USAGE / on(UUID) DCGM_FI_DEV_GPU_UTIL");
+    add("DCGM_FI_DEV_POWER_USAGE / ignoring(gpu) DCGM_FI_DEV_GPU_UTIL");
+    add(
+        "rate(http_requests_total[5m]) / on(instance) group_left sum by (instance) (rate(http_requests_total[5m]))",
+    );
+    add(
+        "sum by (instance) (rate(http_requests_total[5m])) / on(instance) group_right rate(http_requests_total[5m])",
+    );
+    add(
+        "request_duration_seconds_sum / ignoring(le) group_left(le) request_duration_seconds_bucket",
+    );
+    add("DCGM_FI_DEV_GPU_TEMP * on(instance) group_left(sensor) node_temperature_celsius");
+    add("http_requests_total and http_requests_total{code=\"200\"}");
+    add("http_requests_total and on(instance) node_temperature_celsius{sensor=\"a\"}");
+    add("http_requests_total unless http_requests_total{method=\"GET\"}");
+    add("http_requests_total unless ignoring(code) http_requests_total{code=\"500\"}");
+    add("node_temperature_celsius or http_requests_total");
+    add("flappy or vector(0)");
+    add("batch_last_success_seconds or on() vector(-1)");
+    add("sum(rate(http_requests_total{code=\"500\"}[5m])) / sum(rate(http_requests_total[5m]))");
+    // Histograms.
+    for q in ["0.5", "0.9", "0.99", "0", "1", "-1", "2"] {
+        add(&format!(
+            "histogram_quantile({q}, rate(request_duration_seconds_bucket[5m]))"
+        ));
+    }
+    add("histogram_quantile(0.9, sum by (le) (rate(request_duration_seconds_bucket[5m])))");
+    add(
+        "histogram_quantile(0.9, sum by (le, instance) (increase(request_duration_seconds_bucket[10m])))",
+    );
+    add("histogram_quantile(0.5, request_duration_seconds_bucket)");
+    add("rate(request_duration_seconds_sum[5m]) / rate(request_duration_seconds_count[5m])");
+    // Labels, math, time.
+    add("label_replace(node_temperature_celsius, \"host\", \"$1\", \"instance\", \"(.*):.*\")");
+    add("label_replace(node_temperature_celsius, \"sensor\", \"\", \"sensor\", \"a\")");
+    add(
+        "label_replace(node_temperature_celsius, \"x\", \"${1}-$2\", \"instance\", \"(\\\\d+)\\\\.(\\\\d+).*\")",
+    );
+    add("label_replace(http_requests_total, \"instance\", \"all\", \"\", \"\")");
+    add("label_join(DCGM_FI_DEV_GPU_UTIL, \"id\", \"/\", \"Hostname\", \"gpu\")");
+    add("label_join(node_temperature_celsius, \"sensor\", \"-\")");
+    for f in [
+        "abs", "ceil", "floor", "exp", "sqrt", "ln", "log2", "log10", "sgn", "sin", "cos", "tan",
+        "asin", "acos", "atan", "sinh", "cosh", "tanh", "asinh", "deg", "rad",
+    ] {
+        add(&format!("{f}(node_temperature_celsius)"));
+    }
+    add("acosh(node_temperature_celsius)");
+    add("atanh(node_temperature_celsius / 100)");
+    add("round(node_temperature_celsius)");
+    add("round(node_temperature_celsius, 5)");
+    add("round(node_temperature_celsius, 0.1)");
+    add("clamp(node_temperature_celsius, -2, 40)");
+    add("clamp(node_temperature_celsius, 40, -2)");
+    add("clamp_min(node_temperature_celsius, 0)");
+    add("clamp_max(node_temperature_celsius, 40)");
+    for f in [
+        "minute",
+        "hour",
+        "day_of_week",
+        "day_of_month",
+        "day_of_year",
+        "days_in_month",
+        "month",
+        "year",
+    ] {
+        add(&format!("{f}()"));
+        add(&format!("{f}(batch_last_success_seconds)"));
+    }
+    add("timestamp(node_temperature_celsius)");
+    add("timestamp(batch_last_success_seconds)");
+    add("timestamp(rate(http_requests_total[5m]))");
+    add("time()");
+    add("pi()");
+    add("vector(1)");
+    add("vector(time())");
+    add("scalar(sum(node_temperature_celsius))");
+    add("scalar(node_temperature_celsius)");
+    add("node_temperature_celsius * scalar(count(node_temperature_celsius))");
+    add("absent(no_such_metric{job=\"x\", instance=~\"a.*\"})");
+    add("absent(node_temperature_celsius)");
+    add("absent(batch_last_success_seconds{job=\"batch\"})");
+    add("absent(sum(no_such_metric))");
+    add("\"a string\"");
+    add("42");
+    // @ modifier.
+    add("node_temperature_celsius @ end()");
+    add("node_temperature_celsius @ start()");
+    add("rate(http_requests_total[5m] @ end())");
+    add("max_over_time(node_temperature_celsius[5m:1m] @ start())");
+    // Queries that must fail, in both.
+    add("rate(http_requests_total)");
+    add("sum(");
+    add("{__name__=~\".*\"}");
+    add("node_temperature_celsius + ignoring(sensor) node_temperature_celsius");
+    add("http_requests_total / on(instance) node_temperature_celsius");
+    add("label_replace(node_temperature_celsius, \"1bad\", \"x\", \"instance\", \".*\")");
+    add("holt_winters(node_temperature_celsius[10m], 1.5, 0.5)");
+    add("{__name__=~\"http_requests_total|node_temperature_celsius\"} + 1");
+    add("rate({__name__=~\"http_requests_total|request_duration_seconds_sum\"}[5m])");
+    add("nonexistent_function(up)");
+    add("http_requests_total[5m]");
+    q
+}
+
+/// Queries whose order is part of the answer (instant queries only).
+const ORDERED: [&str; 4] = [
+    "sort(node_temperature_celsius)",
+    "sort_desc(DCGM_FI_DEV_POWER_USAGE)",
+    "sort(rate(http_requests_total[5m]))",
+    "sort_desc(sum by (instance) (node_temperature_celsius))",
+];
+
+/// The dcgm-exporter dashboard's (Grafana 12239) panel queries, with its `$instance` and `$gpu`
+/// variables as Grafana expands them.
+const DCGM_PANELS: [&str; 9] = [
+    "DCGM_FI_DEV_GPU_TEMP{instance=~\"$instance\", gpu=~\"$gpu\"}",
+    "avg(DCGM_FI_DEV_GPU_TEMP{instance=~\"$instance\", gpu=~\"$gpu\"})",
+    "DCGM_FI_DEV_POWER_USAGE{instance=~\"$instance\", gpu=~\"$gpu\"}",
+    "sum(DCGM_FI_DEV_POWER_USAGE{instance=~\"$instance\", gpu=~\"$gpu\"})",
+    "sum(rate(DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{instance=~\"$instance\", gpu=~\"$gpu\"}[1m]))",
+    "DCGM_FI_DEV_SM_CLOCK{instance=~\"$instance\", gpu=~\"$gpu\"} * 1000000",
+    "DCGM_FI_DEV_MEM_CLOCK{instance=~\"$instance\", gpu=~\"$gpu\"} * 1000000",
+    "DCGM_FI_DEV_GPU_UTIL{instance=~\"$instance\", gpu=~\"$gpu\"}",
+    "DCGM_FI_DEV_FB_USED{instance=~\"$instance\", gpu=~\"$gpu\"}",
+];
+
+#[test]
+fn promql_answers_as_prometheus_does_on_the_same_remote_written_samples() {
+    let prometheus = Prometheus::start_with(
+        "global:\n  scrape_interval: 15s\n",
+        &["--web.enable-remote-write-receiver"],
+    )
+    .expect("prometheus starts");
+    let dir = tempfile::tempdir().unwrap();
+    let collector = Collector::start(&dir.path().join("data"), &[]).expect("collector starts");
+
+    let now = chrono::Utc::now().timestamp_millis();
+    let t0 = (now - 70 * MINUTE) / MINUTE * MINUTE;
+    let end = t0 + 60 * MINUTE;
+    let data = corpus_data(t0);
+    let samples: usize = data.iter().map(|s| s.samples.len()).sum();
+    // In time order, ten minutes at a time, as a remote-write queue sends them.
+    let mut from = t0;
+    while from <= end {
+        let request = write_request(&data, from, from + 10 * MINUTE);
+        for (who, url) in [
+            ("prometheus", format!("{}/api/v1/write", prometheus.url)),
+            ("vigil", format!("{}/api/v1/write", collector.http_url())),
+        ] {
+            let response = remote_write(&url, &request);
+            let status = response.status();
+            assert!(
+                status.is_success(),
+                "{who} refused a remote-write: {status} {}",
+                response.text().unwrap_or_default()
+            );
+        }
+        from += 10 * MINUTE;
+    }
+    println!(
+        "remote-wrote {samples} samples in {} series to both",
+        data.len()
+    );
+
+    let instants = [
+        end,
+        end - 10 * MINUTE + 7_000,
+        t0 + 30 * MINUTE,
+        end + 4 * MINUTE,
+        end + 6 * MINUTE,
+    ];
+    let ranges = [
+        (t0 + 5 * MINUTE, end + 10 * MINUTE, 60_000i64),
+        (end - 20 * MINUTE, end, 15_000),
+        (t0, end + 7 * MINUTE, 137_000),
+    ];
+    let seconds = |ms: i64| format!("{:.3}", ms as f64 / 1000.0);
+
+    let mut queries: Vec<(String, bool)> = corpus().into_iter().map(|q| (q, false)).collect();
+    queries.extend(ORDERED.iter().map(|q| (q.to_string(), true)));
+    // The dashboard's panels with `All` (every value, as Grafana joins them) and two values.
+    let all_instances = "(node-a:9400|node-b:9400)";
+    let all_gpus = "(0|1|2|3)";
+    for panel in DCGM_PANELS {
+        for (instance, gpu) in [
+            (all_instances, all_gpus),
+            ("(node-a:9400|node-b:9400)", "(1|3)"),
+            ("node-b:9400", "(0|1)"),
+        ] {
+            queries.push((
+                panel.replace("$instance", instance).replace("$gpu", gpu),
+                false,
+            ));
+        }
+    }
+
+    let (mut compared, mut matched) = (0usize, 0usize);
+    let mut failures: Vec<String> = Vec::new();
+    let mut distinct_queries = 0;
+    for (query, ordered) in &queries {
+        distinct_queries += 1;
+        let mut checks: Vec<(String, Vec<(&str, String)>)> = Vec::new();
+        for t in instants {
+            checks.push((
+                "query".into(),
+                vec![("query", query.clone()), ("time", seconds(t))],
+            ));
+        }
+        if !ordered {
+            for (start, stop, step) in ranges {
+                checks.push((
+                    "query_range".into(),
+                    vec![
+                        ("query", query.clone()),
+                        ("start", seconds(start)),
+                        ("end", seconds(stop)),
+                        ("step", format!("{}", step / 1000)),
+                    ],
+                ));
+            }
+        }
+        for (endpoint, params) in checks {
+            let theirs = answer(
+                &get(&format!("{}/api/v1/{endpoint}", prometheus.url), &params),
+                *ordered,
+            );
+            let ours = answer(
+                &get(
+                    &format!("{}/api/v1/{endpoint}", collector.query_url()),
+                    &params,
+                ),
+                *ordered,
+            );
+            compared += 1;
+            let agree = if query.starts_with("topk") || query.starts_with("bottomk") {
+                same_values_per_time(&theirs, &ours)
+            } else {
+                same(&theirs, &ours)
+            };
+            if agree {
+                matched += 1;
+            } else if failures.len() < 40 {
+                let show = |a: &Answer| {
+                    let text = format!("{a:?}");
+                    text.chars().take(600).collect::<String>()
+                };
+                failures.push(format!(
+                    "{endpoint} {params:?}\n  prometheus: {}\n  vigil:      {}",
+                    show(&theirs),
+                    show(&ours)
+                ));
+            }
+        }
+    }
+    println!(
+        "{matched} of {compared} answers matched Prometheus, over {distinct_queries} queries ({} instant times, {} ranges)",
+        instants.len(),
+        ranges.len()
+    );
+    for failure in &failures {
+        println!("MISMATCH {failure}");
+    }
+    if let Ok(secs) = std::env::var("VIGIL_PROMQL_HOLD") {
+        println!(
+            "holding: prometheus {} vigil {}",
+            prometheus.url,
+            collector.query_url()
+        );
+        std::thread::sleep(Duration::from_secs(secs.parse().unwrap_or(600)));
+    }
+    assert!(
+        distinct_queries >= 200,
+        "the corpus has {distinct_queries} queries"
+    );
+    assert_eq!(
+        matched, compared,
+        "answers that differ from Prometheus (first 40 above)"
+    );
+}
