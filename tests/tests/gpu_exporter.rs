@@ -61,6 +61,124 @@ fn labels_of(value: &Value) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
+/// The dcgm-exporter dashboard's (Grafana 12239) panels, `$instance` and `$gpu` as Grafana
+/// expands them.
+const DCGM_DASHBOARD: [&str; 9] = [
+    "DCGM_FI_DEV_GPU_TEMP{instance=~\"$instance\", gpu=~\"$gpu\"}",
+    "avg(DCGM_FI_DEV_GPU_TEMP{instance=~\"$instance\", gpu=~\"$gpu\"})",
+    "DCGM_FI_DEV_POWER_USAGE{instance=~\"$instance\", gpu=~\"$gpu\"}",
+    "sum(DCGM_FI_DEV_POWER_USAGE{instance=~\"$instance\", gpu=~\"$gpu\"})",
+    "sum(rate(DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{instance=~\"$instance\", gpu=~\"$gpu\"}[1m]))",
+    "DCGM_FI_DEV_SM_CLOCK{instance=~\"$instance\", gpu=~\"$gpu\"} * 1000000",
+    "DCGM_FI_DEV_MEM_CLOCK{instance=~\"$instance\", gpu=~\"$gpu\"} * 1000000",
+    "DCGM_FI_DEV_GPU_UTIL{instance=~\"$instance\", gpu=~\"$gpu\"}",
+    "DCGM_FI_DEV_FB_USED{instance=~\"$instance\", gpu=~\"$gpu\"}",
+];
+
+fn prometheus_api(base: &str, path: &str, params: &[(&str, String)]) -> Value {
+    let answer: Value = reqwest::blocking::Client::new()
+        .get(format!("{base}{path}"))
+        .query(params)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        answer["status"], "success",
+        "{base}{path} {params:?}: {answer}"
+    );
+    answer["data"].clone()
+}
+
+/// The label sets of a query's result, job and instance included.
+fn series_of(data: &Value) -> BTreeSet<String> {
+    data["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["metric"].to_string())
+        .collect()
+}
+
+/// Grafana's dcgm-exporter dashboard over vigil (OTLP from the exporter) and over Prometheus
+/// (scraping the exporter's page): its variables list the same values and its panels show the
+/// same series, with `All` and with two values selected.
+fn same_dashboard_series_in_vigil_and_prometheus(collector: &Collector, prometheus: &Prometheus) {
+    let now = chrono::Utc::now().timestamp();
+    let window = [("start", (now - 300).to_string()), ("end", now.to_string())];
+    let mut variables: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for variable in ["instance", "gpu"] {
+        // `label_values(DCGM_FI_DEV_GPU_TEMP, instance)`, as Grafana asks for it.
+        let mut params = window.to_vec();
+        params.push(("match[]", "DCGM_FI_DEV_GPU_TEMP".to_string()));
+        let path = format!("/api/v1/label/{variable}/values");
+        let theirs = prometheus_api(&prometheus.url, &path, &params);
+        let ours = prometheus_api(&collector.query_url(), &path, &params);
+        assert_eq!(
+            ours, theirs,
+            "label_values(DCGM_FI_DEV_GPU_TEMP, {variable})"
+        );
+        variables.insert(
+            variable,
+            theirs
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string())
+                .collect(),
+        );
+    }
+    assert_eq!(variables["gpu"].len(), 2, "{variables:?}");
+    let all = |values: &[String]| format!("({})", values.join("|"));
+    let choices = [
+        (all(&variables["instance"]), all(&variables["gpu"])),
+        (
+            variables["instance"][0].clone(),
+            format!("({}|{})", variables["gpu"][0], variables["gpu"][1]),
+        ),
+        (all(&variables["instance"]), variables["gpu"][1].clone()),
+    ];
+    for panel in DCGM_DASHBOARD {
+        for (instance, gpu) in &choices {
+            let query = panel.replace("$instance", instance).replace("$gpu", gpu);
+            // Grafana aligns a range query's start and end to its step.
+            let step = 5;
+            let params = [
+                ("query", query.clone()),
+                ("start", ((now - 60) / step * step).to_string()),
+                ("end", (now / step * step).to_string()),
+                ("step", step.to_string()),
+            ];
+            let theirs = series_of(&prometheus_api(
+                &prometheus.url,
+                "/api/v1/query_range",
+                &params,
+            ));
+            let ours = series_of(&prometheus_api(
+                &collector.query_url(),
+                "/api/v1/query_range",
+                &params,
+            ));
+            assert!(!theirs.is_empty(), "{query}: Prometheus has no series");
+            assert_eq!(
+                ours, theirs,
+                "{query}: vigil's series differ from Prometheus'"
+            );
+            let instant = [("query", query.clone()), ("time", now.to_string())];
+            let theirs = series_of(&prometheus_api(&prometheus.url, "/api/v1/query", &instant));
+            let ours = series_of(&prometheus_api(
+                &collector.query_url(),
+                "/api/v1/query",
+                &instant,
+            ));
+            assert_eq!(
+                ours, theirs,
+                "{query} (instant): vigil's series differ from Prometheus'"
+            );
+        }
+    }
+}
+
 #[test]
 fn simulated_fleet_reaches_sql_and_prometheus_with_the_same_values() {
     let dir = tempfile::tempdir().unwrap();
@@ -90,7 +208,19 @@ fn simulated_fleet_reaches_sql_and_prometheus_with_the_same_values() {
         .trim_start_matches("http://")
         .trim_end_matches("/metrics")
         .to_string();
-    let prometheus = Prometheus::start(&[target]).unwrap();
+    // Scraped as a Prometheus user would, with `instance` set to the exporter's host name and
+    // port: the `instance` vigil's OTLP path gives the same series.
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".to_string());
+    let port = target.rsplit(':').next().unwrap().to_string();
+    let prometheus = Prometheus::start_with(
+        &format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: vigil-gpu-exporter\n    static_configs:\n      - targets: ['{target}']\n    relabel_configs:\n      - target_label: instance\n        replacement: '{hostname}:{port}'\n"
+        ),
+        &[],
+    )
+    .unwrap();
 
     // Let Prometheus scrape a handful of rounds.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -111,6 +241,7 @@ fn simulated_fleet_reaches_sql_and_prometheus_with_the_same_values() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+    same_dashboard_series_in_vigil_and_prometheus(&collector, &prometheus);
     let page = reqwest::blocking::get(&exporter.metrics_url)
         .unwrap()
         .text()
