@@ -833,3 +833,283 @@ fn promql_answers_as_prometheus_does_on_the_same_remote_written_samples() {
         "answers that differ from Prometheus (first 40 above)"
     );
 }
+
+/// Sends metrics with the OpenTelemetry Rust SDK over OTLP/HTTP: dotted names with units, a
+/// counter, an up-down counter, a gauge and a histogram, and one name already in Prometheus form.
+fn send_otel_metrics(http_base: &str) {
+    use opentelemetry::KeyValue;
+    use opentelemetry::metrics::MeterProvider as _;
+    use opentelemetry_otlp::WithExportConfig as _;
+    let exporter = opentelemetry_otlp::MetricExporter::builder()
+        .with_http()
+        .with_endpoint(format!("{http_base}/v1/metrics"))
+        .build()
+        .unwrap();
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name("checkout")
+        .with_attributes([
+            KeyValue::new("service.namespace", "shop"),
+            KeyValue::new("service.instance.id", "pod-7"),
+        ])
+        .build();
+    let provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
+        .with_periodic_exporter(exporter)
+        .with_resource(resource)
+        .build();
+    let meter = provider.meter("vigil-promql-test");
+    let route = [KeyValue::new("http.route", "/cart")];
+    meter
+        .u64_counter("http.server.requests")
+        .with_unit("{request}")
+        .build()
+        .add(3, &route);
+    let duration = meter
+        .f64_histogram("http.server.duration")
+        .with_unit("ms")
+        .with_boundaries(vec![10.0, 100.0, 1000.0])
+        .build();
+    for ms in [5.0, 50.0, 60.0, 70.0, 500.0] {
+        duration.record(ms, &route);
+    }
+    meter
+        .i64_up_down_counter("queue.depth")
+        .build()
+        .add(-2, &[]);
+    let _gauge = meter
+        .f64_observable_gauge("gpu.util")
+        .with_unit("1")
+        .with_callback(|o| o.observe(0.75, &[]))
+        .build();
+    meter.u64_counter("llm_calls").build().add(9, &[]);
+    provider.force_flush().unwrap();
+    provider.shutdown().unwrap();
+}
+
+#[test]
+fn otlp_metrics_appear_under_their_prometheus_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let collector = Collector::start(&dir.path().join("data"), &[]).expect("collector starts");
+    let http = collector.http_url();
+    std::thread::spawn(move || send_otel_metrics(&http))
+        .join()
+        .expect("the SDK exported");
+    let api = |path: &str, params: &[(&str, String)]| -> Value {
+        let answer = get(&format!("{}{path}", collector.query_url()), params);
+        assert_eq!(answer["status"], "success", "{path} {params:?}: {answer}");
+        answer["data"].clone()
+    };
+    let instant = |query: &str| -> Vec<Value> {
+        api("/api/v1/query", &[("query", query.to_string())])["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let one = |query: &str| -> (Value, f64) {
+        let result = instant(query);
+        assert_eq!(result.len(), 1, "{query}: {result:?}");
+        (result[0]["metric"].clone(), number(&result[0]["value"][1]))
+    };
+
+    let (labels, value) = one("http_server_requests_total");
+    assert_eq!(value, 3.0);
+    assert_eq!(labels["job"], "shop/checkout", "{labels}");
+    assert_eq!(labels["instance"], "pod-7", "{labels}");
+    assert_eq!(labels["http_route"], "/cart", "{labels}");
+    assert_eq!(one("queue_depth").1, -2.0);
+    assert_eq!(one("gpu_util_ratio").1, 0.75);
+    // A name already valid in Prometheus is kept, suffixes and all.
+    assert_eq!(one("llm_calls").1, 9.0);
+    assert!(instant("llm_calls_total").is_empty());
+
+    // The histogram as `_bucket{le}` (cumulative), `_sum` and `_count`.
+    let buckets = instant("http_server_duration_milliseconds_bucket");
+    let mut by_le: Vec<(String, f64)> = buckets
+        .iter()
+        .map(|b| {
+            (
+                b["metric"]["le"].as_str().unwrap().to_string(),
+                number(&b["value"][1]),
+            )
+        })
+        .collect();
+    by_le.sort_by(|a, b| {
+        let bound = |le: &str| le.parse::<f64>().unwrap_or(f64::INFINITY);
+        bound(&a.0).total_cmp(&bound(&b.0))
+    });
+    assert_eq!(
+        by_le,
+        [
+            ("10".to_string(), 1.0),
+            ("100".to_string(), 4.0),
+            ("1000".to_string(), 5.0),
+            ("+Inf".to_string(), 5.0)
+        ]
+    );
+    assert_eq!(one("http_server_duration_milliseconds_count").1, 5.0);
+    assert_eq!(one("http_server_duration_milliseconds_sum").1, 685.0);
+    // The median observation lies in (10, 100]: 3 of 5 → interpolated at 10 + 90 × 1.5/3.
+    let (labels, median) = one("histogram_quantile(0.5, http_server_duration_milliseconds_bucket)");
+    assert!((median - 55.0).abs() < 1e-9, "{median}");
+    assert!(
+        labels.get("le").is_none() && labels.get("__name__").is_none(),
+        "{labels}"
+    );
+
+    // Metadata, series, labels and label values see the same names.
+    let metadata = api("/api/v1/metadata", &[]);
+    assert_eq!(
+        metadata["http_server_duration_milliseconds"][0]["type"], "histogram",
+        "{metadata}"
+    );
+    assert_eq!(
+        metadata["http_server_requests_total"][0]["type"], "counter",
+        "{metadata}"
+    );
+    assert_eq!(metadata["queue_depth"][0]["type"], "gauge", "{metadata}");
+    let series = api(
+        "/api/v1/series",
+        &[(
+            "match[]",
+            "{job=\"shop/checkout\", __name__=~\"http_.*_count|queue_.*\"}".to_string(),
+        )],
+    );
+    assert_eq!(series.as_array().unwrap().len(), 2, "{series}");
+    let names = api("/api/v1/label/__name__/values", &[]);
+    for name in [
+        "http_server_requests_total",
+        "http_server_duration_milliseconds_bucket",
+        "gpu_util_ratio",
+        "llm_calls",
+    ] {
+        assert!(
+            names.as_array().unwrap().iter().any(|n| n == name),
+            "{name} not in {names}"
+        );
+    }
+    let labels = api(
+        "/api/v1/labels",
+        &[("match[]", "http_server_requests_total".to_string())],
+    );
+    assert_eq!(
+        labels,
+        serde_json::json!(["__name__", "http_route", "instance", "job"])
+    );
+
+    // Grafana's "Save & test" and its version probe.
+    let (_, two) = {
+        let answer = get(
+            &format!("{}/api/v1/query", collector.query_url()),
+            &[("query", "1+1".to_string())],
+        );
+        assert_eq!(answer["data"]["resultType"], "scalar", "{answer}");
+        ((), number(&answer["data"]["result"][1]))
+    };
+    assert_eq!(two, 2.0);
+    let build = api("/api/v1/status/buildinfo", &[]);
+    assert!(
+        build["version"].as_str().unwrap().split('.').count() == 3,
+        "{build}"
+    );
+    assert!(build.get("features").is_none(), "{build}");
+    // POST with a form body, as Grafana sends by default.
+    let posted: Value = reqwest::blocking::Client::new()
+        .post(format!("{}/api/v1/query", collector.query_url()))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body("query=sum%28http_server_requests_total%29")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        number(&posted["data"]["result"][0]["value"][1]),
+        3.0,
+        "{posted}"
+    );
+    // Errors in Prometheus' shape.
+    let bad = get(
+        &format!("{}/api/v1/query", collector.query_url()),
+        &[("query", "sum(".to_string())],
+    );
+    assert_eq!(bad["status"], "error");
+    assert_eq!(bad["errorType"], "bad_data");
+    assert!(
+        bad["error"].as_str().unwrap().contains("parse error"),
+        "{bad}"
+    );
+}
+
+#[test]
+fn malformed_remote_writes_get_clear_errors_and_keep_the_good_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let collector = Collector::start(&dir.path().join("data"), &[]).expect("collector starts");
+    let url = format!("{}/api/v1/write", collector.http_url());
+    let client = reqwest::blocking::Client::new();
+    let send = |content_type: &str, encoding: &str, body: Vec<u8>| {
+        let response = client
+            .post(&url)
+            .header("Content-Type", content_type)
+            .header("Content-Encoding", encoding)
+            .body(body)
+            .send()
+            .unwrap();
+        (response.status().as_u16(), response.text().unwrap())
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    let good = Series {
+        labels: labels(&[("__name__", "good_metric"), ("job", "w"), ("instance", "i")]),
+        samples: vec![(now - 1000, 1.0), (now, 2.0)],
+    };
+    let nameless = Series {
+        labels: labels(&[("job", "w")]),
+        samples: vec![(now, 5.0)],
+    };
+    let future = Series {
+        labels: labels(&[("__name__", "future_metric"), ("job", "w")]),
+        samples: vec![(now + 10 * 24 * 3600 * 1000, 1.0)],
+    };
+    let request = write_request(&[good, nameless, future], i64::MIN, i64::MAX);
+    let body = snap::raw::Encoder::new()
+        .compress_vec(&request.encode_to_vec())
+        .unwrap();
+    let (status, text) = send("application/x-protobuf", "snappy", body.clone());
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("no __name__"), "{text}");
+    assert!(text.contains("2 of 4 samples"), "{text}");
+    // The good series was stored, once.
+    let answer = get(
+        &format!("{}/api/v1/query", collector.query_url()),
+        &[("query", "count_over_time(good_metric[5m])".to_string())],
+    );
+    assert_eq!(
+        number(&answer["data"]["result"][0]["value"][1]),
+        2.0,
+        "{answer}"
+    );
+    assert_eq!(
+        answer["data"]["result"][0]["metric"]["job"], "w",
+        "{answer}"
+    );
+
+    let (status, text) = send(
+        "application/x-protobuf",
+        "snappy",
+        b"not snappy at all".to_vec(),
+    );
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("snappy"), "{text}");
+    let garbage = snap::raw::Encoder::new().compress_vec(&[0xff; 64]).unwrap();
+    let (status, text) = send("application/x-protobuf", "snappy", garbage);
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("WriteRequest"), "{text}");
+    let (status, text) = send("application/json", "snappy", body.clone());
+    assert_eq!(status, 415, "{text}");
+    let (status, text) = send("application/x-protobuf", "gzip", body);
+    assert_eq!(status, 415, "{text}");
+    // A body that would decompress past the request limit is refused before it is inflated.
+    let huge = snap::raw::Encoder::new()
+        .compress_vec(&vec![0u8; 40 << 20])
+        .unwrap();
+    let (status, text) = send("application/x-protobuf", "snappy", huge);
+    assert_eq!(status, 413, "{text}");
+    assert!(text.contains("max_request_bytes"), "{text}");
+}
