@@ -308,6 +308,8 @@ pub async fn select(
             conditions = conditions.join(" AND "),
         );
         let mut stream = engine.stream(&sql, Vec::new()).await?;
+        // Rows of one series share their labels: they are built once per distinct row identity.
+        let mut known: HashMap<(u64, u64), RowSeries> = HashMap::new();
         while let Some(batch) = stream.batches.next().await {
             let batch = batch?;
             budget.take(batch.num_rows() as u64)?;
@@ -318,19 +320,23 @@ pub async fn select(
                 else {
                     continue;
                 };
-                let base = rows.base_labels(row);
+                let entry = known
+                    .entry(rows.identity(row))
+                    .or_insert_with(|| RowSeries {
+                        base: rows.base_labels(row),
+                        series: HashMap::new(),
+                    });
                 let time_ms = rows.time.value(row).div_euclid(1_000_000);
-                for (part, name) in parts {
-                    rows.emit(
-                        row,
-                        *kind,
-                        *part,
+                for (slot, (part, name)) in parts.iter().enumerate() {
+                    let mut emit = Emit {
+                        slot,
                         name,
-                        &base,
                         time_ms,
                         matchers,
-                        &mut builder,
-                    );
+                        entry: &mut *entry,
+                        out: &mut builder,
+                    };
+                    rows.emit(row, *kind, *part, &mut emit);
                 }
             }
         }
@@ -455,48 +461,57 @@ impl<'a> Rows<'a> {
         labels
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn emit(
-        &self,
-        row: usize,
-        kind: Kind,
-        part: Part,
-        name: &str,
-        base: &[(String, String)],
-        time_ms: i64,
-        matchers: &[Matcher],
-        out: &mut SeriesBuilder,
-    ) {
-        let mut push = |extra: Option<(&str, String)>, value: f64| {
-            let mut labels = Vec::with_capacity(base.len() + 2);
-            labels.push((NAME_LABEL.to_string(), name.to_string()));
-            labels.extend(
-                base.iter()
-                    .filter(|(k, _)| Some(k.as_str()) != extra.as_ref().map(|e| e.0))
-                    .cloned(),
-            );
-            if let Some((k, v)) = extra {
-                labels.push((k.to_string(), v));
-            }
-            labels.sort();
-            if matches(&labels, matchers) {
-                out.push(labels, time_ms, value);
-            }
+    /// A hash of what makes the row's series: its metric and every attribute and resource
+    /// attribute, as stored (128 bits, so that two series never share one by chance).
+    fn identity(&self, row: usize) -> (u64, u64) {
+        use std::hash::{Hash, Hasher};
+        let mut first = std::hash::DefaultHasher::new();
+        let mut second = std::hash::DefaultHasher::new();
+        0x5eed_u64.hash(&mut second);
+        let mut feed = |text: &str| {
+            text.hash(&mut first);
+            text.hash(&mut second);
         };
+        feed(self.name.value(row));
+        for map in [self.attributes, self.resource] {
+            feed("\u{1}");
+            if map.is_null(row) {
+                continue;
+            }
+            let entries = map.value(row);
+            if let (Some(keys), Some(values)) = (
+                entries.column(0).as_string_opt::<i32>(),
+                entries.column(1).as_string_opt::<i32>(),
+            ) {
+                for i in 0..entries.len() {
+                    feed(keys.value(i));
+                    feed(if values.is_null(i) {
+                        "\u{2}"
+                    } else {
+                        values.value(i)
+                    });
+                }
+            }
+        }
+        (first.finish(), second.finish())
+    }
+
+    /// The samples one row gives to one Prometheus name.
+    fn emit(&self, row: usize, kind: Kind, part: Part, emit: &mut Emit) {
         match part {
             Part::Value => {
                 if !self.value.is_null(row) {
-                    push(None, self.value.value(row));
+                    emit.sample(None, self.value.value(row));
                 }
             }
             Part::Sum => {
                 if !self.sum.is_null(row) {
-                    push(None, self.sum.value(row));
+                    emit.sample(None, self.sum.value(row));
                 }
             }
             Part::Count => {
                 if !self.count.is_null(row) {
-                    push(None, self.count.value(row) as f64);
+                    emit.sample(None, self.count.value(row) as f64);
                 }
             }
             Part::Bucket => {
@@ -506,10 +521,7 @@ impl<'a> Rows<'a> {
                 for (i, count) in counts.iter().enumerate() {
                     cumulative += count;
                     let bound = bounds.get(i).copied().unwrap_or(f64::INFINITY);
-                    push(
-                        Some((BUCKET_LABEL, names::float_label(bound))),
-                        cumulative as f64,
-                    );
+                    emit.sample(Some((BUCKET_LABEL, bound)), cumulative as f64);
                 }
                 if counts.len() <= bounds.len() && kind == Kind::Histogram {
                     // A histogram without counts still has its +Inf bucket: its count.
@@ -518,16 +530,63 @@ impl<'a> Rows<'a> {
                     } else {
                         self.count.value(row)
                     };
-                    push(Some((BUCKET_LABEL, "+Inf".to_string())), total as f64);
+                    emit.sample(Some((BUCKET_LABEL, f64::INFINITY)), total as f64);
                 }
             }
             Part::Quantile => {
                 let quantiles = list_f64(self.quantiles, row);
                 let values = list_f64(self.quantile_values, row);
                 for (q, v) in quantiles.iter().zip(values.iter()) {
-                    push(Some((QUANTILE_LABEL, names::float_label(*q))), *v);
+                    emit.sample(Some((QUANTILE_LABEL, *q)), *v);
                 }
             }
+        }
+    }
+}
+
+/// The series of one row identity: its labels without name, `le` and `quantile`, and the series
+/// each (name, bound) of it feeds (`None` when the matchers refuse it).
+struct RowSeries {
+    base: Vec<(String, String)>,
+    series: HashMap<(usize, u64), Option<usize>>,
+}
+
+/// Where one row's samples for one Prometheus name go.
+struct Emit<'a> {
+    /// Which of the metric's Prometheus names.
+    slot: usize,
+    name: &'a str,
+    time_ms: i64,
+    matchers: &'a [Matcher],
+    entry: &'a mut RowSeries,
+    out: &'a mut SeriesBuilder,
+}
+
+impl Emit<'_> {
+    /// One sample, with `extra` the `le` or `quantile` label it carries.
+    fn sample(&mut self, extra: Option<(&str, f64)>, value: f64) {
+        let key = (
+            self.slot,
+            extra.map_or(u64::MAX, |(_, bound)| bound.to_bits()),
+        );
+        let (name, base, matchers, out) =
+            (self.name, &self.entry.base, self.matchers, &mut *self.out);
+        let series = *self.entry.series.entry(key).or_insert_with(|| {
+            let mut labels = Vec::with_capacity(base.len() + 2);
+            labels.push((NAME_LABEL.to_string(), name.to_string()));
+            labels.extend(
+                base.iter()
+                    .filter(|(k, _)| Some(k.as_str()) != extra.map(|e| e.0))
+                    .cloned(),
+            );
+            if let Some((k, bound)) = extra {
+                labels.push((k.to_string(), names::float_label(bound)));
+            }
+            labels.sort();
+            matches(&labels, matchers).then(|| out.index_of(labels))
+        });
+        if let Some(i) = series {
+            self.out.series[i].1.push((self.time_ms, value));
         }
     }
 }
@@ -564,20 +623,18 @@ struct SeriesBuilder {
 type Samples = Vec<(i64, f64)>;
 
 impl SeriesBuilder {
-    fn push(&mut self, labels: Vec<(String, String)>, time_ms: i64, value: f64) {
-        let i = match self.index.get(&labels) {
+    /// The index of the series with `labels`, added if new.
+    fn index_of(&mut self, labels: Vec<(String, String)>) -> usize {
+        match self.index.get(&labels) {
             Some(&i) => i,
             None => {
                 self.series.push((labels.clone(), Vec::new()));
                 self.index.insert(labels, self.series.len() - 1);
                 self.series.len() - 1
             }
-        };
-        self.series[i].1.push((time_ms, value));
+        }
     }
 
-    /// Sorted samples, one per timestamp: a sample written twice (a retried remote-write, an
-    /// exporter's repeated round) counts once, the last one stored winning.
     /// Series come out sorted by labels, as Prometheus' storage gives them: `topk` breaks ties
     /// by that order.
     fn finish(mut self) -> Vec<RawSeries> {
