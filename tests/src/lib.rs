@@ -519,6 +519,11 @@ impl Prometheus {
         }
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
     /// Runs an instant PromQL query and returns `data.result`.
     pub fn query(&self, promql: &str) -> anyhow::Result<Vec<Value>> {
         let response: Value = reqwest::blocking::Client::new()

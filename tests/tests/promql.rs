@@ -1113,3 +1113,254 @@ fn malformed_remote_writes_get_clear_errors_and_keep_the_good_series() {
     assert_eq!(status, 413, "{text}");
     assert!(text.contains("max_request_bytes"), "{text}");
 }
+
+/// The median of `runs` timings of `f`, in milliseconds.
+fn median_ms(runs: usize, mut f: impl FnMut()) -> f64 {
+    let mut times: Vec<f64> = (0..runs)
+        .map(|_| {
+            let started = std::time::Instant::now();
+            f();
+            started.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    times.sort_by(|a, b| a.total_cmp(b));
+    times[times.len() / 2]
+}
+
+/// vigil against Prometheus on the same data, in one run: remote-write ingest in samples/s, and
+/// query times of `query_range` over 1,000 series for 24 h at a 15 s step and of the
+/// dcgm-exporter dashboard's instant queries. `scripts/bench-promql.sh` runs it with a release
+/// `vigil` (`VIGIL_BIN`); `BENCH_SERIES` and `BENCH_HOURS` scale it down.
+#[test]
+#[ignore = "a benchmark: run by scripts/bench-promql.sh"]
+fn bench_promql_against_prometheus() {
+    let series_count: usize = std::env::var("BENCH_SERIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let hours: i64 = std::env::var("BENCH_HOURS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(24);
+    let prometheus = Prometheus::start_with(
+        "global:\n  scrape_interval: 15s\n",
+        &["--web.enable-remote-write-receiver"],
+    )
+    .expect("prometheus starts");
+    let dir = tempfile::tempdir().unwrap();
+    let collector = Collector::start(&dir.path().join("data"), &[]).expect("collector starts");
+
+    // dcgm-exporter's GPU series: per GPU a gauge (utilization) and a counter (energy).
+    let now = chrono::Utc::now().timestamp_millis();
+    let end = now / MINUTE * MINUTE - MINUTE;
+    let start = end - hours * 60 * MINUTE;
+    let points = ((end - start) / STEP_MS) as usize;
+    let mut rng = Lcg(7);
+    let gpus: Vec<Vec<(String, String)>> = (0..series_count)
+        .map(|i| {
+            labels(&[
+                ("job", "dcgm"),
+                ("instance", &format!("node-{:03}:9400", i / 8)),
+                ("gpu", &(i % 8).to_string()),
+                ("UUID", &format!("GPU-{i:08x}")),
+                ("modelName", "NVIDIA H100 80GB HBM3"),
+                ("Hostname", &format!("node-{:03}", i / 8)),
+            ])
+        })
+        .collect();
+    let mut energy = vec![0.0f64; series_count];
+    // Four shards, as a remote-write queue has: each series goes to one shard and each shard
+    // sends its series in time order, in requests of about 5,000 samples, encoded before the
+    // clock starts.
+    const SHARDS: usize = 4;
+    let per_shard = series_count.div_ceil(SHARDS);
+    let per_request_points = (5000 / (2 * per_shard)).clamp(1, 40);
+    let mut shards: Vec<Vec<Vec<u8>>> = vec![Vec::new(); SHARDS];
+    let mut samples_total = 0usize;
+    for chunk_start in (0..points).step_by(per_request_points) {
+        let chunk: Vec<usize> =
+            (chunk_start..(chunk_start + per_request_points).min(points)).collect();
+        for (shard, bodies) in shards.iter_mut().enumerate() {
+            let mut timeseries = Vec::with_capacity(2 * per_shard);
+            for (i, gpu) in gpus.iter().enumerate().filter(|(i, _)| i % SHARDS == shard) {
+                for (name, counter) in [
+                    ("DCGM_FI_DEV_GPU_UTIL", false),
+                    ("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", true),
+                ] {
+                    let mut l = vec![Label {
+                        name: "__name__".into(),
+                        value: name.into(),
+                    }];
+                    l.extend(gpu.iter().map(|(k, v)| Label {
+                        name: k.clone(),
+                        value: v.clone(),
+                    }));
+                    let samples = chunk
+                        .iter()
+                        .map(|p| {
+                            let value = if counter {
+                                energy[i] += 6000.0 * (0.5 + rng.next());
+                                energy[i].round()
+                            } else {
+                                (rng.next() * 100.0).round()
+                            };
+                            Sample {
+                                value,
+                                timestamp: start + *p as i64 * STEP_MS,
+                            }
+                        })
+                        .collect::<Vec<_>>();
+                    samples_total += samples.len();
+                    timeseries.push(TimeSeries { labels: l, samples });
+                }
+            }
+            if timeseries.is_empty() {
+                continue;
+            }
+            let request = WriteRequest {
+                timeseries,
+                metadata: Vec::new(),
+            };
+            bodies.push(
+                snap::raw::Encoder::new()
+                    .compress_vec(&request.encode_to_vec())
+                    .unwrap(),
+            );
+        }
+    }
+    println!(
+        "{} series, {hours} h at 15 s: {samples_total} samples in {} requests",
+        2 * series_count,
+        shards.iter().map(Vec::len).sum::<usize>()
+    );
+
+    let ingest = |url: String| -> f64 {
+        let started = std::time::Instant::now();
+        // The shards move through time together, as a queue's shards do: Prometheus refuses
+        // samples an hour older than the newest it has.
+        let barrier = std::sync::Barrier::new(shards.len());
+        std::thread::scope(|scope| {
+            for bodies in &shards {
+                let (url, barrier) = (&url, &barrier);
+                scope.spawn(move || {
+                    let client = reqwest::blocking::Client::new();
+                    for body in bodies {
+                        barrier.wait();
+                        // Retried on 429 and 5xx, as Prometheus retries.
+                        loop {
+                            let response = client
+                                .post(url)
+                                .header("Content-Type", "application/x-protobuf")
+                                .header("Content-Encoding", "snappy")
+                                .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+                                .body(body.clone())
+                                .send()
+                                .expect("remote-write sent");
+                            let status = response.status();
+                            if status.is_success() {
+                                break;
+                            }
+                            assert!(
+                                status.as_u16() == 429 || status.is_server_error(),
+                                "{url}: {status} {}",
+                                response.text().unwrap_or_default()
+                            );
+                            std::thread::sleep(Duration::from_millis(200));
+                        }
+                    }
+                });
+            }
+        });
+        samples_total as f64 / started.elapsed().as_secs_f64()
+    };
+    let prometheus_rate = ingest(format!("{}/api/v1/write", prometheus.url));
+    let vigil_rate = ingest(format!("{}/api/v1/write", collector.http_url()));
+    println!(
+        "| remote-write ingest | {vigil_rate:.0} samples/s | {prometheus_rate:.0} samples/s |"
+    );
+
+    let fetch = |base: &str, path: &str, params: &[(&str, String)]| -> usize {
+        let response = reqwest::blocking::Client::new()
+            .get(format!("{base}{path}"))
+            .query(params)
+            .timeout(Duration::from_secs(300))
+            .send()
+            .expect("query sent");
+        assert!(
+            response.status().is_success(),
+            "{base}{path} {params:?}: {}",
+            response.status()
+        );
+        response.bytes().expect("answer read").len()
+    };
+    let seconds = |ms: i64| format!("{:.3}", ms as f64 / 1000.0);
+    let range = |q: &str| {
+        vec![
+            ("query", q.to_string()),
+            ("start", seconds(start)),
+            ("end", seconds(end)),
+            ("step", "15".to_string()),
+        ]
+    };
+    let instant = |q: &str| vec![("query", q.to_string()), ("time", seconds(end))];
+    let cases: Vec<(String, &str, Vec<(&str, String)>)> = vec![
+        (
+            "`sum(rate(DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION[5m]))`, 24 h at 15 s".into(),
+            "/api/v1/query_range",
+            range("sum(rate(DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION[5m]))"),
+        ),
+        (
+            "`avg by (instance) (DCGM_FI_DEV_GPU_UTIL)`, 24 h at 15 s".into(),
+            "/api/v1/query_range",
+            range("avg by (instance) (DCGM_FI_DEV_GPU_UTIL)"),
+        ),
+        (
+            "`rate(DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION[5m])` (every series), 24 h at 15 s".into(),
+            "/api/v1/query_range",
+            range("rate(DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION[5m])"),
+        ),
+        (
+            "dcgm dashboard: `DCGM_FI_DEV_GPU_UTIL{instance=~\"node-00[0-3]:9400\"}`, instant"
+                .into(),
+            "/api/v1/query",
+            instant("DCGM_FI_DEV_GPU_UTIL{instance=~\"node-00[0-3]:9400\", gpu=~\".*\"}"),
+        ),
+        (
+            "dcgm dashboard: `avg(DCGM_FI_DEV_GPU_UTIL)`, instant".into(),
+            "/api/v1/query",
+            instant("avg(DCGM_FI_DEV_GPU_UTIL)"),
+        ),
+        (
+            "dcgm dashboard: `sum(rate(DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION[1m]))`, instant".into(),
+            "/api/v1/query",
+            instant("sum(rate(DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION[1m]))"),
+        ),
+    ];
+    println!(
+        "| query | vigil (median of 3) | Prometheus (median of 3) | answer bytes (vigil / Prometheus) |"
+    );
+    for (title, path, params) in &cases {
+        let mut ours_bytes = 0;
+        let mut theirs_bytes = 0;
+        let theirs = median_ms(3, || theirs_bytes = fetch(&prometheus.url, path, params));
+        let ours = median_ms(3, || {
+            ours_bytes = fetch(&collector.query_url(), path, params)
+        });
+        println!("| {title} | {ours:.0} ms | {theirs:.0} ms | {ours_bytes} / {theirs_bytes} |");
+    }
+    let peak = |pid: u32| -> f64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                let line = s.lines().find(|l| l.starts_with("VmHWM:"))?.to_string();
+                line.split_whitespace().nth(1)?.parse::<f64>().ok()
+            })
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    println!(
+        "vigil peak RSS {:.0} MiB, Prometheus {:.0} MiB",
+        peak(collector.pid()),
+        peak(prometheus.pid())
+    );
+}

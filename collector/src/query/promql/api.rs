@@ -184,8 +184,13 @@ fn format_value(v: f64) -> String {
     }
 }
 
+/// A timestamp as Prometheus writes it: seconds, with a fraction only when there is one.
 fn seconds(ms: i64) -> Json {
-    json!(ms as f64 / 1000.0)
+    if ms % 1000 == 0 {
+        json!(ms / 1000)
+    } else {
+        json!(ms as f64 / 1000.0)
+    }
 }
 
 fn metric(labels: &[(String, String)]) -> Json {
