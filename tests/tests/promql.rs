@@ -1114,6 +1114,9 @@ fn malformed_remote_writes_get_clear_errors_and_keep_the_good_series() {
     assert!(text.contains("max_request_bytes"), "{text}");
 }
 
+/// A query's URL parameters.
+type QueryParams = Vec<(&'static str, String)>;
+
 /// The median of `runs` timings of `f`, in milliseconds.
 fn median_ms(runs: usize, mut f: impl FnMut()) -> f64 {
     let mut times: Vec<f64> = (0..runs)
@@ -1303,7 +1306,7 @@ fn bench_promql_against_prometheus() {
         ]
     };
     let instant = |q: &str| vec![("query", q.to_string()), ("time", seconds(end))];
-    let cases: Vec<(String, &str, Vec<(&str, String)>)> = vec![
+    let cases: Vec<(String, &str, QueryParams)> = vec![
         (
             "`sum(rate(DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION[5m]))`, 24 h at 15 s".into(),
             "/api/v1/query_range",
