@@ -13,6 +13,7 @@ use vigil_schemas::genai::{NormalizeConfig, Normalizer};
 use crate::auth::{Auth, AuthConfig};
 use crate::query::sql_http::{self, QueryHttpState};
 use crate::query::{QueryConfig, QueryEngine};
+use crate::receive::scrape::{self, ScrapeConfigError, ScrapeJob};
 use crate::receive::{Ingest, ReceiverLimits, otlp_grpc, otlp_http};
 use crate::storage::{StorageConfig, Store, StoreError};
 use crate::telemetry::Telemetry;
@@ -42,6 +43,8 @@ pub struct CollectorConfig {
     pub auth: AuthConfig,
     /// A certificate and key: TLS on every listener.
     pub tls: TlsConfig,
+    /// `/metrics` pages to scrape (`[[scrape]]`).
+    pub scrape: Vec<ScrapeJob>,
 }
 
 impl Default for CollectorConfig {
@@ -57,6 +60,7 @@ impl Default for CollectorConfig {
             query: QueryConfig::default(),
             auth: AuthConfig::default(),
             tls: TlsConfig::default(),
+            scrape: Vec::new(),
         }
     }
 }
@@ -78,6 +82,8 @@ pub enum ServerError {
     Auth(String),
     #[error("{0}")]
     Tls(String),
+    #[error("{0}")]
+    Scrape(#[from] ScrapeConfigError),
 }
 
 /// A running collector.
@@ -241,6 +247,11 @@ pub async fn start(config: CollectorConfig) -> Result<RunningCollector, ServerEr
             tracing::error!(error = %e, "Flight SQL server failed");
         }
     }));
+    servers.extend(scrape::start(
+        &config.scrape,
+        ingest.clone(),
+        shutdown_rx.clone(),
+    )?);
     let background = tokio::spawn(store.clone().run_background(shutdown_rx));
     ready.store(true, Ordering::Release);
     auth.log_state();

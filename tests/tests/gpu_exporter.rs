@@ -433,3 +433,144 @@ fn bad_fault_specs_are_refused_with_the_reason() {
         assert!(stderr.contains(expected), "{spec}: {stderr}");
     }
 }
+
+/// `[[scrape]]`: vigil scrapes the exporter's page as Prometheus would. SQL and PromQL see the
+/// values the page showed, with `up`; when the target dies, `up` turns 0 and its series are
+/// stale at once (staleness markers), as in Prometheus.
+#[test]
+fn vigil_scrapes_the_exporter_page_and_marks_a_dead_target_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut exporter = GpuExporter::start(
+        &[
+            "--simulate",
+            "--nodes",
+            "1",
+            "--gpus-per-node",
+            "2",
+            "--interval",
+            "2s",
+        ],
+        &dir.path().join("exporter.log"),
+    )
+    .unwrap();
+    let target = exporter
+        .metrics_url
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .to_string();
+    let config = dir.path().join("vigil.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[scrape]]\njob_name = \"dcgm\"\ntargets = [\"{target}\"]\ninterval = \"500ms\"\nlabels = {{ cluster = \"test\" }}\n"
+        ),
+    )
+    .unwrap();
+    let collector = Collector::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    )
+    .unwrap();
+    let promql = |query: &str| -> Vec<Value> {
+        let answer: Value = reqwest::blocking::Client::new()
+            .get(format!("{}/api/v1/query", collector.query_url()))
+            .query(&[("query", query)])
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(answer["status"], "success", "{query}: {answer}");
+        answer["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let value = |sample: &Value| -> f64 { sample["value"][1].as_str().unwrap().parse().unwrap() };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let up = promql("up");
+        if up.len() == 1 && value(&up[0]) == 1.0 && promql("DCGM_FI_DEV_GPU_TEMP").len() == 2 {
+            assert_eq!(up[0]["metric"]["job"], "dcgm", "{up:?}");
+            assert_eq!(up[0]["metric"]["instance"], target.as_str(), "{up:?}");
+            assert_eq!(up[0]["metric"]["cluster"], "test", "{up:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "vigil did not scrape the page: up = {up:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(value(&promql("scrape_samples_scraped")[0]) > 50.0);
+
+    // What the page shows is what SQL and PromQL store: every value of one page, for each GPU.
+    let page = reqwest::blocking::get(&exporter.metrics_url)
+        .unwrap()
+        .text()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    for line in page
+        .lines()
+        .filter(|l| l.starts_with("DCGM_FI_DEV_POWER_USAGE{"))
+    {
+        let gpu = line
+            .split("gpu=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        let shown: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        let stored = runtime
+            .block_on(collector.sql(&format!(
+                "SELECT value FROM metrics WHERE metric_name = 'DCGM_FI_DEV_POWER_USAGE' AND attributes['gpu'] = '{gpu}'"
+            )))
+            .unwrap();
+        assert!(
+            stored.iter().any(|r| r["value"].as_f64() == Some(shown)),
+            "gpu {gpu}: the page showed {shown}, SQL has {stored:?}"
+        );
+        let matrix: Value = reqwest::blocking::Client::new()
+            .get(format!("{}/api/v1/query", collector.query_url()))
+            .query(&[(
+                "query",
+                format!("DCGM_FI_DEV_POWER_USAGE{{gpu=\"{gpu}\"}}[1m]"),
+            )])
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let values: Vec<f64> = matrix["data"]["result"][0]["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p[1].as_str().unwrap().parse().unwrap())
+            .collect();
+        assert!(
+            values.contains(&shown),
+            "gpu {gpu}: the page showed {shown}, PromQL has {values:?}"
+        );
+    }
+
+    // The target dies: `up` is 0 and its series are gone at once, not after the 5 m lookback.
+    exporter.stop().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let up = promql("up");
+        let temps = promql("DCGM_FI_DEV_GPU_TEMP");
+        if up.len() == 1 && value(&up[0]) == 0.0 && temps.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after the target died: up = {up:?}, DCGM_FI_DEV_GPU_TEMP = {temps:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // The samples scraped before are all still there.
+    assert_eq!(
+        promql("count(last_over_time(DCGM_FI_DEV_GPU_TEMP[5m]))").len(),
+        1
+    );
+}

@@ -4,6 +4,7 @@
 pub mod otlp_grpc;
 pub mod otlp_http;
 pub mod remote_write;
+pub mod scrape;
 
 use std::sync::Arc;
 use std::time::Duration;
