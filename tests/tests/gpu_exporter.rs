@@ -141,8 +141,9 @@ fn same_dashboard_series_in_vigil_and_prometheus(collector: &Collector, promethe
     for panel in DCGM_DASHBOARD {
         for (instance, gpu) in &choices {
             let query = panel.replace("$instance", instance).replace("$gpu", gpu);
-            // Grafana aligns a range query's start and end to its step.
-            let step = 5;
+            // Grafana aligns a range query's start and end to its step (Prometheus has scraped
+            // for a few seconds only: a longer step could end before its first sample).
+            let step = 1;
             let params = [
                 ("query", query.clone()),
                 ("start", ((now - 60) / step * step).to_string()),

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Ingest;
 use super::remote_write::{Label, MetricMetadata, Sample, TimeSeries, WriteRequest, to_otlp};
+use crate::auth::{Sender, mark_sender};
 use crate::query::promql::api::parse_duration;
 
 /// Prometheus' staleness marker.
@@ -470,7 +471,9 @@ pub fn start(
                         break;
                     }
                     let write = target.scrape(&client).await;
-                    let converted = to_otlp(write);
+                    let mut converted = to_otlp(write);
+                    // Targets are the operator's own config: trusted as a GPU exporter is.
+                    mark_sender(&mut converted.request, Sender::GpuExporter);
                     if let Err(e) = ingest.metrics(&converted.request).await {
                         tracing::warn!(job = %target.job.job_name, target = %target.url, error = %e, "scraped samples not stored");
                     }
