@@ -1,5 +1,6 @@
-//! vigil-collector: OTLP receivers, the write-ahead log, Arrow buffers, Parquet storage, and the
-//! DataFusion query engine with its HTTP SQL door.
+//! vigil-collector: OTLP and Prometheus remote-write receivers, scraping, the write-ahead log,
+//! Arrow buffers, Parquet storage, and the DataFusion query engine with its doors (HTTP SQL,
+//! Flight SQL, PromQL over Prometheus' HTTP API, the Jaeger trace API).
 //! Depends on vigil-schemas for every table and conversion; it must never acknowledge data that is
 //! not in the WAL, nor grow memory past its configured limit.
 //!
