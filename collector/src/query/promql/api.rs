@@ -447,8 +447,7 @@ async fn series(
             return Err(PromError::BadData("no match[] parameter provided".into()));
         }
         let (start, end) = window(&params)?;
-        let mut found =
-            super::series(&state.engine, &selectors, start, end, max_samples(&state)).await?;
+        let mut found = super::series(&state.engine, &selectors, start, end).await?;
         if let Some(limit) = params.limit()? {
             found.truncate(limit);
         }
@@ -474,8 +473,7 @@ async fn labels(
         if selectors.is_empty() {
             selectors.push(format!("{{{NAME_LABEL}=~\".+\"}}"));
         }
-        let found =
-            super::series(&state.engine, &selectors, start, end, max_samples(&state)).await?;
+        let found = super::series(&state.engine, &selectors, start, end).await?;
         let mut names: Vec<String> = found
             .iter()
             .flat_map(|l| l.iter().map(|(k, _)| k.clone()))
@@ -512,8 +510,7 @@ async fn label_values(
             } else {
                 selectors
             };
-            let found =
-                super::series(&state.engine, &selectors, start, end, max_samples(&state)).await?;
+            let found = super::series(&state.engine, &selectors, start, end).await?;
             found
                 .iter()
                 .map(|l| super::select::label(l, &name).to_string())

@@ -145,6 +145,7 @@ async fn evaluate_unbounded(
         let mut budget = SampleBudget {
             loaded: 0,
             limit: max_samples,
+            keep_samples: true,
         };
         for (key, (vs, from, to)) in plan {
             let groups = eval::selector_groups(&vs);
@@ -164,18 +165,19 @@ async fn evaluate_unbounded(
     .map_err(|e| PromError::Internal(format!("evaluation stopped: {e}")))?
 }
 
-/// The series the `match[]` selectors select between `start` and `end`, labels only.
+/// The series the `match[]` selectors select between `start` and `end`, labels only (rows are
+/// read, no sample is held).
 pub async fn series(
     engine: &QueryEngine,
     selectors: &[String],
     start: i64,
     end: i64,
-    max_samples: u64,
 ) -> Result<Vec<Labels>, PromError> {
     let catalog = Catalog::load(engine, start, end).await?;
     let mut budget = SampleBudget {
         loaded: 0,
-        limit: max_samples,
+        limit: u64::MAX,
+        keep_samples: false,
     };
     let mut out: Vec<Labels> = Vec::new();
     for text in selectors {

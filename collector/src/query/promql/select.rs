@@ -199,14 +199,19 @@ impl Catalog {
     }
 }
 
-/// Counts the samples a query holds, against `limit`.
+/// Counts the samples a query holds, against `limit`. A budget that keeps no samples (series,
+/// labels and label values need only the series) reads without holding.
 pub struct SampleBudget {
     pub loaded: u64,
     pub limit: u64,
+    pub keep_samples: bool,
 }
 
 impl SampleBudget {
     fn take(&mut self, n: u64) -> Result<(), PromError> {
+        if !self.keep_samples {
+            return Ok(());
+        }
         self.loaded += n;
         if self.loaded > self.limit {
             return Err(PromError::Execution(format!(
@@ -332,6 +337,7 @@ pub async fn select(
                         slot,
                         name,
                         time_ms,
+                        keep_samples: budget.keep_samples,
                         matchers,
                         entry: &mut *entry,
                         out: &mut builder,
@@ -557,6 +563,7 @@ struct Emit<'a> {
     slot: usize,
     name: &'a str,
     time_ms: i64,
+    keep_samples: bool,
     matchers: &'a [Matcher],
     entry: &'a mut RowSeries,
     out: &'a mut SeriesBuilder,
@@ -585,7 +592,9 @@ impl Emit<'_> {
             labels.sort();
             matches(&labels, matchers).then(|| out.index_of(labels))
         });
-        if let Some(i) = series {
+        if let Some(i) = series
+            && self.keep_samples
+        {
             self.out.series[i].1.push((self.time_ms, value));
         }
     }
