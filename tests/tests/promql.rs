@@ -1367,3 +1367,126 @@ fn bench_promql_against_prometheus() {
         peak(prometheus.pid())
     );
 }
+
+/// `vigil serve` with its OTLP/HTTP listener (where remote-write arrives) on `http_port`.
+fn collector_on(data_dir: &std::path::Path, http_port: u16) -> Collector {
+    let mut command = std::process::Command::new(vigil_tests::vigil_bin());
+    command
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--otlp-grpc-addr", "127.0.0.1:0"])
+        .args(["--otlp-http-addr", &format!("127.0.0.1:{http_port}")])
+        .args([
+            "--query-addr",
+            "127.0.0.1:0",
+            "--flight-sql-addr",
+            "127.0.0.1:0",
+        ])
+        .env_remove("VIGIL_CONFIG");
+    Collector::spawn(command, &data_dir.with_extension("log")).expect("collector starts")
+}
+
+/// A real Prometheus scrapes the simulated exporter and remote-writes to vigil; vigil is
+/// SIGKILLed mid-stream and restarted. Every sample Prometheus scraped reaches vigil: what vigil
+/// acknowledged survived the kill, and Prometheus retried the rest.
+#[test]
+fn prometheus_remote_write_delivers_every_scraped_sample_across_a_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut exporter = vigil_tests::GpuExporter::start(
+        &[
+            "--simulate",
+            "--nodes",
+            "1",
+            "--gpus-per-node",
+            "2",
+            "--interval",
+            "1s",
+        ],
+        &dir.path().join("exporter.log"),
+    )
+    .unwrap();
+    let target = exporter
+        .metrics_url
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .to_string();
+    let http_port = vigil_tests::free_port().unwrap();
+    let data = dir.path().join("data");
+    let mut collector = collector_on(&data, http_port);
+    let prometheus = Prometheus::start_with(
+        &format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: gpu\n    static_configs:\n      - targets: ['{target}']\nremote_write:\n  - url: http://127.0.0.1:{http_port}/api/v1/write\n    queue_config:\n      batch_send_deadline: 1s\n      min_backoff: 100ms\n      max_backoff: 1s\n"
+        ),
+        &[],
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(8));
+    collector.kill();
+    std::thread::sleep(Duration::from_secs(3));
+    collector = collector_on(&data, http_port);
+    std::thread::sleep(Duration::from_secs(6));
+    exporter.stop().unwrap();
+    // Everything Prometheus scraped, per series: the samples of the last two minutes.
+    let query = [
+        ("query", "DCGM_FI_DEV_POWER_USAGE[2m]".to_string()),
+        ("time", format!("{}", chrono::Utc::now().timestamp())),
+    ];
+    let samples = |base: &str| -> BTreeMap<String, Vec<(i64, f64)>> {
+        let answer = get(&format!("{base}/api/v1/query"), &query);
+        assert_eq!(answer["status"], "success", "{answer}");
+        answer["data"]["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let mut metric = s["metric"].as_object().unwrap().clone();
+                metric.remove("__name__");
+                (
+                    Value::Object(metric).to_string(),
+                    s["values"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|p| (millis(&p[0]), number(&p[1])))
+                        .collect(),
+                )
+            })
+            .collect()
+    };
+    let scraped = samples(&prometheus.url);
+    assert_eq!(scraped.len(), 2, "{scraped:?}");
+    let scraped_count: usize = scraped.values().map(Vec::len).sum();
+    assert!(
+        scraped_count >= 20,
+        "Prometheus scraped only {scraped_count} samples"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let stored = samples(&collector.query_url());
+        let missing: Vec<(String, (i64, f64))> = scraped
+            .iter()
+            .flat_map(|(series, points)| {
+                let have = stored.get(series).cloned().unwrap_or_default();
+                points
+                    .iter()
+                    .filter(move |p| !have.contains(p))
+                    .map(move |p| (series.clone(), *p))
+            })
+            .collect();
+        if missing.is_empty() {
+            println!(
+                "all {scraped_count} samples Prometheus scraped reached vigil across a SIGKILL"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {scraped_count} scraped samples never reached vigil, e.g. {:?}; vigil has {:?}",
+            missing.len(),
+            &missing[..missing.len().min(3)],
+            stored.keys().collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
