@@ -1490,3 +1490,59 @@ fn prometheus_remote_write_delivers_every_scraped_sample_across_a_sigkill() {
         std::thread::sleep(Duration::from_millis(500));
     }
 }
+
+#[test]
+fn a_query_past_the_sample_budget_fails_in_prometheus_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("vigil.toml");
+    std::fs::write(&config, "[query]\nmax_samples = 1000\n").unwrap();
+    let collector = Collector::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    )
+    .expect("collector starts");
+    let now = chrono::Utc::now().timestamp_millis();
+    let series: Vec<Series> = (0..20)
+        .map(|i| Series {
+            labels: labels(&[("__name__", "wide"), ("i", &i.to_string())]),
+            samples: (0..10).map(|k| (now - k * STEP_MS, k as f64)).collect(),
+        })
+        .collect();
+    let response = remote_write(
+        &format!("{}/api/v1/write", collector.http_url()),
+        &write_request(&series, i64::MIN, i64::MAX),
+    );
+    assert!(response.status().is_success());
+    let url = format!("{}/api/v1/query_range", collector.query_url());
+    let seconds = |ms: i64| format!("{:.3}", ms as f64 / 1000.0);
+    // 200 samples are read, but 20 series × 1,001 steps would hold 20,020 points.
+    let answer = get(
+        &url,
+        &[
+            ("query", "wide".to_string()),
+            ("start", seconds(now - 1000 * 1000)),
+            ("end", seconds(now)),
+            ("step", "1".to_string()),
+        ],
+    );
+    assert_eq!(answer["status"], "error", "{answer}");
+    assert_eq!(answer["errorType"], "execution", "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("too many samples"),
+        "{answer}"
+    );
+    // Within the budget the same query answers.
+    let answer = get(
+        &url,
+        &[
+            ("query", "sum(wide)".to_string()),
+            ("start", seconds(now - 10_000)),
+            ("end", seconds(now)),
+            ("step", "1".to_string()),
+        ],
+    );
+    assert_eq!(answer["status"], "success", "{answer}");
+}

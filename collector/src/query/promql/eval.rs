@@ -190,6 +190,8 @@ impl Context {
 pub struct Evaluator<'a> {
     pub context: &'a Context,
     pub data: &'a HashMap<String, Vec<RawSeries>>,
+    /// The most points (series × steps) one node may hold: the sample budget of the query.
+    pub max_points: u64,
 }
 
 fn drop_name(labels: &Labels) -> Labels {
@@ -326,6 +328,7 @@ impl Evaluator<'_> {
                 "selector {vs} was not fetched"
             )));
         };
+        self.check_points(fetched.len(), times.len())?;
         let offset = offset_ms(&vs.offset);
         let at = self.context.at_ms(&vs.at);
         let lookback = self.context.lookback_ms;
@@ -357,10 +360,27 @@ impl Evaluator<'_> {
         Ok(out)
     }
 
+    /// Refuses a node of `series` × `steps` points past the query's sample budget.
+    pub fn check_points(&self, series: usize, steps: usize) -> Result<(), PromError> {
+        if (series as u64).saturating_mul(steps as u64) > self.max_points {
+            return Err(PromError::Execution(format!(
+                "query processing would load too many samples into memory in query execution ({series} series × {steps} steps is more than {}, query.max_samples)",
+                self.max_points
+            )));
+        }
+        Ok(())
+    }
+
     /// A range vector: a matrix selector or a subquery.
     pub fn range(&self, expr: &Expr, times: &[i64]) -> Result<RangeValue, PromError> {
+        let range = self.range_unchecked(expr, times)?;
+        self.check_points(range.series.len(), times.len())?;
+        Ok(range)
+    }
+
+    fn range_unchecked(&self, expr: &Expr, times: &[i64]) -> Result<RangeValue, PromError> {
         match expr {
-            Expr::Paren(p) => self.range(&p.expr, times),
+            Expr::Paren(p) => self.range_unchecked(&p.expr, times),
             Expr::MatrixSelector(ms) => {
                 let key = selector_key(&ms.vs);
                 let Some(fetched) = self.data.get(&key) else {

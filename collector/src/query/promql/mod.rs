@@ -158,6 +158,7 @@ async fn evaluate_unbounded(
         let evaluator = Evaluator {
             context: &context,
             data: &data,
+            max_points: max_samples,
         };
         evaluator.eval(&expr, &times)
     })
