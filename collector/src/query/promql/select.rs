@@ -314,7 +314,7 @@ pub async fn select(
         );
         let mut stream = engine.stream(&sql, Vec::new()).await?;
         // Rows of one series share their labels: they are built once per distinct row identity.
-        let mut known: HashMap<(u64, u64), RowSeries> = HashMap::new();
+        let mut known: HashMap<u64, Vec<(Vec<String>, RowSeries)>> = HashMap::new();
         while let Some(batch) = stream.batches.next().await {
             let batch = batch?;
             budget.take(batch.num_rows() as u64)?;
@@ -325,12 +325,34 @@ pub async fn select(
                 else {
                     continue;
                 };
-                let entry = known
-                    .entry(rows.identity(row))
-                    .or_insert_with(|| RowSeries {
-                        base: rows.base_labels(row),
-                        series: HashMap::new(),
-                    });
+                let hash = {
+                    use std::hash::Hasher;
+                    let mut hasher = fnv::FnvHasher::default();
+                    for part in rows.identity(row) {
+                        hasher.write(part.as_bytes());
+                        hasher.write_u8(0xff);
+                    }
+                    hasher.finish()
+                };
+                let bucket = known.entry(hash).or_default();
+                // The same hash from another series (a collision) is told apart by its text.
+                let found = bucket
+                    .iter()
+                    .position(|(parts, _)| parts.iter().map(String::as_str).eq(rows.identity(row)));
+                let index = match found {
+                    Some(i) => i,
+                    None => {
+                        bucket.push((
+                            rows.identity(row).map(str::to_string).collect(),
+                            RowSeries {
+                                base: rows.base_labels(row),
+                                series: HashMap::new(),
+                            },
+                        ));
+                        bucket.len() - 1
+                    }
+                };
+                let entry = &mut bucket[index].1;
                 let time_ms = rows.time.value(row).div_euclid(1_000_000);
                 for (slot, (part, name)) in parts.iter().enumerate() {
                     let mut emit = Emit {
@@ -467,39 +489,30 @@ impl<'a> Rows<'a> {
         labels
     }
 
-    /// A hash of what makes the row's series: its metric and every attribute and resource
-    /// attribute, as stored (128 bits, so that two series never share one by chance).
-    fn identity(&self, row: usize) -> (u64, u64) {
-        use std::hash::{Hash, Hasher};
-        let mut first = std::hash::DefaultHasher::new();
-        let mut second = std::hash::DefaultHasher::new();
-        0x5eed_u64.hash(&mut second);
-        let mut feed = |text: &str| {
-            text.hash(&mut first);
-            text.hash(&mut second);
+    /// What makes the row's series, as stored: its metric, then every attribute and resource
+    /// attribute (key, value), read in place from the batch.
+    fn identity(&self, row: usize) -> impl Iterator<Item = &str> + '_ {
+        let entries = |map: &'a MapArray| {
+            let (keys, values) = (
+                map.keys().as_string_opt::<i32>(),
+                map.values().as_string_opt::<i32>(),
+            );
+            let range = if map.is_null(row) {
+                0..0
+            } else {
+                let offsets = map.value_offsets();
+                offsets[row] as usize..offsets[row + 1] as usize
+            };
+            range.flat_map(move |i| match (keys, values) {
+                (Some(k), Some(v)) => [k.value(i), if v.is_null(i) { "\u{2}" } else { v.value(i) }],
+                _ => ["", ""],
+            })
         };
-        feed(self.name.value(row));
-        for map in [self.attributes, self.resource] {
-            feed("\u{1}");
-            if map.is_null(row) {
-                continue;
-            }
-            let entries = map.value(row);
-            if let (Some(keys), Some(values)) = (
-                entries.column(0).as_string_opt::<i32>(),
-                entries.column(1).as_string_opt::<i32>(),
-            ) {
-                for i in 0..entries.len() {
-                    feed(keys.value(i));
-                    feed(if values.is_null(i) {
-                        "\u{2}"
-                    } else {
-                        values.value(i)
-                    });
-                }
-            }
-        }
-        (first.finish(), second.finish())
+        std::iter::once(self.name.value(row))
+            .chain(std::iter::once("\u{1}"))
+            .chain(entries(self.attributes))
+            .chain(std::iter::once("\u{1}"))
+            .chain(entries(self.resource))
     }
 
     /// The samples one row gives to one Prometheus name.
