@@ -1,6 +1,6 @@
 //! Prometheus remote-write 1.0 at `POST /api/v1/write` on the OTLP/HTTP listener: a
 //! snappy-compressed `WriteRequest`, turned into OTLP gauge points and stored through the same
-//! ingest path as OTLP (WAL, memory bound, pushback with 429 and `Retry-After`).
+//! ingest path as OTLP (WAL, memory bound, pushback with 503 and `Retry-After`).
 //!
 //! `job` and `instance` become the resource's `service.name` and `service.instance.id`, the other
 //! labels the points' attributes, so that PromQL shows the series under exactly the labels they
@@ -326,11 +326,14 @@ pub async fn write(
                 ),
             )
         }
+        // Pushback is a 503, not OTLP's 429: the remote-write spec says senders MUST retry a
+        // 5xx and only MAY retry a 429, and Prometheus 2 drops a batch answered 429 unless
+        // `retry_on_http_429` is set.
         Err(IngestError::Overloaded {
             message,
             retry_after,
         }) => {
-            let mut response = refuse(StatusCode::TOO_MANY_REQUESTS, message);
+            let mut response = refuse(StatusCode::SERVICE_UNAVAILABLE, message);
             response.headers_mut().insert(
                 header::RETRY_AFTER,
                 HeaderValue::from(retry_after.as_secs().max(1)),

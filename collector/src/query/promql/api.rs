@@ -225,6 +225,23 @@ fn failure(error: PromError) -> Response {
         .into_response()
 }
 
+fn respond(result: Result<Json, PromError>) -> Response {
+    match result {
+        Ok(data) => success(data),
+        Err(e) => failure(e),
+    }
+}
+
+/// Names or values sorted, once each, cut at the request's `limit`.
+fn sorted_unique(mut values: Vec<String>, params: &Params) -> Result<Json, PromError> {
+    values.sort();
+    values.dedup();
+    if let Some(limit) = params.limit()? {
+        values.truncate(limit);
+    }
+    Ok(json!(values))
+}
+
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -239,10 +256,7 @@ async fn query(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match run_instant(&state, raw, &headers, &body).await {
-        Ok(data) => success(data),
-        Err(e) => failure(e),
-    }
+    respond(run_instant(&state, raw, &headers, &body).await)
 }
 
 fn lookback(params: &Params) -> Result<i64, PromError> {
@@ -482,10 +496,7 @@ async fn series(
         Ok(Json::Array(found.iter().map(|l| metric(l)).collect()))
     }
     .await;
-    match result {
-        Ok(data) => success(data),
-        Err(e) => failure(e),
-    }
+    respond(result)
 }
 
 async fn labels(
@@ -502,22 +513,14 @@ async fn labels(
             selectors.push(format!("{{{NAME_LABEL}=~\".+\"}}"));
         }
         let found = super::series(&state.engine, &selectors, start, end).await?;
-        let mut names: Vec<String> = found
+        let names: Vec<String> = found
             .iter()
             .flat_map(|l| l.iter().map(|(k, _)| k.clone()))
             .collect();
-        names.sort();
-        names.dedup();
-        if let Some(limit) = params.limit()? {
-            names.truncate(limit);
-        }
-        Ok(json!(names))
+        sorted_unique(names, &params)
     }
     .await;
-    match result {
-        Ok(data) => success(data),
-        Err(e) => failure(e),
-    }
+    respond(result)
 }
 
 async fn label_values(
@@ -530,7 +533,7 @@ async fn label_values(
         let params = Params::read(raw, &headers, &Bytes::new())?;
         let (start, end) = window(&params)?;
         let selectors = params.all("match[]");
-        let mut values: Vec<String> = if name == NAME_LABEL && selectors.is_empty() {
+        let values: Vec<String> = if name == NAME_LABEL && selectors.is_empty() {
             super::metric_names(&state.engine, start, end).await?
         } else {
             let selectors = if selectors.is_empty() {
@@ -545,18 +548,10 @@ async fn label_values(
                 .filter(|v| !v.is_empty())
                 .collect()
         };
-        values.sort();
-        values.dedup();
-        if let Some(limit) = params.limit()? {
-            values.truncate(limit);
-        }
-        Ok(json!(values))
+        sorted_unique(values, &params)
     }
     .await;
-    match result {
-        Ok(data) => success(data),
-        Err(e) => failure(e),
-    }
+    respond(result)
 }
 
 async fn metadata(
@@ -585,10 +580,7 @@ async fn metadata(
         Ok(Json::Object(out))
     }
     .await;
-    match result {
-        Ok(data) => success(data),
-        Err(e) => failure(e),
-    }
+    respond(result)
 }
 
 /// Exemplars are not kept apart yet: an empty success, which Grafana takes as "none".
@@ -601,10 +593,7 @@ async fn query_exemplars(RawQuery(raw): RawQuery, headers: HeaderMap, body: Byte
         super::parse(text)?;
         Ok(json!([]))
     })();
-    match result {
-        Ok(data) => success(data),
-        Err(e) => failure(e),
-    }
+    respond(result)
 }
 
 async fn buildinfo() -> Response {
