@@ -48,8 +48,8 @@ pub struct QueryConfig {
     pub max_queued: usize,
     /// A query running longer than this is cancelled (waiting for a turn counts).
     pub timeout_secs: u64,
-    /// Samples one PromQL query may load (16 bytes each, plus their series); past this it
-    /// fails with Prometheus' "too many samples" error.
+    /// Samples one PromQL query may read, and points (series × steps) one of its steps may
+    /// hold; past either it fails with Prometheus' "too many samples" error.
     pub max_samples: u64,
     /// Host names the query port answers to, besides IP addresses and `localhost`: a browser
     /// page (or a DNS-rebinding attack) names a host of its own. While the port listens on a
