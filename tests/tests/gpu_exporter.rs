@@ -575,3 +575,63 @@ fn vigil_scrapes_the_exporter_page_and_marks_a_dead_target_stale() {
         1
     );
 }
+
+/// A cluster that already runs a dcgm-exporter gets vigil's GPU detectors by scraping its page:
+/// a downtrained PCIe link on the page fires the same alert it fires over OTLP.
+#[test]
+fn gpu_detectors_fire_on_a_scraped_dcgm_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut exporter = GpuExporter::start(
+        &[
+            "--simulate",
+            "--nodes",
+            "1",
+            "--gpus-per-node",
+            "2",
+            "--interval",
+            "1s",
+            "--fault",
+            "pcie-downtrain:0/1:1s",
+        ],
+        &dir.path().join("exporter.log"),
+    )
+    .unwrap();
+    let target = exporter
+        .metrics_url
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .to_string();
+    let config = dir.path().join("vigil.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[analyzer]\ninterval = \"1s\"\n\n[analyzer.gpu]\nwindow = \"4s\"\n\n[analyzer.drift]\nenabled = false\n\n\
+             [[scrape]]\njob_name = \"dcgm\"\ntargets = [\"{target}\"]\ninterval = \"500ms\"\n"
+        ),
+    )
+    .unwrap();
+    let collector = Collector::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    )
+    .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(45);
+    loop {
+        let firing = runtime
+            .block_on(collector.sql(
+                "SELECT subject FROM alerts WHERE labels['alertname'] = 'GpuPcieLinkDowntrained' AND state = 'firing'",
+            ))
+            .unwrap();
+        if !firing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no GpuPcieLinkDowntrained from the scraped page within 45 s; log:\n{}",
+            collector.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    exporter.stop().unwrap();
+}
