@@ -402,6 +402,14 @@ impl GpuExporter {
         })
     }
 
+    /// `host:port` of the exporter's page, as a Prometheus scrape config names a target.
+    pub fn target(&self) -> String {
+        self.metrics_url
+            .trim_start_matches("http://")
+            .trim_end_matches("/metrics")
+            .to_string()
+    }
+
     /// SIGTERM, and wait for the last round to be exported.
     pub fn stop(&mut self) -> anyhow::Result<()> {
         if let Some(mut child) = self.child.take() {

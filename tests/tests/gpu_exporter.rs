@@ -204,11 +204,7 @@ fn simulated_fleet_reaches_sql_and_prometheus_with_the_same_values() {
         &dir.path().join("exporter.log"),
     )
     .unwrap();
-    let target = exporter
-        .metrics_url
-        .trim_start_matches("http://")
-        .trim_end_matches("/metrics")
-        .to_string();
+    let target = exporter.target();
     // Scraped as a Prometheus user would, with `instance` set to the exporter's host name and
     // port: the `instance` vigil's OTLP path gives the same series.
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -454,11 +450,7 @@ fn vigil_scrapes_the_exporter_page_and_marks_a_dead_target_stale() {
         &dir.path().join("exporter.log"),
     )
     .unwrap();
-    let target = exporter
-        .metrics_url
-        .trim_start_matches("http://")
-        .trim_end_matches("/metrics")
-        .to_string();
+    let target = exporter.target();
     let config = dir.path().join("vigil.toml");
     std::fs::write(
         &config,
@@ -596,11 +588,7 @@ fn gpu_detectors_fire_on_a_scraped_dcgm_page() {
         &dir.path().join("exporter.log"),
     )
     .unwrap();
-    let target = exporter
-        .metrics_url
-        .trim_start_matches("http://")
-        .trim_end_matches("/metrics")
-        .to_string();
+    let target = exporter.target();
     let config = dir.path().join("vigil.toml");
     std::fs::write(
         &config,

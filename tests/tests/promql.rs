@@ -1406,11 +1406,7 @@ fn prometheus_remote_write_delivers_every_scraped_sample_across_a_sigkill() {
         &dir.path().join("exporter.log"),
     )
     .unwrap();
-    let target = exporter
-        .metrics_url
-        .trim_start_matches("http://")
-        .trim_end_matches("/metrics")
-        .to_string();
+    let target = exporter.target();
     let http_port = vigil_tests::free_port().unwrap();
     let data = dir.path().join("data");
     let mut collector = collector_on(&data, http_port);
