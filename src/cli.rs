@@ -379,15 +379,14 @@ pub enum EvalCommand {
         #[arg(long, default_value_t = 3)]
         mixture_components: usize,
     },
-    /// Score a CSV of timestamp,value with the streaming anomaly detector (one score per row).
+    /// Score a CSV of timestamp,value with the anomaly detector `vigil serve` runs: one
+    /// `timestamp,value,anomaly_score` row per input row (NAB's results format, scores in [0, 1]).
     Csv {
         file: PathBuf,
-        /// Weight of each new value in the running mean and variance.
-        #[arg(long, default_value_t = 0.05)]
-        alpha: f64,
-        /// Values seen before scores are given.
-        #[arg(long, default_value_t = 50)]
-        warmup: u64,
+        /// Values learned from before any score [default: NAB's probationary period, 15% of the
+        /// rows and at most 750].
+        #[arg(long)]
+        warmup: Option<usize>,
     },
 }
 

@@ -14,7 +14,7 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use rand::{Rng, SeedableRng};
 use vigil_analyzer::alert::{Alert, AlertStatus};
-use vigil_analyzer::detectors::anomaly::StreamingAnomaly;
+use vigil_analyzer::detectors::anomaly::{AnomalyParams, StreamingAnomaly};
 use vigil_analyzer::detectors::{drift, gpu};
 use vigil_analyzer::replay;
 use vigil_analyzer::{Analyzer, AnalyzerConfig};
@@ -520,12 +520,13 @@ async fn eval_drift(
     Ok(out)
 }
 
-/// Score a `timestamp,value` CSV: one anomaly score per row on stdout.
-fn eval_csv(path: &std::path::Path, alpha: f64, warmup: u64) -> anyhow::Result<()> {
+/// Score a `timestamp,value` CSV: one `timestamp,value,anomaly_score` row per input row on
+/// stdout (the format NAB's scorer reads).
+fn eval_csv(path: &std::path::Path, warmup: Option<usize>) -> anyhow::Result<()> {
+    use std::io::Write;
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut detector = StreamingAnomaly::new(alpha, warmup);
-    println!("timestamp,value,score");
+    let mut rows = Vec::new();
     for (number, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() {
@@ -549,13 +550,25 @@ fn eval_csv(path: &std::path::Path, alpha: f64, warmup: u64) -> anyhow::Result<(
                 value.trim()
             );
         };
-        println!(
-            "{},{},{:.4}",
-            timestamp.trim(),
-            value,
-            detector.score(value)
-        );
+        rows.push((timestamp.trim(), value));
     }
+    // NAB's probationary period: what its scorer does not judge, and what every detector it
+    // runs is told to learn from.
+    let warmup = warmup.unwrap_or(((rows.len() as f64 * 0.15) as usize).min(750));
+    let mut detector = StreamingAnomaly::new(AnomalyParams {
+        warmup,
+        ..AnomalyParams::default()
+    });
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    writeln!(out, "timestamp,value,anomaly_score")?;
+    for (timestamp, value) in rows {
+        writeln!(
+            out,
+            "{timestamp},{value},{:.6}",
+            detector.score(value).score
+        )?;
+    }
+    out.flush()?;
     Ok(())
 }
 
@@ -690,11 +703,7 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
             "{}",
             eval_drift_trace(&file, window, reference, hours, shift, mixture_components).await?
         ),
-        EvalCommand::Csv {
-            file,
-            alpha,
-            warmup,
-        } => eval_csv(&file, alpha, warmup)?,
+        EvalCommand::Csv { file, warmup } => eval_csv(&file, warmup)?,
     }
     Ok(())
 }

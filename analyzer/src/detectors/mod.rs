@@ -3,6 +3,7 @@
 
 pub mod anomaly;
 pub mod drift;
+pub mod golden_signals;
 pub mod gpu;
 pub mod model_silence;
 
@@ -55,6 +56,7 @@ pub struct AnalyzerConfig {
     pub served_models: bool,
     pub gpu: gpu::GpuConfig,
     pub drift: drift::DriftConfig,
+    pub anomaly: golden_signals::AnomalyConfig,
 }
 
 impl Default for AnalyzerConfig {
@@ -66,6 +68,7 @@ impl Default for AnalyzerConfig {
             served_models: true,
             gpu: gpu::GpuConfig::default(),
             drift: drift::DriftConfig::default(),
+            anomaly: golden_signals::AnomalyConfig::default(),
         }
     }
 }
@@ -83,6 +86,11 @@ impl AnalyzerConfig {
                 self.drift.clone(),
             )));
             detectors.push(Box::new(drift::DriftDetector::new(self.drift.clone())));
+        }
+        if self.anomaly.enabled {
+            detectors.push(Box::new(golden_signals::GoldenSignals::new(
+                self.anomaly.clone(),
+            )));
         }
         detectors
     }
