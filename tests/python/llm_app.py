@@ -64,7 +64,8 @@ def make_tracers(endpoint: str):
             resource=Resource.create({"service.name": service, "host.name": host, "deployment.environment": "test"})
         )
         exporter = CountingExporter(endpoint=f"{endpoint}/v1/traces")
-        provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=500))
+        # A queue that holds a burst of history (the default 2,048 drops spans past it).
+        provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=500, max_queue_size=1 << 17))
         providers.append(provider)
         tracers.append(provider.get_tracer("llm_app"))
     return providers, tracers
@@ -78,11 +79,14 @@ class Calls:
         self.per_model: dict[str, int] = {}
         self.errors = 0
 
-    def one(self, tracer, begin_ns: int) -> int:
-        """Sends one request that starts at `begin_ns`; returns when it ends (ns)."""
+    def one(self, tracer, begin_ns: int, slow: tuple[str, float] | None = None) -> int:
+        """Sends one request that starts at `begin_ns`; returns when it ends (ns). With `slow`
+        (model, factor), that model's calls take `factor` times as long."""
         rng = self.rng
         model, provider_name, median_s, streams = MODELS[rng.randrange(len(MODELS))]
         duration_ns = int(rng.lognormvariate(0, 0.35) * median_s * 1e9)
+        if slow is not None and slow[0] == model:
+            duration_ns = int(duration_ns * slow[1])
         root = tracer.start_span("POST /v1/answer", kind=SpanKind.SERVER, start_time=begin_ns)
         root.set_attribute("http.request.method", "POST")
         root.set_attribute("http.route", "/v1/answer")
@@ -114,26 +118,44 @@ class Calls:
         return end_ns
 
 
-def send_history(tracers, calls: Calls, count: int, minutes: float) -> None:
-    """`count` requests spread evenly over the last `minutes`, services taking turns."""
+def send_history(tracers, calls: Calls, count: int, minutes: float, random_arrivals: bool = False) -> None:
+    """`count` requests over the last `minutes`, services taking turns: evenly spread, or at
+    random times (as independent users arrive)."""
     now_ns = time.time_ns()
-    step_ns = int(minutes * 60e9 / max(count, 1))
-    start_ns = now_ns - int(minutes * 60e9)
-    for i in range(count):
-        calls.one(tracers[i % len(tracers)], start_ns + i * step_ns)
+    span_ns = int(minutes * 60e9)
+    start_ns = now_ns - span_ns
+    if random_arrivals:
+        offsets = sorted(int(calls.rng.random() * span_ns) for _ in range(count))
+    else:
+        offsets = [i * (span_ns // max(count, 1)) for i in range(count)]
+    for i, offset in enumerate(offsets):
+        calls.one(tracers[i % len(tracers)], start_ns + offset)
 
 
-def send_live(tracers, calls: Calls, seconds: float, rate: float) -> int:
-    """Requests as they happen, `rate` per second for `seconds`, each ending now."""
+def send_live(tracers, calls: Calls, seconds: float, rate: float, slow_model=None, slow_after=0.0, slow_factor=1.0) -> int:
+    """Requests as they happen, `rate` per second for `seconds`, each ending now. From
+    `slow_after` seconds on, `slow_model`'s calls take `slow_factor` times as long (the time
+    is printed as a JSON line)."""
     sent = 0
-    deadline = time.monotonic() + seconds
+    started = time.monotonic()
+    deadline = started + seconds
+    next_round = started
+    slowed = False
     while time.monotonic() < deadline:
+        slow = None
+        if slow_model and time.monotonic() - started >= slow_after:
+            slow = (slow_model, slow_factor)
+            if not slowed:
+                print(json.dumps({"slow_from_unix": time.time(), "model": slow_model}), flush=True)
+                slowed = True
         for tracer in tracers:
             now_ns = time.time_ns()
             # Backdate the start so the span ends now, as an instrumented call would.
-            calls.one(tracer, now_ns - int(calls.rng.uniform(0.5, 2.0) * 1e9))
+            calls.one(tracer, now_ns - int(calls.rng.uniform(0.5, 2.0) * 1e9), slow)
             sent += 1
-        time.sleep(len(tracers) / rate)
+        # Keep to the schedule, whatever sending took, so the rate is what was asked.
+        next_round += len(tracers) / rate
+        time.sleep(max(0.0, next_round - time.monotonic()))
     return sent
 
 
@@ -228,18 +250,27 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--live-seconds", type=float, default=0.0, help="then keep sending, live, this long")
     ap.add_argument("--live-rate", type=float, default=5.0, help="requests per second while live")
+    ap.add_argument("--random-arrivals", action="store_true", help="history at random times, not evenly spread")
+    ap.add_argument("--slow-model", help="while live, make this model's calls slower...")
+    ap.add_argument("--slow-after", type=float, default=0.0, help="...from this many seconds into the live part...")
+    ap.add_argument("--slow-factor", type=float, default=2.0, help="...by this factor")
+    ap.add_argument("--no-metrics", action="store_true", help="send spans only")
     args = ap.parse_args(argv)
     rng = random.Random(args.seed)
     endpoint = args.endpoint.rstrip("/")
     providers, tracers = make_tracers(endpoint)
     calls = Calls(rng)
-    send_history(tracers, calls, args.calls, args.minutes)
-    vllm_points = send_vllm_metrics(endpoint, args.minutes, rng)
+    send_history(tracers, calls, args.calls, args.minutes, args.random_arrivals)
+    vllm_points = 0 if args.no_metrics else send_vllm_metrics(endpoint, args.minutes, rng)
     # The history is in before the live part starts (a reader can wait for this line).
     for provider in providers:
         provider.force_flush()
     print(json.dumps({"history": args.calls, "vllm_points": vllm_points}), flush=True)
-    live = send_live(tracers, calls, args.live_seconds, args.live_rate) if args.live_seconds > 0 else 0
+    live = (
+        send_live(tracers, calls, args.live_seconds, args.live_rate, args.slow_model, args.slow_after, args.slow_factor)
+        if args.live_seconds > 0
+        else 0
+    )
     for provider in providers:
         provider.shutdown()
     summary = {

@@ -905,3 +905,102 @@ fn an_alert_fired_just_before_a_sigkill_within_group_wait_still_reaches_the_webh
         std::thread::sleep(Duration::from_millis(250));
     }
 }
+
+/// The golden-signal detector as a user meets it, with the defaults: 30 minutes of history from
+/// the Python OTel SDK (10 calls/s at random times), a SIGKILL and restart (the detector replays
+/// the history from the store instead of learning for 15 minutes again), then live traffic at
+/// 10 calls/s in which gpt-4o's calls become twice as slow: `LlmSignalAnomaly` on gpt-4o's
+/// latency within 30 s, and on no other model's latency.
+#[test]
+fn a_latency_step_on_one_model_raises_an_anomaly_alert_within_thirty_seconds() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut collector = Collector::start(dir.path(), &[]).unwrap();
+    let app = vigil_tests::repo_root().join("tests/python/llm_app.py");
+    let history = Command::new(vigil_tests::python())
+        .arg(&app)
+        .args(["--endpoint", &collector.http_url()])
+        .args(["--calls", "18000", "--minutes", "30", "--random-arrivals"])
+        .arg("--no-metrics")
+        .output()
+        .unwrap();
+    assert!(
+        history.status.success(),
+        "llm_app.py: {}",
+        String::from_utf8_lossy(&history.stderr)
+    );
+    collector.restart().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(collector.wait_ready()).unwrap();
+
+    let mut live = Command::new(vigil_tests::python())
+        .arg(&app)
+        .args(["--endpoint", &collector.http_url()])
+        .args(["--calls", "0", "--live-seconds", "110", "--live-rate", "10"])
+        .args([
+            "--slow-model",
+            "gpt-4o",
+            "--slow-after",
+            "60",
+            "--slow-factor",
+            "2",
+        ])
+        .arg("--no-metrics")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(live.stdout.take().unwrap()).lines();
+    let slow_from = loop {
+        let line = lines
+            .next()
+            .expect("llm_app.py ended before slowing gpt-4o")
+            .unwrap();
+        let value: Value = serde_json::from_str(&line).unwrap();
+        if let Some(at) = value["slow_from_unix"].as_f64() {
+            break at;
+        }
+    };
+    let sql = "SELECT labels['model'] AS model, labels['signal'] AS signal, \
+               CAST(time AS BIGINT) / 1000000 AS at_ms, message \
+               FROM alerts WHERE labels['alertname'] = 'LlmSignalAnomaly' AND state = 'firing' ORDER BY time";
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let mut caught = None;
+    let mut rows = Vec::new();
+    while Instant::now() < deadline && caught.is_none() {
+        std::thread::sleep(Duration::from_secs(1));
+        rows = runtime.block_on(collector.sql(sql)).unwrap();
+        caught = rows
+            .iter()
+            .find(|r| {
+                r["model"] == "gpt-4o" && r["signal"].as_str().unwrap_or("").starts_with("latency")
+            })
+            .cloned();
+    }
+    let _ = live.kill();
+    let _ = live.wait();
+    let caught = caught.unwrap_or_else(|| {
+        panic!(
+            "no latency anomaly on gpt-4o within 45 s of the slowdown; alerts: {rows:#?}\n{}",
+            collector.log()
+        )
+    });
+    let delay = caught["at_ms"].as_f64().unwrap() / 1000.0 - slow_from;
+    eprintln!(
+        "gpt-4o latency anomaly {delay:.1} s after the slowdown; every anomaly alert: {rows:#?}"
+    );
+    assert!(delay <= 30.0, "caught after {delay:.1} s: {caught:?}");
+    let other_latency: Vec<&Value> = rows
+        .iter()
+        .filter(|r| {
+            r["model"] != "gpt-4o"
+                && r["model"] != "*"
+                && ["latency", "ttft"]
+                    .iter()
+                    .any(|s| r["signal"].as_str().unwrap_or("").starts_with(s))
+        })
+        .collect();
+    assert!(
+        other_latency.is_empty(),
+        "models that did not change alerted: {other_latency:#?}"
+    );
+}
