@@ -344,6 +344,19 @@ pub enum EvalCommand {
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         interval: std::time::Duration,
     },
+    /// The golden-signal anomaly detector on simulated LLM traffic (10 calls/s with a daily and
+    /// a weekly cycle): a 2x latency step, error ratio 1% to 3%, request rate halved, each on
+    /// one model, and weeks of stationary traffic for the false alarms.
+    Anomaly {
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Runs of each change scenario (each with its own seed and change time).
+        #[arg(long, default_value_t = 10)]
+        repeats: u64,
+        /// Weeks of stationary traffic.
+        #[arg(long, default_value_t = 2)]
+        weeks: u64,
+    },
     /// Drift scenarios (5/10/25% shifts at 10 requests/s) and stationary traffic.
     Drift {
         #[arg(long, default_value_t = 1)]

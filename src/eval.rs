@@ -704,6 +704,11 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
             eval_drift_trace(&file, window, reference, hours, shift, mixture_components).await?
         ),
         EvalCommand::Csv { file, warmup } => eval_csv(&file, warmup)?,
+        EvalCommand::Anomaly {
+            seed,
+            repeats,
+            weeks,
+        } => print!("{}", crate::eval_anomaly::run(seed, repeats, weeks)?),
     }
     Ok(())
 }

@@ -6,6 +6,7 @@ mod analyze;
 mod cli;
 mod demo;
 mod eval;
+mod eval_anomaly;
 mod gpu_exporter_cmd;
 mod loadgen;
 mod query_cmd;

@@ -1,6 +1,7 @@
 //! "Something just broke": the LLM golden signals of every service and every model in it (request
-//! rate, error ratio, p50/p95 latency, p50 time to first token, output tokens/s, cost per hour),
-//! binned at `resolution`, each scored by its own [`StreamingAnomaly`]. A step whose score
+//! rate per step and over a minute, error ratio per step and over five minutes, p50/p95 latency,
+//! p50 time to first token, output tokens/s, cost per hour), binned at `resolution`, each scored
+//! by its own [`StreamingAnomaly`]. A step whose score
 //! reaches `threshold` raises `LlmSignalAnomaly` on that series, saying when it began, how far it
 //! is from the expected band, and the SQL that shows the spans behind it.
 //!
@@ -8,7 +9,7 @@
 //! `history` of spans through the scorers (without alerting), so a restart neither forgets what
 //! normal looks like nor waits out a new warm-up.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -73,7 +74,9 @@ impl Default for AnomalyConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Signal {
     RequestRate,
+    RequestRateMinute,
     ErrorRatio,
+    ErrorRatioFiveMinutes,
     LatencyP50,
     LatencyP95,
     TtftP50,
@@ -82,9 +85,11 @@ pub enum Signal {
 }
 
 impl Signal {
-    const ALL: [Signal; 7] = [
+    pub const ALL: [Signal; 9] = [
         Signal::RequestRate,
+        Signal::RequestRateMinute,
         Signal::ErrorRatio,
+        Signal::ErrorRatioFiveMinutes,
         Signal::LatencyP50,
         Signal::LatencyP95,
         Signal::TtftP50,
@@ -95,7 +100,9 @@ impl Signal {
     pub fn as_str(self) -> &'static str {
         match self {
             Signal::RequestRate => "requests_per_second",
+            Signal::RequestRateMinute => "requests_per_second_1m",
             Signal::ErrorRatio => "error_ratio",
+            Signal::ErrorRatioFiveMinutes => "error_ratio_5m",
             Signal::LatencyP50 => "latency_p50_ms",
             Signal::LatencyP95 => "latency_p95_ms",
             Signal::TtftP50 => "ttft_p50_ms",
@@ -107,26 +114,64 @@ impl Signal {
     /// Errors are what users see; the rest is warning until a person looks.
     fn severity(self) -> Severity {
         match self {
-            Signal::ErrorRatio | Signal::RequestRate => Severity::Critical,
+            Signal::ErrorRatio
+            | Signal::ErrorRatioFiveMinutes
+            | Signal::RequestRate
+            | Signal::RequestRateMinute => Severity::Critical,
             _ => Severity::Warning,
         }
     }
 }
 
 /// A service (`model` = "*": all its models) or a model in a service.
-type Scope = (String, String);
+pub type Scope = (String, String);
 
-/// The aggregates of one scope in one step.
+/// The aggregates of one scope in one step: read from `spans` in `vigil serve`, drawn from a
+/// simulation in `vigil eval anomaly`. Latencies in milliseconds.
 #[derive(Debug, Clone, Copy, Default)]
-struct Step {
-    calls: f64,
-    errors: f64,
-    latency_p50: Option<f64>,
-    latency_p95: Option<f64>,
-    ttft_p50: Option<f64>,
-    output_tokens: Option<f64>,
-    cost: Option<f64>,
+pub struct Step {
+    pub calls: f64,
+    pub errors: f64,
+    pub latency_p50: Option<f64>,
+    pub latency_p95: Option<f64>,
+    pub ttft_p50: Option<f64>,
+    pub output_tokens: Option<f64>,
+    pub cost: Option<f64>,
 }
+
+/// Calls and errors of a scope's last steps, for the signals taken over longer than a step.
+#[derive(Debug, Clone, Default)]
+struct Recent {
+    steps: VecDeque<(f64, f64)>,
+}
+
+impl Recent {
+    fn push(&mut self, calls: f64, errors: f64) {
+        if self.steps.len() == LONGEST_SPAN_STEPS {
+            self.steps.pop_front();
+        }
+        self.steps.push_back((calls, errors));
+    }
+
+    /// (calls, errors) of the last `steps` steps, once that many are known.
+    fn sum(&self, steps: usize) -> Option<(f64, f64)> {
+        (self.steps.len() >= steps).then(|| {
+            self.steps
+                .iter()
+                .rev()
+                .take(steps)
+                .fold((0.0, 0.0), |(c, e), (calls, errors)| {
+                    (c + calls, e + errors)
+                })
+        })
+    }
+}
+
+/// Steps of the request rate over a minute and the error ratio over five (at 10-second steps):
+/// at a few calls a second one step holds too few calls, and too few errors, to show a halved
+/// rate or a tripled error ratio.
+const MINUTE_STEPS: usize = 6;
+const LONGEST_SPAN_STEPS: usize = 30;
 
 /// One series: its scorer and the episode it is in.
 struct Series {
@@ -149,6 +194,7 @@ pub struct GoldenSignals {
     config: AnomalyConfig,
     series: HashMap<(Scope, Signal), Series>,
     last_call: HashMap<Scope, SystemTime>,
+    recent: HashMap<Scope, Recent>,
     /// Start of the next step to read (None before the first, restoring, read).
     next_step: Option<SystemTime>,
     warned_full: bool,
@@ -160,6 +206,7 @@ impl GoldenSignals {
             config,
             series: HashMap::new(),
             last_call: HashMap::new(),
+            recent: HashMap::new(),
             next_step: None,
             warned_full: false,
         }
@@ -241,8 +288,7 @@ impl GoldenSignals {
         Ok(steps)
     }
 
-    /// Feeds every step in [from, until) to the scorers: known scopes without calls in a step
-    /// get a request rate (and token rate, cost) of zero; latencies need calls.
+    /// Feeds every step in [from, until) to the scorers.
     fn learn(
         &mut self,
         steps: &BTreeMap<SystemTime, HashMap<Scope, Step>>,
@@ -251,40 +297,60 @@ impl GoldenSignals {
         alerting: bool,
     ) {
         let res = self.config.resolution.max(Duration::from_secs(1));
-        let per_second = 1.0 / res.as_secs_f64();
         let empty = HashMap::new();
         let mut at = from;
         while at < until {
-            let here = steps.get(&at).unwrap_or(&empty);
-            for scope in here.keys() {
-                self.last_call.insert(scope.clone(), at);
-            }
-            let forget_after = self.config.forget_after;
-            self.last_call
-                .retain(|_, last| at.duration_since(*last).unwrap_or_default() < forget_after);
-            let scopes: Vec<Scope> = self.last_call.keys().cloned().collect();
-            for scope in scopes {
-                let step = here.get(&scope).copied().unwrap_or_default();
-                for signal in Signal::ALL {
-                    let value = match signal {
-                        Signal::RequestRate => Some(step.calls * per_second),
-                        Signal::ErrorRatio => (step.calls > 0.0).then(|| step.errors / step.calls),
-                        Signal::LatencyP50 => step.latency_p50,
-                        Signal::LatencyP95 => step.latency_p95,
-                        Signal::TtftP50 => step.ttft_p50,
-                        Signal::OutputTokenRate => {
-                            Some(step.output_tokens.unwrap_or(0.0) * per_second)
-                        }
-                        Signal::CostPerHour => Some(step.cost.unwrap_or(0.0) * per_second * 3600.0),
-                    };
-                    let Some(value) = value else { continue };
-                    self.observe(&scope, signal, at, value, step.cost.is_some(), alerting);
-                }
-            }
+            self.observe_step(at, steps.get(&at).unwrap_or(&empty), alerting);
             at += res;
+        }
+    }
+
+    /// Feeds one step (starting at `at`) of every scope to the scorers: known scopes without
+    /// calls in it get a request rate (and token rate, cost) of zero; latencies need calls.
+    /// `alerting` false learns without opening anomalies (a replayed history).
+    pub fn observe_step(&mut self, at: SystemTime, here: &HashMap<Scope, Step>, alerting: bool) {
+        let res = self
+            .config
+            .resolution
+            .max(Duration::from_secs(1))
+            .as_secs_f64();
+        let per_second = 1.0 / res;
+        for scope in here.keys() {
+            self.last_call.insert(scope.clone(), at);
+        }
+        let forget_after = self.config.forget_after;
+        self.last_call
+            .retain(|_, last| at.duration_since(*last).unwrap_or_default() < forget_after);
+        let scopes: Vec<Scope> = self.last_call.keys().cloned().collect();
+        for scope in scopes {
+            let step = here.get(&scope).copied().unwrap_or_default();
+            let recent = self.recent.entry(scope.clone()).or_default();
+            recent.push(step.calls, step.errors);
+            let minute = recent.sum(MINUTE_STEPS);
+            let five_minutes = recent.sum(LONGEST_SPAN_STEPS);
+            for signal in Signal::ALL {
+                let value = match signal {
+                    Signal::RequestRate => Some(step.calls * per_second),
+                    Signal::RequestRateMinute => {
+                        minute.map(|(calls, _)| calls * per_second / MINUTE_STEPS as f64)
+                    }
+                    Signal::ErrorRatio => (step.calls > 0.0).then(|| step.errors / step.calls),
+                    Signal::ErrorRatioFiveMinutes => five_minutes
+                        .filter(|(calls, _)| *calls > 0.0)
+                        .map(|(calls, errors)| errors / calls),
+                    Signal::LatencyP50 => step.latency_p50,
+                    Signal::LatencyP95 => step.latency_p95,
+                    Signal::TtftP50 => step.ttft_p50,
+                    Signal::OutputTokenRate => Some(step.output_tokens.unwrap_or(0.0) * per_second),
+                    Signal::CostPerHour => Some(step.cost.unwrap_or(0.0) * per_second * 3600.0),
+                };
+                let Some(value) = value else { continue };
+                self.observe(&scope, signal, at, value, step.cost.is_some(), alerting);
+            }
         }
         let known: HashSet<&Scope> = self.last_call.keys().collect();
         self.series.retain(|(scope, _), _| known.contains(scope));
+        self.recent.retain(|scope, _| known.contains(scope));
     }
 
     fn observe(
@@ -356,7 +422,8 @@ impl GoldenSignals {
         }
     }
 
-    fn findings(&self) -> Vec<Finding> {
+    /// One finding per series: active while its anomaly lasts (and `resolve_after` beyond).
+    pub fn findings(&self) -> Vec<Finding> {
         let res = self.resolution_secs();
         let mut findings = Vec::new();
         for ((scope, signal), series) in &self.series {
@@ -439,6 +506,20 @@ impl GoldenSignals {
             });
         }
         findings
+    }
+
+    /// The series in an anomaly now, with when it began.
+    pub fn anomalies(&self) -> impl Iterator<Item = (&Scope, Signal, SystemTime)> {
+        self.series.iter().filter_map(|((scope, signal), series)| {
+            series
+                .episode
+                .map(|episode| (scope, *signal, episode.began))
+        })
+    }
+
+    /// Series scored now.
+    pub fn series_count(&self) -> usize {
+        self.series.len()
     }
 
     /// Bytes of scorer state held now.

@@ -1,0 +1,358 @@
+//! `vigil eval anomaly`: the golden-signal detector (`LlmSignalAnomaly`) on simulated LLM traffic
+//! in simulated time. The detector is fed the per-step aggregates `vigil serve` reads from
+//! `spans` (calls, errors, exact latency percentiles of the step's calls, tokens, cost), drawn
+//! here from independent calls: Poisson arrivals whose rate follows a daily and a weekly cycle,
+//! log-normal latencies. Real traffic is burstier; these figures are an upper bound.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant, SystemTime};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, LogNormal, Poisson};
+use vigil_analyzer::detectors::golden_signals::{
+    AnomalyConfig, GoldenSignals, Scope, Signal, Step,
+};
+
+const SERVICE: &str = "chat";
+/// (model, share of calls, median latency in seconds)
+const MODELS: [(&str, f64, f64); 3] = [
+    ("llama", 0.5, 0.9),
+    ("gpt-4o", 0.3, 2.2),
+    ("claude", 0.2, 2.8),
+];
+const CHANGED_MODEL: usize = 1;
+const MEAN_RATE: f64 = 10.0;
+const ERROR_RATE: f64 = 0.01;
+/// A Monday, 00:00 UTC.
+const MONDAY: u64 = 1_767_571_200;
+
+/// What changes on the changed model, from the change on.
+#[derive(Debug, Clone, Copy)]
+struct Change {
+    name: &'static str,
+    latency: f64,
+    error_rate: f64,
+    rate: f64,
+    /// Signals whose alert on the changed model (or its service) counts as the catch.
+    signals: &'static [Signal],
+}
+
+const CHANGES: [Change; 3] = [
+    Change {
+        name: "latency x2 on one model",
+        latency: 2.0,
+        error_rate: ERROR_RATE,
+        rate: 1.0,
+        signals: &[Signal::LatencyP50, Signal::LatencyP95, Signal::TtftP50],
+    },
+    Change {
+        name: "error ratio 1% -> 3% on one model",
+        latency: 1.0,
+        error_rate: 0.03,
+        rate: 1.0,
+        signals: &[Signal::ErrorRatio, Signal::ErrorRatioFiveMinutes],
+    },
+    Change {
+        name: "request rate halved on one model",
+        latency: 1.0,
+        error_rate: ERROR_RATE,
+        rate: 0.5,
+        signals: &[Signal::RequestRate, Signal::RequestRateMinute],
+    },
+];
+
+/// Calls per second of all traffic at `at`: a daily cycle between 5 and 15 (peak at 15:00 UTC),
+/// weekends at 60%.
+fn rate_at(at: SystemTime) -> f64 {
+    let seconds = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+        .saturating_sub(MONDAY);
+    let hour = (seconds % 86_400) as f64 / 3600.0;
+    let weekday = (seconds / 86_400) % 7;
+    let daily = 1.0 + 0.5 * (std::f64::consts::TAU * (hour - 9.0) / 24.0).sin();
+    let weekly = if weekday >= 5 { 0.6 } else { 1.0 };
+    MEAN_RATE * daily * weekly
+}
+
+/// A linear-interpolated quantile of sorted values.
+fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let position = q * (sorted.len() - 1) as f64;
+    let below = position.floor() as usize;
+    let above = position.ceil() as usize;
+    Some(sorted[below] + (sorted[above] - sorted[below]) * (position - below as f64))
+}
+
+#[derive(Default)]
+struct Calls {
+    latencies: Vec<f64>,
+    ttfts: Vec<f64>,
+    errors: f64,
+    tokens: f64,
+}
+
+impl Calls {
+    fn step(&mut self) -> Step {
+        self.latencies.sort_by(f64::total_cmp);
+        self.ttfts.sort_by(f64::total_cmp);
+        Step {
+            calls: self.latencies.len() as f64,
+            errors: self.errors,
+            latency_p50: quantile(&self.latencies, 0.5),
+            latency_p95: quantile(&self.latencies, 0.95),
+            ttft_p50: quantile(&self.ttfts, 0.5),
+            output_tokens: Some(self.tokens),
+            cost: Some(self.tokens * 1e-5),
+        }
+    }
+}
+
+/// One step of every scope: the three models and their service.
+fn simulate_step(
+    rng: &mut StdRng,
+    at: SystemTime,
+    resolution: f64,
+    change: Option<&Change>,
+) -> HashMap<Scope, Step> {
+    let rate = rate_at(at);
+    let tokens = LogNormal::new(4.8f64, 0.6).expect("valid");
+    let mut all = Calls::default();
+    let mut out = HashMap::new();
+    for (index, (name, share, median)) in MODELS.iter().enumerate() {
+        let changed = change.filter(|_| index == CHANGED_MODEL);
+        let mean_calls = rate * share * resolution * changed.map_or(1.0, |c| c.rate);
+        let count = Poisson::new(mean_calls).map_or(0.0, |p| p.sample(rng)) as usize;
+        let latency = LogNormal::new(median.ln(), 0.35).expect("valid");
+        let error_rate = changed.map_or(ERROR_RATE, |c| c.error_rate);
+        let mut calls = Calls::default();
+        for _ in 0..count {
+            let ms = latency.sample(rng) * changed.map_or(1.0, |c| c.latency) * 1000.0;
+            let ttft = ms * rng.gen_range(0.08..0.2);
+            let failed = rng.gen_bool(error_rate);
+            let out_tokens = tokens.sample(rng).round();
+            for target in [&mut calls, &mut all] {
+                target.latencies.push(ms);
+                target.ttfts.push(ttft);
+                target.errors += failed as u8 as f64;
+                target.tokens += out_tokens;
+            }
+        }
+        if count > 0 {
+            out.insert((SERVICE.to_string(), name.to_string()), calls.step());
+        }
+    }
+    if !all.latencies.is_empty() {
+        out.insert((SERVICE.to_string(), "*".to_string()), all.step());
+    }
+    out
+}
+
+/// Anomalies that began during a run: (when, scope, signal).
+struct Run {
+    began: Vec<(SystemTime, Scope, Signal)>,
+    scorer_time: Duration,
+    series_updates: u64,
+    state_bytes_per_series: f64,
+}
+
+fn run_traffic(
+    threshold: f64,
+    seed: u64,
+    start: SystemTime,
+    steps: u64,
+    change: Option<(SystemTime, Change)>,
+) -> Run {
+    let config = AnomalyConfig {
+        threshold,
+        ..AnomalyConfig::default()
+    };
+    let resolution = config.resolution;
+    let mut detector = GoldenSignals::new(config);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut seen = BTreeSet::new();
+    let mut began = Vec::new();
+    let mut scorer_time = Duration::ZERO;
+    let mut series_updates = 0;
+    for i in 0..steps {
+        let at = start + resolution * i as u32;
+        let active = change.filter(|(from, _)| at >= *from).map(|(_, c)| c);
+        let step = simulate_step(&mut rng, at, resolution.as_secs_f64(), active.as_ref());
+        let timer = Instant::now();
+        detector.observe_step(at, &step, true);
+        scorer_time += timer.elapsed();
+        series_updates += detector.series_count() as u64;
+        for (scope, signal, when) in detector.anomalies() {
+            if seen.insert((scope.clone(), signal, when)) {
+                began.push((when, scope.clone(), signal));
+            }
+        }
+    }
+    Run {
+        began,
+        scorer_time,
+        series_updates,
+        state_bytes_per_series: detector.state_bytes() as f64
+            / detector.series_count().max(1) as f64,
+    }
+}
+
+fn median(values: &mut [f64]) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    quantile(values, 0.5)
+}
+
+/// Each change scenario `repeats` times: (cells of the table row, false alarms before changes).
+fn scenarios(
+    threshold: f64,
+    seed: u64,
+    repeats: u64,
+    cost: &mut (Duration, u64),
+) -> (Vec<String>, usize) {
+    let resolution = AnomalyConfig::default().resolution;
+    let settle = AnomalyConfig::default().settle;
+    let mut cells = Vec::new();
+    let mut false_alarms = 0;
+    for (index, change) in CHANGES.iter().enumerate() {
+        let mut delays = Vec::new();
+        for repeat in 0..repeats {
+            let run_seed = seed * 1000 + index as u64 * 100 + repeat;
+            // Each run starts at another hour of the week and changes 3 h in (the warm-up is
+            // 15 min).
+            let start = SystemTime::UNIX_EPOCH
+                + Duration::from_secs(MONDAY + (run_seed * 7919 % 168) * 3600);
+            let change_at = start + Duration::from_secs(3 * 3600);
+            let steps = (3 * 3600 + 15 * 60) / resolution.as_secs();
+            let run = run_traffic(
+                threshold,
+                run_seed,
+                start,
+                steps,
+                Some((change_at, *change)),
+            );
+            cost.0 += run.scorer_time;
+            cost.1 += run.series_updates;
+            false_alarms += run.began.iter().filter(|(at, ..)| *at < change_at).count();
+            let caught = run.began.iter().find(|(at, scope, signal)| {
+                *at >= change_at
+                    && (scope.1 == MODELS[CHANGED_MODEL].0 || scope.1 == "*")
+                    && change.signals.contains(signal)
+            });
+            if let Some((at, ..)) = caught {
+                // The step that holds the change is judged `settle` after it ends.
+                let judged = *at + resolution + settle;
+                delays.push(
+                    judged
+                        .duration_since(change_at)
+                        .unwrap_or_default()
+                        .as_secs_f64(),
+                );
+            }
+        }
+        let caught = delays.len();
+        cells.push(format!(
+            "{caught}/{repeats}, {}",
+            median(&mut delays).map_or("-".to_string(), |d| format!("{d:.0} s"))
+        ));
+    }
+    (cells, false_alarms)
+}
+
+/// Stationary weeks, where every anomaly is a false alarm: (when, scope, signal) of each, and
+/// the state per series at the end.
+fn stationary(
+    threshold: f64,
+    seed: u64,
+    weeks: u64,
+    cost: &mut (Duration, u64),
+) -> (Vec<(SystemTime, Scope, Signal)>, f64) {
+    let resolution = AnomalyConfig::default().resolution;
+    let mut alarms = Vec::new();
+    let mut state_bytes = 0.0;
+    for week in 0..weeks {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(MONDAY + week * 7 * 86_400);
+        let steps = 7 * 86_400 / resolution.as_secs();
+        let run = run_traffic(threshold, seed * 1000 + 900 + week, start, steps, None);
+        cost.0 += run.scorer_time;
+        cost.1 += run.series_updates;
+        state_bytes = run.state_bytes_per_series;
+        alarms.extend(run.began);
+    }
+    (alarms, state_bytes)
+}
+
+pub fn run(seed: u64, repeats: u64, weeks: u64) -> anyhow::Result<String> {
+    let defaults = AnomalyConfig::default();
+    let mut out = format!(
+        "Simulated traffic: service {SERVICE}, models {} ({MEAN_RATE} calls/s on average, a daily cycle between half and 1.5x, weekends at 60%), error ratio {ERROR_RATE}; defaults of [analyzer.anomaly] ({}-second steps) but the threshold. Each change is made on gpt-4o (30% of calls) {repeats} times, 3 h into traffic starting at another hour of the week; delays are from the change to the first evaluation that can see it (the step's end plus `settle`; a live analyzer adds up to one `analyzer.interval`, 5 s).\n\n",
+        MODELS.map(|m| m.0).join(", "),
+        defaults.resolution.as_secs()
+    );
+    out.push_str("| threshold | ");
+    out.push_str(
+        &CHANGES
+            .iter()
+            .map(|c| format!("{}: caught, median delay", c.name))
+            .collect::<Vec<_>>()
+            .join(" | "),
+    );
+    out.push_str(&format!(
+        " | false alarms in the {:.0} h before the changes | false alarms a week, stationary ({weeks} weeks) |\n|---|---|---|---|---|---|\n",
+        repeats as f64 * 3.0 * CHANGES.len() as f64
+    ));
+    let mut cost = (Duration::ZERO, 0u64);
+    let mut default_alarms = Vec::new();
+    let mut state_bytes = 0.0;
+    for threshold in [0.7, defaults.threshold, 0.9] {
+        let (cells, before) = scenarios(threshold, seed, repeats, &mut cost);
+        let (alarms, bytes) = stationary(threshold, seed, weeks, &mut cost);
+        out.push_str(&format!(
+            "| {threshold} | {} | {before} | {:.1} |\n",
+            cells.join(" | "),
+            alarms.len() as f64 / weeks.max(1) as f64
+        ));
+        if threshold == defaults.threshold {
+            default_alarms = alarms;
+            state_bytes = bytes;
+        }
+    }
+    let mut per_signal: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut per_scope: BTreeMap<String, usize> = BTreeMap::new();
+    for (at, scope, signal) in &default_alarms {
+        *per_signal.entry(signal.as_str()).or_default() += 1;
+        *per_scope
+            .entry(format!("{}/{}", scope.0, scope.1))
+            .or_default() += 1;
+        eprintln!(
+            "eval anomaly: false alarm at {} of week {}: {} of {}/{}",
+            chrono::DateTime::<chrono::Utc>::from(*at).format("%a %H:%M"),
+            at.duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs()
+                .saturating_sub(MONDAY)
+                / (7 * 86_400)
+                + 1,
+            signal.as_str(),
+            scope.0,
+            scope.1
+        );
+    }
+    out.push_str(&format!(
+        "\nFalse alarms in the stationary weeks at the default threshold ({}), {} series (3 models and the service, {} signals each), by signal: {}; by scope: {}.\n",
+        defaults.threshold,
+        4 * Signal::ALL.len(),
+        Signal::ALL.len(),
+        if per_signal.is_empty() { "none".to_string() } else { per_signal.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ") },
+        if per_scope.is_empty() { "none".to_string() } else { per_scope.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ") },
+    ));
+    out.push_str(&format!(
+        "\nCost: {:.2} µs of CPU per sample per series (the detector's own work for a step, over the series it updated), {:.1} KiB of state per series.\n",
+        cost.0.as_secs_f64() * 1e6 / cost.1.max(1) as f64,
+        state_bytes / 1024.0
+    ));
+    Ok(out)
+}
