@@ -51,7 +51,7 @@ const CHANGES: [Change; 3] = [
         latency: 1.0,
         error_rate: 0.03,
         rate: 1.0,
-        signals: &[Signal::ErrorRatio, Signal::ErrorRatioFiveMinutes],
+        signals: &[Signal::ErrorRatioFiveMinutes],
     },
     Change {
         name: "request rate halved on one model",

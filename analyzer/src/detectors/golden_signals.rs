@@ -1,5 +1,5 @@
 //! "Something just broke": the LLM golden signals of every service and every model in it (request
-//! rate per step and over a minute, error ratio per step and over five minutes, p50/p95 latency,
+//! rate per step and over a minute, error ratio over five minutes, p50/p95 latency,
 //! p50 time to first token, output tokens/s, cost per hour), binned at `resolution`, each scored
 //! by its own [`StreamingAnomaly`]. A step whose score
 //! reaches `threshold` raises `LlmSignalAnomaly` on that series, saying when it began, how far it
@@ -75,7 +75,6 @@ impl Default for AnomalyConfig {
 pub enum Signal {
     RequestRate,
     RequestRateMinute,
-    ErrorRatio,
     ErrorRatioFiveMinutes,
     LatencyP50,
     LatencyP95,
@@ -85,10 +84,9 @@ pub enum Signal {
 }
 
 impl Signal {
-    pub const ALL: [Signal; 9] = [
+    pub const ALL: [Signal; 8] = [
         Signal::RequestRate,
         Signal::RequestRateMinute,
-        Signal::ErrorRatio,
         Signal::ErrorRatioFiveMinutes,
         Signal::LatencyP50,
         Signal::LatencyP95,
@@ -101,7 +99,6 @@ impl Signal {
         match self {
             Signal::RequestRate => "requests_per_second",
             Signal::RequestRateMinute => "requests_per_second_1m",
-            Signal::ErrorRatio => "error_ratio",
             Signal::ErrorRatioFiveMinutes => "error_ratio_5m",
             Signal::LatencyP50 => "latency_p50_ms",
             Signal::LatencyP95 => "latency_p95_ms",
@@ -111,13 +108,41 @@ impl Signal {
         }
     }
 
+    /// What the scorer sees: counts and sums of counts on a square-root scale, ratios of counts
+    /// on an arcsine-root scale, where their noise is about as wide at every level (at night's
+    /// few calls as at noon's many); a z-score on the raw values would see every quiet hour's
+    /// chance 0-or-2 as a shock.
+    fn to_scored(self, value: f64) -> f64 {
+        match self {
+            Signal::RequestRate
+            | Signal::RequestRateMinute
+            | Signal::OutputTokenRate
+            | Signal::CostPerHour => value.max(0.0).sqrt(),
+            Signal::ErrorRatioFiveMinutes => value.clamp(0.0, 1.0).sqrt().asin(),
+            Signal::LatencyP50 | Signal::LatencyP95 | Signal::TtftP50 => value,
+        }
+    }
+
+    /// The inverse of [`Signal::to_scored`], for the expected value and band in alerts.
+    fn from_scored(self, scored: f64) -> f64 {
+        match self {
+            Signal::RequestRate
+            | Signal::RequestRateMinute
+            | Signal::OutputTokenRate
+            | Signal::CostPerHour => scored.max(0.0).powi(2),
+            Signal::ErrorRatioFiveMinutes => {
+                scored.clamp(0.0, std::f64::consts::FRAC_PI_2).sin().powi(2)
+            }
+            Signal::LatencyP50 | Signal::LatencyP95 | Signal::TtftP50 => scored,
+        }
+    }
+
     /// Errors are what users see; the rest is warning until a person looks.
     fn severity(self) -> Severity {
         match self {
-            Signal::ErrorRatio
-            | Signal::ErrorRatioFiveMinutes
-            | Signal::RequestRate
-            | Signal::RequestRateMinute => Severity::Critical,
+            Signal::ErrorRatioFiveMinutes | Signal::RequestRate | Signal::RequestRateMinute => {
+                Severity::Critical
+            }
             _ => Severity::Warning,
         }
     }
@@ -172,6 +197,9 @@ impl Recent {
 /// rate or a tripled error ratio.
 const MINUTE_STEPS: usize = 6;
 const LONGEST_SPAN_STEPS: usize = 30;
+/// Calls in five minutes below which the error ratio is not judged (one error in 20 calls is
+/// 5%, and means nothing yet).
+const MIN_CALLS_FOR_ERROR_RATIO: f64 = 100.0;
 
 /// One series: its scorer and the episode it is in.
 struct Series {
@@ -334,13 +362,13 @@ impl GoldenSignals {
                     Signal::RequestRateMinute => {
                         minute.map(|(calls, _)| calls * per_second / MINUTE_STEPS as f64)
                     }
-                    Signal::ErrorRatio => (step.calls > 0.0).then(|| step.errors / step.calls),
                     Signal::ErrorRatioFiveMinutes => five_minutes
-                        .filter(|(calls, _)| *calls > 0.0)
+                        .filter(|(calls, _)| *calls >= MIN_CALLS_FOR_ERROR_RATIO)
                         .map(|(calls, errors)| errors / calls),
-                    Signal::LatencyP50 => step.latency_p50,
-                    Signal::LatencyP95 => step.latency_p95,
-                    Signal::TtftP50 => step.ttft_p50,
+                    // A percentile of a handful of calls is one call's latency.
+                    Signal::LatencyP50 => step.latency_p50.filter(|_| step.calls >= 5.0),
+                    Signal::LatencyP95 => step.latency_p95.filter(|_| step.calls >= 20.0),
+                    Signal::TtftP50 => step.ttft_p50.filter(|_| step.calls >= 5.0),
                     Signal::OutputTokenRate => Some(step.output_tokens.unwrap_or(0.0) * per_second),
                     Signal::CostPerHour => Some(step.cost.unwrap_or(0.0) * per_second * 3600.0),
                 };
@@ -396,7 +424,7 @@ impl GoldenSignals {
         if signal == Signal::CostPerHour && !series.has_cost {
             return;
         }
-        let scored = series.scorer.score(value);
+        let scored = series.scorer.score(signal.to_scored(value));
         series.last = Some((at, value, scored));
         let anomalous = alerting && scored.score >= threshold;
         match (&mut series.episode, anomalous) {
@@ -446,14 +474,15 @@ impl GoldenSignals {
                 .episode
                 .map(|e| e.worst)
                 .unwrap_or((at, value, scored));
-            let low = shown.mean - 3.0 * shown.std_dev;
-            let high = shown.mean + 3.0 * shown.std_dev;
+            let expected = signal.from_scored(shown.mean);
+            let low = signal.from_scored(shown.mean - 3.0 * shown.std_dev);
+            let high = signal.from_scored(shown.mean + 3.0 * shown.std_dev);
             let rfc3339 = |t: SystemTime| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339();
             let mut evidence = serde_json::Map::new();
             evidence.insert("signal".into(), json!(signal.as_str()));
             evidence.insert("value".into(), json!(shown_value));
             evidence.insert("at".into(), json!(rfc3339(shown_at)));
-            evidence.insert("expected".into(), json!(shown.mean));
+            evidence.insert("expected".into(), json!(expected));
             evidence.insert("expected_band".into(), json!([low, high]));
             evidence.insert("deviation_sigmas".into(), json!(shown.z));
             evidence.insert("novel_pattern".into(), json!(shown.novel));
@@ -478,7 +507,7 @@ impl GoldenSignals {
                     ts(began.checked_sub(Duration::from_secs(300)).unwrap_or(began))
                 )),
             );
-            let direction = if shown_value >= shown.mean {
+            let direction = if shown_value >= expected {
                 "above"
             } else {
                 "below"
@@ -492,9 +521,8 @@ impl GoldenSignals {
                 active: series.episode.is_some(),
                 clear: series.episode.is_none(),
                 message: format!(
-                    "{subject} is {shown_value:.4} at {}, {direction} the expected {:.4} by {:.1} standard deviations (band {low:.4} to {high:.4}){}",
+                    "{subject} is {shown_value:.4} at {}, {direction} the expected {expected:.4} by {:.1} standard deviations (band {low:.4} to {high:.4}){}",
                     rfc3339(shown_at),
-                    shown.mean,
                     shown.z,
                     if shown.novel {
                         "; a pattern this series has not made before"
@@ -716,17 +744,36 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn traffic_stopping_is_caught_within_two_minutes() {
-        // (Halved, it is not: at 5 calls/s a 10-second step holds 50 ± 7 calls, and 25 stays
-        // under the threshold NAB chose. EVALUATION.md has the figures.)
+    async fn a_halved_request_rate_is_caught_within_two_minutes() {
+        // One model at 5 calls/s falls to 2.5: 50 ± 7 calls a step become 25, seen by the
+        // per-step rate or the rate over a minute. (`vigil eval anomaly` measures how often
+        // this is caught: not always.)
+        let batch = spans(40, 30, 1.0, 0.5);
+        let active = run(batch, 40, AnomalyConfig::default()).await;
+        let before: Vec<_> = active.iter().filter(|(s, ..)| *s < 30 * 60).collect();
+        assert!(
+            before.is_empty(),
+            "false alarms before the change: {before:?}"
+        );
+        let caught = active
+            .iter()
+            .find(|(s, model, signal)| {
+                *s >= 30 * 60 && model == "b" && signal.starts_with("requests_per_second")
+            })
+            .unwrap_or_else(|| panic!("not caught: {active:?}"));
+        assert!(caught.0 - 30 * 60 <= 120, "{active:?}");
+    }
+
+    #[tokio::test]
+    async fn traffic_stopping_is_caught_within_a_minute() {
         let batch = spans(40, 30, 1.0, 0.0);
         let active = run(batch, 40, AnomalyConfig::default()).await;
         let caught = active
             .iter()
             .find(|(s, model, signal)| {
-                *s >= 30 * 60 && model == "b" && signal == "requests_per_second"
+                *s >= 30 * 60 && model == "b" && signal.starts_with("requests_per_second")
             })
             .unwrap_or_else(|| panic!("not caught: {active:?}"));
-        assert!(caught.0 - 30 * 60 <= 120, "{active:?}");
+        assert!(caught.0 - 30 * 60 <= 60, "{active:?}");
     }
 }
