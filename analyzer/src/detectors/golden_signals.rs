@@ -112,7 +112,7 @@ impl Signal {
     /// on an arcsine-root scale, where their noise is about as wide at every level (at night's
     /// few calls as at noon's many); a z-score on the raw values would see every quiet hour's
     /// chance 0-or-2 as a shock.
-    fn to_scored(self, value: f64) -> f64 {
+    fn scored(self, value: f64) -> f64 {
         match self {
             Signal::RequestRate
             | Signal::RequestRateMinute
@@ -123,8 +123,8 @@ impl Signal {
         }
     }
 
-    /// The inverse of [`Signal::to_scored`], for the expected value and band in alerts.
-    fn from_scored(self, scored: f64) -> f64 {
+    /// The inverse of [`Signal::scored`], for the expected value and band in alerts.
+    fn unscored(self, scored: f64) -> f64 {
         match self {
             Signal::RequestRate
             | Signal::RequestRateMinute
@@ -424,7 +424,7 @@ impl GoldenSignals {
         if signal == Signal::CostPerHour && !series.has_cost {
             return;
         }
-        let scored = series.scorer.score(signal.to_scored(value));
+        let scored = series.scorer.score(signal.scored(value));
         series.last = Some((at, value, scored));
         let anomalous = alerting && scored.score >= threshold;
         match (&mut series.episode, anomalous) {
@@ -474,9 +474,9 @@ impl GoldenSignals {
                 .episode
                 .map(|e| e.worst)
                 .unwrap_or((at, value, scored));
-            let expected = signal.from_scored(shown.mean);
-            let low = signal.from_scored(shown.mean - 3.0 * shown.std_dev);
-            let high = signal.from_scored(shown.mean + 3.0 * shown.std_dev);
+            let expected = signal.unscored(shown.mean);
+            let low = signal.unscored(shown.mean - 3.0 * shown.std_dev);
+            let high = signal.unscored(shown.mean + 3.0 * shown.std_dev);
             let rfc3339 = |t: SystemTime| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339();
             let mut evidence = serde_json::Map::new();
             evidence.insert("signal".into(), json!(signal.as_str()));
