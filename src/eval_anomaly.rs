@@ -152,7 +152,7 @@ fn simulate_step(
     out
 }
 
-/// Anomalies that began during a run: (when, scope, signal).
+/// Anomalies opened during a run: (the step at which the detector opened it, scope, signal).
 struct Run {
     began: Vec<(SystemTime, Scope, Signal)>,
     scorer_time: Duration,
@@ -186,9 +186,10 @@ fn run_traffic(
         detector.observe_step(at, &step, true);
         scorer_time += timer.elapsed();
         series_updates += detector.series_count() as u64;
+        // When the detector opened the anomaly (a confirmed one began a step earlier).
         for (scope, signal, when) in detector.anomalies() {
             if seen.insert((scope.clone(), signal, when)) {
-                began.push((when, scope.clone(), signal));
+                began.push((at, scope.clone(), signal));
             }
         }
     }

@@ -137,6 +137,13 @@ impl Signal {
         }
     }
 
+    /// Whether one step past the threshold needs the next to confirm it. The medians of a
+    /// step's calls are steady enough to be believed at once (a latency step is caught one step
+    /// sooner); rates, counts, ratios and the p95 of a few dozen calls are not.
+    fn needs_confirmation(self) -> bool {
+        !matches!(self, Signal::LatencyP50 | Signal::TtftP50)
+    }
+
     /// Errors are what users see; the rest is warning until a person looks.
     fn severity(self) -> Severity {
         match self {
@@ -197,6 +204,9 @@ impl Recent {
 /// rate or a tripled error ratio.
 const MINUTE_STEPS: usize = 6;
 const LONGEST_SPAN_STEPS: usize = 30;
+/// How far (in standard deviations) the step after an anomalous one must still be, the same
+/// way, to confirm it; and how far a series must stay for its anomaly to stay open.
+const CONFIRM_SIGMAS: f64 = 3.0;
 /// Calls in five minutes below which the error ratio is not judged (one error in 20 calls is
 /// 5%, and means nothing yet).
 const MIN_CALLS_FOR_ERROR_RATIO: f64 = 100.0;
@@ -207,6 +217,9 @@ struct Series {
     last: Option<(SystemTime, f64, Scored)>,
     /// When the current anomalous episode began, and its worst step.
     episode: Option<Episode>,
+    /// A step past the threshold waiting for the next to confirm it: (at, value, score, above
+    /// the expected).
+    pending: Option<(SystemTime, f64, Scored, bool)>,
     /// The scope has reported cost at least once (otherwise cost is not a signal of it).
     has_cost: bool,
 }
@@ -411,6 +424,7 @@ impl GoldenSignals {
                     }),
                     last: None,
                     episode: None,
+                    pending: None,
                     has_cost: false,
                 },
             );
@@ -424,9 +438,36 @@ impl GoldenSignals {
         if signal == Signal::CostPerHour && !series.has_cost {
             return;
         }
-        let scored = series.scorer.score(signal.scored(value));
+        let scored_value = signal.scored(value);
+        let scored = series.scorer.score(scored_value);
         series.last = Some((at, value, scored));
+        let above = scored_value >= scored.mean;
         let anomalous = alerting && scored.score >= threshold;
+        // A step past the threshold on a signal whose single steps are noisy (rates, counts,
+        // tails) opens an anomaly only when the next step is still off the same way: chance
+        // spikes last one step, incidents do not.
+        if series.episode.is_none() && signal.needs_confirmation() {
+            let pending = series.pending.take();
+            if let Some(first) = pending
+                && alerting
+                && first.3 == above
+                && scored.z >= CONFIRM_SIGMAS
+            {
+                let worst = if scored.score > first.2.score {
+                    (at, value, scored)
+                } else {
+                    (first.0, first.1, first.2)
+                };
+                series.episode = Some(Episode {
+                    began: first.0,
+                    last_active: at,
+                    worst,
+                });
+            } else if anomalous {
+                series.pending = Some((at, value, scored, above));
+            }
+            return;
+        }
         match (&mut series.episode, anomalous) {
             (Some(episode), true) => {
                 episode.last_active = at;
@@ -442,7 +483,13 @@ impl GoldenSignals {
                 })
             }
             (Some(episode), false) => {
-                if at.duration_since(episode.last_active).unwrap_or_default() >= resolve_after {
+                // Still off the way it went keeps the anomaly open (the score of a lasting
+                // shift falls once it is no longer a new high).
+                if scored.z >= CONFIRM_SIGMAS {
+                    episode.last_active = at;
+                } else if at.duration_since(episode.last_active).unwrap_or_default()
+                    >= resolve_after
+                {
                     series.episode = None;
                 }
             }
@@ -694,10 +741,9 @@ mod tests {
         active
     }
 
-    #[tokio::test]
-    async fn a_latency_step_on_one_model_is_caught_within_thirty_seconds() {
-        let batch = spans(40, 30, 2.0, 1.0);
-        let active = run(batch, 40, AnomalyConfig::default()).await;
+    /// Seconds from the change (at minute 30) to the first anomaly on model b's signals named
+    /// `signal…`, after asserting there was none anywhere before the change.
+    fn delay_after_change(active: &[(u64, String, String)], signal: &str) -> u64 {
         let before: Vec<_> = active.iter().filter(|(s, ..)| *s < 30 * 60).collect();
         assert!(
             before.is_empty(),
@@ -705,10 +751,18 @@ mod tests {
         );
         let caught = active
             .iter()
-            .find(|(_, model, signal)| model == "b" && signal.starts_with("latency"))
+            .find(|(_, model, name)| model == "b" && name.starts_with(signal))
             .unwrap_or_else(|| panic!("not caught: {active:?}"));
+        caught.0 - 30 * 60
+    }
+
+    #[tokio::test]
+    async fn a_latency_step_on_one_model_is_caught_within_thirty_seconds() {
+        let batch = spans(40, 30, 2.0, 1.0);
+        let active = run(batch, 40, AnomalyConfig::default()).await;
         // The step ends 10 s after the change and settles 10 s more.
-        assert!(caught.0 - 30 * 60 <= 30, "{active:?}");
+        let delay = delay_after_change(&active, "latency");
+        assert!(delay <= 30, "{active:?}");
         assert!(
             active.iter().all(|(_, model, _)| model != "a"),
             "model a did not change: {active:?}"
@@ -750,30 +804,15 @@ mod tests {
         // this is caught: not always.)
         let batch = spans(40, 30, 1.0, 0.5);
         let active = run(batch, 40, AnomalyConfig::default()).await;
-        let before: Vec<_> = active.iter().filter(|(s, ..)| *s < 30 * 60).collect();
-        assert!(
-            before.is_empty(),
-            "false alarms before the change: {before:?}"
-        );
-        let caught = active
-            .iter()
-            .find(|(s, model, signal)| {
-                *s >= 30 * 60 && model == "b" && signal.starts_with("requests_per_second")
-            })
-            .unwrap_or_else(|| panic!("not caught: {active:?}"));
-        assert!(caught.0 - 30 * 60 <= 120, "{active:?}");
+        let delay = delay_after_change(&active, "requests_per_second");
+        assert!(delay <= 120, "{active:?}");
     }
 
     #[tokio::test]
     async fn traffic_stopping_is_caught_within_a_minute() {
         let batch = spans(40, 30, 1.0, 0.0);
         let active = run(batch, 40, AnomalyConfig::default()).await;
-        let caught = active
-            .iter()
-            .find(|(s, model, signal)| {
-                *s >= 30 * 60 && model == "b" && signal.starts_with("requests_per_second")
-            })
-            .unwrap_or_else(|| panic!("not caught: {active:?}"));
-        assert!(caught.0 - 30 * 60 <= 60, "{active:?}");
+        let delay = delay_after_change(&active, "requests_per_second");
+        assert!(delay <= 60, "{active:?}");
     }
 }
