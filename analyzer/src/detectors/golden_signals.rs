@@ -52,6 +52,8 @@ pub struct AnomalyConfig {
     /// How long an anomalous step keeps its alert firing after the series looks normal again.
     #[serde(with = "super::humantime_serde")]
     pub resolve_after: Duration,
+    /// Series of the user's own, by SQL (`[[analyzer.anomaly.series]]`), scored the same way.
+    pub series: Vec<super::named_series::NamedSeriesConfig>,
 }
 
 impl Default for AnomalyConfig {
@@ -66,6 +68,7 @@ impl Default for AnomalyConfig {
             max_series: 500,
             forget_after: Duration::from_secs(3600),
             resolve_after: Duration::from_secs(300),
+            series: Vec::new(),
         }
     }
 }
@@ -212,7 +215,7 @@ const CONFIRM_SIGMAS: f64 = 3.0;
 const MIN_CALLS_FOR_ERROR_RATIO: f64 = 100.0;
 
 /// One series: its scorer and the episode it is in.
-struct Series {
+pub(crate) struct Series {
     scorer: StreamingAnomaly,
     last: Option<(SystemTime, f64, Scored)>,
     /// When the current anomalous episode began, and its worst step.
@@ -229,6 +232,187 @@ struct Episode {
     began: SystemTime,
     last_active: SystemTime,
     worst: (SystemTime, f64, Scored),
+}
+
+impl Series {
+    pub(crate) fn new(warmup: usize) -> Self {
+        Series {
+            scorer: StreamingAnomaly::new(AnomalyParams {
+                warmup,
+                ..AnomalyParams::default()
+            }),
+            last: None,
+            episode: None,
+            pending: None,
+            has_cost: false,
+        }
+    }
+
+    /// Scores one step's `value` (`scored_value` on the scorer's scale) and moves the series'
+    /// anomaly: `judging` is the threshold and `resolve_after` when the step may alert, None
+    /// while replaying history.
+    pub(crate) fn update(
+        &mut self,
+        at: SystemTime,
+        value: f64,
+        scored_value: f64,
+        needs_confirmation: bool,
+        judging: Option<(f64, Duration)>,
+    ) {
+        let scored = self.scorer.score(scored_value);
+        self.last = Some((at, value, scored));
+        let above = scored_value >= scored.mean;
+        let anomalous = judging.is_some_and(|(threshold, _)| scored.score >= threshold);
+        // A step past the threshold on a signal whose single steps are noisy (rates, counts,
+        // tails) opens an anomaly only when the next step is still off the same way: chance
+        // spikes last one step, incidents do not.
+        if self.episode.is_none() && needs_confirmation {
+            let pending = self.pending.take();
+            if let Some(first) = pending
+                && judging.is_some()
+                && first.3 == above
+                && scored.z >= CONFIRM_SIGMAS
+            {
+                let worst = if scored.score > first.2.score {
+                    (at, value, scored)
+                } else {
+                    (first.0, first.1, first.2)
+                };
+                self.episode = Some(Episode {
+                    began: first.0,
+                    last_active: at,
+                    worst,
+                });
+            } else if anomalous {
+                self.pending = Some((at, value, scored, above));
+            }
+            return;
+        }
+        match (&mut self.episode, anomalous) {
+            (Some(episode), true) => {
+                episode.last_active = at;
+                if scored.score > episode.worst.2.score {
+                    episode.worst = (at, value, scored);
+                }
+            }
+            (None, true) => {
+                self.episode = Some(Episode {
+                    began: at,
+                    last_active: at,
+                    worst: (at, value, scored),
+                })
+            }
+            (Some(episode), false) => {
+                let resolve_after = judging.map_or(Duration::ZERO, |(_, after)| after);
+                // Still off the way it went keeps the anomaly open (the score of a lasting
+                // shift falls once it is no longer a new high).
+                if scored.z >= CONFIRM_SIGMAS {
+                    episode.last_active = at;
+                } else if at.duration_since(episode.last_active).unwrap_or_default()
+                    >= resolve_after
+                {
+                    self.episode = None;
+                }
+            }
+            (None, false) => {}
+        }
+    }
+
+    /// This series' finding (None before its first step): `labels` and `subject` name it,
+    /// `config` gives the threshold and resolution, `unscored` turns the scorer's scale back
+    /// into the value's, `evidence` is added to.
+    pub(crate) fn finding(
+        &self,
+        labels: BTreeMap<String, String>,
+        severity: Severity,
+        subject: String,
+        config: &AnomalyConfig,
+        unscored: impl Fn(f64) -> f64,
+        mut evidence: serde_json::Map<String, serde_json::Value>,
+    ) -> Option<Finding> {
+        let (at, value, scored) = self.last?;
+        let (shown_at, shown_value, shown) =
+            self.episode.map(|e| e.worst).unwrap_or((at, value, scored));
+        let expected = unscored(shown.mean);
+        let low = unscored(shown.mean - 3.0 * shown.std_dev);
+        let high = unscored(shown.mean + 3.0 * shown.std_dev);
+        let rfc3339 = |t: SystemTime| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339();
+        evidence.insert("value".into(), json!(shown_value));
+        evidence.insert("at".into(), json!(rfc3339(shown_at)));
+        evidence.insert("expected".into(), json!(expected));
+        evidence.insert("expected_band".into(), json!([low, high]));
+        evidence.insert("deviation_sigmas".into(), json!(shown.z));
+        evidence.insert("novel_pattern".into(), json!(shown.novel));
+        evidence.insert(
+            "resolution_seconds".into(),
+            json!(config.resolution.as_secs()),
+        );
+        if let Some(episode) = self.episode {
+            evidence.insert("began".into(), json!(rfc3339(episode.began)));
+        }
+        let direction = if shown_value >= expected {
+            "above"
+        } else {
+            "below"
+        };
+        Some(Finding {
+            labels,
+            severity,
+            subject: subject.clone(),
+            score: shown.score,
+            threshold: config.threshold,
+            active: self.episode.is_some(),
+            clear: self.episode.is_none(),
+            message: format!(
+                "{subject} is {shown_value:.4} at {}, {direction} the expected {expected:.4} by {:.1} standard deviations (band {low:.4} to {high:.4}){}",
+                rfc3339(shown_at),
+                shown.z,
+                if shown.novel {
+                    "; a pattern this series has not made before"
+                } else {
+                    ""
+                }
+            ),
+            evidence,
+        })
+    }
+
+    /// When the series' current anomaly began.
+    pub(crate) fn began(&self) -> Option<SystemTime> {
+        self.episode.map(|e| e.began)
+    }
+}
+
+/// Which steps to read at `now`: from where, to the last complete step (`until`), and whether
+/// they may alert. The first read replays `history` quietly (a restart restores what normal
+/// looks like from the store); so does a stall longer than `history`, rather than judging a
+/// flood of stale steps at once.
+pub(crate) fn steps_due(
+    next_step: Option<SystemTime>,
+    until: SystemTime,
+    history: Duration,
+) -> (SystemTime, bool) {
+    let oldest = until.checked_sub(history).unwrap_or(until);
+    match next_step {
+        Some(next) if next >= oldest => (next, true),
+        _ => (oldest, false),
+    }
+}
+
+/// The end of the last step of `resolution` that is complete at `now`, `settle` included.
+pub(crate) fn complete_until(
+    now: SystemTime,
+    resolution: Duration,
+    settle: Duration,
+) -> SystemTime {
+    let res = resolution.as_secs().max(1);
+    let settled = now
+        .checked_sub(settle)
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    SystemTime::UNIX_EPOCH + Duration::from_secs(settled / res * res)
 }
 
 pub struct GoldenSignals {
@@ -255,18 +439,6 @@ impl GoldenSignals {
 
     fn resolution_secs(&self) -> u64 {
         self.config.resolution.as_secs().max(1)
-    }
-
-    /// The end of the last step that is complete at `now` (settle included).
-    fn complete_until(&self, now: SystemTime) -> SystemTime {
-        let res = self.resolution_secs();
-        let settled = now
-            .checked_sub(self.config.settle)
-            .unwrap_or(SystemTime::UNIX_EPOCH)
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        SystemTime::UNIX_EPOCH + Duration::from_secs(settled / res * res)
     }
 
     async fn read(
@@ -415,19 +587,8 @@ impl GoldenSignals {
                 }
                 return;
             }
-            self.series.insert(
-                key.clone(),
-                Series {
-                    scorer: StreamingAnomaly::new(AnomalyParams {
-                        warmup: self.config.warmup,
-                        ..AnomalyParams::default()
-                    }),
-                    last: None,
-                    episode: None,
-                    pending: None,
-                    has_cost: false,
-                },
-            );
+            self.series
+                .insert(key.clone(), Series::new(self.config.warmup));
         }
         let threshold = self.config.threshold;
         let resolve_after = self.config.resolve_after;
@@ -438,73 +599,19 @@ impl GoldenSignals {
         if signal == Signal::CostPerHour && !series.has_cost {
             return;
         }
-        let scored_value = signal.scored(value);
-        let scored = series.scorer.score(scored_value);
-        series.last = Some((at, value, scored));
-        let above = scored_value >= scored.mean;
-        let anomalous = alerting && scored.score >= threshold;
-        // A step past the threshold on a signal whose single steps are noisy (rates, counts,
-        // tails) opens an anomaly only when the next step is still off the same way: chance
-        // spikes last one step, incidents do not.
-        if series.episode.is_none() && signal.needs_confirmation() {
-            let pending = series.pending.take();
-            if let Some(first) = pending
-                && alerting
-                && first.3 == above
-                && scored.z >= CONFIRM_SIGMAS
-            {
-                let worst = if scored.score > first.2.score {
-                    (at, value, scored)
-                } else {
-                    (first.0, first.1, first.2)
-                };
-                series.episode = Some(Episode {
-                    began: first.0,
-                    last_active: at,
-                    worst,
-                });
-            } else if anomalous {
-                series.pending = Some((at, value, scored, above));
-            }
-            return;
-        }
-        match (&mut series.episode, anomalous) {
-            (Some(episode), true) => {
-                episode.last_active = at;
-                if scored.score > episode.worst.2.score {
-                    episode.worst = (at, value, scored);
-                }
-            }
-            (None, true) => {
-                series.episode = Some(Episode {
-                    began: at,
-                    last_active: at,
-                    worst: (at, value, scored),
-                })
-            }
-            (Some(episode), false) => {
-                // Still off the way it went keeps the anomaly open (the score of a lasting
-                // shift falls once it is no longer a new high).
-                if scored.z >= CONFIRM_SIGMAS {
-                    episode.last_active = at;
-                } else if at.duration_since(episode.last_active).unwrap_or_default()
-                    >= resolve_after
-                {
-                    series.episode = None;
-                }
-            }
-            (None, false) => {}
-        }
+        series.update(
+            at,
+            value,
+            signal.scored(value),
+            signal.needs_confirmation(),
+            alerting.then_some((threshold, resolve_after)),
+        );
     }
 
     /// One finding per series: active while its anomaly lasts (and `resolve_after` beyond).
     pub fn findings(&self) -> Vec<Finding> {
-        let res = self.resolution_secs();
         let mut findings = Vec::new();
         for ((scope, signal), series) in &self.series {
-            let Some((at, value, scored)) = series.last else {
-                continue;
-            };
             let (service, model) = scope;
             let subject = if model == "*" {
                 format!("{} of service {service}", signal.as_str())
@@ -517,26 +624,6 @@ impl GoldenSignals {
                 &[("service", service), ("signal", signal.as_str())],
             );
             labels.insert("model".into(), model.clone());
-            let (shown_at, shown_value, shown) = series
-                .episode
-                .map(|e| e.worst)
-                .unwrap_or((at, value, scored));
-            let expected = signal.unscored(shown.mean);
-            let low = signal.unscored(shown.mean - 3.0 * shown.std_dev);
-            let high = signal.unscored(shown.mean + 3.0 * shown.std_dev);
-            let rfc3339 = |t: SystemTime| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339();
-            let mut evidence = serde_json::Map::new();
-            evidence.insert("signal".into(), json!(signal.as_str()));
-            evidence.insert("value".into(), json!(shown_value));
-            evidence.insert("at".into(), json!(rfc3339(shown_at)));
-            evidence.insert("expected".into(), json!(expected));
-            evidence.insert("expected_band".into(), json!([low, high]));
-            evidence.insert("deviation_sigmas".into(), json!(shown.z));
-            evidence.insert("novel_pattern".into(), json!(shown.novel));
-            evidence.insert("resolution_seconds".into(), json!(res));
-            if let Some(episode) = series.episode {
-                evidence.insert("began".into(), json!(rfc3339(episode.began)));
-            }
             let model_filter = if model == "*" {
                 String::new()
             } else {
@@ -545,40 +632,27 @@ impl GoldenSignals {
                     quote(model)
                 )
             };
-            let began = series.episode.map(|e| e.began).unwrap_or(at);
-            evidence.insert(
-                "spans_sql".into(),
-                json!(format!(
-                    "SELECT * FROM spans WHERE service_name = {}{model_filter} AND time >= {} ORDER BY time",
-                    quote(service),
-                    ts(began.checked_sub(Duration::from_secs(300)).unwrap_or(began))
-                )),
-            );
-            let direction = if shown_value >= expected {
-                "above"
-            } else {
-                "below"
-            };
-            findings.push(Finding {
+            let mut evidence = serde_json::Map::new();
+            evidence.insert("signal".into(), json!(signal.as_str()));
+            if let Some((at, ..)) = series.last {
+                let began = series.began().unwrap_or(at);
+                evidence.insert(
+                    "spans_sql".into(),
+                    json!(format!(
+                        "SELECT * FROM spans WHERE service_name = {}{model_filter} AND time >= {} ORDER BY time",
+                        quote(service),
+                        ts(began.checked_sub(Duration::from_secs(300)).unwrap_or(began))
+                    )),
+                );
+            }
+            findings.extend(series.finding(
                 labels,
-                severity: signal.severity(),
-                subject: subject.clone(),
-                score: shown.score,
-                threshold: self.config.threshold,
-                active: series.episode.is_some(),
-                clear: series.episode.is_none(),
-                message: format!(
-                    "{subject} is {shown_value:.4} at {}, {direction} the expected {expected:.4} by {:.1} standard deviations (band {low:.4} to {high:.4}){}",
-                    rfc3339(shown_at),
-                    shown.z,
-                    if shown.novel {
-                        "; a pattern this series has not made before"
-                    } else {
-                        ""
-                    }
-                ),
+                signal.severity(),
+                subject,
+                &self.config,
+                |scored| signal.unscored(scored),
                 evidence,
-            });
+            ));
         }
         findings
     }
@@ -586,9 +660,7 @@ impl GoldenSignals {
     /// The series in an anomaly now, with when it began.
     pub fn anomalies(&self) -> impl Iterator<Item = (&Scope, Signal, SystemTime)> {
         self.series.iter().filter_map(|((scope, signal), series)| {
-            series
-                .episode
-                .map(|episode| (scope, *signal, episode.began))
+            series.began().map(|began| (scope, *signal, began))
         })
     }
 
@@ -623,20 +695,9 @@ impl Detector for GoldenSignals {
         source: &dyn QuerySource,
         now: SystemTime,
     ) -> Result<Vec<Finding>, AnalyzerError> {
-        let until = self.complete_until(now);
-        let (from, alerting) = match self.next_step {
-            Some(next) => (next, true),
-            // Restore: replay the history, quietly.
-            None => (
-                until.checked_sub(self.config.history).unwrap_or(until),
-                false,
-            ),
-        };
+        let until = complete_until(now, self.config.resolution, self.config.settle);
+        let (from, alerting) = steps_due(self.next_step, until, self.config.history);
         if from < until {
-            // A long stall (the analyzer paused, the clock jumped) is read as history: judging
-            // an hour of steps at once would raise stale alerts.
-            let alerting =
-                alerting && until.duration_since(from).unwrap_or_default() <= self.config.history;
             let steps = self.read(source, from, until).await?;
             self.learn(&steps, from, until, alerting);
             self.next_step = Some(until);

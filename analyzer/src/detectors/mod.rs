@@ -6,6 +6,7 @@ pub mod drift;
 pub mod golden_signals;
 pub mod gpu;
 pub mod model_silence;
+pub mod named_series;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -91,6 +92,11 @@ impl AnalyzerConfig {
             detectors.push(Box::new(golden_signals::GoldenSignals::new(
                 self.anomaly.clone(),
             )));
+            if !self.anomaly.series.is_empty() {
+                detectors.push(Box::new(named_series::NamedSeries::new(
+                    self.anomaly.clone(),
+                )));
+            }
         }
         detectors
     }
