@@ -354,7 +354,7 @@ pub enum EvalCommand {
         #[arg(long, default_value_t = 10)]
         repeats: u64,
         /// Weeks of stationary traffic.
-        #[arg(long, default_value_t = 2)]
+        #[arg(long, default_value_t = 4)]
         weeks: u64,
     },
     /// Drift scenarios (5/10/25% shifts at 10 requests/s) and stationary traffic.

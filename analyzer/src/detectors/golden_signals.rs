@@ -209,7 +209,7 @@ const MINUTE_STEPS: usize = 6;
 const LONGEST_SPAN_STEPS: usize = 30;
 /// How far (in standard deviations) the step after an anomalous one must still be, the same
 /// way, to confirm it; and how far a series must stay for its anomaly to stay open.
-const CONFIRM_SIGMAS: f64 = 3.0;
+const CONFIRM_SIGMAS: f64 = 4.0;
 /// Calls in five minutes below which the error ratio is not judged (one error in 20 calls is
 /// 5%, and means nothing yet).
 const MIN_CALLS_FOR_ERROR_RATIO: f64 = 100.0;
