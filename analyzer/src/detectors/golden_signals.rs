@@ -551,9 +551,9 @@ impl GoldenSignals {
                         .filter(|(calls, _)| *calls >= MIN_CALLS_FOR_ERROR_RATIO)
                         .map(|(calls, errors)| errors / calls),
                     // A percentile of a handful of calls is one call's latency.
-                    Signal::LatencyP50 => step.latency_p50.filter(|_| step.calls >= 5.0),
+                    Signal::LatencyP50 => step.latency_p50.filter(|_| step.calls >= 10.0),
                     Signal::LatencyP95 => step.latency_p95.filter(|_| step.calls >= 20.0),
-                    Signal::TtftP50 => step.ttft_p50.filter(|_| step.calls >= 5.0),
+                    Signal::TtftP50 => step.ttft_p50.filter(|_| step.calls >= 10.0),
                     Signal::OutputTokenRate => Some(step.output_tokens.unwrap_or(0.0) * per_second),
                     Signal::CostPerHour => Some(step.cost.unwrap_or(0.0) * per_second * 3600.0),
                 };
