@@ -382,12 +382,17 @@ pub enum EvalCommand {
         /// The trailing reference [default: 1 h, or 2.5 windows if longer].
         #[arg(long, value_parser = humantime::parse_duration)]
         reference: Option<std::time::Duration>,
-        /// Hours judged (after the reference has filled).
+        /// Hours of the unchanged trace judged for false alarms, after the reference has filled
+        /// (0: none).
         #[arg(long, default_value_t = 6.0)]
         hours: f64,
-        /// Multiply output tokens by this from the middle of the judged hours on (1 = none).
+        /// Multiply output tokens by this from a change point on (1 = no shift runs).
         #[arg(long, default_value_t = 1.0)]
         shift: f64,
+        /// Shift runs, each with its change at a different point of the trace, judged for an
+        /// hour after it: the delay is given per run and as the median.
+        #[arg(long, default_value_t = 12)]
+        changes: usize,
         /// Gaussian mixture components of the joint test (0 turns it off; faster).
         #[arg(long, default_value_t = 3)]
         mixture_components: usize,

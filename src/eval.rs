@@ -572,15 +572,38 @@ fn eval_csv(path: &std::path::Path, warmup: Option<usize>) -> anyhow::Result<()>
     Ok(())
 }
 
+/// A drift detector over `batch` (as the `spans` table) and an analyzer around it.
+fn trace_analyzer(batch: RecordBatch, config: &drift::DriftConfig) -> anyhow::Result<Analyzer> {
+    let ctx = Arc::new(SessionContext::new());
+    ctx.register_table(
+        "spans",
+        Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]])?),
+    )?;
+    Ok(Analyzer::new(
+        vec![Box::new(drift::DriftDetector::new(config.clone()))],
+        ctx,
+        None,
+        None,
+    ))
+}
+
+fn firing(alerts: &[Alert]) -> impl Iterator<Item = &Alert> {
+    alerts.iter().filter(|a| a.status == AlertStatus::Firing)
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn eval_drift_trace(
     file: &std::path::Path,
     window: Duration,
     reference: Option<Duration>,
     hours: f64,
     shift: f64,
+    changes: usize,
     mixture_components: usize,
 ) -> anyhow::Result<String> {
     let rows = replay::read_trace(file)?;
+    let period = Duration::from_nanos(rows.last().map(|r| r.0).unwrap_or(0).max(0) as u64)
+        + Duration::from_secs(1);
     let reference = reference.unwrap_or_else(|| Duration::from_secs(3600).max(window * 5 / 2));
     let config = drift::DriftConfig {
         window,
@@ -590,80 +613,91 @@ async fn eval_drift_trace(
     };
     let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_772_800);
     let judged_from = start + drift_warmup(&config);
-    let judged = Duration::from_secs_f64(hours * 3600.0);
-    let end = judged_from + judged;
-    let change = judged_from + judged / 2;
-    let shifted = shift != 1.0;
-    let batch = replay::trace_spans(
-        &rows,
-        start,
-        end,
-        shift,
-        if shifted { change } else { end + judged },
-    )?;
-    let ctx = Arc::new(SessionContext::new());
-    ctx.register_table(
-        "spans",
-        Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]])?),
-    )?;
-    let mut analyzer = Analyzer::new(
-        vec![Box::new(drift::DriftDetector::new(config.clone()))],
-        ctx.clone(),
-        None,
-        None,
+    let mut out = format!(
+        "{}: {} requests ({:.1} min) replayed back to back; window {}, trailing reference {}, mixture components {}\n",
+        file.display(),
+        rows.len(),
+        period.as_secs_f64() / 60.0,
+        humantime::format_duration(window),
+        humantime::format_duration(reference),
+        mixture_components,
     );
-    let mut false_alarms = 0;
-    let mut caught = None;
-    let mut now = judged_from;
-    while now <= end {
-        for alert in analyzer.evaluate(now).await {
-            if alert.status != AlertStatus::Firing {
-                continue;
-            }
-            let at_h = now
-                .duration_since(judged_from)
-                .unwrap_or_default()
-                .as_secs_f64()
-                / 3600.0;
-            if shifted && now >= change {
-                caught.get_or_insert(
-                    now.duration_since(change).unwrap_or_default().as_secs_f64() / 60.0,
-                );
-            } else {
+
+    // False alarms: the trace as it is, judged once a minute for `hours`.
+    if hours > 0.0 {
+        let end = judged_from + Duration::from_secs_f64(hours * 3600.0);
+        let mut analyzer = trace_analyzer(
+            replay::trace_spans(&rows, start, end, 1.0, end + period)?,
+            &config,
+        )?;
+        let mut false_alarms = 0;
+        let mut now = judged_from;
+        while now <= end {
+            for alert in firing(&analyzer.evaluate(now).await) {
                 false_alarms += 1;
+                let at_h = now
+                    .duration_since(judged_from)
+                    .unwrap_or_default()
+                    .as_secs_f64()
+                    / 3600.0;
                 eprintln!(
                     "eval drift-trace: false alarm at {at_h:.2} h: {}",
                     alert.annotations.get("summary").unwrap_or(&alert.subject)
                 );
             }
+            now += config.evaluate_every;
         }
-        if caught.is_some() {
-            break;
-        }
-        now += config.evaluate_every;
+        out.push_str(&format!(
+            "false alarms: {false_alarms} in {hours:.1} judged hours ({:.1} a week)\n",
+            false_alarms as f64 / hours * 168.0
+        ));
     }
-    let unshifted_hours = if shifted { hours / 2.0 } else { hours };
-    let mut out = format!(
-        "{}: {} requests ({:.1} min) replayed back to back; window {}, trailing reference {}, mixture components {}\n",
-        file.display(),
-        rows.len(),
-        rows.last().map(|r| r.0).unwrap_or(0) as f64 / 60e9,
-        humantime::format_duration(window),
-        humantime::format_duration(reference),
-        mixture_components,
-    );
-    out.push_str(&format!(
-        "false alarms: {false_alarms} in {unshifted_hours:.1} judged hours ({:.1} a week)\n",
-        false_alarms as f64 / unshifted_hours * 168.0
-    ));
-    if shifted {
-        out.push_str(&match caught {
-            Some(minutes) => format!("output tokens x{shift}: caught after {minutes:.0} min\n"),
-            None => format!(
-                "output tokens x{shift}: not caught within {:.1} h\n",
-                hours / 2.0
-            ),
-        });
+
+    // Shifts: `changes` runs, each changing the output tokens at a different point of the trace
+    // (where a change lands, in a burst or a lull, moves its delay), judged for an hour after.
+    if shift != 1.0 && changes > 0 {
+        let mut delays = Vec::new();
+        for i in 0..changes {
+            let change = judged_from + period.mul_f64(i as f64 / changes as f64);
+            let end = change + Duration::from_secs(3600);
+            let mut analyzer = trace_analyzer(
+                replay::trace_spans(&rows, start, end, shift, change)?,
+                &config,
+            )?;
+            // From a few minutes before the change, so that an alert already firing then is not
+            // taken for a catch.
+            let mut now = change - Duration::from_secs(300);
+            let mut caught = None;
+            while now <= end && caught.is_none() {
+                if firing(&analyzer.evaluate(now).await).next().is_some() && now >= change {
+                    caught =
+                        Some(now.duration_since(change).unwrap_or_default().as_secs_f64() / 60.0);
+                }
+                now += config.evaluate_every;
+            }
+            eprintln!(
+                "eval drift-trace: change {}/{changes} at {:.0} min into the trace: {}",
+                i + 1,
+                period.mul_f64(i as f64 / changes as f64).as_secs_f64() / 60.0,
+                caught.map_or("not caught within 1 h".to_owned(), |m| format!(
+                    "caught after {m:.0} min"
+                ))
+            );
+            delays.push(caught);
+        }
+        let mut sorted: Vec<f64> = delays.iter().map(|d| d.unwrap_or(f64::INFINITY)).collect();
+        sorted.sort_by(f64::total_cmp);
+        let median = sorted[sorted.len() / 2];
+        let caught = delays.iter().flatten().count();
+        out.push_str(&format!(
+            "output tokens x{shift}: caught {caught} of {changes} changes within 1 h, median delay {}; delays (min): {}\n",
+            if median.is_finite() { format!("{median:.0} min") } else { "over 1 h".to_owned() },
+            delays
+                .iter()
+                .map(|d| d.map_or("-".to_owned(), |m| format!("{m:.0}")))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ));
     }
     Ok(out)
 }
@@ -698,10 +732,20 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
             reference,
             hours,
             shift,
+            changes,
             mixture_components,
         } => print!(
             "{}",
-            eval_drift_trace(&file, window, reference, hours, shift, mixture_components).await?
+            eval_drift_trace(
+                &file,
+                window,
+                reference,
+                hours,
+                shift,
+                changes,
+                mixture_components,
+            )
+            .await?
         ),
         EvalCommand::Csv { file, warmup } => eval_csv(&file, warmup)?,
         EvalCommand::Anomaly {

@@ -76,29 +76,55 @@ pub fn ks_against_rest(all: &[f64], part: &[f64]) -> Option<f64> {
     Some(d)
 }
 
-/// The median of `all` without `part` (both sorted, `part` a sub-multiset of `all`).
-pub fn median_of_rest(all: &[f64], part: &[f64]) -> Option<f64> {
+/// Quantiles of sorted `values`, each interpolated between the two nearest ranks (as
+/// `numpy.quantile`'s default): `None` when empty.
+pub fn quantiles(sorted: &[f64], probabilities: &[f64]) -> Option<Vec<f64>> {
+    quantiles_of_rest(sorted, &[], probabilities)
+}
+
+/// Quantiles of `all` without `part` (both sorted, `part` a sub-multiset of `all`), interpolated
+/// as [`quantiles`], in one pass: a chunk of a reference against the remainder of that reference.
+pub fn quantiles_of_rest(all: &[f64], part: &[f64], probabilities: &[f64]) -> Option<Vec<f64>> {
     let n_rest = all.len().checked_sub(part.len())?;
     if n_rest == 0 {
         return None;
     }
-    // Walk `all` in order, skipping one element per element of `part`.
-    let (low_rank, high_rank) = ((n_rest - 1) / 2, n_rest / 2);
-    let (mut j, mut rank, mut low) = (0usize, 0usize, None);
+    // The ranks each quantile interpolates between, then one walk over `all` that skips one
+    // element per element of `part` and picks those ranks up.
+    let positions: Vec<f64> = probabilities
+        .iter()
+        .map(|p| p.clamp(0.0, 1.0) * (n_rest - 1) as f64)
+        .collect();
+    let mut wanted: Vec<usize> = positions
+        .iter()
+        .flat_map(|h| [h.floor() as usize, h.ceil() as usize])
+        .collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let mut at_rank = Vec::with_capacity(wanted.len());
+    let (mut j, mut rank) = (0usize, 0usize);
     for &x in all {
+        if at_rank.len() == wanted.len() {
+            break;
+        }
         if j < part.len() && part[j] == x {
             j += 1;
             continue;
         }
-        if rank == low_rank {
-            low = Some(x);
-        }
-        if rank == high_rank {
-            return Some((low? + x) / 2.0);
+        if wanted[at_rank.len()] == rank {
+            at_rank.push(x);
         }
         rank += 1;
     }
-    None
+    let value =
+        |rank: usize| -> Option<f64> { at_rank.get(wanted.binary_search(&rank).ok()?).copied() };
+    positions
+        .iter()
+        .map(|h| {
+            let (low, high) = (value(h.floor() as usize)?, value(h.ceil() as usize)?);
+            Some(low + (high - low) * h.fract())
+        })
+        .collect()
 }
 
 /// Q_KS(λ) = 2 Σ (-1)^(k-1) exp(-2 k² λ²): the probability of a KS distance this large by chance.
@@ -377,12 +403,23 @@ mod tests {
         let (direct, _) = ks_two_sample(&part_unsorted, &rest_unsorted).unwrap();
         assert!((ks_against_rest(&all, &part).unwrap() - direct).abs() < 1e-12);
         assert_eq!(
-            median_of_rest(&all, &part),
-            median(&mut rest_unsorted.to_vec())
+            quantiles_of_rest(&all, &part, &[0.5]),
+            Some(vec![median(&mut rest_unsorted.to_vec()).unwrap()])
+        );
+        // Rest sorted: 2 3 3 5 6 7 8; numpy.quantile gives 2.6, 3, 7.4 at 0.1, 0.25, 0.9.
+        let rest = quantiles_of_rest(&all, &part, &[0.1, 0.25, 0.9, 0.0, 1.0]).unwrap();
+        for (got, want) in rest.iter().zip([2.6, 3.0, 7.4, 2.0, 8.0]) {
+            assert!((got - want).abs() < 1e-12, "{rest:?}");
+        }
+        assert_eq!(
+            quantiles(&sorted(&rest_unsorted), &[0.1, 0.9]).map(|q| q[1]),
+            Some(rest[2])
         );
         // Even-sized rest.
         let part = sorted(&[3.0, 9.0, 1.0, 8.0]);
-        assert_eq!(median_of_rest(&all, &part), Some(4.0));
+        assert_eq!(quantiles_of_rest(&all, &part, &[0.5]), Some(vec![4.0]));
+        assert_eq!(quantiles_of_rest(&all, &all, &[0.5]), None);
+        assert_eq!(quantiles(&[], &[0.5]), None);
         assert_eq!(ks_against_rest(&all, &all), None);
     }
 }

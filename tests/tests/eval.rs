@@ -37,16 +37,18 @@ fn a_real_trace_replayed_raises_no_drift_and_a_shift_on_top_of_it_does() {
         "drift-trace",
         &code,
         "--hours",
-        "2",
+        "0",
         "--shift",
-        "1.5",
+        "1.25",
+        "--changes",
+        "4",
         "--mixture-components",
         "0",
     ])
     .unwrap();
     assert!(status.success(), "{stderr}");
     assert!(
-        stdout.contains("output tokens x1.5: caught after"),
+        stdout.contains("output tokens x1.25: caught 4 of 4 changes within 1 h"),
         "{stdout}{stderr}"
     );
 }
