@@ -396,6 +396,11 @@ pub enum EvalCommand {
         /// Gaussian mixture components of the joint test (0 turns it off; faster).
         #[arg(long, default_value_t = 3)]
         mixture_components: usize,
+        /// Instead of replaying the trace back to back, stretch it with a block bootstrap
+        /// seeded by this (10-minute blocks from random points, a daily cycle in the rate):
+        /// traffic as bursty as the trace, no hour repeating the last.
+        #[arg(long)]
+        bootstrap: Option<u64>,
     },
     /// Score a CSV of timestamp,value with the anomaly detector `vigil serve` runs: one
     /// `timestamp,value,anomaly_score` row per input row (NAB's results format, scores in [0, 1]).

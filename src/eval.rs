@@ -600,8 +600,20 @@ async fn eval_drift_trace(
     shift: f64,
     changes: usize,
     mixture_components: usize,
+    bootstrap: Option<u64>,
 ) -> anyhow::Result<String> {
     let rows = replay::read_trace(file)?;
+    // The traffic of one run: the trace back to back, or a bootstrap of it long enough.
+    let traffic = |length: Duration, seed: u64| match bootstrap {
+        Some(base) => replay::block_bootstrap(
+            &rows,
+            length,
+            Duration::from_secs(600),
+            true,
+            base.wrapping_add(seed),
+        ),
+        None => rows.clone(),
+    };
     let period = Duration::from_nanos(rows.last().map(|r| r.0).unwrap_or(0).max(0) as u64)
         + Duration::from_secs(1);
     let reference = reference.unwrap_or_else(|| Duration::from_secs(3600).max(window * 5 / 2));
@@ -614,10 +626,16 @@ async fn eval_drift_trace(
     let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_772_800);
     let judged_from = start + drift_warmup(&config);
     let mut out = format!(
-        "{}: {} requests ({:.1} min) replayed back to back; window {}, trailing reference {}, mixture components {}\n",
+        "{}: {} requests ({:.1} min) {}; window {}, trailing reference {}, mixture components {}\n",
         file.display(),
         rows.len(),
         period.as_secs_f64() / 60.0,
+        match bootstrap {
+            Some(seed) => format!(
+                "stretched by a block bootstrap (seed {seed}, 10-minute blocks, daily cycle)"
+            ),
+            None => "replayed back to back".to_owned(),
+        },
         humantime::format_duration(window),
         humantime::format_duration(reference),
         mixture_components,
@@ -626,8 +644,24 @@ async fn eval_drift_trace(
     // False alarms: the trace as it is, judged once a minute for `hours`.
     if hours > 0.0 {
         let end = judged_from + Duration::from_secs_f64(hours * 3600.0);
+        let traffic = traffic(end.duration_since(start)? + Duration::from_secs(60), 0);
+        if bootstrap.is_some() {
+            // How much the stretched traffic moves between windows, beside the trace itself.
+            for minutes in [2, 10] {
+                let window = Duration::from_secs(minutes * 60);
+                let [real_in, real_out] = replay::between_windows(&rows, window);
+                let [boot_in, boot_out] = replay::between_windows(&traffic, window);
+                out.push_str(&format!(
+                    "medians of {minutes}-minute windows, coefficient of variation (lag-1 autocorrelation): \
+                     input tokens {:.2} ({:.2}) in the trace, {:.2} ({:.2}) stretched; \
+                     output tokens {:.2} ({:.2}) in the trace, {:.2} ({:.2}) stretched\n",
+                    real_in.0, real_in.1, boot_in.0, boot_in.1,
+                    real_out.0, real_out.1, boot_out.0, boot_out.1,
+                ));
+            }
+        }
         let mut analyzer = trace_analyzer(
-            replay::trace_spans(&rows, start, end, 1.0, end + period)?,
+            replay::trace_spans(&traffic, start, end, 1.0, end + period)?,
             &config,
         )?;
         let mut false_alarms = 0;
@@ -658,10 +692,20 @@ async fn eval_drift_trace(
     if shift != 1.0 && changes > 0 {
         let mut delays = Vec::new();
         for i in 0..changes {
-            let change = judged_from + period.mul_f64(i as f64 / changes as f64);
+            // Back to back, each change lands at another point of the trace; bootstrapped, each
+            // run is other traffic.
+            let change = judged_from
+                + match bootstrap {
+                    Some(_) => Duration::ZERO,
+                    None => period.mul_f64(i as f64 / changes as f64),
+                };
             let end = change + Duration::from_secs(3600);
+            let traffic = traffic(
+                end.duration_since(start)? + Duration::from_secs(60),
+                1 + i as u64,
+            );
             let mut analyzer = trace_analyzer(
-                replay::trace_spans(&rows, start, end, shift, change)?,
+                replay::trace_spans(&traffic, start, end, shift, change)?,
                 &config,
             )?;
             // From a few minutes before the change, so that an alert already firing then is not
@@ -676,9 +720,9 @@ async fn eval_drift_trace(
                 now += config.evaluate_every;
             }
             eprintln!(
-                "eval drift-trace: change {}/{changes} at {:.0} min into the trace: {}",
+                "eval drift-trace: change {}/{changes} at {:.0} min into the traffic: {}",
                 i + 1,
-                period.mul_f64(i as f64 / changes as f64).as_secs_f64() / 60.0,
+                change.duration_since(start)?.as_secs_f64() / 60.0,
                 caught.map_or("not caught within 1 h".to_owned(), |m| format!(
                     "caught after {m:.0} min"
                 ))
@@ -734,6 +778,7 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
             shift,
             changes,
             mixture_components,
+            bootstrap,
         } => print!(
             "{}",
             eval_drift_trace(
@@ -744,6 +789,7 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
                 shift,
                 changes,
                 mixture_components,
+                bootstrap,
             )
             .await?
         ),
