@@ -1004,3 +1004,86 @@ fn a_latency_step_on_one_model_raises_an_anomaly_alert_within_thirty_seconds() {
         "models that did not change alerted: {other_latency:#?}"
     );
 }
+
+/// The drift detector's defaults (10-minute window against the trailing hour) on real traffic,
+/// end to end: two copies of the Azure LLM inference conversation trace (CC-BY, vendored in
+/// analyzer/tests/data) replayed through the Python OTel SDK into `vigil serve`, each two hours
+/// of it ending now, one unchanged and one whose last 11 minutes answer 25% longer. Real traffic
+/// swings its median output twofold between windows with nothing changed: the unchanged service
+/// is judged and judged fine, the shifted one drifts, on its output tokens.
+#[test]
+fn real_traffic_replayed_through_the_sdk_drifts_only_where_it_was_shifted() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("vigil.toml");
+    // Only the drift detector's cadence is changed (it judges once a minute by default).
+    std::fs::write(
+        &config,
+        "[analyzer]\ninterval = \"1s\"\n\n[analyzer.drift]\nevaluate_every = \"5s\"\n\n[analyzer.anomaly]\nenabled = false\n",
+    )
+    .unwrap();
+    let mut collector = Collector::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    )
+    .unwrap();
+    let trace = vigil_tests::repo_root()
+        .join("analyzer/tests/data/azure-llm-2023/AzureLLMInferenceTrace_conv.csv");
+    let replay = vigil_tests::repo_root().join("tests/python/replay_trace.py");
+    let send = |service: &str, shift: &str| {
+        Command::new(vigil_tests::python())
+            .arg(&replay)
+            .args(["--endpoint", &collector.http_url()])
+            .args(["--trace", trace.to_str().unwrap(), "--times", "2"])
+            .args([
+                "--service",
+                service,
+                "--shift",
+                shift,
+                "--shift-last-seconds",
+                "660",
+            ])
+            .spawn()
+            .unwrap()
+    };
+    let (mut steady, mut shifted) = (send("steady", "1"), send("shifted", "1.25"));
+    assert!(steady.wait().unwrap().success(), "{}", collector.log());
+    assert!(shifted.wait().unwrap().success(), "{}", collector.log());
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let sql = "SELECT labels['service'] AS service, active, message, evidence FROM evaluations \
+               WHERE detector = 'model_drift' AND labels['model'] = 'trace'";
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let verdict =
+        |rows: &[Value], service: &str| rows.iter().find(|r| r["service"] == service).cloned();
+    let mut rows = Vec::new();
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_secs(2));
+        rows = runtime.block_on(collector.sql(sql)).unwrap();
+        if verdict(&rows, "steady").is_some() && verdict(&rows, "shifted").is_some() {
+            break;
+        }
+    }
+    let (Some(steady), Some(shifted)) = (verdict(&rows, "steady"), verdict(&rows, "shifted"))
+    else {
+        panic!(
+            "no drift verdict on both services within 90 s: {rows:#?}\n{}",
+            collector.log()
+        );
+    };
+    assert_eq!(
+        steady["active"], false,
+        "the unchanged trace drifted: {steady:#}"
+    );
+    assert_eq!(
+        shifted["active"], true,
+        "the shift was not seen: {shifted:#}"
+    );
+    assert!(
+        shifted["message"]
+            .as_str()
+            .unwrap()
+            .contains("output_tokens"),
+        "{shifted:#}"
+    );
+    collector.stop().unwrap();
+}
