@@ -1053,8 +1053,15 @@ fn real_traffic_replayed_through_the_sdk_drifts_only_where_it_was_shifted() {
     let sql = "SELECT labels['service'] AS service, active, message, evidence FROM evaluations \
                WHERE detector = 'model_drift' AND labels['model'] = 'trace'";
     let deadline = Instant::now() + Duration::from_secs(90);
-    let verdict =
-        |rows: &[Value], service: &str| rows.iter().find(|r| r["service"] == service).cloned();
+    // A scope is listed as soon as it is seen; "not judged" until its reference has filled.
+    let verdict = |rows: &[Value], service: &str| {
+        rows.iter()
+            .find(|r| {
+                r["service"] == service
+                    && !r["message"].as_str().unwrap_or("").contains("not judged")
+            })
+            .cloned()
+    };
     let mut rows = Vec::new();
     while Instant::now() < deadline {
         std::thread::sleep(Duration::from_secs(2));

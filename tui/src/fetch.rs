@@ -621,6 +621,7 @@ pub fn read_drift_evidence(
         moved,
         tests,
         reference,
+        not_judged: evidence["not_judged"].as_str().map(String::from),
     }
 }
 

@@ -440,6 +440,8 @@ pub struct DriftEvaluation {
     pub tests: Vec<String>,
     /// The reference window it was judged against.
     pub reference: String,
+    /// Why the scope was seen and not judged (a reference still filling, too few calls).
+    pub not_judged: Option<String>,
 }
 
 /// One rank of a NCCL communicator against its peers.

@@ -554,6 +554,16 @@ fn likelihood_weather(slice_likelihoods: &[Vec<f64>], min_window: usize) -> Opti
     weather_limit(&moves)
 }
 
+/// How an alert names a scope.
+fn scope_subject(service: &str, model: &str) -> String {
+    match (service, model) {
+        ("*", "*") => "all LLM traffic".to_string(),
+        ("*", model) => format!("model {model} (all services)"),
+        (service, "*") => format!("service {service} (all models)"),
+        (service, model) => format!("model {model} in service {service}"),
+    }
+}
+
 /// Whether a trace id (hex) ends in an even digit.
 fn even_trace(trace_id: &str) -> bool {
     trace_id
@@ -848,8 +858,21 @@ impl DriftDetector {
             Vec<TestResult>,
             serde_json::Value,
         )> = Vec::new();
+        // Scopes seen but not judged, and why: shown in `evaluations` (and the TUI) so that a
+        // quiet model reads as "not judged yet", not as "stable". They neither fire nor resolve.
+        let mut not_judged = Vec::new();
         for ((service, model), cur) in &current {
             let Some(reference_slices) = reference.get(&(service.clone(), model.clone())) else {
+                not_judged.push(self.not_judged(
+                    service,
+                    model,
+                    "no traffic in the reference yet".to_string(),
+                    json!({
+                        "from": crate::alert::format_time(reference_start),
+                        "to": crate::alert::format_time(reference_end),
+                        "coverage": 0.0,
+                    }),
+                ));
                 continue;
             };
             let mut whole = Sample::default();
@@ -858,6 +881,15 @@ impl DriftDetector {
             }
             let reference = &whole;
             if reference.count < config.min_samples || cur.count < config.min_samples {
+                not_judged.push(self.not_judged(
+                    service,
+                    model,
+                    format!(
+                        "too few calls: {} in the window and {} in the reference, {} needed in each",
+                        cur.count, reference.count, config.min_samples
+                    ),
+                    json!({"current_n": cur.count, "reference_n": reference.count}),
+                ));
                 continue;
             }
             // No verdict from a reference that does not yet span its period (a service's first
@@ -877,11 +909,21 @@ impl DriftDetector {
                 })
                 .count();
             if coverage < config.min_reference_coverage || windows < MIN_WINDOWS {
-                tracing::debug!(
-                    service = %service, model = %model, coverage, windows,
-                    "drift: reference too short to judge (needs {:.0}% coverage and {MIN_WINDOWS} windows)",
-                    config.min_reference_coverage * 100.0
-                );
+                not_judged.push(self.not_judged(
+                    service,
+                    model,
+                    format!(
+                        "the reference is too short to judge: traffic across {:.0}% of its span \
+                         ({:.0}% needed), {windows} windows of this length ({MIN_WINDOWS} needed)",
+                        coverage * 100.0,
+                        config.min_reference_coverage * 100.0
+                    ),
+                    json!({
+                        "from": crate::alert::format_time(reference_start),
+                        "to": crate::alert::format_time(reference_end),
+                        "coverage": coverage, "windows_compared": windows,
+                    }),
+                ));
                 continue;
             }
             let reference_summary = json!({
@@ -1021,12 +1063,7 @@ impl DriftDetector {
             evidence.insert("moved".into(), json!(moved_names));
             let clear = !(0..tests.len())
                 .any(|i| adjusted[i] < (config.alpha * 100.0).min(0.5) && tests[i].material);
-            let subject = match (service.as_str(), model.as_str()) {
-                ("*", "*") => "all LLM traffic".to_string(),
-                ("*", model) => format!("model {model} (all services)"),
-                (service, "*") => format!("service {service} (all models)"),
-                (service, model) => format!("model {model} in service {service}"),
-            };
+            let subject = scope_subject(service, model);
             findings.push(Finding {
                 labels: alert_labels(
                     "ModelDrift",
@@ -1051,7 +1088,44 @@ impl DriftDetector {
                 evidence,
             });
         }
+        findings.extend(not_judged);
         Ok(findings)
+    }
+
+    /// A scope seen and not judged: neither active nor clear, so that it holds whatever state
+    /// its alert is in, with the reason in its message and evidence.
+    fn not_judged(
+        &self,
+        service: &str,
+        model: &str,
+        reason: String,
+        reference: serde_json::Value,
+    ) -> Finding {
+        let subject = scope_subject(service, model);
+        let mut evidence = serde_json::Map::new();
+        evidence.insert("not_judged".into(), json!(reason));
+        evidence.insert("model".into(), json!(model));
+        evidence.insert("service".into(), json!(service));
+        evidence.insert(
+            "window".into(),
+            json!(humantime::format_duration(self.config.window).to_string()),
+        );
+        evidence.insert("reference".into(), reference);
+        Finding {
+            labels: alert_labels(
+                "ModelDrift",
+                self.name(),
+                &[("service", service), ("model", model)],
+            ),
+            severity: Severity::Warning,
+            subject: subject.clone(),
+            score: 0.0,
+            threshold: -self.config.alpha.log10(),
+            active: false,
+            clear: false,
+            message: format!("{subject}: not judged: {reason}"),
+            evidence,
+        }
     }
 
     /// The scope's mixture, refitted on the reference once a window has passed since the last fit.
@@ -1362,13 +1436,27 @@ mod tests {
             arrow::compute::filter_record_batch(&batch, &keep).unwrap()
         };
         let findings = judge_with(&recent, DriftConfig::default(), end).await;
-        assert!(findings.is_empty(), "{findings:?}");
+        assert!(
+            findings.iter().all(|f| !f.active
+                && !f.clear
+                && f.message
+                    .contains("not judged: the reference is too short to judge")),
+            "{findings:?}"
+        );
+        let coverage = findings[0].evidence["reference"]["coverage"]
+            .as_f64()
+            .unwrap();
+        assert!((0.5..0.9).contains(&coverage), "{coverage}");
         // A window too long for its reference (10 minutes against 20): no verdict either.
         let full = azure_table("conv", end, 2, 2.0, Duration::from_secs(660));
         let config = DriftConfig {
             reference_length: Duration::from_secs(1200),
             ..DriftConfig::default()
         };
-        assert!(judge_with(&full, config, end).await.is_empty());
+        let findings = judge_with(&full, config, end).await;
+        assert!(
+            !findings.is_empty() && findings.iter().all(|f| !f.active && !f.clear),
+            "{findings:?}"
+        );
     }
 }

@@ -140,6 +140,8 @@ fn draw_detail(
 fn draw_evaluation(frame: &mut Frame, evaluation: &DriftEvaluation, area: Rect) {
     let verdict = if evaluation.active {
         Span::styled("DRIFTING", BAD)
+    } else if evaluation.not_judged.is_some() {
+        Span::styled("not judged yet", Style::new().fg(Color::Yellow))
     } else {
         Span::styled("stable", Style::new().fg(Color::Green))
     };
@@ -162,7 +164,12 @@ fn draw_evaluation(frame: &mut Frame, evaluation: &DriftEvaluation, area: Rect) 
             verdict,
             Span::styled(
                 format!(
-                    " · judged {} · score {:.1}, alerts past {:.1}{}",
+                    " · {} {} · score {:.1}, alerts past {:.1}{}",
+                    if evaluation.not_judged.is_some() {
+                        "seen"
+                    } else {
+                        "judged"
+                    },
                     clock(evaluation.time_ns),
                     evaluation.score,
                     evaluation.threshold,
@@ -177,10 +184,10 @@ fn draw_evaluation(frame: &mut Frame, evaluation: &DriftEvaluation, area: Rect) 
         ]),
         Line::from(vec![
             Span::styled("tests   ", DIM),
-            Span::raw(if tests.is_empty() {
-                "none ran (too few calls)".to_string()
-            } else {
-                tests.join(" · ")
+            Span::raw(match &evaluation.not_judged {
+                Some(reason) => reason.clone(),
+                None if tests.is_empty() => "none ran (too few calls)".to_string(),
+                None => tests.join(" · "),
             }),
         ]),
         Line::from(vec![

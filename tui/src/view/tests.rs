@@ -369,6 +369,25 @@ fn models_with_the_drift_verdict() {
     snapshot_all("models_drift_verdict", &app);
 }
 
+/// A scope the drift detector saw and did not judge reads as "not judged yet", with why, never
+/// as "stable".
+#[test]
+fn models_with_a_drift_scope_not_judged_yet() {
+    let evidence = serde_json::json!({
+        "not_judged": "the reference is too short to judge: traffic across 58% of its span (90% needed), 11 windows of this length (7 needed)",
+        "reference": {"from": "2026-12-01T09:00:00Z", "to": "2026-12-01T09:50:00Z", "coverage": 0.58},
+        "model": "gpt-4o", "service": "chat",
+    });
+    let evaluation =
+        crate::fetch::read_drift_evidence(T0 - 30 * SECOND, false, 0.0, 3.0, &evidence);
+    assert!(evaluation.not_judged.is_some() && evaluation.tests.is_empty());
+    let mut app = app(Tab::Models);
+    if let Some(detail) = app.data.model_detail.as_mut() {
+        detail.drift = Some(evaluation);
+    }
+    snapshot_all("models_drift_not_judged", &app);
+}
+
 #[test]
 fn gpus() {
     snapshot_all("gpus", &app(Tab::Gpus));
