@@ -396,6 +396,10 @@ pub enum EvalCommand {
         /// Gaussian mixture components of the joint test (0 turns it off; faster).
         #[arg(long, default_value_t = 3)]
         mixture_components: usize,
+        /// `[analyzer.drift] weather_margin`: how far beyond the traffic's own weather a move
+        /// must go.
+        #[arg(long, default_value_t = 1.0)]
+        weather_margin: f64,
         /// Instead of replaying the trace back to back, stretch it with a block bootstrap
         /// seeded by this (10-minute blocks from random points, a daily cycle in the rate):
         /// traffic as bursty as the trace, no hour repeating the last.

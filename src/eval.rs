@@ -600,6 +600,7 @@ async fn eval_drift_trace(
     shift: f64,
     changes: usize,
     mixture_components: usize,
+    weather_margin: f64,
     bootstrap: Option<u64>,
 ) -> anyhow::Result<String> {
     let rows = replay::read_trace(file)?;
@@ -621,12 +622,13 @@ async fn eval_drift_trace(
         window,
         reference_length: reference,
         mixture_components,
+        weather_margin,
         ..drift::DriftConfig::default()
     };
     let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_772_800);
     let judged_from = start + drift_warmup(&config);
     let mut out = format!(
-        "{}: {} requests ({:.1} min) {}; window {}, trailing reference {}, mixture components {}\n",
+        "{}: {} requests ({:.1} min) {}; window {}, trailing reference {}, mixture components {}, weather margin {weather_margin}\n",
         file.display(),
         rows.len(),
         period.as_secs_f64() / 60.0,
@@ -778,6 +780,7 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
             shift,
             changes,
             mixture_components,
+            weather_margin,
             bootstrap,
         } => print!(
             "{}",
@@ -789,6 +792,7 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
                 shift,
                 changes,
                 mixture_components,
+                weather_margin,
                 bootstrap,
             )
             .await?

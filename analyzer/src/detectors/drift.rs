@@ -90,6 +90,11 @@ pub struct DriftConfig {
     pub min_ks_distance: f64,
     /// ...unless a quantile (10th to 90th percentile) moved by at least this fraction.
     pub min_relative_shift: f64,
+    /// How far beyond the traffic's own weather a move must go: the largest move between the
+    /// reference's windows times this. The sensitivity knob: 1 catches a 10% output shift on
+    /// real traffic within about 11 minutes; larger trades that for fewer false alarms on traffic
+    /// whose kinds of request come and go (EVALUATION.md measures both).
+    pub weather_margin: f64,
     /// Smallest change of the error rate worth an alert (absolute).
     pub min_error_rate_change: f64,
     /// Smallest Jensen–Shannon divergence of the finish-reason mix worth an alert.
@@ -128,6 +133,7 @@ impl Default for DriftConfig {
             alpha: 0.001,
             min_ks_distance: 0.05,
             min_relative_shift: 0.03,
+            weather_margin: 1.0,
             min_error_rate_change: 0.01,
             min_finish_reason_js: 0.005,
             max_rows: 50_000,
@@ -620,7 +626,7 @@ fn numeric_test(
     let mut moved_quantiles = Vec::new();
     for (q, name) in PROFILE_NAMES.iter().enumerate() {
         let shift = log_shift(current_quantiles[q], reference_quantiles[q]);
-        if shift.abs() >= floor.max(weather.quantile_shifts[q]) {
+        if shift.abs() >= floor.max(weather.quantile_shifts[q] * config.weather_margin) {
             moved_quantiles.push(*name);
         }
         quantiles.insert(
@@ -635,7 +641,10 @@ fn numeric_test(
     Some(TestResult {
         feature,
         p,
-        material: d >= config.min_ks_distance.max(weather.ks_distance)
+        material: d
+            >= config
+                .min_ks_distance
+                .max(weather.ks_distance * config.weather_margin)
             || !moved_quantiles.is_empty(),
         evidence: json!({
             "ks_distance": d, "ks_p": p_ks, "mann_whitney_z": z, "mann_whitney_p": p_mw, "p": p,
@@ -763,7 +772,7 @@ fn multivariate_test(
     Some(TestResult {
         feature: "joint_input_output_latency",
         p,
-        material: d >= config.min_ks_distance.max(weather),
+        material: d >= config.min_ks_distance.max(weather * config.weather_margin),
         evidence: json!({
             "method": "gaussian mixture (linfa) log-likelihood, KS of held-out reference vs current",
             "components": config.mixture_components, "ks_distance": d, "p": p,
@@ -984,7 +993,8 @@ impl DriftDetector {
                 tests.push(TestResult {
                     feature: "error_rate",
                     p,
-                    material: change.abs() >= config.min_error_rate_change.max(normal),
+                    material: change.abs()
+                        >= config.min_error_rate_change.max(normal * config.weather_margin),
                     evidence: json!({"reference_rate": rate_ref, "current_rate": rate_cur, "reference_errors": reference.errors, "current_errors": cur.errors, "test": "fisher exact", "p": p, "between_reference_windows": {"rate_change": normal}}),
                 });
             }
@@ -1012,7 +1022,7 @@ impl DriftDetector {
                 tests.push(TestResult {
                     feature: "finish_reasons",
                     p,
-                    material: js >= config.min_finish_reason_js.max(normal),
+                    material: js >= config.min_finish_reason_js.max(normal * config.weather_margin),
                     evidence: json!({"chi_square": chi2, "p": p, "jensen_shannon": js, "categories": categories, "between_reference_windows": {"jensen_shannon": normal}}),
                 });
             }
