@@ -835,7 +835,39 @@ impl DriftDetector {
             .flatten()
             .unwrap_or(0.0);
         if reference_rows < self.config.min_samples as f64 {
-            return Ok(Vec::new());
+            // Nothing to judge against yet: say so for the scopes the current window holds (one
+            // grouped count, not the window's rows), so that a new deployment's models read as
+            // "not judged yet" rather than as nothing at all.
+            let seen = source
+                .sql(&format!(
+                    "SELECT service_name AS service, coalesce(response_model, request_model) AS model, \
+                     count(*) AS n FROM spans WHERE time > {} AND time <= {} \
+                     AND (response_model IS NOT NULL OR request_model IS NOT NULL) GROUP BY 1, 2",
+                    ts(now - self.config.window),
+                    ts(now)
+                ))
+                .await?;
+            let (services, models) = (strings(&seen, "service")?, strings(&seen, "model")?);
+            let reason = format!(
+                "the reference holds {reference_rows} calls, {} needed",
+                self.config.min_samples
+            );
+            return Ok(services
+                .iter()
+                .zip(&models)
+                .map(|(service, model)| {
+                    self.not_judged(
+                        service.as_deref().unwrap_or_default(),
+                        model.as_deref().unwrap_or_default(),
+                        reason.clone(),
+                        json!({
+                            "from": crate::alert::format_time(reference_start),
+                            "to": crate::alert::format_time(reference_end),
+                            "coverage": 0.0,
+                        }),
+                    )
+                })
+                .collect());
         }
         let current: BTreeMap<(String, String), Sample> = self
             .load(source, now - self.config.window, now, 1)
@@ -1457,6 +1489,19 @@ mod tests {
             .as_f64()
             .unwrap();
         assert!((0.5..0.9).contains(&coverage), "{coverage}");
+        // Traffic only in the window, none in the reference: each scope seen, none judged.
+        let config = DriftConfig {
+            reference_length: Duration::from_secs(3600),
+            ..DriftConfig::default()
+        };
+        let young = judge_with(&recent, config, end - Duration::from_secs(34 * 60)).await;
+        assert!(
+            !young.is_empty()
+                && young.iter().all(|f| !f.active
+                    && !f.clear
+                    && f.message.contains("not judged: the reference holds")),
+            "{young:?}"
+        );
         // A window too long for its reference (10 minutes against 20): no verdict either.
         let full = azure_table("conv", end, 2, 2.0, Duration::from_secs(660));
         let config = DriftConfig {
