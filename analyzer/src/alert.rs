@@ -47,6 +47,18 @@ pub struct Finding {
     pub evidence: serde_json::Map<String, serde_json::Value>,
 }
 
+/// The evidence key of a scope seen but not judged (a reference still filling, too few
+/// calls): its value says why. Such a finding is shown in `evaluations` and never touches an
+/// alert's state, which goes on as if the scope had not been reported.
+pub const NOT_JUDGED: &str = "not_judged";
+
+impl Finding {
+    /// A verdict, rather than a note that the scope could not be judged ([`NOT_JUDGED`]).
+    pub fn judged(&self) -> bool {
+        !self.evidence.contains_key(NOT_JUDGED)
+    }
+}
+
 /// Whether an alert is firing or has resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -372,6 +372,9 @@ impl Analyzer {
                             .collect();
                         self.states.set_silent(detector.name(), scopes);
                     }
+                    // Notes that a scope could not be judged are for `evaluations` only.
+                    let findings: Vec<Finding> =
+                        findings.into_iter().filter(Finding::judged).collect();
                     let states = &self.states;
                     let findings = cap_findings(
                         detector.name(),
@@ -611,6 +614,58 @@ mod tests {
                 .any(|a| a.labels["alertname"] == "TooManyAlerts"
                     && a.status == AlertStatus::Resolved),
             "{changes:?}"
+        );
+    }
+
+    /// The same scope as `Flood`'s first, seen but not judged (as the drift detector reports a
+    /// model whose reference is still filling).
+    struct NotJudged;
+
+    #[async_trait]
+    impl Detector for NotJudged {
+        fn name(&self) -> &'static str {
+            "gpu_counters"
+        }
+        fn timing(&self) -> Timing {
+            Flood { scopes: 0 }.timing()
+        }
+        async fn evaluate(
+            &mut self,
+            source: &dyn crate::source::QuerySource,
+            now: SystemTime,
+        ) -> Result<Vec<Finding>, AnalyzerError> {
+            let mut findings = Flood { scopes: 1 }.evaluate(source, now).await?;
+            findings[0].active = false;
+            findings[0]
+                .evidence
+                .insert(crate::alert::NOT_JUDGED.into(), "too few calls".into());
+            Ok(findings)
+        }
+    }
+
+    /// A note that a scope could not be judged neither fires nor keeps a firing alert alive: the
+    /// alert goes on as if the scope had not been reported (here, resolving at once).
+    #[tokio::test]
+    async fn a_scope_not_judged_does_not_hold_its_alert() {
+        let mut analyzer = Analyzer::new(
+            vec![Box::new(Flood { scopes: 1 })],
+            Arc::new(SessionContext::new()),
+            None,
+            None,
+        );
+        let now = SystemTime::now();
+        assert_eq!(analyzer.evaluate(now).await.len(), 1);
+        analyzer.detectors = vec![Box::new(NotJudged)];
+        let changes = analyzer.evaluate(now + Duration::from_secs(5)).await;
+        assert!(
+            changes.len() == 1 && changes[0].status == AlertStatus::Resolved,
+            "{changes:?}"
+        );
+        assert!(
+            analyzer
+                .evaluate(now + Duration::from_secs(10))
+                .await
+                .is_empty()
         );
     }
 

@@ -24,8 +24,9 @@
 //! Quantile by quantile, because a real service's weather is mostly a changing mix of kinds of
 //! request, which swings some quantiles and leaves others still, while a change of the model
 //! (every answer 10% longer) moves the still ones too. No verdict until the
-//! reference holds traffic across `min_reference_coverage` of its span and at least four
-//! windows; the alert's evidence gives the coverage and the moves it was judged against.
+//! reference holds traffic across `min_reference_coverage` of its span and at least seven
+//! windows (until then the scope is listed in `evaluations` as not judged, and why); the alert's
+//! evidence gives the coverage and the moves it was judged against.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
@@ -436,7 +437,7 @@ fn log_shift(current: f64, reference: f64) -> f64 {
     ((current.max(0.0) + 1.0) / (reference.max(0.0) + 1.0)).ln()
 }
 
-/// How far a numeric feature moves between windows inside the reference: each window (two
+/// How far a numeric feature moves between windows inside the reference: each window (four
 /// adjacent quarter-window slices) against the rest of the reference.
 #[derive(Debug, Clone, Copy)]
 struct NumericWeather {
@@ -900,7 +901,7 @@ impl DriftDetector {
             serde_json::Value,
         )> = Vec::new();
         // Scopes seen but not judged, and why: shown in `evaluations` (and the TUI) so that a
-        // quiet model reads as "not judged yet", not as "stable". They neither fire nor resolve.
+        // quiet model reads as "not judged yet", not as "stable".
         let mut not_judged = Vec::new();
         for ((service, model), cur) in &current {
             let Some(reference_slices) = reference.get(&(service.clone(), model.clone())) else {
@@ -1134,8 +1135,9 @@ impl DriftDetector {
         Ok(findings)
     }
 
-    /// A scope seen and not judged: neither active nor clear, so that it holds whatever state
-    /// its alert is in, with the reason in its message and evidence.
+    /// A scope seen and not judged, with the reason in its message and evidence: shown in
+    /// `evaluations`, kept away from alert state (see [`crate::alert::NOT_JUDGED`]), so that an
+    /// alert goes on as if the scope had not been reported (resolving unless held by silence).
     fn not_judged(
         &self,
         service: &str,
@@ -1145,7 +1147,7 @@ impl DriftDetector {
     ) -> Finding {
         let subject = scope_subject(service, model);
         let mut evidence = serde_json::Map::new();
-        evidence.insert("not_judged".into(), json!(reason));
+        evidence.insert(crate::alert::NOT_JUDGED.into(), json!(reason));
         evidence.insert("model".into(), json!(model));
         evidence.insert("service".into(), json!(service));
         evidence.insert(
