@@ -374,38 +374,7 @@ pub enum EvalCommand {
     /// Replay a real trace of LLM requests (CSV: timestamp, input tokens, output tokens, as the
     /// Azure LLM inference traces) through the drift detector, back to back as often as it
     /// takes: false alarms per judged hour, and with --shift the delay to catch a change.
-    DriftTrace {
-        file: PathBuf,
-        /// The drift window.
-        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
-        window: std::time::Duration,
-        /// The trailing reference [default: 1 h, or 2.5 windows if longer].
-        #[arg(long, value_parser = humantime::parse_duration)]
-        reference: Option<std::time::Duration>,
-        /// Hours of the unchanged trace judged for false alarms, after the reference has filled
-        /// (0: none).
-        #[arg(long, default_value_t = 6.0)]
-        hours: f64,
-        /// Multiply output tokens by this from a change point on (1 = no shift runs).
-        #[arg(long, default_value_t = 1.0)]
-        shift: f64,
-        /// Shift runs, each with its change at a different point of the trace, judged for an
-        /// hour after it: the delay is given per run and as the median.
-        #[arg(long, default_value_t = 12)]
-        changes: usize,
-        /// Gaussian mixture components of the joint test (0 turns it off; faster).
-        #[arg(long, default_value_t = 3)]
-        mixture_components: usize,
-        /// `[analyzer.drift] weather_margin`: how far beyond the traffic's own weather a move
-        /// must go.
-        #[arg(long, default_value_t = 1.0)]
-        weather_margin: f64,
-        /// Instead of replaying the trace back to back, stretch it with a block bootstrap
-        /// seeded by this (10-minute blocks from random points, a daily cycle in the rate):
-        /// traffic as bursty as the trace, no hour repeating the last.
-        #[arg(long)]
-        bootstrap: Option<u64>,
-    },
+    DriftTrace(DriftTraceArgs),
     /// Score a CSV of timestamp,value with the anomaly detector `vigil serve` runs: one
     /// `timestamp,value,anomaly_score` row per input row (NAB's results format, scores in [0, 1]).
     Csv {
@@ -415,6 +384,41 @@ pub enum EvalCommand {
         #[arg(long)]
         warmup: Option<usize>,
     },
+}
+
+/// `vigil eval drift-trace`.
+#[derive(Args)]
+pub struct DriftTraceArgs {
+    pub file: PathBuf,
+    /// The drift window.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub window: std::time::Duration,
+    /// The trailing reference [default: 1 h, or 2.5 windows if longer].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub reference: Option<std::time::Duration>,
+    /// Hours of the unchanged trace judged for false alarms, after the reference has filled
+    /// (0: none).
+    #[arg(long, default_value_t = 6.0)]
+    pub hours: f64,
+    /// Multiply output tokens by this from a change point on (1 = no shift runs).
+    #[arg(long, default_value_t = 1.0)]
+    pub shift: f64,
+    /// Shift runs, each with its change at a different point of the trace, judged for an
+    /// hour after it: the delay is given per run and as the median.
+    #[arg(long, default_value_t = 12)]
+    pub changes: usize,
+    /// Gaussian mixture components of the joint test (0 turns it off; faster).
+    #[arg(long, default_value_t = 3)]
+    pub mixture_components: usize,
+    /// `[analyzer.drift] weather_margin`: how far beyond the traffic's own weather a move
+    /// must go.
+    #[arg(long, default_value_t = 1.0)]
+    pub weather_margin: f64,
+    /// Instead of replaying the trace back to back, stretch it with a block bootstrap
+    /// seeded by this (10-minute blocks from random points, a daily cycle in the rate):
+    /// traffic as bursty as the trace, no hour repeating the last.
+    #[arg(long)]
+    pub bootstrap: Option<u64>,
 }
 
 /// An HTTP client that sends `token` (if any) as a bearer token with every request.

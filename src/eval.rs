@@ -26,7 +26,7 @@ use vigil_schemas::convert::{metrics_to_batch, spans_to_batch};
 use vigil_schemas::genai::{NormalizeConfig, Normalizer};
 use vigil_schemas::tables::Table;
 
-use crate::cli::{EvalArgs, EvalCommand};
+use crate::cli::{DriftTraceArgs, EvalArgs, EvalCommand};
 use crate::loadgen::{Drift, Generator};
 
 /// A sliding in-memory copy of one table, registered in a context the analyzer reads.
@@ -591,18 +591,18 @@ fn firing(alerts: &[Alert]) -> impl Iterator<Item = &Alert> {
     alerts.iter().filter(|a| a.status == AlertStatus::Firing)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn eval_drift_trace(
-    file: &std::path::Path,
-    window: Duration,
-    reference: Option<Duration>,
-    hours: f64,
-    shift: f64,
-    changes: usize,
-    mixture_components: usize,
-    weather_margin: f64,
-    bootstrap: Option<u64>,
-) -> anyhow::Result<String> {
+async fn eval_drift_trace(args: &DriftTraceArgs) -> anyhow::Result<String> {
+    let DriftTraceArgs {
+        ref file,
+        window,
+        reference,
+        hours,
+        shift,
+        changes,
+        mixture_components,
+        weather_margin,
+        bootstrap,
+    } = *args;
     let rows = replay::read_trace(file)?;
     // The traffic of one run: the trace back to back, or a bootstrap of it long enough.
     let traffic = |length: Duration, seed: u64| match bootstrap {
@@ -772,31 +772,7 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
                 eval_drift(seed, stationary_hours, stationary_runs, stationary_only).await?
             );
         }
-        EvalCommand::DriftTrace {
-            file,
-            window,
-            reference,
-            hours,
-            shift,
-            changes,
-            mixture_components,
-            weather_margin,
-            bootstrap,
-        } => print!(
-            "{}",
-            eval_drift_trace(
-                &file,
-                window,
-                reference,
-                hours,
-                shift,
-                changes,
-                mixture_components,
-                weather_margin,
-                bootstrap,
-            )
-            .await?
-        ),
+        EvalCommand::DriftTrace(args) => print!("{}", eval_drift_trace(&args).await?),
         EvalCommand::Csv { file, warmup } => eval_csv(&file, warmup)?,
         EvalCommand::Anomaly {
             seed,

@@ -512,7 +512,8 @@ pub fn drift_evaluation_sql(service: &str, model: &str) -> String {
 }
 
 /// The verdict on the narrowest scope judged: the model in its service, else the model, else
-/// the service, else all traffic.
+/// the service, else all traffic; a scope not judged (a model with few calls, a reference
+/// still filling) only when none is.
 fn drift_evaluation(
     batches: &[RecordBatch],
     service: &str,
@@ -521,8 +522,13 @@ fn drift_evaluation(
     let time = i64s(batches, "time")?;
     let services = strings(batches, "service")?;
     let models = strings(batches, "model")?;
+    let evidence_texts = strings(batches, "evidence")?;
     let narrowest = (0..time.len()).max_by_key(|&i| {
         (
+            !evidence_texts[i]
+                .as_deref()
+                .unwrap_or("")
+                .contains("\"not_judged\""),
             models[i].as_deref() == Some(model),
             services[i].as_deref() == Some(service),
         )
@@ -1008,6 +1014,46 @@ pub fn human(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The model's own scope is not judged yet (few calls) while all traffic is: the TUI shows
+    /// the judged verdict, not "not judged yet".
+    #[test]
+    fn a_judged_scope_is_preferred_to_a_narrower_one_not_judged() {
+        use std::sync::Arc;
+
+        use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray};
+        let column = |v: Vec<&str>| Arc::new(StringArray::from(v)) as ArrayRef;
+        let batch = RecordBatch::try_from_iter([
+            ("time", Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef),
+            ("active", Arc::new(BooleanArray::from(vec![false, true]))),
+            ("score", Arc::new(Float64Array::from(vec![0.0, 9.0]))),
+            ("threshold", Arc::new(Float64Array::from(vec![3.0, 3.0]))),
+            (
+                "evidence",
+                column(vec![
+                    r#"{"not_judged": "too few calls"}"#,
+                    r#"{"moved": ["output_tokens"]}"#,
+                ]),
+            ),
+            (
+                "subject",
+                column(vec!["model gpt-4o in service chat", "all LLM traffic"]),
+            ),
+            ("service", column(vec!["chat", "*"])),
+            ("model", column(vec!["gpt-4o", "*"])),
+        ])
+        .unwrap();
+        let chosen = drift_evaluation(&[batch.clone()], "chat", "gpt-4o")
+            .unwrap()
+            .unwrap();
+        assert!(chosen.active && chosen.not_judged.is_none(), "{chosen:?}");
+        assert_eq!(chosen.subject, "all LLM traffic");
+        // Only the one not judged: shown as such.
+        let only = drift_evaluation(&[batch.slice(0, 1)], "chat", "gpt-4o")
+            .unwrap()
+            .unwrap();
+        assert_eq!(only.not_judged.as_deref(), Some("too few calls"));
+    }
 
     #[test]
     fn buckets_fall_into_the_trend_slots_of_the_range() {
