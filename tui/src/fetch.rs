@@ -1043,7 +1043,7 @@ mod tests {
             ("model", column(vec!["gpt-4o", "*"])),
         ])
         .unwrap();
-        let chosen = drift_evaluation(&[batch.clone()], "chat", "gpt-4o")
+        let chosen = drift_evaluation(std::slice::from_ref(&batch), "chat", "gpt-4o")
             .unwrap()
             .unwrap();
         assert!(chosen.active && chosen.not_judged.is_none(), "{chosen:?}");
