@@ -406,6 +406,9 @@ impl Sample {
 const SLICES_PER_WINDOW: usize = 4;
 /// Windows of the reference needed to tell its normal weather (a reference of 2.5 windows).
 const MIN_WINDOWS: usize = 7;
+/// Slices of the reference at most (a day's reference at 10-second windows): each holds its
+/// rows' values, and each window of them is sorted once an evaluation.
+const MAX_SLICES: usize = 40_000;
 /// A window's statistic counts as weather up to the largest seen between the reference's own
 /// windows, and at least their mean plus this many standard deviations.
 const WEATHER_SD: f64 = 3.0;
@@ -820,6 +823,24 @@ impl DriftDetector {
     ) -> Result<Vec<Finding>, AnalyzerError> {
         let now = now - self.config.settle;
         let (reference_start, reference_end) = self.reference_window(now)?;
+        // The reference in quarter-window slices: each run of four neighbours is a window, so
+        // the reference shows how much this traffic moves between windows of this length. A
+        // window too short for its reference would cut it into more slices than memory holds.
+        let slice = self.config.window / SLICES_PER_WINDOW as u32;
+        let reference_span = reference_end
+            .duration_since(reference_start)
+            .unwrap_or_default();
+        let slices = (reference_span.as_secs_f64() / slice.as_secs_f64().max(1e-9)).ceil();
+        if self.config.window < Duration::from_secs(1) || slices > MAX_SLICES as f64 {
+            return Err(AnalyzerError::Config(format!(
+                "analyzer.drift: a window of {} against a reference of {} cuts the reference into \
+                 {slices:.0} quarter-window slices (at most {MAX_SLICES}, and the window at least 1s): \
+                 lengthen window or shorten reference_length",
+                humantime::format_duration(self.config.window),
+                humantime::format_duration(reference_span),
+            )));
+        }
+        let slices = slices as usize;
         // Without a reference there is nothing to compare: count before reading rows, so that a
         // young or flooded collector pays for a count, not for materializing a window.
         let counted = source
@@ -879,13 +900,6 @@ impl DriftDetector {
         if current.is_empty() {
             return Ok(Vec::new());
         }
-        // The reference in quarter-window slices: each run of four neighbours is a window, so
-        // the reference shows how much this traffic moves between windows of this length.
-        let slice = (self.config.window / SLICES_PER_WINDOW as u32).max(Duration::from_millis(1));
-        let reference_span = reference_end
-            .duration_since(reference_start)
-            .unwrap_or_default();
-        let slices = (reference_span.as_secs_f64() / slice.as_secs_f64()).ceil() as usize;
         let reference = self
             .load(source, reference_start, reference_end, slices)
             .await?;
@@ -1448,6 +1462,29 @@ mod tests {
                 "{trace}: {}\n{:#}",
                 findings[0].message,
                 serde_json::Value::Object(findings[0].evidence.clone())
+            );
+        }
+    }
+
+    /// A window far too short for its reference is refused with a message that says which
+    /// settings to change, instead of cutting the reference into millions of slices.
+    #[tokio::test]
+    async fn a_window_too_short_for_its_reference_is_a_clear_error() {
+        let end = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let ctx = datafusion::prelude::SessionContext::new();
+        for window in [Duration::ZERO, Duration::from_millis(100)] {
+            let config = DriftConfig {
+                window,
+                ..DriftConfig::default()
+            };
+            let error = DriftDetector::new(config)
+                .evaluate(&ctx, end)
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("lengthen window or shorten reference_length"),
+                "{error}"
             );
         }
     }
