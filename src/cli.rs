@@ -414,6 +414,11 @@ pub struct DriftTraceArgs {
     /// must go.
     #[arg(long, default_value_t = 1.0)]
     pub weather_margin: f64,
+    /// `[analyzer.drift] weather_memory`: how long the largest moves between windows are
+    /// remembered. The traffic runs this long before the judged hours and before each change,
+    /// so that the memory has filled as it would have in a collector running for a day.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    pub weather_memory: std::time::Duration,
     /// Instead of replaying the trace back to back, stretch it with a block bootstrap
     /// seeded by this (10-minute blocks from random points, a daily cycle in the rate):
     /// traffic as bursty as the trace, no hour repeating the last.

@@ -587,6 +587,52 @@ fn trace_analyzer(batch: RecordBatch, config: &drift::DriftConfig) -> anyhow::Re
     ))
 }
 
+/// What moved in a drift alert, and against what weather: "input_tokens p25 -31% (weather
+/// 28%), ...", for the false alarms printed on stderr.
+fn drift_detail(alert: &Alert) -> String {
+    let mut parts = Vec::new();
+    for feature in alert
+        .evidence
+        .get("moved")
+        .and_then(|m| m.as_array())
+        .into_iter()
+        .flatten()
+    {
+        let Some(name) = feature.as_str() else {
+            continue;
+        };
+        let Some(test) = alert.evidence.get(name) else {
+            continue;
+        };
+        let moved: Vec<&str> = test["moved_quantiles"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|q| q.as_str())
+            .collect();
+        if moved.is_empty() {
+            parts.push(format!(
+                "{name} ks {:.3} (weather {:.3})",
+                test["ks_distance"].as_f64().unwrap_or(f64::NAN),
+                test["between_reference_windows"]["ks_distance"]
+                    .as_f64()
+                    .unwrap_or(f64::NAN)
+            ));
+        }
+        for q in moved {
+            parts.push(format!(
+                "{name} {q} {:+.0}% (weather {:.0}%)",
+                test["quantiles"][q]["shift"].as_f64().unwrap_or(f64::NAN) * 100.0,
+                test["quantiles"][q]["between_reference_windows"]
+                    .as_f64()
+                    .unwrap_or(f64::NAN)
+                    * 100.0
+            ));
+        }
+    }
+    parts.join(", ")
+}
+
 fn firing(alerts: &[Alert]) -> impl Iterator<Item = &Alert> {
     alerts.iter().filter(|a| a.status == AlertStatus::Firing)
 }
@@ -601,6 +647,7 @@ async fn eval_drift_trace(args: &DriftTraceArgs) -> anyhow::Result<String> {
         changes,
         mixture_components,
         weather_margin,
+        weather_memory,
         bootstrap,
     } = *args;
     let rows = replay::read_trace(file)?;
@@ -623,12 +670,15 @@ async fn eval_drift_trace(args: &DriftTraceArgs) -> anyhow::Result<String> {
         reference_length: reference,
         mixture_components,
         weather_margin,
+        weather_memory,
         ..drift::DriftConfig::default()
     };
     let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_772_800);
-    let judged_from = start + drift_warmup(&config);
+    // Judged once the reference and the weather memory have filled.
+    let first_verdict = start + drift_warmup(&config);
+    let judged_from = first_verdict + weather_memory;
     let mut out = format!(
-        "{}: {} requests ({:.1} min) {}; window {}, trailing reference {}, mixture components {}, weather margin {weather_margin}\n",
+        "{}: {} requests ({:.1} min) {}; window {}, trailing reference {}, mixture components {}, weather margin {weather_margin}, weather memory {}\n",
         file.display(),
         rows.len(),
         period.as_secs_f64() / 60.0,
@@ -641,6 +691,7 @@ async fn eval_drift_trace(args: &DriftTraceArgs) -> anyhow::Result<String> {
         humantime::format_duration(window),
         humantime::format_duration(reference),
         mixture_components,
+        humantime::format_duration(weather_memory),
     );
 
     // False alarms: the trace as it is, judged once a minute for `hours`.
@@ -666,10 +717,14 @@ async fn eval_drift_trace(args: &DriftTraceArgs) -> anyhow::Result<String> {
             replay::trace_spans(&traffic, start, end, 1.0, end + period)?,
             &config,
         )?;
-        let mut false_alarms = 0;
-        let mut now = judged_from;
+        let (mut false_alarms, mut while_filling) = (0, 0);
+        let mut now = first_verdict;
         while now <= end {
             for alert in firing(&analyzer.evaluate(now).await) {
+                if now < judged_from {
+                    while_filling += 1;
+                    continue;
+                }
                 false_alarms += 1;
                 let at_h = now
                     .duration_since(judged_from)
@@ -677,11 +732,18 @@ async fn eval_drift_trace(args: &DriftTraceArgs) -> anyhow::Result<String> {
                     .as_secs_f64()
                     / 3600.0;
                 eprintln!(
-                    "eval drift-trace: false alarm at {at_h:.2} h: {}",
-                    alert.annotations.get("summary").unwrap_or(&alert.subject)
+                    "eval drift-trace: false alarm at {at_h:.2} h: {} [{}]",
+                    alert.annotations.get("summary").unwrap_or(&alert.subject),
+                    drift_detail(alert)
                 );
             }
             now += config.evaluate_every;
+        }
+        if weather_memory > Duration::ZERO {
+            out.push_str(&format!(
+                "false alarms while the weather memory filled: {while_filling} in {:.1} h\n",
+                weather_memory.as_secs_f64() / 3600.0
+            ));
         }
         out.push_str(&format!(
             "false alarms: {false_alarms} in {hours:.1} judged hours ({:.1} a week)\n",
@@ -711,9 +773,19 @@ async fn eval_drift_trace(args: &DriftTraceArgs) -> anyhow::Result<String> {
                 &config,
             )?;
             // From a few minutes before the change, so that an alert already firing then is not
-            // taken for a catch.
+            // taken for a catch; the detector's first evaluation refills its weather memory from
+            // the day of traffic before, as after a restart.
             let mut now = change - Duration::from_secs(300);
             let mut caught = None;
+            if weather_memory > Duration::ZERO {
+                let started = std::time::Instant::now();
+                analyzer.evaluate(now).await;
+                eprintln!(
+                    "eval drift-trace: first evaluation, the weather memory restored from the store: {:.2} s",
+                    started.elapsed().as_secs_f64()
+                );
+                now += config.evaluate_every;
+            }
             while now <= end && caught.is_none() {
                 if firing(&analyzer.evaluate(now).await).next().is_some() && now >= change {
                     caught =

@@ -24,6 +24,10 @@ fn a_real_trace_replayed_raises_no_drift_and_a_shift_on_top_of_it_does() {
         "1",
         "--mixture-components",
         "0",
+        // An hour of memory rather than the default day: the path is the same, and a debug
+        // build replays a day in minutes.
+        "--weather-memory",
+        "1h",
     ])
     .unwrap();
     assert!(status.success(), "{stderr}");
@@ -44,6 +48,8 @@ fn a_real_trace_replayed_raises_no_drift_and_a_shift_on_top_of_it_does() {
         "4",
         "--mixture-components",
         "0",
+        "--weather-memory",
+        "1h",
     ])
     .unwrap();
     assert!(status.success(), "{stderr}");

@@ -20,7 +20,11 @@
 //! cut into quarter-window slices, each window of four adjacent slices is compared with the rest of
 //! the reference by the same statistic (KS distance, the shift of each of five quantiles,
 //! error-rate change, finish-mix divergence, likelihood KS), and the current window must move
-//! further than the largest of those moves (and than their mean plus three standard deviations).
+//! further than the largest of those moves (and than their mean plus three standard deviations),
+//! and than the largest such move remembered from the scope's references of the last
+//! `weather_memory` (a day): an hour's reference holds about six independent windows, too few to
+//! bound a week's chance, while a day holds the traffic's episodes (remembered only while the
+//! scope is not drifting).
 //! Quantile by quantile, because a real service's weather is mostly a changing mix of kinds of
 //! request, which swings some quantiles and leaves others still, while a change of the model
 //! (every answer 10% longer) moves the still ones too. No verdict until the
@@ -96,6 +100,17 @@ pub struct DriftConfig {
     /// real traffic within about 11 minutes; larger trades that for fewer false alarms on traffic
     /// whose kinds of request come and go (EVALUATION.md measures both).
     pub weather_margin: f64,
+    /// How long the largest moves between windows are remembered, per scope and statistic. An
+    /// hour's reference holds about six independent windows, so a new window out-moves all of
+    /// them about once in seven by chance alone; a day's memory holds the day's episodes (ten
+    /// minutes of short prompts, a batch job) and bounds what the traffic does far better.
+    /// Nothing is remembered while the scope drifts; once a lasting change has been alerted
+    /// and has entered the reference, its moves are remembered, so that for a day after it a
+    /// change must be larger than that one to alert again. Held in memory and refilled from the
+    /// store when the detector starts (the day's references judged quietly, one per ten
+    /// minutes). `0s` turns it off.
+    #[serde(with = "humantime_serde")]
+    pub weather_memory: Duration,
     /// Smallest change of the error rate worth an alert (absolute).
     pub min_error_rate_change: f64,
     /// Smallest Jensen–Shannon divergence of the finish-reason mix worth an alert.
@@ -135,6 +150,7 @@ impl Default for DriftConfig {
             min_ks_distance: 0.05,
             min_relative_shift: 0.03,
             weather_margin: 1.0,
+            weather_memory: Duration::from_secs(24 * 3600),
             min_error_rate_change: 0.01,
             min_finish_reason_js: 0.005,
             max_rows: 50_000,
@@ -190,6 +206,98 @@ pub struct DriftDetector {
     /// Mixtures per scope, refitted once a window has passed: fitting is the costly part of an
     /// evaluation, and a model from a few minutes ago describes the reference as well.
     mixtures: BTreeMap<(String, String), FittedMixture>,
+    memory: WeatherMemory,
+    /// When each scope last drifted: while it drifts, its references' moves are not remembered
+    /// as weather.
+    last_drift: BTreeMap<(String, String), SystemTime>,
+    /// When the tests last ran (the cadence that "while it drifts" is measured in).
+    last_judged: Option<SystemTime>,
+    /// The memory has been refilled from the store since the detector started...
+    restored: bool,
+    /// ...and is being refilled now (one mixture fit per scope for all of it).
+    restoring: bool,
+}
+
+/// Buckets of remembered moves per scope and statistic at most (a day in 10-minute buckets).
+const MEMORY_BUCKETS: u32 = 144;
+
+/// The largest moves between windows seen in a scope's earlier references, per statistic, as
+/// (bucket start, largest move in it), oldest first.
+#[derive(Debug, Default)]
+struct WeatherMemory {
+    moves: BTreeMap<(String, String, String), std::collections::VecDeque<(SystemTime, f64)>>,
+}
+
+impl WeatherMemory {
+    /// Forgets moves from before `start`.
+    fn forget_before(&mut self, start: SystemTime) {
+        self.moves.retain(|_, moves| {
+            while moves.front().is_some_and(|(at, _)| *at < start) {
+                moves.pop_front();
+            }
+            !moves.is_empty()
+        });
+    }
+
+    /// The oldest move remembered for a scope.
+    fn since(&self, scope: &(String, String)) -> Option<SystemTime> {
+        self.moves
+            .iter()
+            .filter(|((service, model, _), _)| *service == scope.0 && *model == scope.1)
+            .filter_map(|(_, moves)| moves.front().map(|(at, _)| *at))
+            .min()
+    }
+}
+
+/// One scope's memory at one evaluation.
+struct Recall<'a> {
+    memory: &'a mut WeatherMemory,
+    scope: &'a (String, String),
+    now: SystemTime,
+    bucket: Duration,
+    /// This reference's moves are remembered (the scope has been calm).
+    record: bool,
+}
+
+impl Recall<'_> {
+    /// `limit` (this reference's largest move of `statistic`) raised to the largest remembered,
+    /// and remembered itself when the scope has been calm.
+    fn limit(&mut self, statistic: &str, limit: f64) -> f64 {
+        let key = (
+            self.scope.0.clone(),
+            self.scope.1.clone(),
+            statistic.to_owned(),
+        );
+        let remembered = self.memory.moves.get(&key).map_or(0.0, |moves| {
+            moves.iter().map(|(_, m)| *m).fold(0.0, f64::max)
+        });
+        if self.record {
+            let moves = self.memory.moves.entry(key).or_default();
+            match moves.back_mut() {
+                Some((start, largest))
+                    if self.now.duration_since(*start).unwrap_or_default() < self.bucket =>
+                {
+                    *largest = largest.max(limit)
+                }
+                _ => moves.push_back((self.now, limit)),
+            }
+        }
+        limit.max(remembered)
+    }
+
+    fn numeric(
+        &mut self,
+        feature: &str,
+        weather: Option<NumericWeather>,
+    ) -> Option<NumericWeather> {
+        let mut weather = weather?;
+        weather.ks_distance = self.limit(&format!("{feature}.ks"), weather.ks_distance);
+        for (q, name) in PROFILE_NAMES.iter().enumerate() {
+            weather.quantile_shifts[q] =
+                self.limit(&format!("{feature}.{name}"), weather.quantile_shifts[q]);
+        }
+        Some(weather)
+    }
 }
 
 impl DriftDetector {
@@ -198,6 +306,11 @@ impl DriftDetector {
             config,
             last: None,
             mixtures: BTreeMap::new(),
+            memory: WeatherMemory::default(),
+            last_drift: BTreeMap::new(),
+            last_judged: None,
+            restored: false,
+            restoring: false,
         }
     }
 
@@ -758,6 +871,7 @@ fn multivariate_test(
     current: &Sample,
     config: &DriftConfig,
     min_window: usize,
+    recall: &mut Recall,
 ) -> Option<TestResult> {
     // Only the odd traces of the reference: in-sample likelihoods would flatter it.
     let slice_likelihoods: Vec<Vec<f64>> = reference_slices
@@ -768,7 +882,7 @@ fn multivariate_test(
     if ll_reference.len() < config.min_samples || current.joint.len() < config.min_samples {
         return None;
     }
-    let weather = likelihood_weather(&slice_likelihoods, min_window)?;
+    let weather = recall.limit("joint", likelihood_weather(&slice_likelihoods, min_window)?);
     let ll_current = log_densities(&mixture.model, &mixture.standardize(&current.joint));
     let (d, p) = stats::ks_two_sample(&ll_reference, &ll_current)?;
     let mean_ref = ll_reference.iter().sum::<f64>() / ll_reference.len() as f64;
@@ -809,6 +923,10 @@ impl Detector for DriftDetector {
         {
             return Ok(findings.clone());
         }
+        if !self.restored {
+            self.restored = true;
+            self.restore(source, now).await;
+        }
         let findings = self.judge(source, now).await?;
         self.last = Some((now, findings.clone()));
         Ok(findings)
@@ -816,6 +934,36 @@ impl Detector for DriftDetector {
 }
 
 impl DriftDetector {
+    /// Refills the weather memory after a start, from the store: the day before `now` judged
+    /// quietly, one evaluation per memory bucket (a coarser cadence than live, and one mixture
+    /// fit per scope for all of them), so that a restart does not bring back an hour-only
+    /// weather.
+    async fn restore(&mut self, source: &dyn QuerySource, now: SystemTime) {
+        let memory = self.config.weather_memory;
+        if memory == Duration::ZERO {
+            return;
+        }
+        let bucket = self.config.window.max(memory / MEMORY_BUCKETS);
+        let started = std::time::Instant::now();
+        let (mut at, mut judged) = (now.checked_sub(memory).unwrap_or(now) + bucket, 0);
+        self.restoring = true;
+        while at < now {
+            if let Err(e) = self.judge(source, at).await {
+                tracing::warn!(error = %e, "drift: the weather memory could not be restored from the store");
+                break;
+            }
+            judged += 1;
+            at += bucket;
+        }
+        self.restoring = false;
+        tracing::info!(
+            references = judged,
+            statistics = self.memory.moves.len(),
+            seconds = started.elapsed().as_secs_f64(),
+            "drift: weather memory restored from the store"
+        );
+    }
+
     async fn judge(
         &mut self,
         source: &dyn QuerySource,
@@ -917,6 +1065,17 @@ impl DriftDetector {
         // Scopes seen but not judged, and why: shown in `evaluations` (and the TUI) so that a
         // quiet model reads as "not judged yet", not as "stable".
         let mut not_judged = Vec::new();
+        // Out of `self` while the scopes are judged (the mixtures borrow it), put back after.
+        let mut memory = std::mem::take(&mut self.memory);
+        let bucket = config.window.max(config.weather_memory / MEMORY_BUCKETS);
+        // Not remembered while the scope drifts (its last evaluation found drift).
+        let calm_after = self
+            .last_judged
+            .and_then(|last| now.duration_since(last).ok())
+            .unwrap_or(config.evaluate_every)
+            * 3
+            / 2;
+        self.last_judged = Some(now);
         for ((service, model), cur) in &current {
             let Some(reference_slices) = reference.get(&(service.clone(), model.clone())) else {
                 not_judged.push(self.not_judged(
@@ -982,16 +1141,30 @@ impl DriftDetector {
                 ));
                 continue;
             }
-            let reference_summary = json!({
-                "mode": config.reference,
-                "from": crate::alert::format_time(reference_start),
-                "to": crate::alert::format_time(reference_end),
-                "coverage": coverage,
-                "windows_compared": windows,
-            });
-            let weather = |feature: fn(&Sample) -> &Vec<f64>| {
-                numeric_weather(reference_slices, feature, min_window)
+            let scope = (service.clone(), model.clone());
+            let mut recall = Recall {
+                memory: &mut memory,
+                scope: &scope,
+                now,
+                bucket,
+                record: config.weather_memory > Duration::ZERO
+                    && self
+                        .last_drift
+                        .get(&scope)
+                        .is_none_or(|at| now.duration_since(*at).unwrap_or_default() > calm_after),
             };
+            let mut weather = |feature: &str, values: fn(&Sample) -> &Vec<f64>| {
+                recall.numeric(
+                    feature,
+                    numeric_weather(reference_slices, values, min_window),
+                )
+            };
+            let weathers = [
+                weather("input_tokens", |s| &s.input_tokens),
+                weather("output_tokens", |s| &s.output_tokens),
+                weather("latency_ms", |s| &s.latency_ms),
+                weather("ttft_ms", |s| &s.ttft_ms),
+            ];
             let mixture = self.mixture(service, model, reference, now);
             let mut tests: Vec<TestResult> = [
                 numeric_test(
@@ -999,31 +1172,32 @@ impl DriftDetector {
                     &reference.input_tokens,
                     &cur.input_tokens,
                     &config,
-                    weather(|s| &s.input_tokens),
+                    weathers[0],
                 ),
                 numeric_test(
                     "output_tokens",
                     &reference.output_tokens,
                     &cur.output_tokens,
                     &config,
-                    weather(|s| &s.output_tokens),
+                    weathers[1],
                 ),
                 numeric_test(
                     "latency_ms",
                     &reference.latency_ms,
                     &cur.latency_ms,
                     &config,
-                    weather(|s| &s.latency_ms),
+                    weathers[2],
                 ),
                 numeric_test(
                     "ttft_ms",
                     &reference.ttft_ms,
                     &cur.ttft_ms,
                     &config,
-                    weather(|s| &s.ttft_ms),
+                    weathers[3],
                 ),
-                mixture
-                    .and_then(|m| multivariate_test(m, reference_slices, cur, &config, min_window)),
+                mixture.and_then(|m| {
+                    multivariate_test(m, reference_slices, cur, &config, min_window, &mut recall)
+                }),
             ]
             .into_iter()
             .flatten()
@@ -1031,7 +1205,8 @@ impl DriftDetector {
             let (n_ref, n_cur) = (reference.count as u64, cur.count as u64);
             if let (Some((change, p)), Some(normal)) = (
                 stats::fisher_exact(reference.errors, n_ref, cur.errors, n_cur),
-                error_rate_weather(reference_slices, min_window),
+                error_rate_weather(reference_slices, min_window)
+                    .map(|w| recall.limit("error_rate", w)),
             ) {
                 let (rate_ref, rate_cur) = (
                     reference.errors as f64 / n_ref as f64,
@@ -1062,7 +1237,8 @@ impl DriftDetector {
                 .collect();
             if let (Some((chi2, p)), Some(normal)) = (
                 stats::chi_square_homogeneity(&ref_counts, &cur_counts),
-                finish_weather(reference_slices, min_window),
+                finish_weather(reference_slices, min_window)
+                    .map(|w| recall.limit("finish_reasons", w)),
             ) {
                 let js =
                     stats::jensen_shannon(&stats::shares(&ref_counts), &stats::shares(&cur_counts));
@@ -1073,10 +1249,22 @@ impl DriftDetector {
                     evidence: json!({"chi_square": chi2, "p": p, "jensen_shannon": js, "categories": categories, "between_reference_windows": {"jensen_shannon": normal}}),
                 });
             }
+            let reference_summary = json!({
+                "mode": config.reference,
+                "from": crate::alert::format_time(reference_start),
+                "to": crate::alert::format_time(reference_end),
+                "coverage": coverage,
+                "windows_compared": windows,
+                "weather_remembered_since": memory.since(&scope).map(crate::alert::format_time),
+            });
             if !tests.is_empty() {
                 scopes.push((service, model, cur, tests, reference_summary));
             }
         }
+        memory.forget_before(now - config.weather_memory);
+        self.memory = memory;
+        self.last_drift
+            .retain(|_, at| now.duration_since(*at).unwrap_or_default() <= calm_after);
         // Scopes come and go with model names: keep mixtures only for the ones still seen.
         self.mixtures.retain(|key, _| current.contains_key(key));
         // One family per evaluation: with ~40 scopes of 7 tests, a per-scope correction would
@@ -1117,6 +1305,10 @@ impl DriftDetector {
             );
             evidence.insert("example_trace_ids".into(), json!(cur.trace_ids));
             let moved_names: Vec<&str> = moved.iter().map(|i| tests[*i].feature).collect();
+            if !moved.is_empty() {
+                self.last_drift
+                    .insert((service.clone(), model.clone()), now);
+            }
             evidence.insert("moved".into(), json!(moved_names));
             let clear = !(0..tests.len())
                 .any(|i| adjusted[i] < (config.alpha * 100.0).min(0.5) && tests[i].material);
@@ -1198,9 +1390,14 @@ impl DriftDetector {
             return None;
         }
         let key = (service.to_string(), model.to_string());
+        // While the memory is restored, one fit per scope serves the whole day: the fit is
+        // most of an evaluation's cost, and the weather is how far the likelihoods move
+        // between windows, which a fit from a few hours away measures as well.
+        let restoring = self.restoring;
         let stale = self.mixtures.get(&key).is_none_or(|m| {
-            now.duration_since(m.fitted_at).unwrap_or_default() >= self.config.window
-                || m.fitted_at > now
+            !restoring
+                && (now.duration_since(m.fitted_at).unwrap_or_default() >= self.config.window
+                    || m.fitted_at > now)
         });
         if stale {
             match fit_mixture(reference, &self.config, now) {
@@ -1252,13 +1449,35 @@ mod tests {
             reference.merge(slice);
         }
         let mixture = fit_mixture(&reference, &config, SystemTime::UNIX_EPOCH).unwrap();
-        let same =
-            multivariate_test(&mixture, &slices, &joint(2000, 200.0, 2), &config, 100).unwrap();
+        let (mut memory, scope) = (WeatherMemory::default(), ("s".into(), "m".into()));
+        let mut recall = Recall {
+            memory: &mut memory,
+            scope: &scope,
+            now: SystemTime::UNIX_EPOCH,
+            bucket: Duration::from_secs(600),
+            record: false,
+        };
+        let same = multivariate_test(
+            &mixture,
+            &slices,
+            &joint(2000, 200.0, 2),
+            &config,
+            100,
+            &mut recall,
+        )
+        .unwrap();
         assert!(same.p > 1e-3, "p {}", same.p);
         // The log-likelihood test is an omnibus test: less sharp than KS on the one feature that
         // moved, but it sees shifts in how features go together that no marginal shows.
-        let shifted =
-            multivariate_test(&mixture, &slices, &joint(2000, 340.0, 3), &config, 100).unwrap();
+        let shifted = multivariate_test(
+            &mixture,
+            &slices,
+            &joint(2000, 340.0, 3),
+            &config,
+            100,
+            &mut recall,
+        )
+        .unwrap();
         assert!(shifted.p < 1e-6 && shifted.material, "p {}", shifted.p);
     }
 
@@ -1279,7 +1498,26 @@ mod tests {
 
     /// A `spans` table with the columns the detector reads: 2 services × 2 models, one call per
     /// second each, for `minutes` before `end`; gpt-b's output tokens ×`shift` in the last 4.
+    /// A `spans` table with the columns the detector reads: 2 services × 2 models, one call per
+    /// second each, for `minutes` before `end`; gpt-b's output tokens ×`shift` in the last 4.
     fn spans_table(end: SystemTime, minutes: u64, shift: f64, seed: u64) -> RecordBatch {
+        synthetic_spans(end, minutes, seed, |_, model, second| {
+            if model == "gpt-b" && second < 4 * 60 {
+                shift
+            } else {
+                1.0
+            }
+        })
+    }
+
+    /// 2 services × 2 models, one call per second each, for `minutes` before `end`; output
+    /// tokens times `factor(service, model, seconds before end)`.
+    fn synthetic_spans(
+        end: SystemTime,
+        minutes: u64,
+        seed: u64,
+        factor: impl Fn(&str, &str, u64) -> f64,
+    ) -> RecordBatch {
         use arrow::array::{
             ArrayRef, Int64Array, ListBuilder, StringArray, StringBuilder, TimestampNanosecondArray,
         };
@@ -1299,8 +1537,7 @@ mod tests {
             let at = end_ns - (second as i64) * 1_000_000_000;
             for svc in ["chat", "support"] {
                 for name in ["gpt-a", "gpt-b"] {
-                    let shifted = name == "gpt-b" && second < 4 * 60;
-                    let out = output.sample(&mut rng) * if shifted { shift } else { 1.0 };
+                    let out = output.sample(&mut rng) * factor(svc, name, second);
                     let first = ttft.sample(&mut rng);
                     time.push(at);
                     service.push(svc);
@@ -1349,6 +1586,7 @@ mod tests {
             window: Duration::from_secs(300),
             reference_length: Duration::from_secs(1200),
             min_samples: 100,
+            weather_memory: Duration::ZERO,
             ..DriftConfig::default()
         });
         detector.evaluate(&ctx, now).await.unwrap()
@@ -1398,6 +1636,123 @@ mod tests {
         assert!(drifted.score > drifted.threshold);
     }
 
+    /// An episode the traffic had earlier in the day (six minutes of answers twice as long) is
+    /// remembered as weather: when a milder one comes back hours later, against a trailing
+    /// reference that holds no episode, the detector without memory calls it drift and the one
+    /// with memory does not; a move larger than any remembered still is drift.
+    #[tokio::test]
+    async fn episodes_seen_earlier_in_the_day_are_weather_and_larger_moves_still_drift() {
+        let end = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let minutes = 120;
+        let table = |second_factor: f64| {
+            synthetic_spans(end, minutes, 5, move |_, _, second| {
+                let minute = minutes - second / 60 - 1;
+                match minute {
+                    10..16 => 2.0,
+                    100..106 => second_factor,
+                    _ => 1.0,
+                }
+            })
+        };
+        let at = |minute: u64| {
+            end - Duration::from_secs((minutes - minute) * 60) + Duration::from_secs(30)
+        };
+        let config = |memory: Duration| DriftConfig {
+            window: Duration::from_secs(300),
+            reference_length: Duration::from_secs(1200),
+            min_samples: 100,
+            weather_memory: memory,
+            // The joint test is not the subject, and its fits are most of a debug build's time.
+            mixture_components: 0,
+            ..DriftConfig::default()
+        };
+        let all_traffic = |findings: &[Finding]| {
+            findings
+                .iter()
+                .find(|f| f.labels["service"] == "*" && f.labels["model"] == "*")
+                .cloned()
+                .unwrap()
+        };
+        for (second_factor, remembered_as_weather) in [(1.6, true), (3.0, false)] {
+            let ctx = datafusion::prelude::SessionContext::new();
+            let batch = table(second_factor);
+            let table =
+                datafusion::datasource::MemTable::try_new(batch.schema(), vec![vec![batch]])
+                    .unwrap();
+            ctx.register_table("spans", Arc::new(table)).unwrap();
+            let mut forgetful = DriftDetector::new(config(Duration::ZERO));
+            let mut remembering = DriftDetector::new(config(Duration::from_secs(24 * 3600)));
+            // While the first episode is in the trailing reference.
+            for minute in [30, 35, 40] {
+                let calm = all_traffic(&remembering.evaluate(&ctx, at(minute)).await.unwrap());
+                assert!(!calm.active, "minute {minute}: {}", calm.message);
+            }
+            let forgot = all_traffic(&forgetful.evaluate(&ctx, at(106)).await.unwrap());
+            let remembered = all_traffic(&remembering.evaluate(&ctx, at(106)).await.unwrap());
+            // One started just now refills its memory from the store, and judges the same.
+            let mut restarted = DriftDetector::new(config(Duration::from_secs(24 * 3600)));
+            let restored = all_traffic(&restarted.evaluate(&ctx, at(106)).await.unwrap());
+            assert_eq!(
+                restored.active, remembered.active,
+                "x{second_factor} restored: {}",
+                restored.message
+            );
+            let evidence = |f: &Finding| serde_json::Value::Object(f.evidence.clone());
+            assert!(
+                forgot.active
+                    && forgot.evidence["moved"]
+                        .to_string()
+                        .contains("output_tokens"),
+                "x{second_factor} without memory: {}\n{:#}",
+                forgot.message,
+                evidence(&forgot)
+            );
+            assert_eq!(
+                !remembered.active,
+                remembered_as_weather,
+                "x{second_factor} with memory: {}\n{:#}",
+                remembered.message,
+                evidence(&remembered)
+            );
+            assert!(
+                remembered.evidence["reference"]["weather_remembered_since"].is_string(),
+                "{:#}",
+                evidence(&remembered)
+            );
+        }
+    }
+
+    #[test]
+    fn the_memory_keeps_the_largest_move_per_bucket_and_forgets_after_its_span() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let mut memory = WeatherMemory::default();
+        let scope = ("chat".to_string(), "gpt-a".to_string());
+        let bucket = Duration::from_secs(600);
+        let recall = |memory: &mut WeatherMemory, minute: u64, limit: f64, record: bool| {
+            Recall {
+                memory,
+                scope: &scope,
+                now: t0 + Duration::from_secs(minute * 60),
+                bucket,
+                record,
+            }
+            .limit("output_tokens.p50", limit)
+        };
+        assert_eq!(recall(&mut memory, 0, 0.2, true), 0.2);
+        assert_eq!(recall(&mut memory, 5, 0.1, true), 0.2);
+        // Not recorded (the scope drifts), but judged against what is remembered.
+        assert_eq!(recall(&mut memory, 8, 0.9, false), 0.9);
+        assert_eq!(recall(&mut memory, 9, 0.05, true), 0.2);
+        assert_eq!(recall(&mut memory, 12, 0.3, true), 0.3);
+        let moves = &memory.moves[&("chat".into(), "gpt-a".into(), "output_tokens.p50".into())];
+        assert_eq!(moves.len(), 2, "{moves:?}");
+        memory.forget_before(t0 + Duration::from_secs(11 * 60));
+        assert_eq!(recall(&mut memory, 13, 0.0, true), 0.3);
+        memory.forget_before(t0 + Duration::from_secs(60 * 60));
+        assert!(memory.moves.is_empty());
+        assert_eq!(memory.since(&scope), None);
+    }
+
     /// An hour of the Azure LLM inference trace (2023, CC-BY 4.0: analyzer/tests/data/
     /// azure-llm-2023/README.md) as spans, replayed `times` times back to back up to `end`;
     /// output tokens × `shift` in the last `shifted` of it.
@@ -1440,9 +1795,19 @@ mod tests {
         let config = DriftConfig::default();
         for trace in ["conv", "code"] {
             let steady = azure_table(trace, end, 2, 1.0, Duration::ZERO);
-            for minutes in [0u64, 10, 25, 45] {
+            // One detector along the way, as `vigil serve` runs it (its first evaluation
+            // refills the weather memory from the table).
+            let ctx = datafusion::prelude::SessionContext::new();
+            let table = datafusion::datasource::MemTable::try_new(
+                steady.schema(),
+                vec![vec![steady.clone()]],
+            )
+            .unwrap();
+            ctx.register_table("spans", Arc::new(table)).unwrap();
+            let mut detector = DriftDetector::new(config.clone());
+            for minutes in [45u64, 25, 10, 0] {
                 let now = end - Duration::from_secs(minutes * 60);
-                let findings = judge_with(&steady, config.clone(), now).await;
+                let findings = detector.evaluate(&ctx, now).await.unwrap();
                 assert_eq!(findings.len(), 1, "{trace} at -{minutes} min: judged");
                 assert!(
                     !findings[0].active,
