@@ -9,8 +9,12 @@ OpenTelemetry Collector's prometheus receiver forwards them after scraping vLLM'
 Spans: two services on the simulated fleet's hosts (chat-api on sim-node-00, rag-worker on
 sim-node-01), each request a SERVER span with one CLIENT span per LLM call, spread evenly over
 the last --minutes. Models: a self-hosted Llama behind vLLM, gpt-4o and claude-3-5-sonnet;
-streaming calls carry their time to first token; about 1 call in 25 fails; finish reasons mix
-stop, length and tool_calls. With --live-seconds, requests then keep coming as they happen.
+streaming calls carry their time to first token; about 1 call in 25 fails (--error-ratio);
+finish reasons mix stop, length and tool_calls. With --live-seconds, requests then keep coming
+as they happen, and a labelled change can be made in them: from --slow-after seconds on,
+--slow-model's calls (`*`: every model's) take --slow-factor times as long, fail at
+--changed-error-ratio, or come at --changed-rate times the rate (the time of the change is
+printed as a JSON line). --services 1 sends as chat-api only.
 Metrics: one vLLM instance per host, a point every 5 s over the same --minutes.
 
 Prints a JSON line once the history is sent, and one at the end with what was sent. Exit
@@ -57,9 +61,9 @@ class CountingExporter(OTLPSpanExporter):
         return result
 
 
-def make_tracers(endpoint: str):
+def make_tracers(endpoint: str, services: int = 2):
     providers, tracers = [], []
-    for service, host in SERVICES:
+    for service, host in SERVICES[:services]:
         provider = TracerProvider(
             resource=Resource.create({"service.name": service, "host.name": host, "deployment.environment": "test"})
         )
@@ -71,22 +75,35 @@ def make_tracers(endpoint: str):
     return providers, tracers
 
 
+class Change:
+    """A labelled change in the live calls of `model` (`*`: every model)."""
+
+    def __init__(self, model: str, latency: float = 1.0, error_ratio: float | None = None, rate: float = 1.0):
+        self.model, self.latency, self.error_ratio, self.rate = model, latency, error_ratio, rate
+
+
 class Calls:
     """One request: a SERVER span and the CLIENT span of its LLM call."""
 
-    def __init__(self, rng: random.Random):
+    def __init__(self, rng: random.Random, error_ratio: float = 0.04):
         self.rng = rng
+        self.error_ratio = error_ratio
         self.per_model: dict[str, int] = {}
         self.errors = 0
 
-    def one(self, tracer, begin_ns: int, slow: tuple[str, float] | None = None) -> int:
-        """Sends one request that starts at `begin_ns`; returns when it ends (ns). With `slow`
-        (model, factor), that model's calls take `factor` times as long."""
+    def one(self, tracer, begin_ns: int, change: Change | None = None) -> int | None:
+        """Sends one request that starts at `begin_ns`; returns when it ends (ns), or None
+        when `change` thinned its model's calls out and nothing was sent."""
         rng = self.rng
         model, provider_name, median_s, streams = MODELS[rng.randrange(len(MODELS))]
         duration_ns = int(rng.lognormvariate(0, 0.35) * median_s * 1e9)
-        if slow is not None and slow[0] == model:
-            duration_ns = int(duration_ns * slow[1])
+        error_ratio = self.error_ratio
+        if change is not None and change.model in (model, "*"):
+            if rng.random() >= change.rate:
+                return None
+            duration_ns = int(duration_ns * change.latency)
+            if change.error_ratio is not None:
+                error_ratio = change.error_ratio
         root = tracer.start_span("POST /v1/answer", kind=SpanKind.SERVER, start_time=begin_ns)
         root.set_attribute("http.request.method", "POST")
         root.set_attribute("http.route", "/v1/answer")
@@ -105,7 +122,7 @@ class Calls:
             call.set_attribute("gen_ai.usage.output_tokens", output_tokens)
             if streams:
                 call.set_attribute("gen_ai.response.time_to_first_chunk", duration_ns / 1e9 * rng.uniform(0.08, 0.2))
-            if rng.random() < 0.04:
+            if rng.random() < error_ratio:
                 self.errors += 1
                 call.set_attribute("error.type", "rate_limit_exceeded")
                 call.set_status(Status(StatusCode.ERROR, "429 Too Many Requests"))
@@ -132,27 +149,26 @@ def send_history(tracers, calls: Calls, count: int, minutes: float, random_arriv
         calls.one(tracers[i % len(tracers)], start_ns + offset)
 
 
-def send_live(tracers, calls: Calls, seconds: float, rate: float, slow_model=None, slow_after=0.0, slow_factor=1.0) -> int:
-    """Requests as they happen, `rate` per second for `seconds`, each ending now. From
-    `slow_after` seconds on, `slow_model`'s calls take `slow_factor` times as long (the time
-    is printed as a JSON line)."""
+def send_live(tracers, calls: Calls, seconds: float, rate: float, change: Change | None = None, change_after=0.0) -> int:
+    """Requests as they happen, `rate` per second for `seconds`, each ending now; `change`
+    from `change_after` seconds on (the time is printed as a JSON line)."""
     sent = 0
     started = time.monotonic()
     deadline = started + seconds
     next_round = started
-    slowed = False
+    changed = False
     while time.monotonic() < deadline:
-        slow = None
-        if slow_model and time.monotonic() - started >= slow_after:
-            slow = (slow_model, slow_factor)
-            if not slowed:
-                print(json.dumps({"slow_from_unix": time.time(), "model": slow_model}), flush=True)
-                slowed = True
+        active = None
+        if change is not None and time.monotonic() - started >= change_after:
+            active = change
+            if not changed:
+                print(json.dumps({"slow_from_unix": time.time(), "model": change.model}), flush=True)
+                changed = True
         for tracer in tracers:
             now_ns = time.time_ns()
             # Backdate the start so the span ends now, as an instrumented call would.
-            calls.one(tracer, now_ns - int(calls.rng.uniform(0.5, 2.0) * 1e9), slow)
-            sent += 1
+            if calls.one(tracer, now_ns - int(calls.rng.uniform(0.5, 2.0) * 1e9), active) is not None:
+                sent += 1
         # Keep to the schedule, whatever sending took, so the rate is what was asked.
         next_round += len(tracers) / rate
         time.sleep(max(0.0, next_round - time.monotonic()))
@@ -251,15 +267,19 @@ def main(argv=None) -> int:
     ap.add_argument("--live-seconds", type=float, default=0.0, help="then keep sending, live, this long")
     ap.add_argument("--live-rate", type=float, default=5.0, help="requests per second while live")
     ap.add_argument("--random-arrivals", action="store_true", help="history at random times, not evenly spread")
-    ap.add_argument("--slow-model", help="while live, make this model's calls slower...")
+    ap.add_argument("--services", type=int, choices=(1, 2), default=2, help="chat-api only, or rag-worker too")
+    ap.add_argument("--error-ratio", type=float, default=0.04, help="share of calls that fail")
+    ap.add_argument("--slow-model", help="while live, change this model's calls (`*`: every model's)...")
     ap.add_argument("--slow-after", type=float, default=0.0, help="...from this many seconds into the live part...")
-    ap.add_argument("--slow-factor", type=float, default=2.0, help="...by this factor")
+    ap.add_argument("--slow-factor", type=float, default=2.0, help="...to take this many times as long...")
+    ap.add_argument("--changed-error-ratio", type=float, help="...to fail at this ratio...")
+    ap.add_argument("--changed-rate", type=float, default=1.0, help="...to come at this many times the rate")
     ap.add_argument("--no-metrics", action="store_true", help="send spans only")
     args = ap.parse_args(argv)
     rng = random.Random(args.seed)
     endpoint = args.endpoint.rstrip("/")
-    providers, tracers = make_tracers(endpoint)
-    calls = Calls(rng)
+    providers, tracers = make_tracers(endpoint, args.services)
+    calls = Calls(rng, args.error_ratio)
     send_history(tracers, calls, args.calls, args.minutes, args.random_arrivals)
     vllm_points = 0 if args.no_metrics else send_vllm_metrics(endpoint, args.minutes, rng)
     # The history is in before the live part starts (a reader can wait for this line).
@@ -267,7 +287,14 @@ def main(argv=None) -> int:
         provider.force_flush()
     print(json.dumps({"history": args.calls, "vllm_points": vllm_points}), flush=True)
     live = (
-        send_live(tracers, calls, args.live_seconds, args.live_rate, args.slow_model, args.slow_after, args.slow_factor)
+        send_live(
+            tracers,
+            calls,
+            args.live_seconds,
+            args.live_rate,
+            Change(args.slow_model, args.slow_factor, args.changed_error_ratio, args.changed_rate) if args.slow_model else None,
+            args.slow_after,
+        )
         if args.live_seconds > 0
         else 0
     )

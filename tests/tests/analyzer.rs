@@ -906,13 +906,19 @@ fn an_alert_fired_just_before_a_sigkill_within_group_wait_still_reaches_the_webh
     }
 }
 
-/// The golden-signal detector as a user meets it, with the defaults: 30 minutes of history from
-/// the Python OTel SDK (10 calls/s at random times), a SIGKILL and restart (the detector replays
-/// the history from the store instead of learning for 15 minutes again), then live traffic at
-/// 10 calls/s in which gpt-4o's calls become twice as slow: `LlmSignalAnomaly` on gpt-4o's
-/// latency within 30 s, and on no other model's latency.
-#[test]
-fn a_latency_step_on_one_model_raises_an_anomaly_alert_within_thirty_seconds() {
+/// A labelled live scenario through `vigil serve` with the golden-signal detector's defaults:
+/// 30 minutes of history from the Python OTel SDK (10 calls/s at random times; `common` are
+/// llm_app.py's flags for history and live alike), a SIGKILL and restart (the detector replays
+/// the history from the store instead of learning for 15 minutes again), then live calls at
+/// 10 calls/s with `change` (llm_app.py's flags) made a minute in. Returns the seconds from the
+/// change to the first firing `LlmSignalAnomaly` that `wanted` accepts (None: none within
+/// `wait`) and every anomaly alert that fired.
+fn live_anomaly_scenario(
+    common: &[&str],
+    change: &[&str],
+    wait: Duration,
+    wanted: impl Fn(&Value) -> bool,
+) -> (Option<f64>, Vec<Value>) {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let mut collector = Collector::start(dir.path(), &[]).unwrap();
@@ -921,7 +927,8 @@ fn a_latency_step_on_one_model_raises_an_anomaly_alert_within_thirty_seconds() {
         .arg(&app)
         .args(["--endpoint", &collector.http_url()])
         .args(["--calls", "18000", "--minutes", "30", "--random-arrivals"])
-        .arg("--no-metrics")
+        .args(["--no-metrics"])
+        .args(common)
         .output()
         .unwrap();
     assert!(
@@ -933,27 +940,29 @@ fn a_latency_step_on_one_model_raises_an_anomaly_alert_within_thirty_seconds() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(collector.wait_ready()).unwrap();
 
+    let live_seconds = (60 + wait.as_secs() + 15).to_string();
     let mut live = Command::new(vigil_tests::python())
         .arg(&app)
         .args(["--endpoint", &collector.http_url()])
-        .args(["--calls", "0", "--live-seconds", "110", "--live-rate", "10"])
         .args([
-            "--slow-model",
-            "gpt-4o",
-            "--slow-after",
-            "60",
-            "--slow-factor",
-            "2",
+            "--calls",
+            "0",
+            "--live-seconds",
+            &live_seconds,
+            "--live-rate",
+            "10",
         ])
-        .arg("--no-metrics")
+        .args(["--slow-after", "60", "--no-metrics"])
+        .args(common)
+        .args(change)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = std::io::BufReader::new(live.stdout.take().unwrap()).lines();
-    let slow_from = loop {
+    let changed_at = loop {
         let line = lines
             .next()
-            .expect("llm_app.py ended before slowing gpt-4o")
+            .expect("llm_app.py ended before its change")
             .unwrap();
         let value: Value = serde_json::from_str(&line).unwrap();
         if let Some(at) = value["slow_from_unix"].as_f64() {
@@ -963,32 +972,47 @@ fn a_latency_step_on_one_model_raises_an_anomaly_alert_within_thirty_seconds() {
     let sql = "SELECT labels['model'] AS model, labels['signal'] AS signal, \
                CAST(time AS BIGINT) / 1000000 AS at_ms, message \
                FROM alerts WHERE labels['alertname'] = 'LlmSignalAnomaly' AND state = 'firing' ORDER BY time";
-    let deadline = Instant::now() + Duration::from_secs(45);
+    let deadline = Instant::now() + wait;
     let mut caught = None;
     let mut rows = Vec::new();
     while Instant::now() < deadline && caught.is_none() {
         std::thread::sleep(Duration::from_secs(1));
         rows = runtime.block_on(collector.sql(sql)).unwrap();
-        caught = rows
-            .iter()
-            .find(|r| {
-                r["model"] == "gpt-4o" && r["signal"].as_str().unwrap_or("").starts_with("latency")
-            })
-            .cloned();
+        caught = rows.iter().find(|r| wanted(r)).cloned();
     }
     let _ = live.kill();
     let _ = live.wait();
-    let caught = caught.unwrap_or_else(|| {
-        panic!(
-            "no latency anomaly on gpt-4o within 45 s of the slowdown; alerts: {rows:#?}\n{}",
-            collector.log()
-        )
-    });
-    let delay = caught["at_ms"].as_f64().unwrap() / 1000.0 - slow_from;
+    let delay = caught.map(|c| c["at_ms"].as_f64().unwrap() / 1000.0 - changed_at);
     eprintln!(
-        "gpt-4o latency anomaly {delay:.1} s after the slowdown; every anomaly alert: {rows:#?}"
+        "change {change:?}: {}; every anomaly alert: {rows:#?}",
+        delay.map_or(
+            format!("not caught within {} s", wait.as_secs()),
+            |d| format!("caught {d:.1} s after it")
+        )
     );
-    assert!(delay <= 30.0, "caught after {delay:.1} s: {caught:?}");
+    if delay.is_none() {
+        eprintln!("{}", collector.log());
+    }
+    (delay, rows)
+}
+
+fn signal_of(row: &Value) -> &str {
+    row["signal"].as_str().unwrap_or("")
+}
+
+/// The golden-signal detector as a user meets it (see [`live_anomaly_scenario`]): gpt-4o's
+/// calls become twice as slow: `LlmSignalAnomaly` on gpt-4o's latency within 30 s, and on no
+/// other model's latency.
+#[test]
+fn a_latency_step_on_one_model_raises_an_anomaly_alert_within_thirty_seconds() {
+    let (delay, rows) = live_anomaly_scenario(
+        &[],
+        &["--slow-model", "gpt-4o", "--slow-factor", "2"],
+        Duration::from_secs(45),
+        |r| r["model"] == "gpt-4o" && signal_of(r).starts_with("latency"),
+    );
+    let delay = delay.expect("no latency anomaly on gpt-4o within 45 s of the slowdown");
+    assert!(delay <= 30.0, "caught after {delay:.1} s");
     let other_latency: Vec<&Value> = rows
         .iter()
         .filter(|r| {
@@ -996,13 +1020,66 @@ fn a_latency_step_on_one_model_raises_an_anomaly_alert_within_thirty_seconds() {
                 && r["model"] != "*"
                 && ["latency", "ttft"]
                     .iter()
-                    .any(|s| r["signal"].as_str().unwrap_or("").starts_with(s))
+                    .any(|s| signal_of(r).starts_with(s))
         })
         .collect();
     assert!(
         other_latency.is_empty(),
         "models that did not change alerted: {other_latency:#?}"
     );
+}
+
+/// Live, one service at 10 calls/s failing 1% of its calls, then 3% (every model): an anomaly
+/// on the error ratio. Goal (issue 15): within 5 minutes; asserted within 10, and the delay is
+/// printed for EVALUATION.md. Ignored by default: it runs for up to 12 minutes
+/// (`cargo nextest run --workspace --run-ignored only -E 'test(/live_/)'`).
+#[test]
+#[ignore = "a live scenario of up to 12 minutes"]
+fn live_error_ratio_tripling_raises_an_anomaly_alert() {
+    let (delay, rows) = live_anomaly_scenario(
+        &["--services", "1", "--error-ratio", "0.01"],
+        &[
+            "--slow-model",
+            "*",
+            "--slow-factor",
+            "1",
+            "--changed-error-ratio",
+            "0.03",
+        ],
+        Duration::from_secs(600),
+        |r| signal_of(r) == "error_ratio_5m",
+    );
+    let delay = delay.expect("the error ratio tripled and no anomaly said so within 10 minutes");
+    eprintln!("error ratio 1% -> 3%: caught after {delay:.0} s (goal 300 s)");
+    // Nothing else changed: another signal alerting is a false alarm.
+    let others: Vec<&Value> = rows
+        .iter()
+        .filter(|r| signal_of(r) != "error_ratio_5m")
+        .collect();
+    assert!(others.is_empty(), "other signals alerted: {others:#?}");
+}
+
+/// Live, one service at 10 calls/s whose traffic halves (every model): an anomaly on its
+/// request rate. Goal (issue 15): within 2 minutes; asserted within 4, the delay printed.
+/// Ignored by default, as above.
+#[test]
+#[ignore = "a live scenario of up to 6 minutes"]
+fn live_request_rate_halving_raises_an_anomaly_alert() {
+    let (delay, _) = live_anomaly_scenario(
+        &["--services", "1"],
+        &[
+            "--slow-model",
+            "*",
+            "--slow-factor",
+            "1",
+            "--changed-rate",
+            "0.5",
+        ],
+        Duration::from_secs(240),
+        |r| signal_of(r).starts_with("requests_per_second"),
+    );
+    let delay = delay.expect("the request rate halved and no anomaly said so within 4 minutes");
+    eprintln!("request rate halved: caught after {delay:.0} s (goal 120 s)");
 }
 
 /// The drift detector's defaults (10-minute window against the trailing hour) on real traffic,
