@@ -330,7 +330,7 @@ def llm_overview() -> Board:
         "Error rate",
         "Share of LLM calls with an error status or error.type. ModelDrift includes the error "
         "rate in its tests.",
-        f"""SELECT avg(CASE WHEN status_code = 'ERROR' OR error_type IS NOT NULL THEN 1.0 ELSE 0.0 END)
+        f"""SELECT avg(CASE WHEN lower(status_code) = 'error' OR error_type IS NOT NULL THEN 1.0 ELSE 0.0 END)
             AS error_rate FROM spans WHERE {LLM}""",
         fmt="table",
         unit="percentunit",
@@ -353,7 +353,7 @@ def llm_overview() -> Board:
         "Share of calls per model that failed (span status ERROR or error.type set). ModelDrift "
         "tests the error rate (Fisher's exact test) against the reference.",
         f"""SELECT $__dateBin(time) AS time, request_model AS model,
-            avg(CASE WHEN status_code = 'ERROR' OR error_type IS NOT NULL THEN 1.0 ELSE 0.0 END) AS errors
+            avg(CASE WHEN lower(status_code) = 'error' OR error_type IS NOT NULL THEN 1.0 ELSE 0.0 END) AS errors
             FROM spans WHERE {LLM} GROUP BY 1, 2 ORDER BY 1""",
         unit="percentunit",
     )
@@ -665,7 +665,7 @@ def model_on_gpu() -> Board:
         "errors.",
         f"""SELECT service_name AS service, request_model AS model, count(*) AS calls,
             {percentile('duration_ns', 0.5)} / 1e9 AS p50_s, {percentile('duration_ns', 0.95)} / 1e9 AS p95_s,
-            avg(CASE WHEN status_code = 'ERROR' OR error_type IS NOT NULL THEN 1.0 ELSE 0.0 END) AS error_rate
+            avg(CASE WHEN lower(status_code) = 'error' OR error_type IS NOT NULL THEN 1.0 ELSE 0.0 END) AS error_rate
             FROM spans WHERE {on_host} GROUP BY 1, 2 ORDER BY calls DESC""",
         fmt="table",
         options=TABLE,

@@ -449,12 +449,13 @@ impl GoldenSignals {
     ) -> Result<BTreeMap<SystemTime, HashMap<Scope, Step>>, AnalyzerError> {
         let res = self.resolution_secs();
         // One pass with two grouping sets: per model in a service, and per service (model NULL);
-        // percentiles cannot be added up from the models' own.
+        // percentiles cannot be added up from the models' own. A call failed when its status
+        // is error (stored lower-case) or it carries `error.type`, as in `llm_minutes`.
         let sql = format!(
             "SELECT service_name AS service, coalesce(response_model, request_model) AS model, \
              CAST(date_bin(INTERVAL '{res} seconds', time, TIMESTAMP '1970-01-01T00:00:00Z') AS BIGINT) AS step, \
              count(*) AS calls, \
-             sum(CASE WHEN status_code = 'ERROR' THEN 1 ELSE 0 END) AS errors, \
+             sum(CASE WHEN lower(status_code) = 'error' OR error_type IS NOT NULL THEN 1 ELSE 0 END) AS errors, \
              approx_percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ns) / 1e6 AS latency_p50, \
              approx_percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ns) / 1e6 AS latency_p95, \
              approx_percentile_cont(0.5) WITHIN GROUP (ORDER BY ttft_ns) / 1e6 AS ttft_p50, \
@@ -710,7 +711,7 @@ impl Detector for GoldenSignals {
 mod tests {
     use std::sync::Arc;
 
-    use arrow::array::TimestampNanosecondArray;
+    use arrow::array::{Array, TimestampNanosecondArray};
     use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
     use datafusion::datasource::MemTable;
     use datafusion::prelude::SessionContext;
@@ -749,7 +750,8 @@ mod tests {
                 model.push(name);
                 duration.push((seconds * 1e9) as i64);
                 ttft.push((seconds * 0.1 * 1e9) as i64);
-                status.push(if rng.gen_bool(0.01) { "ERROR" } else { "UNSET" });
+                // As the store writes them (lower-case), from OTLP's STATUS_CODE_ERROR.
+                status.push(if rng.gen_bool(0.01) { "error" } else { "unset" });
                 let tokens = rng.gen_range(50..400);
                 output.push(tokens as i64);
                 cost.push(tokens as f64 * 1e-5);
@@ -768,9 +770,54 @@ mod tests {
             ("duration_ns", Arc::new(Int64Array::from(duration))),
             ("ttft_ns", Arc::new(Int64Array::from(ttft))),
             ("status_code", Arc::new(StringArray::from(status))),
+            // One call in 100 has `error.type` and no error status (an instrumentation that
+            // records only the attribute).
+            (
+                "error_type",
+                Arc::new(StringArray::from(
+                    (0..n)
+                        .map(|i| (i % 100 == 50).then_some("timeout"))
+                        .collect::<Vec<_>>(),
+                )),
+            ),
             ("cost_usd", Arc::new(Float64Array::from(cost))),
         ];
         RecordBatch::try_from_iter(columns).unwrap()
+    }
+
+    /// Errors are counted as the store keeps them: status `error` (lower-case, as OTLP ingest
+    /// writes it) or an `error.type`. (Comparing with "ERROR" counted none from real clients.)
+    #[tokio::test]
+    async fn errors_are_counted_as_the_store_writes_them() {
+        let batch = spans(10, 100, 1.0, 1.0);
+        let status = batch
+            .column_by_name("status_code")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap()
+            .clone();
+        let error_type = batch.column_by_name("error_type").unwrap().clone();
+        let expected = (0..batch.num_rows())
+            .filter(|&i| status.value(i) == "error" || error_type.is_valid(i))
+            .count() as f64;
+        assert!(expected > 10.0, "{expected}");
+        let ctx = SessionContext::new();
+        let table = MemTable::try_new(batch.schema(), vec![vec![batch]]).unwrap();
+        ctx.register_table("spans", Arc::new(table)).unwrap();
+        let detector = GoldenSignals::new(AnomalyConfig::default());
+        let from = SystemTime::UNIX_EPOCH + Duration::from_secs(START);
+        let steps = detector
+            .read(&ctx, from, from + Duration::from_secs(3600))
+            .await
+            .unwrap();
+        let counted: f64 = steps
+            .values()
+            .flat_map(|scopes| scopes.iter())
+            .filter(|((_, model), _)| model == "*")
+            .map(|(_, step)| step.errors)
+            .sum();
+        assert_eq!(counted, expected);
     }
 
     /// Runs the detector every 10 s of simulated time; returns (first evaluation at which each
