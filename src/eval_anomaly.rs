@@ -51,7 +51,7 @@ const CHANGES: [Change; 3] = [
         latency: 1.0,
         error_rate: 0.03,
         rate: 1.0,
-        signals: &[Signal::ErrorRatioFiveMinutes],
+        signals: &[Signal::ErrorRatio],
     },
     Change {
         name: "request rate halved on one model",
@@ -160,8 +160,12 @@ struct Run {
     state_bytes_per_series: f64,
 }
 
+/// The two sensitivity knobs of `[analyzer.anomaly]`, turned together: (`threshold`,
+/// `error_evidence_nats`). The middle row is the default.
+const SENSITIVITIES: [(f64, f64); 3] = [(0.7, 9.0), (0.81, 12.0), (0.9, 15.0)];
+
 fn run_traffic(
-    threshold: f64,
+    (threshold, error_evidence_nats): (f64, f64),
     seed: u64,
     start: SystemTime,
     steps: u64,
@@ -169,6 +173,7 @@ fn run_traffic(
 ) -> Run {
     let config = AnomalyConfig {
         threshold,
+        error_evidence_nats,
         ..AnomalyConfig::default()
     };
     let resolution = config.resolution;
@@ -209,7 +214,7 @@ fn median(values: &mut [f64]) -> Option<f64> {
 
 /// Each change scenario `repeats` times: (cells of the table row, false alarms before changes).
 fn scenarios(
-    threshold: f64,
+    sensitivity: (f64, f64),
     seed: u64,
     repeats: u64,
     cost: &mut (Duration, u64),
@@ -229,7 +234,7 @@ fn scenarios(
             let change_at = start + Duration::from_secs(3 * 3600);
             let steps = (3 * 3600 + 15 * 60) / resolution.as_secs();
             let run = run_traffic(
-                threshold,
+                sensitivity,
                 run_seed,
                 start,
                 steps,
@@ -266,7 +271,7 @@ fn scenarios(
 /// Stationary weeks, where every anomaly is a false alarm: (when, scope, signal) of each, and
 /// the state per series at the end.
 fn stationary(
-    threshold: f64,
+    sensitivity: (f64, f64),
     seed: u64,
     weeks: u64,
     cost: &mut (Duration, u64),
@@ -277,7 +282,7 @@ fn stationary(
     for week in 0..weeks {
         let start = SystemTime::UNIX_EPOCH + Duration::from_secs(MONDAY + week * 7 * 86_400);
         let steps = 7 * 86_400 / resolution.as_secs();
-        let run = run_traffic(threshold, seed * 1000 + 900 + week, start, steps, None);
+        let run = run_traffic(sensitivity, seed * 1000 + 900 + week, start, steps, None);
         cost.0 += run.scorer_time;
         cost.1 += run.series_updates;
         state_bytes = run.state_bytes_per_series;
@@ -289,11 +294,11 @@ fn stationary(
 pub fn run(seed: u64, repeats: u64, weeks: u64) -> anyhow::Result<String> {
     let defaults = AnomalyConfig::default();
     let mut out = format!(
-        "Simulated traffic: service {SERVICE}, models {} ({MEAN_RATE} calls/s on average, a daily cycle between half and 1.5x, weekends at 60%), error ratio {ERROR_RATE}; defaults of [analyzer.anomaly] ({}-second steps) but the threshold. Each change is made on gpt-4o (30% of calls) {repeats} times, 3 h into traffic starting at another hour of the week; delays are from the change to the first evaluation that can see it (the step's end plus `settle`; a live analyzer adds up to one `analyzer.interval`, 5 s).\n\n",
+        "Simulated traffic: service {SERVICE}, models {} ({MEAN_RATE} calls/s on average, a daily cycle between half and 1.5x, weekends at 60%), error ratio {ERROR_RATE}; defaults of [analyzer.anomaly] ({}-second steps) but the two sensitivity knobs, `threshold` and `error_evidence_nats`. Each change is made on gpt-4o (30% of calls) {repeats} times, 3 h into traffic starting at another hour of the week; delays are from the change to the first evaluation that can see it (the step's end plus `settle`; a live analyzer adds up to one `analyzer.interval`, 5 s).\n\n",
         MODELS.map(|m| m.0).join(", "),
         defaults.resolution.as_secs()
     );
-    out.push_str("| threshold | ");
+    out.push_str("| threshold, error_evidence_nats | ");
     out.push_str(
         &CHANGES
             .iter()
@@ -308,15 +313,17 @@ pub fn run(seed: u64, repeats: u64, weeks: u64) -> anyhow::Result<String> {
     let mut cost = (Duration::ZERO, 0u64);
     let mut default_alarms = Vec::new();
     let mut state_bytes = 0.0;
-    for threshold in [0.7, defaults.threshold, 0.9] {
-        let (cells, before) = scenarios(threshold, seed, repeats, &mut cost);
-        let (alarms, bytes) = stationary(threshold, seed, weeks, &mut cost);
+    for sensitivity in SENSITIVITIES {
+        let (cells, before) = scenarios(sensitivity, seed, repeats, &mut cost);
+        let (alarms, bytes) = stationary(sensitivity, seed, weeks, &mut cost);
         out.push_str(&format!(
-            "| {threshold} | {} | {before} | {:.1} |\n",
+            "| {}, {} | {} | {before} | {:.1} |\n",
+            sensitivity.0,
+            sensitivity.1,
             cells.join(" | "),
             alarms.len() as f64 / weeks.max(1) as f64
         ));
-        if threshold == defaults.threshold {
+        if sensitivity == (defaults.threshold, defaults.error_evidence_nats) {
             default_alarms = alarms;
             state_bytes = bytes;
         }
@@ -343,8 +350,9 @@ pub fn run(seed: u64, repeats: u64, weeks: u64) -> anyhow::Result<String> {
         );
     }
     out.push_str(&format!(
-        "\nFalse alarms in the stationary weeks at the default threshold ({}), {} series (3 models and the service, {} signals each), by signal: {}; by scope: {}.\n",
+        "\nFalse alarms in the stationary weeks at the defaults (threshold {}, error_evidence_nats {}), {} series (3 models and the service, {} signals each), by signal: {}; by scope: {}.\n",
         defaults.threshold,
+        defaults.error_evidence_nats,
         4 * Signal::ALL.len(),
         Signal::ALL.len(),
         if per_signal.is_empty() { "none".to_string() } else { per_signal.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ") },

@@ -1030,11 +1030,11 @@ fn a_latency_step_on_one_model_raises_an_anomaly_alert_within_thirty_seconds() {
 }
 
 /// Live, one service at 10 calls/s failing 1% of its calls, then 3% (every model): an anomaly
-/// on the error ratio. Goal (issue 15): within 5 minutes; asserted within 10, and the delay is
-/// printed for EVALUATION.md. Ignored by default: it runs for up to 12 minutes
+/// on the error ratio. Goal (issue 15): within 5 minutes, asserted, and the delay is printed
+/// for EVALUATION.md. Ignored by default: it runs for up to 8 minutes
 /// (`cargo nextest run --workspace --run-ignored only -E 'test(/live_/)'`).
 #[test]
-#[ignore = "a live scenario of up to 12 minutes"]
+#[ignore = "a live scenario of up to 8 minutes"]
 fn live_error_ratio_tripling_raises_an_anomaly_alert() {
     let (delay, rows) = live_anomaly_scenario(
         &["--services", "1", "--error-ratio", "0.01"],
@@ -1046,15 +1046,15 @@ fn live_error_ratio_tripling_raises_an_anomaly_alert() {
             "--changed-error-ratio",
             "0.03",
         ],
-        Duration::from_secs(600),
-        |r| signal_of(r) == "error_ratio_5m",
+        Duration::from_secs(300),
+        |r| signal_of(r) == "error_ratio",
     );
-    let delay = delay.expect("the error ratio tripled and no anomaly said so within 10 minutes");
+    let delay = delay.expect("the error ratio tripled and no anomaly said so within 5 minutes");
     eprintln!("error ratio 1% -> 3%: caught after {delay:.0} s (goal 300 s)");
     // Nothing else changed: another signal alerting is a false alarm.
     let others: Vec<&Value> = rows
         .iter()
-        .filter(|r| signal_of(r) != "error_ratio_5m")
+        .filter(|r| signal_of(r) != "error_ratio")
         .collect();
     assert!(others.is_empty(), "other signals alerted: {others:#?}");
 }

@@ -1,9 +1,9 @@
 //! "Something just broke": the LLM golden signals of every service and every model in it (request
-//! rate per step and over a minute, error ratio over five minutes, p50/p95 latency,
-//! p50 time to first token, output tokens/s, cost per hour), binned at `resolution`, each scored
-//! by its own [`StreamingAnomaly`]. A step whose score
-//! reaches `threshold` raises `LlmSignalAnomaly` on that series, saying when it began, how far it
-//! is from the expected band, and the SQL that shows the spans behind it.
+//! rate per step and over a minute, error ratio, p50/p95 latency, p50 time to first token,
+//! output tokens/s, cost per hour), binned at `resolution`, each scored by its own
+//! [`StreamingAnomaly`], but the error ratio, which has a test made for counts ([`ErrorRise`]).
+//! A step whose score reaches `threshold` raises `LlmSignalAnomaly` on that series, saying when
+//! it began, how far it is from the expected band, and the SQL that shows the spans behind it.
 //!
 //! State is restored from the store, not from scratch: the first evaluation replays the trailing
 //! `history` of spans through the scorers (without alerting), so a restart neither forgets what
@@ -52,6 +52,10 @@ pub struct AnomalyConfig {
     /// How long an anomalous step keeps its alert firing after the series looks normal again.
     #[serde(with = "super::humantime_serde")]
     pub resolve_after: Duration,
+    /// The error ratio's sensitivity knob: the evidence (a log-likelihood ratio, in nats) that
+    /// a scope's errors tripled against the ratio it learned over `history` at which the rise
+    /// alerts. Lower catches sooner and raises more false alarms (EVALUATION.md measures both).
+    pub error_evidence_nats: f64,
     /// Series of the user's own, by SQL (`[[analyzer.anomaly.series]]`), scored the same way.
     pub series: Vec<super::named_series::NamedSeriesConfig>,
 }
@@ -68,6 +72,7 @@ impl Default for AnomalyConfig {
             max_series: 500,
             forget_after: Duration::from_secs(3600),
             resolve_after: Duration::from_secs(300),
+            error_evidence_nats: 12.0,
             series: Vec::new(),
         }
     }
@@ -78,7 +83,7 @@ impl Default for AnomalyConfig {
 pub enum Signal {
     RequestRate,
     RequestRateMinute,
-    ErrorRatioFiveMinutes,
+    ErrorRatio,
     LatencyP50,
     LatencyP95,
     TtftP50,
@@ -90,7 +95,7 @@ impl Signal {
     pub const ALL: [Signal; 8] = [
         Signal::RequestRate,
         Signal::RequestRateMinute,
-        Signal::ErrorRatioFiveMinutes,
+        Signal::ErrorRatio,
         Signal::LatencyP50,
         Signal::LatencyP95,
         Signal::TtftP50,
@@ -102,7 +107,7 @@ impl Signal {
         match self {
             Signal::RequestRate => "requests_per_second",
             Signal::RequestRateMinute => "requests_per_second_1m",
-            Signal::ErrorRatioFiveMinutes => "error_ratio_5m",
+            Signal::ErrorRatio => "error_ratio",
             Signal::LatencyP50 => "latency_p50_ms",
             Signal::LatencyP95 => "latency_p95_ms",
             Signal::TtftP50 => "ttft_p50_ms",
@@ -121,7 +126,8 @@ impl Signal {
             | Signal::RequestRateMinute
             | Signal::OutputTokenRate
             | Signal::CostPerHour => value.max(0.0).sqrt(),
-            Signal::ErrorRatioFiveMinutes => value.clamp(0.0, 1.0).sqrt().asin(),
+            // Judged by [`ErrorRise`], never by the streaming scorer.
+            Signal::ErrorRatio => value,
             Signal::LatencyP50 | Signal::LatencyP95 | Signal::TtftP50 => value,
         }
     }
@@ -133,9 +139,7 @@ impl Signal {
             | Signal::RequestRateMinute
             | Signal::OutputTokenRate
             | Signal::CostPerHour => scored.max(0.0).powi(2),
-            Signal::ErrorRatioFiveMinutes => {
-                scored.clamp(0.0, std::f64::consts::FRAC_PI_2).sin().powi(2)
-            }
+            Signal::ErrorRatio => scored,
             Signal::LatencyP50 | Signal::LatencyP95 | Signal::TtftP50 => scored,
         }
     }
@@ -150,7 +154,7 @@ impl Signal {
     /// Errors are what users see; the rest is warning until a person looks.
     fn severity(self) -> Severity {
         match self {
-            Signal::ErrorRatioFiveMinutes | Signal::RequestRate | Signal::RequestRateMinute => {
+            Signal::ErrorRatio | Signal::RequestRate | Signal::RequestRateMinute => {
                 Severity::Critical
             }
             _ => Severity::Warning,
@@ -174,45 +178,205 @@ pub struct Step {
     pub cost: Option<f64>,
 }
 
-/// Calls and errors of a scope's last steps, for the signals taken over longer than a step.
+/// Calls of a scope's last steps, for the request rate over a minute.
 #[derive(Debug, Clone, Default)]
 struct Recent {
-    steps: VecDeque<(f64, f64)>,
+    steps: VecDeque<f64>,
 }
 
 impl Recent {
-    fn push(&mut self, calls: f64, errors: f64) {
-        if self.steps.len() == LONGEST_SPAN_STEPS {
+    fn push(&mut self, calls: f64) {
+        if self.steps.len() == MINUTE_STEPS {
             self.steps.pop_front();
         }
-        self.steps.push_back((calls, errors));
+        self.steps.push_back(calls);
     }
 
-    /// (calls, errors) of the last `steps` steps, once that many are known.
-    fn sum(&self, steps: usize) -> Option<(f64, f64)> {
-        (self.steps.len() >= steps).then(|| {
-            self.steps
-                .iter()
-                .rev()
-                .take(steps)
-                .fold((0.0, 0.0), |(c, e), (calls, errors)| {
-                    (c + calls, e + errors)
-                })
-        })
+    /// Calls of the last minute, once a minute of steps is known.
+    fn minute(&self) -> Option<f64> {
+        (self.steps.len() >= MINUTE_STEPS).then(|| self.steps.iter().sum())
     }
 }
 
-/// Steps of the request rate over a minute and the error ratio over five (at 10-second steps):
-/// at a few calls a second one step holds too few calls, and too few errors, to show a halved
-/// rate or a tripled error ratio.
+/// Steps of the request rate over a minute (at 10-second steps): at a few calls a second one
+/// step holds too few calls to show a halved rate.
 const MINUTE_STEPS: usize = 6;
-const LONGEST_SPAN_STEPS: usize = 30;
 /// How far (in standard deviations) the step after an anomalous one must still be, the same
 /// way, to confirm it; and how far a series must stay for its anomaly to stay open.
 const CONFIRM_SIGMAS: f64 = 4.0;
-/// Calls in five minutes below which the error ratio is not judged (one error in 20 calls is
-/// 5%, and means nothing yet).
-const MIN_CALLS_FOR_ERROR_RATIO: f64 = 100.0;
+
+/// The rise [`ErrorRise`] is built to see soonest: errors tripled (1% to 3%). Smaller rises
+/// are seen too, later; a doubling adds evidence about a tenth as fast.
+const ERROR_RISE: f64 = 3.0;
+/// Calls learned (exponentially weighted over `history`) before a scope's errors are judged.
+const MIN_LEARNED_CALLS: f64 = 500.0;
+/// The learned ratio is never taken below this: a scope that has had no errors is not alarmed
+/// by its first few; a run of them (about ten in a row) still alerts.
+const ERROR_RATIO_FLOOR: f64 = 0.001;
+
+/// A rise in a scope's error ratio, judged with a test made for counts: a CUSUM of each call's
+/// log-likelihood ratio between "errors tripled" and the ratio learned over the last `history`
+/// (Page's test on Bernoulli trials). Errors add evidence, successes take it away, so it works
+/// the same at night's few calls as at noon's many; it alerts when the evidence reaches
+/// `error_evidence_nats`. At 1% errors and 10 calls/s a tripling is about 1,000 calls (100 s)
+/// of evidence; a ratio over five minutes scored as a time series needed more than 10 minutes.
+/// The learned ratio keeps learning during a rise (at the rate `history` allows), so a ratio
+/// that stays high becomes the new normal within hours rather than firing for ever.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ErrorRise {
+    /// Calls and errors, exponentially weighted with time constant `history`.
+    learned_calls: f64,
+    learned_errors: f64,
+    /// The CUSUM statistic, in nats, kept between 0 and twice the threshold (so that a rise
+    /// that ends is forgotten within a couple of thousand calls).
+    evidence: f64,
+    /// Since when the evidence has been above zero, and the calls and errors since.
+    run: Option<(SystemTime, f64, f64)>,
+    /// The last step judged and the ratio expected then.
+    last: Option<(SystemTime, f64)>,
+    episode: Option<ErrorEpisode>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ErrorEpisode {
+    began: SystemTime,
+    last_active: SystemTime,
+    /// The step with the most evidence: (at, evidence, expected ratio, calls, errors since the
+    /// rise began).
+    worst: (SystemTime, f64, f64, f64, f64),
+}
+
+impl ErrorRise {
+    /// The ratio this scope's errors are judged against, once enough calls are learned.
+    fn expected(&self) -> Option<f64> {
+        (self.learned_calls >= MIN_LEARNED_CALLS).then(|| {
+            ((self.learned_errors + 1.0) / (self.learned_calls + 1.0)).clamp(ERROR_RATIO_FLOOR, 0.3)
+        })
+    }
+
+    /// One step's `calls` and `errors`: judged against the ratio learned before it, then
+    /// learned (`keep` is the weight the past keeps over one step). `judging` is the threshold
+    /// in nats and `resolve_after` when the step may alert, None while replaying history.
+    fn update(
+        &mut self,
+        at: SystemTime,
+        calls: f64,
+        errors: f64,
+        keep: f64,
+        judging: Option<(f64, Duration)>,
+    ) {
+        if let Some(expected) = self.expected() {
+            let risen = (ERROR_RISE * expected).min(0.99);
+            let evidence = errors * (risen / expected).ln()
+                + (calls - errors).max(0.0) * ((1.0 - risen) / (1.0 - expected)).ln();
+            let cap = 2.0 * judging.map_or(f64::INFINITY, |(nats, _)| nats);
+            self.evidence = (self.evidence + evidence).clamp(0.0, cap);
+            self.run = if self.evidence > 0.0 {
+                let (since, c, e) = self.run.unwrap_or((at, 0.0, 0.0));
+                Some((since, c + calls, e + errors))
+            } else {
+                None
+            };
+            self.last = Some((at, expected));
+            if let Some((nats, resolve_after)) = judging {
+                self.judge(at, expected, nats, resolve_after);
+            }
+        }
+        self.learned_calls = self.learned_calls * keep + calls;
+        self.learned_errors = self.learned_errors * keep + errors;
+    }
+
+    fn judge(&mut self, at: SystemTime, expected: f64, nats: f64, resolve_after: Duration) {
+        let (since, calls, errors) = self.run.unwrap_or((at, 0.0, 0.0));
+        let this = (at, self.evidence, expected, calls, errors);
+        match &mut self.episode {
+            None if self.evidence >= nats => {
+                self.episode = Some(ErrorEpisode {
+                    began: since,
+                    last_active: at,
+                    worst: this,
+                })
+            }
+            None => {}
+            Some(episode) => {
+                // Half the evidence left keeps the rise open: errors still above normal.
+                if self.evidence >= nats / 2.0 {
+                    episode.last_active = at;
+                    if self.evidence > episode.worst.1 {
+                        episode.worst = this;
+                    }
+                } else if at.duration_since(episode.last_active).unwrap_or_default()
+                    >= resolve_after
+                {
+                    self.episode = None;
+                }
+            }
+        }
+    }
+
+    /// This scope's finding on its error ratio (None before it is first judged).
+    fn finding(
+        &self,
+        labels: BTreeMap<String, String>,
+        subject: String,
+        nats: f64,
+        mut evidence: serde_json::Map<String, serde_json::Value>,
+    ) -> Option<Finding> {
+        let (at, expected) = self.last?;
+        let (shown_at, shown_evidence, expected, calls, errors) = match self.episode {
+            Some(episode) => episode.worst,
+            None => {
+                let (_, calls, errors) = self.run.unwrap_or((at, 0.0, 0.0));
+                (at, self.evidence, expected, calls, errors)
+            }
+        };
+        let ratio = if calls > 0.0 { errors / calls } else { 0.0 };
+        // The band a ratio over this many calls keeps to (three binomial standard deviations).
+        let spread = (expected * (1.0 - expected) / calls.max(1.0)).sqrt();
+        let (low, high) = ((expected - 3.0 * spread).max(0.0), expected + 3.0 * spread);
+        let sigmas = if spread > 0.0 {
+            (ratio - expected) / spread
+        } else {
+            0.0
+        };
+        let rfc3339 = |t: SystemTime| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339();
+        evidence.insert("value".into(), json!(ratio));
+        evidence.insert("at".into(), json!(rfc3339(shown_at)));
+        evidence.insert("expected".into(), json!(expected));
+        evidence.insert("expected_band".into(), json!([low, high]));
+        evidence.insert("deviation_sigmas".into(), json!(sigmas));
+        evidence.insert("calls".into(), json!(calls));
+        evidence.insert("errors".into(), json!(errors));
+        evidence.insert("evidence_nats".into(), json!(shown_evidence));
+        evidence.insert("learned_calls".into(), json!(self.learned_calls.round()));
+        if let Some(episode) = self.episode {
+            evidence.insert("began".into(), json!(rfc3339(episode.began)));
+        }
+        let since = self
+            .episode
+            .map(|e| e.began)
+            .or(self.run.map(|r| r.0))
+            .unwrap_or(shown_at);
+        Some(Finding {
+            labels,
+            severity: Severity::Critical,
+            subject: subject.clone(),
+            score: shown_evidence,
+            threshold: nats,
+            active: self.episode.is_some(),
+            clear: self.episode.is_none(),
+            message: format!(
+                "{subject} is {ratio:.4} ({errors:.0} errors in {calls:.0} calls since {}), against the expected {expected:.4} (band {low:.4} to {high:.4} over that many calls, {sigmas:.1} standard deviations above): {shown_evidence:.1} nats of evidence that errors rose, threshold {nats}",
+                rfc3339(since),
+            ),
+            evidence,
+        })
+    }
+
+    fn began(&self) -> Option<SystemTime> {
+        self.episode.map(|e| e.began)
+    }
+}
 
 /// One series: its scorer and the episode it is in.
 pub(crate) struct Series {
@@ -420,6 +584,7 @@ pub struct GoldenSignals {
     series: HashMap<(Scope, Signal), Series>,
     last_call: HashMap<Scope, SystemTime>,
     recent: HashMap<Scope, Recent>,
+    errors: HashMap<Scope, ErrorRise>,
     /// Start of the next step to read (None before the first, restoring, read).
     next_step: Option<SystemTime>,
     warned_full: bool,
@@ -432,6 +597,7 @@ impl GoldenSignals {
             series: HashMap::new(),
             last_call: HashMap::new(),
             recent: HashMap::new(),
+            errors: HashMap::new(),
             next_step: None,
             warned_full: false,
         }
@@ -449,13 +615,12 @@ impl GoldenSignals {
     ) -> Result<BTreeMap<SystemTime, HashMap<Scope, Step>>, AnalyzerError> {
         let res = self.resolution_secs();
         // One pass with two grouping sets: per model in a service, and per service (model NULL);
-        // percentiles cannot be added up from the models' own. A call failed when its status
-        // is error (stored lower-case) or it carries `error.type`, as in `llm_minutes`.
+        // percentiles cannot be added up from the models' own.
         let sql = format!(
             "SELECT service_name AS service, coalesce(response_model, request_model) AS model, \
              CAST(date_bin(INTERVAL '{res} seconds', time, TIMESTAMP '1970-01-01T00:00:00Z') AS BIGINT) AS step, \
              count(*) AS calls, \
-             sum(CASE WHEN lower(status_code) = 'error' OR error_type IS NOT NULL THEN 1 ELSE 0 END) AS errors, \
+             sum(CASE WHEN {FAILED_CALL} THEN 1 ELSE 0 END) AS errors, \
              approx_percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ns) / 1e6 AS latency_p50, \
              approx_percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ns) / 1e6 AS latency_p95, \
              approx_percentile_cont(0.5) WITHIN GROUP (ORDER BY ttft_ns) / 1e6 AS ttft_p50, \
@@ -539,18 +704,18 @@ impl GoldenSignals {
         for scope in scopes {
             let step = here.get(&scope).copied().unwrap_or_default();
             let recent = self.recent.entry(scope.clone()).or_default();
-            recent.push(step.calls, step.errors);
-            let minute = recent.sum(MINUTE_STEPS);
-            let five_minutes = recent.sum(LONGEST_SPAN_STEPS);
+            recent.push(step.calls);
+            let minute = recent.minute();
             for signal in Signal::ALL {
                 let value = match signal {
                     Signal::RequestRate => Some(step.calls * per_second),
                     Signal::RequestRateMinute => {
-                        minute.map(|(calls, _)| calls * per_second / MINUTE_STEPS as f64)
+                        minute.map(|calls| calls * per_second / MINUTE_STEPS as f64)
                     }
-                    Signal::ErrorRatioFiveMinutes => five_minutes
-                        .filter(|(calls, _)| *calls >= MIN_CALLS_FOR_ERROR_RATIO)
-                        .map(|(calls, errors)| errors / calls),
+                    Signal::ErrorRatio => {
+                        self.observe_errors(&scope, at, &step, alerting);
+                        None
+                    }
                     // A percentile of a handful of calls is one call's latency.
                     Signal::LatencyP50 => step.latency_p50.filter(|_| step.calls >= 10.0),
                     Signal::LatencyP95 => step.latency_p95.filter(|_| step.calls >= 20.0),
@@ -565,6 +730,45 @@ impl GoldenSignals {
         let known: HashSet<&Scope> = self.last_call.keys().collect();
         self.series.retain(|(scope, _), _| known.contains(scope));
         self.recent.retain(|scope, _| known.contains(scope));
+        self.errors.retain(|scope, _| known.contains(scope));
+    }
+
+    /// Judges and learns one step of a scope's errors (see [`ErrorRise`]).
+    fn observe_errors(&mut self, scope: &Scope, at: SystemTime, step: &Step, alerting: bool) {
+        if !self.errors.contains_key(scope) {
+            if !self.has_room() {
+                return;
+            }
+            self.errors.insert(scope.clone(), ErrorRise::default());
+        }
+        let Some(rise) = self.errors.get_mut(scope) else {
+            return;
+        };
+        let keep = (-self.config.resolution.as_secs_f64()
+            / self.config.history.as_secs_f64().max(1.0))
+        .exp();
+        rise.update(
+            at,
+            step.calls,
+            step.errors,
+            keep,
+            alerting.then_some((self.config.error_evidence_nats, self.config.resolve_after)),
+        );
+    }
+
+    /// Whether another series may be scored (`max_series`), warning once when not.
+    fn has_room(&mut self) -> bool {
+        if self.series_count() < self.config.max_series {
+            return true;
+        }
+        if !self.warned_full {
+            tracing::warn!(
+                max_series = self.config.max_series,
+                "anomaly detector: series limit reached; new services and models are not scored (analyzer.anomaly.max_series)"
+            );
+            self.warned_full = true;
+        }
+        false
     }
 
     fn observe(
@@ -578,14 +782,7 @@ impl GoldenSignals {
     ) {
         let key = (scope.clone(), signal);
         if !self.series.contains_key(&key) {
-            if self.series.len() >= self.config.max_series {
-                if !self.warned_full {
-                    tracing::warn!(
-                        max_series = self.config.max_series,
-                        "anomaly detector: series limit reached; new services and models are not scored (analyzer.anomaly.max_series)"
-                    );
-                    self.warned_full = true;
-                }
+            if !self.has_room() {
                 return;
             }
             self.series
@@ -613,37 +810,11 @@ impl GoldenSignals {
     pub fn findings(&self) -> Vec<Finding> {
         let mut findings = Vec::new();
         for ((scope, signal), series) in &self.series {
-            let (service, model) = scope;
-            let subject = if model == "*" {
-                format!("{} of service {service}", signal.as_str())
-            } else {
-                format!("{} of model {model} in service {service}", signal.as_str())
-            };
-            let mut labels = alert_labels(
-                "LlmSignalAnomaly",
-                "golden_signals",
-                &[("service", service), ("signal", signal.as_str())],
-            );
-            labels.insert("model".into(), model.clone());
-            let model_filter = if model == "*" {
-                String::new()
-            } else {
-                format!(
-                    " AND coalesce(response_model, request_model) = {}",
-                    quote(model)
-                )
-            };
-            let mut evidence = serde_json::Map::new();
-            evidence.insert("signal".into(), json!(signal.as_str()));
+            let (labels, subject, mut evidence) = describe(scope, *signal);
             if let Some((at, ..)) = series.last {
-                let began = series.began().unwrap_or(at);
                 evidence.insert(
                     "spans_sql".into(),
-                    json!(format!(
-                        "SELECT * FROM spans WHERE service_name = {}{model_filter} AND time >= {} ORDER BY time",
-                        quote(service),
-                        ts(began.checked_sub(Duration::from_secs(300)).unwrap_or(began))
-                    )),
+                    json!(spans_sql(scope, series.began().unwrap_or(at), None)),
                 );
             }
             findings.extend(series.finding(
@@ -655,25 +826,99 @@ impl GoldenSignals {
                 evidence,
             ));
         }
+        for (scope, rise) in &self.errors {
+            let (labels, subject, mut evidence) = describe(scope, Signal::ErrorRatio);
+            if let Some((at, _)) = rise.last {
+                let began = rise.began().or(rise.run.map(|r| r.0)).unwrap_or(at);
+                evidence.insert(
+                    "spans_sql".into(),
+                    json!(spans_sql(scope, began, Some(FAILED_CALL))),
+                );
+            }
+            findings.extend(rise.finding(
+                labels,
+                subject,
+                self.config.error_evidence_nats,
+                evidence,
+            ));
+        }
         findings
     }
 
     /// The series in an anomaly now, with when it began.
     pub fn anomalies(&self) -> impl Iterator<Item = (&Scope, Signal, SystemTime)> {
-        self.series.iter().filter_map(|((scope, signal), series)| {
+        let streaming = self.series.iter().filter_map(|((scope, signal), series)| {
             series.began().map(|began| (scope, *signal, began))
-        })
+        });
+        let errors = self.errors.iter().filter_map(|(scope, rise)| {
+            rise.began().map(|began| (scope, Signal::ErrorRatio, began))
+        });
+        streaming.chain(errors)
     }
 
     /// Series scored now.
     pub fn series_count(&self) -> usize {
-        self.series.len()
+        self.series.len() + self.errors.len()
     }
 
     /// Bytes of scorer state held now.
     pub fn state_bytes(&self) -> usize {
-        self.series.values().map(|s| s.scorer.state_bytes()).sum()
+        self.series
+            .values()
+            .map(|s| s.scorer.state_bytes())
+            .sum::<usize>()
+            + self.errors.len() * std::mem::size_of::<ErrorRise>()
     }
+}
+
+/// A series' labels, subject and the start of its evidence.
+fn describe(
+    scope: &Scope,
+    signal: Signal,
+) -> (
+    BTreeMap<String, String>,
+    String,
+    serde_json::Map<String, serde_json::Value>,
+) {
+    let (service, model) = scope;
+    let subject = if model == "*" {
+        format!("{} of service {service}", signal.as_str())
+    } else {
+        format!("{} of model {model} in service {service}", signal.as_str())
+    };
+    let mut labels = alert_labels(
+        "LlmSignalAnomaly",
+        "golden_signals",
+        &[("service", service), ("signal", signal.as_str())],
+    );
+    labels.insert("model".into(), model.clone());
+    let mut evidence = serde_json::Map::new();
+    evidence.insert("signal".into(), json!(signal.as_str()));
+    (labels, subject, evidence)
+}
+
+/// A call failed when its status is error (stored lower-case) or it carries `error.type`, as
+/// in `llm_minutes`.
+const FAILED_CALL: &str = "(lower(status_code) = 'error' OR error_type IS NOT NULL)";
+
+/// The SQL that shows a scope's spans (those matching `filter`) from five minutes before
+/// `began`.
+fn spans_sql(scope: &Scope, began: SystemTime, filter: Option<&str>) -> String {
+    let (service, model) = scope;
+    let model_filter = if model == "*" {
+        String::new()
+    } else {
+        format!(
+            " AND coalesce(response_model, request_model) = {}",
+            quote(model)
+        )
+    };
+    format!(
+        "SELECT * FROM spans WHERE service_name = {}{model_filter} AND time >= {}{} ORDER BY time",
+        quote(service),
+        ts(began.checked_sub(Duration::from_secs(300)).unwrap_or(began)),
+        filter.map(|f| format!(" AND {f}")).unwrap_or_default()
+    )
 }
 
 #[async_trait]
@@ -723,35 +968,54 @@ mod tests {
 
     const START: u64 = 1_800_000_000;
 
-    /// One service, two models, 5 calls/s each (Poisson) for `minutes`; model `b`'s latency ×
-    /// `latency_factor` and its rate × `rate_factor` from `change_minute` on.
-    fn spans(
-        minutes: u64,
-        change_minute: u64,
-        latency_factor: f64,
-        rate_factor: f64,
-    ) -> RecordBatch {
+    /// What changes on model `b`.
+    #[derive(Clone, Copy)]
+    struct Change {
+        latency: f64,
+        rate: f64,
+        errors: f64,
+    }
+
+    const NO_CHANGE: Change = Change {
+        latency: 1.0,
+        rate: 1.0,
+        errors: 1.0,
+    };
+
+    /// One service, two models, 5 calls/s each (Poisson) for `minutes`, 2% of the calls
+    /// failing; model `b`'s latency, rate and error ratio multiplied by `change`'s from
+    /// `change_minute` on.
+    fn spans(minutes: u64, change_minute: u64, change: Change) -> RecordBatch {
         let mut rng = StdRng::seed_from_u64(7);
         let latency = LogNormal::new(2.0f64.ln(), 0.4).unwrap();
         let (mut time, mut model, mut duration, mut ttft, mut status, mut output, mut cost) =
             (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+        let mut error_type = vec![];
         for name in ["a", "b"] {
             let mut at = START as f64;
             let end = (START + minutes * 60) as f64;
             loop {
                 let changed = name == "b" && at >= (START + change_minute * 60) as f64;
-                let rate = 5.0 * if changed { rate_factor } else { 1.0 };
+                let change = if changed { change } else { NO_CHANGE };
+                let rate = 5.0 * change.rate;
                 at += -(1.0 - rng.r#gen::<f64>()).ln() / rate;
                 if at >= end {
                     break;
                 }
-                let seconds = latency.sample(&mut rng) * if changed { latency_factor } else { 1.0 };
+                let seconds = latency.sample(&mut rng) * change.latency;
                 time.push((at * 1e9) as i64);
                 model.push(name);
                 duration.push((seconds * 1e9) as i64);
                 ttft.push((seconds * 0.1 * 1e9) as i64);
                 // As the store writes them (lower-case), from OTLP's STATUS_CODE_ERROR.
-                status.push(if rng.gen_bool(0.01) { "error" } else { "unset" });
+                status.push(if rng.gen_bool(0.01 * change.errors) {
+                    "error"
+                } else {
+                    "unset"
+                });
+                // As many have `error.type` and no error status (an instrumentation that
+                // records only the attribute).
+                error_type.push(rng.gen_bool(0.01 * change.errors).then_some("timeout"));
                 let tokens = rng.gen_range(50..400);
                 output.push(tokens as i64);
                 cost.push(tokens as f64 * 1e-5);
@@ -770,16 +1034,7 @@ mod tests {
             ("duration_ns", Arc::new(Int64Array::from(duration))),
             ("ttft_ns", Arc::new(Int64Array::from(ttft))),
             ("status_code", Arc::new(StringArray::from(status))),
-            // One call in 100 has `error.type` and no error status (an instrumentation that
-            // records only the attribute).
-            (
-                "error_type",
-                Arc::new(StringArray::from(
-                    (0..n)
-                        .map(|i| (i % 100 == 50).then_some("timeout"))
-                        .collect::<Vec<_>>(),
-                )),
-            ),
+            ("error_type", Arc::new(StringArray::from(error_type))),
             ("cost_usd", Arc::new(Float64Array::from(cost))),
         ];
         RecordBatch::try_from_iter(columns).unwrap()
@@ -789,7 +1044,7 @@ mod tests {
     /// writes it) or an `error.type`. (Comparing with "ERROR" counted none from real clients.)
     #[tokio::test]
     async fn errors_are_counted_as_the_store_writes_them() {
-        let batch = spans(10, 100, 1.0, 1.0);
+        let batch = spans(10, 100, NO_CHANGE);
         let status = batch
             .column_by_name("status_code")
             .unwrap()
@@ -866,7 +1121,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_latency_step_on_one_model_is_caught_within_thirty_seconds() {
-        let batch = spans(40, 30, 2.0, 1.0);
+        let batch = spans(
+            40,
+            30,
+            Change {
+                latency: 2.0,
+                ..NO_CHANGE
+            },
+        );
         let active = run(batch, 40, AnomalyConfig::default()).await;
         // The step ends 10 s after the change and settles 10 s more.
         let delay = delay_after_change(&active, "latency");
@@ -881,7 +1143,14 @@ mod tests {
     async fn state_is_restored_from_the_store_after_a_restart() {
         // A detector started 25 minutes into the traffic replays its history and judges the
         // change at minute 30 as one that ran all along would.
-        let batch = spans(35, 30, 2.0, 1.0);
+        let batch = spans(
+            35,
+            30,
+            Change {
+                latency: 2.0,
+                ..NO_CHANGE
+            },
+        );
         let ctx = SessionContext::new();
         let table = MemTable::try_new(batch.schema(), vec![vec![batch]]).unwrap();
         ctx.register_table("spans", Arc::new(table)).unwrap();
@@ -910,15 +1179,120 @@ mod tests {
         // One model at 5 calls/s falls to 2.5: 50 ± 7 calls a step become 25, seen by the
         // per-step rate or the rate over a minute. (`vigil eval anomaly` measures how often
         // this is caught: not always.)
-        let batch = spans(40, 30, 1.0, 0.5);
+        let batch = spans(
+            40,
+            30,
+            Change {
+                rate: 0.5,
+                ..NO_CHANGE
+            },
+        );
         let active = run(batch, 40, AnomalyConfig::default()).await;
         let delay = delay_after_change(&active, "requests_per_second");
         assert!(delay <= 120, "{active:?}");
     }
 
     #[tokio::test]
+    async fn a_tripled_error_ratio_is_caught_within_three_minutes() {
+        // Model b at 5 calls/s failing 2% of its calls, then 6%: about 450 calls of evidence.
+        let batch = spans(
+            40,
+            30,
+            Change {
+                errors: 3.0,
+                ..NO_CHANGE
+            },
+        );
+        let active = run(batch, 40, AnomalyConfig::default()).await;
+        let delay = delay_after_change(&active, "error_ratio");
+        assert!(delay <= 180, "{delay} s: {active:?}");
+        assert!(
+            active
+                .iter()
+                .all(|(_, model, signal)| model != "a" || signal != "error_ratio"),
+            "model a's errors did not change: {active:?}"
+        );
+    }
+
+    #[test]
+    fn an_error_rise_says_how_large_it_is_and_when_it_began_and_resolves() {
+        let config = AnomalyConfig::default();
+        let judging = Some((config.error_evidence_nats, config.resolve_after));
+        let keep = (-10.0f64 / 7200.0).exp();
+        let mut rise = ErrorRise::default();
+        let at = |step: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(START + step * 10);
+        // An hour at 100 calls a step, exactly 1% failing: no evidence, nothing open.
+        for step in 0..360 {
+            rise.update(at(step), 100.0, 1.0, keep, judging);
+        }
+        assert_eq!(rise.evidence, 0.0);
+        assert!(rise.began().is_none());
+        // 5% failing from step 360 on: open within a few steps, begun at the rise.
+        let mut opened = None;
+        for step in 360..400 {
+            rise.update(at(step), 100.0, 5.0, keep, judging);
+            if opened.is_none() && rise.began().is_some() {
+                opened = Some(step);
+            }
+        }
+        let opened = opened.expect("a fivefold rise was not seen");
+        assert!(opened <= 366, "{opened}");
+        assert_eq!(rise.began(), Some(at(360)));
+        let labels = BTreeMap::new();
+        let finding = rise
+            .finding(
+                labels,
+                "error_ratio of service s".into(),
+                12.0,
+                Default::default(),
+            )
+            .expect("judged");
+        assert!(finding.active);
+        let value = finding.evidence["value"].as_f64().unwrap();
+        assert!((value - 0.05).abs() < 0.005, "{value}");
+        let expected = finding.evidence["expected"].as_f64().unwrap();
+        assert!((0.009..0.013).contains(&expected), "{expected}");
+        assert!(
+            finding.message.contains("nats of evidence"),
+            "{}",
+            finding.message
+        );
+        // Back to 1%: the evidence drains and the alert resolves after `resolve_after`.
+        for step in 400..500 {
+            rise.update(at(step), 100.0, 1.0, keep, judging);
+        }
+        assert!(rise.began().is_none(), "{:?}", rise.episode);
+    }
+
+    #[test]
+    fn a_scope_that_never_failed_is_not_alarmed_by_a_few_errors_but_by_a_run() {
+        let config = AnomalyConfig::default();
+        let judging = Some((config.error_evidence_nats, config.resolve_after));
+        let keep = (-10.0f64 / 7200.0).exp();
+        let mut rise = ErrorRise::default();
+        let at = |step: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(START + step * 10);
+        for step in 0..360 {
+            rise.update(at(step), 10.0, 0.0, keep, judging);
+        }
+        // Three errors in a step, against a learned ratio of none (floored at 0.1%).
+        rise.update(at(360), 10.0, 3.0, keep, judging);
+        assert!(rise.began().is_none());
+        // Every call failing: a dozen calls are enough.
+        rise.update(at(361), 10.0, 10.0, keep, judging);
+        rise.update(at(362), 10.0, 10.0, keep, judging);
+        assert!(rise.began().is_some());
+    }
+
+    #[tokio::test]
     async fn traffic_stopping_is_caught_within_a_minute() {
-        let batch = spans(40, 30, 1.0, 0.0);
+        let batch = spans(
+            40,
+            30,
+            Change {
+                rate: 0.0,
+                ..NO_CHANGE
+            },
+        );
         let active = run(batch, 40, AnomalyConfig::default()).await;
         let delay = delay_after_change(&active, "requests_per_second");
         assert!(delay <= 60, "{active:?}");
