@@ -658,7 +658,33 @@ async fn gpu_detail(
             uuid = quote(uuid),
         )
     };
-    let series = client.query(&sql).await?;
+    let nccl_sql = format!(
+        "WITH ranks AS (SELECT attributes['UUID'] AS uuid, coalesce(attributes['comm'], '') AS comm, \
+         coalesce(attributes['rank'], '') AS rank, avg(value) AS busbw FROM metrics \
+         WHERE {time} AND metric_name = 'vigil_nccl_coll_busbw_gbs' GROUP BY 1, 2, 3), \
+         peers AS (SELECT comm, median(busbw) AS peer_median FROM ranks GROUP BY comm) \
+         SELECT ranks.comm, ranks.rank, ranks.busbw, peers.peer_median FROM ranks JOIN peers \
+         ON ranks.comm = peers.comm WHERE ranks.uuid = {uuid} ORDER BY ranks.comm LIMIT 16",
+        time = r.time_filter(),
+        uuid = quote(uuid),
+    );
+    // The three statements side by side: the detail takes as long as the slowest.
+    let (mut nccl_client, mut served_client) = (client.clone(), client.clone());
+    let (series, nccl, served) =
+        futures::try_join!(client.query(&sql), nccl_client.query(&nccl_sql), async {
+            match host.filter(|h| !h.is_empty()) {
+                Some(host) => {
+                    let scope = minutes::host_scope(host);
+                    let rows = minutes::parse(
+                        &served_client
+                            .query(&minutes::minutes_sql(r, Some(&scope), false))
+                            .await?,
+                    )?;
+                    Ok(minutes::served(r, &rows))
+                }
+                None => Ok(Vec::new()),
+            }
+        },)?;
     let mut detail = GpuDetail {
         uuid: uuid.to_string(),
         util: vec![0; TREND_BUCKETS],
@@ -685,18 +711,6 @@ async fn gpu_detail(
         };
         target[slot] = values[i].unwrap_or(0.0).max(0.0).round() as u64;
     }
-    let nccl = client
-        .query(&format!(
-            "WITH ranks AS (SELECT attributes['UUID'] AS uuid, coalesce(attributes['comm'], '') AS comm, \
-             coalesce(attributes['rank'], '') AS rank, avg(value) AS busbw FROM metrics \
-             WHERE {time} AND metric_name = 'vigil_nccl_coll_busbw_gbs' GROUP BY 1, 2, 3), \
-             peers AS (SELECT comm, median(busbw) AS peer_median FROM ranks GROUP BY comm) \
-             SELECT ranks.comm, ranks.rank, ranks.busbw, peers.peer_median FROM ranks JOIN peers \
-             ON ranks.comm = peers.comm WHERE ranks.uuid = {uuid} ORDER BY ranks.comm LIMIT 16",
-            time = r.time_filter(),
-            uuid = quote(uuid),
-        ))
-        .await?;
     let comm = strings(&nccl, "comm")?;
     let rank = strings(&nccl, "rank")?;
     let busbw = f64s(&nccl, "busbw")?;
@@ -709,15 +723,7 @@ async fn gpu_detail(
             peer_median_gbs: peers[i].unwrap_or(0.0),
         })
         .collect();
-    if let Some(host) = host.filter(|h| !h.is_empty()) {
-        let scope = minutes::host_scope(host);
-        let rows = minutes::parse(
-            &client
-                .query(&minutes::minutes_sql(r, Some(&scope), false))
-                .await?,
-        )?;
-        detail.served = minutes::served(r, &rows);
-    }
+    detail.served = served;
     Ok(detail)
 }
 

@@ -6,10 +6,12 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use async_trait::async_trait;
 use datafusion::catalog::Session;
+use datafusion::common::config::TableParquetOptions;
 use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::object_store::ObjectStoreUrl;
+use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::{TableProvider, TableType};
@@ -174,7 +176,24 @@ impl TableProvider for VigilTable {
             for (i, f) in files.iter().enumerate() {
                 groups[i % group_count].push(partitioned_file(f)?);
             }
-            let source = Arc::new(ParquetSource::new(schema.clone()));
+            // The session's Parquet options (filter pushdown), and footers and page indexes
+            // kept in the runtime's metadata cache: files never change once written, and
+            // reading ~300 footers again cost every query ~100 ms.
+            let options = TableParquetOptions {
+                global: state.config_options().execution.parquet.clone(),
+                ..TableParquetOptions::default()
+            };
+            let runtime = state.runtime_env();
+            let store = runtime.object_store(ObjectStoreUrl::local_filesystem())?;
+            let readers = CachedParquetFileReaderFactory::new(
+                store,
+                runtime.cache_manager.get_file_metadata_cache(),
+            );
+            let source = Arc::new(
+                ParquetSource::new(schema.clone())
+                    .with_table_parquet_options(options)
+                    .with_parquet_file_reader_factory(Arc::new(readers)),
+            );
             let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), source)
                 .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
                 .with_projection_indices(projection.cloned())?

@@ -126,9 +126,15 @@ struct Turns {
 impl QueryEngine {
     /// An engine whose `spans`, `metrics`, `logs` and `alerts` read from `store`, within `limits`.
     pub fn new(store: Arc<Store>, limits: QueryConfig) -> Result<QueryEngine, QueryError> {
-        let config = SessionConfig::new()
+        let mut config = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema("vigil", "public");
+        // Filters evaluated while Parquet is decoded, most selective first, so that a lookup
+        // (one trace, one GPU's series) decodes the wide columns (attribute maps, messages)
+        // only of the rows it keeps. BENCHMARKS.md ("The terminal dashboard") measures it.
+        let parquet = &mut config.options_mut().execution.parquet;
+        parquet.pushdown_filters = true;
+        parquet.reorder_filters = true;
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(limits.memory_limit_bytes as usize, 1.0)
             .build_arc()?;
