@@ -611,8 +611,11 @@ impl Store {
             .collect()
     }
 
-    /// Whether a table's buffer is due for a flush.
-    fn flush_due(&self, state: &TableState) -> bool {
+    /// Whether a table's buffer is due for a flush. `largest` is the most bytes any table's
+    /// buffer holds: under memory pressure the big buffers are flushed, not every table's
+    /// (flushing the small ones too wrote a file of each table per second under heavy span
+    /// load, and every later query over them opened all those files).
+    fn flush_due(&self, state: &TableState, largest: u64) -> bool {
         let d = state.data.read();
         if !d.flushing.batches.is_empty() {
             return true; // a failed flush to retry
@@ -624,7 +627,7 @@ impl Store {
         let memory_pressure = self.memory.used() * 2 >= self.memory.limit();
         a.rows >= self.config.flush_rows
             || a.bytes >= self.config.flush_bytes
-            || memory_pressure
+            || (memory_pressure && a.bytes * 2 >= largest)
             || a.since.is_some_and(|s| {
                 s.elapsed() >= Duration::from_secs(self.config.flush_interval_secs)
             })
@@ -632,11 +635,17 @@ impl Store {
 
     /// Flushes every table whose buffer is due (or every table with data, when `force`).
     pub async fn flush_due_tables(self: &Arc<Self>, force: bool) -> Result<(), StoreError> {
+        let largest = self
+            .tables
+            .values()
+            .map(|state| state.data.read().active.bytes)
+            .max()
+            .unwrap_or(0);
         for state in self.tables.values() {
             let due = if force {
                 !state.data.read().active.batches.is_empty()
             } else {
-                self.flush_due(state)
+                self.flush_due(state, largest)
             };
             if due && let Err(e) = self.flush_table(state.clone()).await {
                 add(&self.telemetry.flush_failures, 1);
@@ -1115,6 +1124,38 @@ pub(crate) mod tests {
         assert!(matches!(err, StoreError::Overloaded { .. }), "{err}");
         assert_eq!(rows(&store.snapshot(Table::Spans)), 5);
         assert_eq!(store.memory().used(), bytes);
+    }
+
+    /// Under memory pressure the big buffer is flushed and the small ones wait for their own
+    /// thresholds: one file per table per pressure flush was hundreds of tiny files a minute.
+    #[tokio::test]
+    async fn memory_pressure_flushes_the_big_buffers_not_every_table() {
+        let batch = llm_calls(1, 200);
+        let probe = tempfile::tempdir().unwrap();
+        let store = Store::open(config(probe.path()), Arc::new(Telemetry::default())).unwrap();
+        store.append(Table::Spans, batch.clone()).await.unwrap();
+        let used = store.memory().used();
+        drop(store);
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path());
+        // A budget the calls fit in, more than half full once they are in.
+        cfg.memory_limit_bytes = used * 19 / 10 * 2;
+        let store = Store::open(cfg, Arc::new(Telemetry::default())).unwrap();
+        store.append(Table::Spans, batch).await.unwrap();
+        let (spans, minutes) = (
+            store.snapshot(Table::Spans),
+            store.snapshot(Table::LlmMinutes),
+        );
+        assert!(rows(&spans) == 200 && rows(&minutes) > 0);
+        assert!(store.memory().used() * 2 >= store.memory().limit());
+        store.flush_due_tables(false).await.unwrap();
+        let (spans, minutes) = (
+            store.snapshot(Table::Spans),
+            store.snapshot(Table::LlmMinutes),
+        );
+        assert_eq!((rows(&spans), spans.files.len()), (0, 1));
+        assert!(minutes.files.is_empty() && rows(&minutes) > 0);
     }
 
     #[tokio::test]
