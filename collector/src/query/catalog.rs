@@ -176,7 +176,7 @@ impl TableProvider for VigilTable {
             for (i, f) in files.iter().enumerate() {
                 groups[i % group_count].push(partitioned_file(f)?);
             }
-            // The session's Parquet options (filter pushdown), and footers and page indexes
+            // The session's Parquet options, and footers and page indexes
             // kept in the runtime's metadata cache: files never change once written, and
             // reading ~300 footers again cost every query ~100 ms.
             let options = TableParquetOptions {
