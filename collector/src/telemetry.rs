@@ -81,6 +81,10 @@ pub struct Telemetry {
     pub flush_failures: AtomicU64,
     /// Parquet files deleted by retention.
     pub retention_deleted_files: AtomicU64,
+    /// Parquet files merged into larger ones by compaction.
+    pub parquet_files_compacted: AtomicU64,
+    /// Compactions that failed (their files stay as they are).
+    pub compaction_failures: AtomicU64,
     /// The last WAL write failed for want of space (cleared by the next that succeeds).
     pub disk_full: std::sync::atomic::AtomicBool,
     /// SQL queries answered, and refused.
@@ -223,6 +227,16 @@ impl Telemetry {
                 "vigil_retention_deleted_files_total",
                 "Parquet files deleted by retention.",
                 &self.retention_deleted_files,
+            ),
+            (
+                "vigil_parquet_files_compacted_total",
+                "Parquet files merged into larger ones by compaction.",
+                &self.parquet_files_compacted,
+            ),
+            (
+                "vigil_compaction_failures_total",
+                "Compactions that failed; their files stay as they are.",
+                &self.compaction_failures,
             ),
             (
                 "vigil_queries_total",

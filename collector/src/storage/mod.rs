@@ -5,6 +5,7 @@
 //! A flush writes its files, then the manifest; at start-up, files past the manifest (a flush that
 //! crashed before committing) are deleted and WAL records past it are replayed into the buffers.
 
+mod compaction;
 mod parquet_files;
 pub mod paths;
 mod retention;
@@ -25,6 +26,7 @@ use vigil_schemas::Table;
 use crate::telemetry::{Telemetry, add};
 use crate::wal::{self, PendingRecord, WalConfig, WalError, WalWriter, encode_batch};
 
+pub use compaction::CompactionConfig;
 pub use parquet_files::ParquetFile;
 pub use retention::RetentionConfig;
 
@@ -53,6 +55,8 @@ pub struct StorageConfig {
     pub wal: WalConfig,
     /// How long and how much to keep.
     pub retention: RetentionConfig,
+    /// Merging an hour's small files into larger ones.
+    pub compaction: CompactionConfig,
 }
 
 impl Default for StorageConfig {
@@ -67,6 +71,7 @@ impl Default for StorageConfig {
             row_group_rows: 256 * 1024,
             wal: WalConfig::default(),
             retention: RetentionConfig::default(),
+            compaction: CompactionConfig::default(),
         }
     }
 }
@@ -289,8 +294,12 @@ pub struct Store {
     /// The highest LSN whose record is in a buffer (or already in Parquet); the WAL writer
     /// raises it after publishing a group.
     published_lsn: Arc<AtomicU64>,
-    /// Files retention took out of the tables, with when they may leave the disk.
+    /// Files retention or compaction took out of the tables, with when they may leave the disk.
     doomed: parking_lot::Mutex<Vec<(PathBuf, Instant)>>,
+    /// Files a compaction failed on (unreadable, say): left out of later ones.
+    compaction_failed: parking_lot::Mutex<std::collections::HashSet<PathBuf>>,
+    /// Raised at shutdown: a compaction in progress stops and leaves nothing behind.
+    stopping: std::sync::atomic::AtomicBool,
     telemetry: Arc<Telemetry>,
 }
 
@@ -471,6 +480,8 @@ impl Store {
             conversions,
             published_lsn,
             doomed: parking_lot::Mutex::new(Vec::new()),
+            compaction_failed: parking_lot::Mutex::new(Default::default()),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             memory,
             telemetry,
         });
@@ -731,6 +742,8 @@ impl Store {
         let mut retention_tick = tokio::time::interval(Duration::from_secs(
             self.config.retention.check_interval_secs.max(1),
         ));
+        // Apart from the flush loop: a merge takes seconds, and flushes must not wait for it.
+        let compactor = tokio::spawn(self.clone().run_compaction(shutdown.clone()));
         loop {
             tokio::select! {
                 _ = flush_tick.tick() => {
@@ -747,10 +760,117 @@ impl Store {
                 _ = shutdown.changed() => break,
             }
         }
+        self.stopping.store(true, Ordering::Relaxed);
+        let _ = compactor.await;
         if let Err(e) = self.flush_due_tables(true).await {
             tracing::error!(error = %e, "final flush failed; the WAL still holds the data");
         }
         let _ = self.wal_tx.send(WalCommand::Sync).await;
+    }
+
+    /// Merges runs of small files until there is nothing to merge or the collector stops.
+    async fn run_compaction(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(
+            self.config.compaction.check_interval_secs.max(1),
+        ));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            // A backlog (after a restart, or a burst) is worked off at once, run by run.
+            while !self.stopping.load(Ordering::Relaxed) {
+                if self.compact_once().await == 0 {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Merges at most one run of small files per table; returns how many runs were merged.
+    pub async fn compact_once(self: &Arc<Self>) -> usize {
+        let mut merged = 0;
+        for state in self.tables.values() {
+            match self.compact_table(state).await {
+                Ok(true) => merged += 1,
+                Ok(false) => {}
+                Err((inputs, e)) => {
+                    add(&self.telemetry.compaction_failures, 1);
+                    tracing::error!(table = %state.table, error = %e, files = inputs.len(), "compaction failed; these files stay as they are and are left out of later compactions");
+                    self.compaction_failed
+                        .lock()
+                        .extend(inputs.into_iter().map(|f| f.path));
+                }
+            }
+        }
+        merged
+    }
+
+    async fn compact_table(
+        self: &Arc<Self>,
+        state: &Arc<TableState>,
+    ) -> Result<bool, (Vec<ParquetFile>, StoreError)> {
+        let now_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
+        // Late rows of an hour reach Parquet within a flush interval of its end; wait two.
+        let settle_ns = (self.config.flush_interval_secs as i64)
+            .saturating_mul(2_000_000_000)
+            .max(60_000_000_000);
+        let inputs = {
+            let failed = self.compaction_failed.lock();
+            let d = state.data.read();
+            compaction::pick(&d.files, now_ns, settle_ns, &self.config.compaction, |f| {
+                failed.contains(&f.path)
+            })
+        };
+        let Some(inputs) = inputs else {
+            return Ok(false);
+        };
+        // Its working memory comes out of the conversions' half of the limit: a merge waits
+        // for ingest, not the other way round.
+        let chunk_bytes = parquet_files::chunk_bytes(&self.config) / 2;
+        let reserved = 3 * chunk_bytes as u64;
+        if self.conversions.try_reserve(reserved).is_err() {
+            return Ok(false);
+        }
+        let store = self.clone();
+        let (dir, table, config, run) = (
+            state.dir.clone(),
+            state.table,
+            self.config.clone(),
+            inputs.clone(),
+        );
+        let written = tokio::task::spawn_blocking(move || {
+            compaction::compact(&dir, table, &run, &config, chunk_bytes, &store.stopping)
+        })
+        .await
+        .map_err(|e| StoreError::WriterGone(format!("compaction task panicked: {e}")));
+        self.conversions.release(reserved);
+        let output = match written {
+            Ok(Ok(Some(output))) => output,
+            Ok(Ok(None)) => return Ok(false),
+            Ok(Err(e)) | Err(e) => return Err((inputs, e)),
+        };
+
+        let grace = Instant::now() + Duration::from_secs(self.config.retention.delete_grace_secs);
+        let mut d = state.data.write();
+        let all_there = inputs
+            .iter()
+            .all(|i| d.files.iter().any(|f| f.path == i.path));
+        let mut doomed = self.doomed.lock();
+        if !all_there {
+            // Retention took some of the inputs meanwhile: their rows must not come back.
+            doomed.push((output.path, Instant::now()));
+            return Ok(false);
+        }
+        d.files.retain(|f| !inputs.iter().any(|i| i.path == f.path));
+        add(&self.telemetry.parquet_files_compacted, inputs.len() as u64);
+        add(&self.telemetry.parquet_files_written, 1);
+        add(&self.telemetry.parquet_bytes_written, output.size);
+        d.files.push(output);
+        d.files.sort_by_key(|f| (f.hour_start_ns, f.lsn));
+        // Queries that started before may still read the inputs; they go after the grace.
+        doomed.extend(inputs.into_iter().map(|f| (f.path, grace)));
+        Ok(true)
     }
 
     /// One retention pass as of `now`: files past the age or size limits leave their tables at
@@ -898,7 +1018,15 @@ pub(crate) mod tests {
 
     /// `n` spans timed now, with ids from `first` on.
     pub(crate) fn spans(first: u8, n: u8) -> RecordBatch {
-        let now = chrono::Utc::now().timestamp_nanos_opt().unwrap() as u64;
+        spans_at(
+            first,
+            n,
+            chrono::Utc::now().timestamp_nanos_opt().unwrap() as u64,
+        )
+    }
+
+    /// `n` spans timed `now`, with ids from `first` on.
+    fn spans_at(first: u8, n: u8, now: u64) -> RecordBatch {
         let spans = (first..first + n)
             .map(|i| Span {
                 trace_id: vec![i; 16],
@@ -958,8 +1086,16 @@ pub(crate) mod tests {
 
     /// `n` LLM calls of one model, timed now.
     fn llm_calls(first: u8, n: u8) -> RecordBatch {
+        llm_calls_at(
+            first,
+            n,
+            chrono::Utc::now().timestamp_nanos_opt().unwrap() as u64,
+        )
+    }
+
+    /// `n` LLM calls of one model, timed `now`.
+    fn llm_calls_at(first: u8, n: u8, now: u64) -> RecordBatch {
         use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-        let now = chrono::Utc::now().timestamp_nanos_opt().unwrap() as u64;
         let model = KeyValue {
             key: "gen_ai.request.model".into(),
             value: Some(AnyValue {
@@ -1168,5 +1304,157 @@ pub(crate) mod tests {
         assert!(matches!(err, StoreError::TooLarge { .. }), "{err}");
         assert_eq!(rows(&store.snapshot(Table::Spans)), 0);
         assert_eq!(store.memory().used(), 0);
+    }
+
+    /// The ids of the spans in a table's files, sorted.
+    fn span_ids_in_files(files: &[ParquetFile]) -> Vec<String> {
+        use arrow::array::AsArray;
+        let mut ids = Vec::new();
+        for file in files {
+            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                fs::File::open(&file.path).unwrap(),
+            )
+            .unwrap()
+            .build()
+            .unwrap();
+            for batch in reader {
+                let batch = batch.unwrap();
+                let column = batch.column_by_name("span_id").unwrap();
+                let column =
+                    arrow::compute::cast(column, &arrow::datatypes::DataType::Utf8).unwrap();
+                ids.extend(
+                    column
+                        .as_string::<i32>()
+                        .iter()
+                        .map(|id| id.unwrap().to_owned()),
+                );
+            }
+        }
+        ids.sort();
+        ids
+    }
+
+    /// A minute into the current hour, so that every flush of a test lands in one hour.
+    fn this_hour() -> u64 {
+        let now = chrono::Utc::now().timestamp_nanos_opt().unwrap() as u64;
+        now - now % 3_600_000_000_000 + 60_000_000_000
+    }
+
+    /// Four flushes of one hour become one file holding each row once; the inputs leave the
+    /// table at once and the disk after the grace.
+    #[tokio::test]
+    async fn four_flushes_of_an_hour_are_merged_into_one_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let telemetry = Arc::new(Telemetry::default());
+        let store = Store::open(config(dir.path()), telemetry.clone()).unwrap();
+        let hour = this_hour();
+        for flush in 0..4u8 {
+            store
+                .append(Table::Spans, spans_at(flush * 10 + 1, 10, hour))
+                .await
+                .unwrap();
+            store.flush_due_tables(true).await.unwrap();
+        }
+        let before = store.snapshot(Table::Spans).files;
+        assert_eq!(before.len(), 4);
+        let expected = span_ids_in_files(&before);
+        assert_eq!(expected.len(), 40);
+
+        assert!(store.compact_once().await >= 1);
+        let after = store.snapshot(Table::Spans).files;
+        assert_eq!(after.len(), 1, "{after:?}");
+        let merged = &after[0];
+        assert_eq!(
+            (merged.first_lsn, merged.lsn, merged.level),
+            (before[0].lsn, before[3].lsn, 1)
+        );
+        assert_eq!(span_ids_in_files(&after), expected);
+        assert_eq!(telemetry.parquet_files_compacted.load(Ordering::Relaxed), 4);
+        // Nothing more to merge.
+        assert_eq!(store.compact_once().await, 0);
+
+        // Queries that began before may still read the inputs: they stay until the grace ends.
+        assert!(before.iter().all(|f| f.path.exists()));
+        let grace = Duration::from_secs(store.config.retention.delete_grace_secs + 1);
+        store.enforce_retention(Instant::now() + grace).unwrap();
+        assert!(before.iter().all(|f| !f.path.exists()));
+        assert!(merged.path.exists());
+    }
+
+    /// A crash after the merged file is committed but before its inputs are gone: the next
+    /// start keeps the merged file and deletes the inputs, and a later flush of the same hour
+    /// survives; no row is lost or counted twice.
+    #[tokio::test]
+    async fn a_crash_between_the_merge_and_the_deletes_keeps_each_row_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(config(dir.path()), Arc::new(Telemetry::default())).unwrap();
+        let hour = this_hour();
+        for flush in 0..4u8 {
+            store
+                .append(Table::Spans, spans_at(flush * 10 + 1, 10, hour))
+                .await
+                .unwrap();
+            store.flush_due_tables(true).await.unwrap();
+        }
+        let inputs = store.snapshot(Table::Spans).files;
+        let state = store.tables[&Table::Spans].clone();
+        let merged = compaction::compact(
+            &state.dir,
+            Table::Spans,
+            &inputs,
+            &store.config,
+            1 << 20,
+            &std::sync::atomic::AtomicBool::new(false),
+        )
+        .unwrap()
+        .unwrap();
+        store
+            .append(Table::Spans, spans_at(101, 5, hour))
+            .await
+            .unwrap();
+        store.flush_due_tables(true).await.unwrap();
+        drop(store);
+
+        let store = Store::open(config(dir.path()), Arc::new(Telemetry::default())).unwrap();
+        let files = store.snapshot(Table::Spans).files;
+        assert_eq!(files.len(), 2, "{files:?}");
+        assert_eq!(files[0].path, merged.path);
+        assert!(inputs.iter().all(|f| !f.path.exists()));
+        assert_eq!(span_ids_in_files(&files).len(), 45);
+    }
+
+    /// Merging `llm_minutes` files makes a minute one row again, with every call counted once.
+    #[tokio::test]
+    async fn merged_minutes_count_each_call_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(config(dir.path()), Arc::new(Telemetry::default())).unwrap();
+        let hour = this_hour();
+        for flush in 0..4u8 {
+            store
+                .append(Table::Spans, llm_calls_at(flush * 10 + 1, 3, hour))
+                .await
+                .unwrap();
+            store.flush_due_tables(true).await.unwrap();
+        }
+        let minutes = store.snapshot(Table::LlmMinutes);
+        assert_eq!((minutes.files.len(), calls(&minutes)), (4, 12));
+        let mut merges = 0;
+        while store.compact_once().await > 0 {
+            merges += 1;
+        }
+        assert_eq!(merges, 1);
+        let minutes = store.snapshot(Table::LlmMinutes);
+        assert_eq!(minutes.files.len(), 1);
+        assert_eq!(calls(&minutes), 12);
+        let rows: i64 = parquet::file::reader::SerializedFileReader::new(
+            fs::File::open(&minutes.files[0].path).unwrap(),
+        )
+        .map(|r| {
+            parquet::file::reader::FileReader::metadata(&r)
+                .file_metadata()
+                .num_rows()
+        })
+        .unwrap();
+        assert_eq!(rows, 1, "one model, one minute");
     }
 }

@@ -1,4 +1,11 @@
-//! Parquet files: one per table, hour and flush, under `tables/{table}/date=YYYY-MM-DD/hour=HH/{lsn}.parquet`.
+//! Parquet files under `tables/{table}/date=YYYY-MM-DD/hour=HH/`: one per hour and flush
+//! (`{lsn}.parquet`, the flush's highest LSN), and compactions of a run of an hour's files
+//! (`{first}-{last}-c{level}.parquet`, the LSN range of the flushes they hold).
+//!
+//! A compacted file is committed by its rename; its inputs are deleted after it. A crash in
+//! between leaves both, and [`recover`] deletes the files whose LSN range another file of the
+//! same hour covers: a run is always every file of the hour within its range, so a covered
+//! file's rows are all in the covering one.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -17,7 +24,7 @@ use vigil_schemas::{Table, col, metric_col, span_col};
 
 use super::{StorageConfig, StoreError, io_err};
 
-const HOUR_NS: i64 = 3_600_000_000_000;
+pub(super) const HOUR_NS: i64 = 3_600_000_000_000;
 
 /// A committed Parquet file.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,11 +35,22 @@ pub struct ParquetFile {
     pub size: u64,
     /// Start of the hour its rows' `time` falls in.
     pub hour_start_ns: i64,
-    /// The flush (its highest LSN) that wrote it.
+    /// The highest LSN of the flush that wrote it (of the last flush, for a compaction).
     pub lsn: u64,
+    /// The first flush's LSN, for a compaction; `lsn` for a flush's file.
+    pub first_lsn: u64,
+    /// How many compactions its rows went through: 0 for a flush's file.
+    pub level: u8,
 }
 
 impl ParquetFile {
+    /// Whether this file's LSN range holds the other's (and is not the other).
+    fn covers(&self, other: &ParquetFile) -> bool {
+        self.first_lsn <= other.first_lsn
+            && other.lsn <= self.lsn
+            && (self.first_lsn, self.lsn) != (other.first_lsn, other.lsn)
+    }
+
     /// Whether the file may hold rows with `time` in `[lo, hi]`.
     pub fn overlaps(&self, lo: i64, hi: i64) -> bool {
         self.hour_start_ns <= hi && self.hour_start_ns.saturating_add(HOUR_NS) > lo
@@ -50,16 +68,38 @@ fn sort_keys(table: Table) -> &'static [&'static str] {
     }
 }
 
-fn hour_dir(dir: &Path, hour_start_ns: i64) -> PathBuf {
+pub(super) fn hour_dir(dir: &Path, hour_start_ns: i64) -> PathBuf {
     let t = DateTime::from_timestamp_nanos(hour_start_ns);
     dir.join(format!("date={}", t.format("%Y-%m-%d")))
         .join(format!("hour={:02}", t.hour()))
 }
 
+/// The file name for a flush (`first == last`, level 0) or a compaction.
+pub(super) fn file_name(first_lsn: u64, lsn: u64, level: u8) -> String {
+    if level == 0 {
+        format!("{lsn:020}.parquet")
+    } else {
+        format!("{first_lsn:020}-{lsn:020}-c{level}.parquet")
+    }
+}
+
+/// `(first_lsn, lsn, level)` of a file name written by [`file_name`].
+fn parse_file_name(name: &str) -> Option<(u64, u64, u8)> {
+    let stem = name.strip_suffix(".parquet")?;
+    let mut parts = stem.split('-');
+    let first: u64 = parts.next()?.parse().ok()?;
+    let Some(last) = parts.next() else {
+        return Some((first, first, 0));
+    };
+    let last: u64 = last.parse().ok()?;
+    let level: u8 = parts.next()?.strip_prefix('c')?.parse().ok()?;
+    (parts.next().is_none() && first <= last && level > 0).then_some((first, last, level))
+}
+
 /// The working memory of a flush beyond the buffers it writes out: rows are sorted in chunks of
 /// about this many bytes, and a row group is closed once its encoded pages reach it. An eighth
 /// of the memory limit, so that flushing under pressure cannot take the process far past it.
-fn chunk_bytes(config: &StorageConfig) -> usize {
+pub(super) fn chunk_bytes(config: &StorageConfig) -> usize {
     ((config.memory_limit_bytes / 8) as usize).clamp(1 << 20, 64 << 20)
 }
 
@@ -123,16 +163,7 @@ fn time_column<'a>(
         })
 }
 
-/// Writes the rows whose time is in `range` (`[lo, hi)`; all rows when `None`), one file per hour.
-fn write_hours(
-    dir: &Path,
-    table: Table,
-    batches: &[RecordBatch],
-    lsn: u64,
-    config: &StorageConfig,
-    range: Option<(i64, i64)>,
-) -> Result<Vec<ParquetFile>, StoreError> {
-    let schema = table.schema();
+pub(super) fn writer_properties(table: Table, config: &StorageConfig) -> WriterProperties {
     let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(config.zstd_level).unwrap_or_default(),
@@ -148,7 +179,20 @@ fn write_hours(
             .set_column_bloom_filter_enabled(trace_id.clone(), true)
             .set_column_bloom_filter_fpp(trace_id, 0.01);
     }
-    let props = props.build();
+    props.build()
+}
+
+/// Writes the rows whose time is in `range` (`[lo, hi)`; all rows when `None`), one file per hour.
+fn write_hours(
+    dir: &Path,
+    table: Table,
+    batches: &[RecordBatch],
+    lsn: u64,
+    config: &StorageConfig,
+    range: Option<(i64, i64)>,
+) -> Result<Vec<ParquetFile>, StoreError> {
+    let schema = table.schema();
+    let props = writer_properties(table, config);
     let budget = chunk_bytes(config);
     let mut writers: BTreeMap<i64, HourWriter> = BTreeMap::new();
     let mut chunk_start = 0;
@@ -191,8 +235,8 @@ fn write_hours(
                 std::collections::btree_map::Entry::Vacant(e) => {
                     let target_dir = hour_dir(dir, hour);
                     fs::create_dir_all(&target_dir).map_err(io_err(&target_dir))?;
-                    let path = target_dir.join(format!("{lsn:020}.parquet"));
-                    let tmp = target_dir.join(format!("{lsn:020}.parquet.tmp"));
+                    let path = target_dir.join(file_name(lsn, lsn, 0));
+                    let tmp = target_dir.join(format!("{}.tmp", file_name(lsn, lsn, 0)));
                     let file = fs::File::create(&tmp).map_err(io_err(&tmp))?;
                     let writer = ArrowWriter::try_new(file, schema.clone(), Some(props.clone()))
                         .map_err(|e| StoreError::Parquet {
@@ -238,13 +282,15 @@ fn write_hours(
             size,
             hour_start_ns: hour,
             lsn,
+            first_lsn: lsn,
+            level: 0,
         });
     }
     Ok(files)
 }
 
 /// Sorts a chunk by (hour, the table's sort keys) and returns it with each row's hour.
-fn sort_by_hour(
+pub(super) fn sort_by_hour(
     dir: &Path,
     table: Table,
     chunk: &RecordBatch,
@@ -286,8 +332,9 @@ fn parse_hour(date_dir: &str, hour_dir: &str) -> Option<i64> {
         .timestamp_nanos_opt()
 }
 
-/// Lists a table's committed files; deletes temporary files and files of a flush that did not
-/// commit (LSN past the manifest), whose rows the WAL replays.
+/// Lists a table's committed files; deletes temporary files, files of a flush that did not
+/// commit (LSN past the manifest), whose rows the WAL replays, and the inputs of a compaction
+/// that committed before they were deleted.
 pub fn recover(dir: &Path, flushed_lsn: u64) -> Result<Vec<ParquetFile>, StoreError> {
     let mut files = Vec::new();
     for date in fs::read_dir(dir).map_err(io_err(dir))? {
@@ -303,6 +350,7 @@ pub fn recover(dir: &Path, flushed_lsn: u64) -> Result<Vec<ParquetFile>, StoreEr
                 tracing::warn!(path = %hour.path().display(), "ignoring a directory that is not a date=/hour= partition");
                 continue;
             };
+            let mut in_hour = Vec::new();
             for entry in fs::read_dir(hour.path()).map_err(io_err(&hour.path()))? {
                 let entry = entry.map_err(io_err(&hour.path()))?;
                 let path = entry.path();
@@ -311,10 +359,7 @@ pub fn recover(dir: &Path, flushed_lsn: u64) -> Result<Vec<ParquetFile>, StoreEr
                     fs::remove_file(&path).map_err(io_err(&path))?;
                     continue;
                 }
-                let Some(lsn) = name
-                    .strip_suffix(".parquet")
-                    .and_then(|s| s.parse::<u64>().ok())
-                else {
+                let Some((first_lsn, lsn, level)) = parse_file_name(&name) else {
                     continue;
                 };
                 if lsn > flushed_lsn {
@@ -323,12 +368,22 @@ pub fn recover(dir: &Path, flushed_lsn: u64) -> Result<Vec<ParquetFile>, StoreEr
                     continue;
                 }
                 let size = entry.metadata().map_err(io_err(&path))?.len();
-                files.push(ParquetFile {
+                in_hour.push(ParquetFile {
                     path,
                     size,
                     hour_start_ns,
                     lsn,
+                    first_lsn,
+                    level,
                 });
+            }
+            for file in &in_hour {
+                if in_hour.iter().any(|other| other.covers(file)) {
+                    tracing::info!(path = %file.path.display(), "deleting a Parquet file whose rows a compacted file holds (the compaction committed before its inputs were deleted)");
+                    fs::remove_file(&file.path).map_err(io_err(&file.path))?;
+                } else {
+                    files.push(file.clone());
+                }
             }
         }
     }

@@ -81,6 +81,8 @@ mod tests {
             size,
             hour_start_ns: hour * HOUR_NS,
             lsn: hour as u64,
+            first_lsn: hour as u64,
+            level: 0,
         }
     }
 
