@@ -7,7 +7,7 @@ use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::common::config::TableParquetOptions;
-use datafusion::common::{DataFusionError, Result, ScalarValue};
+use datafusion::common::{Result, ScalarValue};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::object_store::ObjectStoreUrl;
@@ -16,12 +16,11 @@ use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, Pa
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
-use datafusion::object_store::{self, ObjectMeta};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::union::UnionExec;
 use vigil_schemas::{Table, col};
 
-use crate::storage::{ParquetFile, Store};
+use crate::storage::Store;
 
 /// One of vigil's tables as DataFusion sees it.
 #[derive(Clone)]
@@ -115,24 +114,6 @@ pub fn time_range(filters: &[Expr]) -> (i64, i64) {
     (lo, hi)
 }
 
-/// A Parquet file as the local object store names it. The store only knows absolute paths,
-/// given as object paths (`PartitionedFile::new` would turn `./x` into the object `%2E/x`).
-fn partitioned_file(file: &ParquetFile) -> Result<PartitionedFile> {
-    let location = object_store::path::Path::from_absolute_path(&file.path).map_err(|e| {
-        DataFusionError::Internal(format!(
-            "Parquet file {} has no object-store path: {e}",
-            file.path.display()
-        ))
-    })?;
-    Ok(PartitionedFile::new_from_meta(ObjectMeta {
-        location,
-        last_modified: chrono::DateTime::UNIX_EPOCH,
-        size: file.size,
-        e_tag: None,
-        version: None,
-    }))
-}
-
 #[async_trait]
 impl TableProvider for VigilTable {
     fn schema(&self) -> SchemaRef {
@@ -174,7 +155,7 @@ impl TableProvider for VigilTable {
                 vec![Vec::new(); target_partitions.min(files.len())];
             let group_count = groups.len();
             for (i, f) in files.iter().enumerate() {
-                groups[i % group_count].push(partitioned_file(f)?);
+                groups[i % group_count].push(f.partitioned()?);
             }
             // The session's Parquet options, and footers and page indexes
             // kept in the runtime's metadata cache: files never change once written, and

@@ -5,23 +5,37 @@
 //! flushes happen under memory pressure. Files are merged `fan_in` at a time among files of the
 //! same level (how many merges their rows went through), so a row is rewritten about
 //! log_fan_in(flushes per hour) times and the current hour never holds more than
-//! `fan_in - 1` files of a level; once an hour is over, its small files become one.
+//! `fan_in - 1` files of a level; once an hour is over, its small files become one. A merged
+//! file is sorted by the table's keys throughout (a flush's file only within chunks), so its
+//! row groups' statistics narrow: a statement over one metric reads the row groups of that
+//! metric, not every row group the flushes mixed it into.
 
 use std::fs;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use arrow::compute::concat_batches;
 use arrow::record_batch::RecordBatch;
+use datafusion::common::DataFusionError;
+use datafusion::datasource::object_store::ObjectStoreUrl;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::physical_expr::expressions::col as physical_col;
+use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
+use datafusion::physical_plan::execute_stream;
+use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use futures::StreamExt;
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
 use vigil_schemas::Table;
 
 use super::parquet_files::{
-    HOUR_NS, ParquetFile, file_name, hour_dir, sort_by_hour, writer_properties,
+    HOUR_NS, ParquetFile, file_name, hour_dir, sort_by_hour, sort_keys, writer_properties,
 };
-use super::{StorageConfig, StoreError, conform, io_err};
+use super::{StorageConfig, StoreError, io_err};
 
 /// When and how files are merged.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,14 +107,17 @@ pub fn pick(
 }
 
 /// Merges `inputs` (files of one hour, consecutive in LSN order) into one file sorted by the
-/// table's keys in chunks of about `chunk_bytes`, committed by its rename. Returns `None`, with
-/// nothing left behind, when `cancel` is raised midway.
+/// table's keys, committed by its rename. DataFusion's external sort does the merge within
+/// `memory_bytes`, spilling to `spill_dir` past that, on this thread alone (a merge takes at
+/// most one core from ingest and queries). Returns `None`, with nothing left behind, when
+/// `cancel` is raised midway.
 pub fn compact(
     dir: &Path,
     table: Table,
     inputs: &[ParquetFile],
     config: &StorageConfig,
-    chunk_bytes: usize,
+    memory_bytes: usize,
+    spill_dir: &Path,
     cancel: &AtomicBool,
 ) -> Result<Option<ParquetFile>, StoreError> {
     let (Some(first), Some(last)) = (inputs.first(), inputs.last()) else {
@@ -123,79 +140,31 @@ pub fn compact(
     let name = file_name(first_lsn, lsn, level);
     let path = target_dir.join(&name);
     let tmp = target_dir.join(format!("{name}.tmp"));
-    let schema = table.schema();
-    let parquet_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |e: parquet::errors::ParquetError| StoreError::Parquet {
-            path,
-            message: e.to_string(),
-        }
-    };
 
-    let file = fs::File::create(&tmp).map_err(io_err(&tmp))?;
-    let mut writer =
-        ArrowWriter::try_new(file, schema.clone(), Some(writer_properties(table, config)))
-            .map_err(parquet_err(&tmp))?;
-    let mut chunk: Vec<RecordBatch> = Vec::new();
-    let mut chunk_size = 0;
-    let write_chunk = |chunk: &mut Vec<RecordBatch>,
-                       writer: &mut ArrowWriter<fs::File>|
-     -> Result<(), StoreError> {
-        if chunk.is_empty() {
-            return Ok(());
-        }
-        // Derived rows of one minute from different flushes become one row again.
-        let rows = if table.is_derived() {
-            table.merge_derived(chunk)?
-        } else {
-            std::mem::take(chunk)
-        };
-        chunk.clear();
-        let rows = concat_batches(&schema, &rows)?;
-        let (sorted, _) = sort_by_hour(dir, table, &rows)?;
-        drop(rows);
-        writer.write(&sorted).map_err(parquet_err(&tmp))?;
-        if writer.in_progress_size() >= chunk_bytes {
-            writer.flush().map_err(parquet_err(&tmp))?;
-        }
-        Ok(())
-    };
-    let result = (|| -> Result<bool, StoreError> {
-        for input in inputs {
-            let file = fs::File::open(&input.path).map_err(io_err(&input.path))?;
-            let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-                .and_then(|builder| builder.with_batch_size(8192).build())
-                .map_err(parquet_err(&input.path))?;
-            for batch in reader {
-                let batch = conform(batch?, &schema)?;
-                chunk_size += batch.get_array_memory_size();
-                chunk.push(batch);
-                if chunk_size >= chunk_bytes {
-                    write_chunk(&mut chunk, &mut writer)?;
-                    chunk_size = 0;
-                    if cancel.load(Ordering::Relaxed) {
-                        return Ok(false);
-                    }
-                }
-            }
-        }
-        write_chunk(&mut chunk, &mut writer)?;
-        Ok(true)
-    })();
-    match result {
-        Ok(true) => {}
-        Ok(false) => {
-            drop(writer);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(io_err(&tmp))?;
+    let written = runtime.block_on(write_sorted(
+        table,
+        inputs,
+        config,
+        memory_bytes,
+        spill_dir,
+        &tmp,
+        cancel,
+    ));
+    let file = match written {
+        Ok(Some(file)) => file,
+        Ok(None) => {
             let _ = fs::remove_file(&tmp);
             return Ok(None);
         }
         Err(e) => {
-            drop(writer);
             let _ = fs::remove_file(&tmp);
             return Err(e);
         }
-    }
-    let file = writer.into_inner().map_err(parquet_err(&tmp))?;
+    };
     file.sync_all().map_err(io_err(&tmp))?;
     let size = file.metadata().map_err(io_err(&tmp))?.len();
     fs::rename(&tmp, &path).map_err(io_err(&path))?;
@@ -210,6 +179,114 @@ pub fn compact(
         first_lsn,
         level,
     }))
+}
+
+/// Reads `inputs` sorted by the table's keys and writes them to `tmp`.
+async fn write_sorted(
+    table: Table,
+    inputs: &[ParquetFile],
+    config: &StorageConfig,
+    memory_bytes: usize,
+    spill_dir: &Path,
+    tmp: &Path,
+    cancel: &AtomicBool,
+) -> Result<Option<fs::File>, StoreError> {
+    let query_err = |e: DataFusionError| StoreError::Parquet {
+        path: tmp.to_path_buf(),
+        message: format!("merging files: {}", e.strip_backtrace()),
+    };
+    let parquet_err = |e: parquet::errors::ParquetError| StoreError::Parquet {
+        path: tmp.to_path_buf(),
+        message: e.to_string(),
+    };
+    let schema = table.schema();
+    fs::create_dir_all(spill_dir).map_err(io_err(spill_dir))?;
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_limit(memory_bytes, 1.0)
+        .with_temp_file_path(spill_dir)
+        .build_arc()
+        .map_err(query_err)?;
+    // The sort keeps a quarter back for merging its spilled runs (10 MiB by default, more
+    // than a small limit holds).
+    let session = SessionConfig::new()
+        .with_target_partitions(1)
+        .with_batch_size(8192)
+        .with_sort_spill_reservation_bytes(memory_bytes / 4);
+    let context = SessionContext::new_with_config_rt(session, runtime);
+    let files = inputs
+        .iter()
+        .map(ParquetFile::partitioned)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(query_err)?;
+    let scan = FileScanConfigBuilder::new(
+        ObjectStoreUrl::local_filesystem(),
+        Arc::new(ParquetSource::new(schema.clone())),
+    )
+    .with_file_groups(vec![FileGroup::new(files)])
+    .build();
+    let ordering = sort_keys(table)
+        .iter()
+        .map(|key| Ok(PhysicalSortExpr::new_default(physical_col(key, &schema)?)))
+        .collect::<Result<Vec<_>, DataFusionError>>()
+        .map_err(query_err)?;
+    let ordering = LexOrdering::new(ordering).ok_or_else(|| StoreError::Parquet {
+        path: tmp.to_path_buf(),
+        message: "the table has no sort keys".into(),
+    })?;
+    let plan = Arc::new(SortExec::new(
+        ordering,
+        DataSourceExec::from_data_source(scan),
+    ));
+    let mut sorted = execute_stream(plan, context.task_ctx()).map_err(query_err)?;
+
+    let file = fs::File::create(tmp).map_err(io_err(tmp))?;
+    let mut writer =
+        ArrowWriter::try_new(file, schema.clone(), Some(writer_properties(table, config)))
+            .map_err(parquet_err)?;
+    // Derived rows of one minute from different flushes are neighbours once sorted: merged in
+    // runs of this many rows, a minute becomes one row again (or two, across a run's edge).
+    let mut pending: Vec<RecordBatch> = Vec::new();
+    let mut pending_rows = 0;
+    while let Some(batch) = sorted.next().await {
+        if cancel.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let batch = batch.map_err(query_err)?;
+        if !table.is_derived() {
+            writer.write(&batch).map_err(parquet_err)?;
+            continue;
+        }
+        pending_rows += batch.num_rows();
+        pending.push(batch);
+        if pending_rows >= DERIVED_RUN_ROWS {
+            write_merged(table, &mut pending, &mut writer, tmp)?;
+            pending_rows = 0;
+        }
+    }
+    write_merged(table, &mut pending, &mut writer, tmp)?;
+    writer.into_inner().map(Some).map_err(parquet_err)
+}
+
+const DERIVED_RUN_ROWS: usize = 64 * 1024;
+
+/// Merges a run of sorted derived rows and writes it, sorted again.
+fn write_merged(
+    table: Table,
+    pending: &mut Vec<RecordBatch>,
+    writer: &mut ArrowWriter<fs::File>,
+    tmp: &Path,
+) -> Result<(), StoreError> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let merged = table.merge_derived(pending)?;
+    pending.clear();
+    let merged = concat_batches(&table.schema(), &merged)?;
+    let (sorted, _) = sort_by_hour(tmp, table, &merged)?;
+    writer.write(&sorted).map_err(|e| StoreError::Parquet {
+        path: tmp.to_path_buf(),
+        message: e.to_string(),
+    })
 }
 
 #[cfg(test)]

@@ -310,6 +310,9 @@ struct Manifest {
 
 const MANIFEST: &str = "_manifest.json";
 
+/// Where compaction's sort spills past its memory, under the data directory; emptied at start-up.
+const SPILL_DIR: &str = "tmp";
+
 fn read_manifest(dir: &Path) -> Result<u64, StoreError> {
     let path = dir.join(MANIFEST);
     match fs::read(&path) {
@@ -352,6 +355,11 @@ impl Store {
     ) -> Result<Arc<Store>, StoreError> {
         config.data_dir = paths::resolve_dir(&config.data_dir, "data directory")?;
         let tables_dir = config.data_dir.join("tables");
+        // Spill files of a merge the last process did not finish.
+        let spill_dir = config.data_dir.join(SPILL_DIR);
+        if spill_dir.exists() {
+            fs::remove_dir_all(&spill_dir).map_err(io_err(&spill_dir))?;
+        }
         // Half of the limit is for buffered rows; the other half is headroom for requests being
         // decoded (before they can be counted) and for flushes in progress.
         let memory = Arc::new(MemoryBudget::new(config.memory_limit_bytes / 2));
@@ -825,10 +833,11 @@ impl Store {
         let Some(inputs) = inputs else {
             return Ok(false);
         };
-        // Its working memory comes out of the conversions' half of the limit: a merge waits
-        // for ingest, not the other way round.
-        let chunk_bytes = parquet_files::chunk_bytes(&self.config) / 2;
-        let reserved = 3 * chunk_bytes as u64;
+        // Its working memory (the sort's, and as much again for decoding and the row group
+        // being written) comes out of the conversions' half of the limit: a merge waits for
+        // ingest, not the other way round.
+        let sort_bytes = parquet_files::chunk_bytes(&self.config);
+        let reserved = 2 * sort_bytes as u64;
         if self.conversions.try_reserve(reserved).is_err() {
             return Ok(false);
         }
@@ -840,7 +849,16 @@ impl Store {
             inputs.clone(),
         );
         let written = tokio::task::spawn_blocking(move || {
-            compaction::compact(&dir, table, &run, &config, chunk_bytes, &store.stopping)
+            let spill_dir = config.data_dir.join(SPILL_DIR);
+            compaction::compact(
+                &dir,
+                table,
+                &run,
+                &config,
+                sort_bytes,
+                &spill_dir,
+                &store.stopping,
+            )
         })
         .await
         .map_err(|e| StoreError::WriterGone(format!("compaction task panicked: {e}")));
@@ -1306,10 +1324,10 @@ pub(crate) mod tests {
         assert_eq!(store.memory().used(), 0);
     }
 
-    /// The ids of the spans in a table's files, sorted.
-    fn span_ids_in_files(files: &[ParquetFile]) -> Vec<String> {
+    /// A string column of a table's files, in file and row order.
+    fn column_in_files(files: &[ParquetFile], name: &str) -> Vec<String> {
         use arrow::array::AsArray;
-        let mut ids = Vec::new();
+        let mut values = Vec::new();
         for file in files {
             let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
                 fs::File::open(&file.path).unwrap(),
@@ -1319,17 +1337,23 @@ pub(crate) mod tests {
             .unwrap();
             for batch in reader {
                 let batch = batch.unwrap();
-                let column = batch.column_by_name("span_id").unwrap();
+                let column = batch.column_by_name(name).unwrap();
                 let column =
                     arrow::compute::cast(column, &arrow::datatypes::DataType::Utf8).unwrap();
-                ids.extend(
+                values.extend(
                     column
                         .as_string::<i32>()
                         .iter()
-                        .map(|id| id.unwrap().to_owned()),
+                        .map(|v| v.unwrap().to_owned()),
                 );
             }
         }
+        values
+    }
+
+    /// The ids of the spans in a table's files, sorted.
+    fn span_ids_in_files(files: &[ParquetFile]) -> Vec<String> {
+        let mut ids = column_in_files(files, "span_id");
         ids.sort();
         ids
     }
@@ -1369,6 +1393,12 @@ pub(crate) mod tests {
             (before[0].lsn, before[3].lsn, 1)
         );
         assert_eq!(span_ids_in_files(&after), expected);
+        // Sorted by the table's keys throughout, not per flush: span names s1, s11, … s9.
+        let names = column_in_files(&after, "name");
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted);
+        assert_ne!(column_in_files(&before, "name"), sorted);
         assert_eq!(telemetry.parquet_files_compacted.load(Ordering::Relaxed), 4);
         // Nothing more to merge.
         assert_eq!(store.compact_once().await, 0);
@@ -1398,14 +1428,21 @@ pub(crate) mod tests {
         }
         let inputs = store.snapshot(Table::Spans).files;
         let state = store.tables[&Table::Spans].clone();
-        let merged = compaction::compact(
-            &state.dir,
-            Table::Spans,
-            &inputs,
-            &store.config,
-            1 << 20,
-            &std::sync::atomic::AtomicBool::new(false),
-        )
+        let (table_dir, settings, run) = (state.dir.clone(), store.config.clone(), inputs.clone());
+        let spill = dir.path().join("spill");
+        let merged = tokio::task::spawn_blocking(move || {
+            compaction::compact(
+                &table_dir,
+                Table::Spans,
+                &run,
+                &settings,
+                64 << 20,
+                &spill,
+                &std::sync::atomic::AtomicBool::new(false),
+            )
+        })
+        .await
+        .unwrap()
         .unwrap()
         .unwrap();
         store
@@ -1456,5 +1493,57 @@ pub(crate) mod tests {
         })
         .unwrap();
         assert_eq!(rows, 1, "one model, one minute");
+    }
+
+    /// A merge bigger than its memory spills to disk and still writes every row once, sorted.
+    #[tokio::test]
+    async fn a_merge_past_its_memory_spills_and_keeps_every_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(config(dir.path()), Arc::new(Telemetry::default())).unwrap();
+        let hour = this_hour();
+        let mut appended_bytes = 0;
+        for flush in 0..4u64 {
+            for part in 0..20u64 {
+                let batch = spans_at(1, 250, hour + flush * 1000 + part);
+                appended_bytes += batch.get_array_memory_size();
+                store.append(Table::Spans, batch).await.unwrap();
+            }
+            store.flush_due_tables(true).await.unwrap();
+        }
+        let memory = 4 << 20;
+        assert!(
+            appended_bytes > memory,
+            "{appended_bytes} bytes fit in memory"
+        );
+        let inputs = store.snapshot(Table::Spans).files;
+        assert_eq!(inputs.len(), 4);
+        let (table_dir, settings, run) = (
+            store.tables[&Table::Spans].dir.clone(),
+            store.config.clone(),
+            inputs.clone(),
+        );
+        let spill = dir.path().join("spill");
+        let merged = tokio::task::spawn_blocking(move || {
+            compaction::compact(
+                &table_dir,
+                Table::Spans,
+                &run,
+                &settings,
+                memory,
+                &spill,
+                &std::sync::atomic::AtomicBool::new(false),
+            )
+        })
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+        let names = column_in_files(std::slice::from_ref(&merged), "name");
+        assert_eq!(names.len(), 20_000);
+        assert!(names.is_sorted());
+        assert_eq!(
+            span_ids_in_files(std::slice::from_ref(&merged)),
+            span_ids_in_files(&inputs)
+        );
     }
 }

@@ -16,6 +16,9 @@ use arrow::array::{Array, ArrayRef, Int64Array, TimestampNanosecondArray};
 use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, NaiveDate, Timelike};
+use datafusion::common::DataFusionError;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::object_store::{self, ObjectMeta};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -44,6 +47,24 @@ pub struct ParquetFile {
 }
 
 impl ParquetFile {
+    /// The file as DataFusion's local object store names it. The store only knows absolute
+    /// paths, given as object paths (`PartitionedFile::new` would turn `./x` into `%2E/x`).
+    pub fn partitioned(&self) -> datafusion::common::Result<PartitionedFile> {
+        let location = object_store::path::Path::from_absolute_path(&self.path).map_err(|e| {
+            DataFusionError::Internal(format!(
+                "Parquet file {} has no object-store path: {e}",
+                self.path.display()
+            ))
+        })?;
+        Ok(PartitionedFile::new_from_meta(ObjectMeta {
+            location,
+            last_modified: chrono::DateTime::UNIX_EPOCH,
+            size: self.size,
+            e_tag: None,
+            version: None,
+        }))
+    }
+
     /// Whether this file's LSN range holds the other's (and is not the other).
     fn covers(&self, other: &ParquetFile) -> bool {
         self.first_lsn <= other.first_lsn
@@ -57,7 +78,7 @@ impl ParquetFile {
     }
 }
 
-fn sort_keys(table: Table) -> &'static [&'static str] {
+pub(super) fn sort_keys(table: Table) -> &'static [&'static str] {
     match table {
         Table::Spans => &[col::SERVICE_NAME, span_col::NAME, col::TRACE_ID, col::TIME],
         Table::Metrics => &[metric_col::METRIC_NAME, col::SERVICE_NAME, col::TIME],
