@@ -11,11 +11,12 @@
 //! metric, not every row group the flushes mixed it into.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use arrow::compute::concat_batches;
+use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::common::DataFusionError;
 use datafusion::datasource::object_store::ObjectStoreUrl;
@@ -24,16 +25,21 @@ use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::physical_expr::expressions::col as physical_col;
 use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
-use datafusion::physical_plan::execute_stream;
 use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use datafusion::physical_plan::union::UnionExec;
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::StreamExt;
 use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 use vigil_schemas::Table;
 
 use super::parquet_files::{
-    HOUR_NS, ParquetFile, file_name, hour_dir, sort_by_hour, sort_keys, writer_properties,
+    HOUR_NS, ParquetFile, file_name, hour_dir, is_sorted, mark_sorted, sort_by_hour, sort_keys,
+    writer_properties,
 };
 use super::{StorageConfig, StoreError, io_err};
 
@@ -58,6 +64,9 @@ impl Default for CompactionConfig {
         }
     }
 }
+
+/// The most files one merge reads: it holds a batch of each at once.
+const MAX_RUN_FILES: usize = 32;
 
 /// The next run of one table's files to merge, if any: files of one hour, consecutive in LSN
 /// order (so that the merged file's LSN range holds exactly its inputs), each under
@@ -87,6 +96,7 @@ pub fn pick(
                 let mut total = 0;
                 let take = run
                     .iter()
+                    .take(MAX_RUN_FILES)
                     .take_while(|f| {
                         total += f.size;
                         total <= config.max_file_bytes
@@ -96,7 +106,7 @@ pub fn pick(
                 return Some(run[..take].to_vec());
             }
             if let Some(window) = run
-                .windows(config.fan_in)
+                .windows(config.fan_in.min(MAX_RUN_FILES))
                 .find(|w| w.iter().all(|f| f.level == w[0].level))
             {
                 return Some(window.to_vec());
@@ -107,9 +117,9 @@ pub fn pick(
 }
 
 /// Merges `inputs` (files of one hour, consecutive in LSN order) into one file sorted by the
-/// table's keys, committed by its rename. DataFusion's external sort does the merge within
-/// `memory_bytes`, spilling to `spill_dir` past that, on this thread alone (a merge takes at
-/// most one core from ingest and queries). Returns `None`, with nothing left behind, when
+/// table's keys, committed by its rename. DataFusion merges the sorted inputs and sorts the
+/// others first within `memory_bytes`, spilling to `spill_dir` past that, on this thread alone
+/// (a merge takes at most one core from ingest and queries). Returns `None`, with nothing left behind, when
 /// `cancel` is raised midway.
 pub fn compact(
     dir: &Path,
@@ -181,7 +191,43 @@ pub fn compact(
     }))
 }
 
+/// Copies of unsorted inputs, sorted, in the spill directory; deleted when dropped.
+struct SortedCopies(Vec<PathBuf>);
+
+impl Drop for SortedCopies {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+/// A scan of one Parquet file at `path`.
+fn scan(path: &Path, schema: &SchemaRef) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
+    let size = fs::metadata(path)?.len();
+    let file = ParquetFile {
+        path: path.to_path_buf(),
+        size,
+        hour_start_ns: 0,
+        lsn: 0,
+        first_lsn: 0,
+        level: 0,
+    };
+    let config = FileScanConfigBuilder::new(
+        ObjectStoreUrl::local_filesystem(),
+        Arc::new(ParquetSource::new(schema.clone())),
+    )
+    .with_file_groups(vec![FileGroup::new(vec![file.partitioned()?])])
+    .build();
+    Ok(DataSourceExec::from_data_source(config))
+}
+
 /// Reads `inputs` sorted by the table's keys and writes them to `tmp`.
+///
+/// Files already sorted throughout (merged ones, and flushes that fit in one sorted chunk) are
+/// merged as they are. Each of the others is first sorted alone, with the whole memory (one
+/// sort at a time: side by side, a few unsorted inputs left each sort less than a batch), into
+/// an uncompressed copy in the spill directory.
 async fn write_sorted(
     table: Table,
     inputs: &[ParquetFile],
@@ -195,35 +241,27 @@ async fn write_sorted(
         path: tmp.to_path_buf(),
         message: format!("merging files: {}", e.strip_backtrace()),
     };
-    let parquet_err = |e: parquet::errors::ParquetError| StoreError::Parquet {
-        path: tmp.to_path_buf(),
-        message: e.to_string(),
+    let parquet_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |e: parquet::errors::ParquetError| StoreError::Parquet {
+            path,
+            message: e.to_string(),
+        }
     };
     let schema = table.schema();
     fs::create_dir_all(spill_dir).map_err(io_err(spill_dir))?;
+    // The sort keeps a quarter back for merging its spilled runs (10 MiB by default, more than
+    // a small limit holds).
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_limit(memory_bytes, 1.0)
         .with_temp_file_path(spill_dir)
         .build_arc()
         .map_err(query_err)?;
-    // The sort keeps a quarter back for merging its spilled runs (10 MiB by default, more
-    // than a small limit holds).
     let session = SessionConfig::new()
         .with_target_partitions(1)
-        .with_batch_size(8192)
+        .with_batch_size(4096)
         .with_sort_spill_reservation_bytes(memory_bytes / 4);
     let context = SessionContext::new_with_config_rt(session, runtime);
-    let files = inputs
-        .iter()
-        .map(ParquetFile::partitioned)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(query_err)?;
-    let scan = FileScanConfigBuilder::new(
-        ObjectStoreUrl::local_filesystem(),
-        Arc::new(ParquetSource::new(schema.clone())),
-    )
-    .with_file_groups(vec![FileGroup::new(files)])
-    .build();
     let ordering = sort_keys(table)
         .iter()
         .map(|key| Ok(PhysicalSortExpr::new_default(physical_col(key, &schema)?)))
@@ -233,16 +271,57 @@ async fn write_sorted(
         path: tmp.to_path_buf(),
         message: "the table has no sort keys".into(),
     })?;
-    let plan = Arc::new(SortExec::new(
-        ordering,
-        DataSourceExec::from_data_source(scan),
-    ));
-    let mut sorted = execute_stream(plan, context.task_ctx()).map_err(query_err)?;
+
+    let mut copies = SortedCopies(Vec::new());
+    let mut runs: Vec<Arc<dyn ExecutionPlan>> = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        if is_sorted(&input.path)? {
+            runs.push(scan(&input.path, &schema).map_err(query_err)?);
+            continue;
+        }
+        let name = input.path.file_name().unwrap_or_default().to_string_lossy();
+        let copy = spill_dir.join(format!("{name}.sorted"));
+        copies.0.push(copy.clone());
+        let sort = Arc::new(SortExec::new(
+            ordering.clone(),
+            scan(&input.path, &schema).map_err(query_err)?,
+        ));
+        let mut sorted = execute_stream(sort, context.task_ctx()).map_err(query_err)?;
+        let file = fs::File::create(&copy).map_err(io_err(&copy))?;
+        let plain = WriterProperties::builder()
+            .set_compression(Compression::UNCOMPRESSED)
+            .build();
+        let mut writer =
+            ArrowWriter::try_new(file, schema.clone(), Some(plain)).map_err(parquet_err(&copy))?;
+        while let Some(batch) = sorted.next().await {
+            if cancel.load(Ordering::Relaxed) {
+                return Ok(None);
+            }
+            writer
+                .write(&batch.map_err(query_err)?)
+                .map_err(parquet_err(&copy))?;
+        }
+        writer.close().map_err(parquet_err(&copy))?;
+        runs.push(scan(&copy, &schema).map_err(query_err)?);
+    }
+    let runs: Arc<dyn ExecutionPlan> = if runs.len() == 1 {
+        runs.remove(0)
+    } else {
+        UnionExec::try_new(runs).map_err(query_err)?
+    };
+    // The merge holds a batch of every input at once, which it cannot spill: batches small
+    // enough that all of them together are MERGE_ROWS rows, whatever the number of inputs
+    // (Parquet's sizes say little of a row's size in memory, so rows are what is bounded).
+    let batch_rows = (MERGE_ROWS / inputs.len().max(1)).clamp(64, MERGE_ROWS);
+    let merge_context =
+        SessionContext::new_with_config(context.copied_config().with_batch_size(batch_rows));
+    let plan = Arc::new(SortPreservingMergeExec::new(ordering, runs));
+    let mut sorted = execute_stream(plan, merge_context.task_ctx()).map_err(query_err)?;
 
     let file = fs::File::create(tmp).map_err(io_err(tmp))?;
     let mut writer =
         ArrowWriter::try_new(file, schema.clone(), Some(writer_properties(table, config)))
-            .map_err(parquet_err)?;
+            .map_err(parquet_err(tmp))?;
     // Derived rows of one minute from different flushes are neighbours once sorted: merged in
     // runs of this many rows, a minute becomes one row again (or two, across a run's edge).
     let mut pending: Vec<RecordBatch> = Vec::new();
@@ -253,7 +332,7 @@ async fn write_sorted(
         }
         let batch = batch.map_err(query_err)?;
         if !table.is_derived() {
-            writer.write(&batch).map_err(parquet_err)?;
+            writer.write(&batch).map_err(parquet_err(tmp))?;
             continue;
         }
         pending_rows += batch.num_rows();
@@ -264,10 +343,14 @@ async fn write_sorted(
         }
     }
     write_merged(table, &mut pending, &mut writer, tmp)?;
-    writer.into_inner().map(Some).map_err(parquet_err)
+    mark_sorted(&mut writer);
+    writer.into_inner().map(Some).map_err(parquet_err(tmp))
 }
 
 const DERIVED_RUN_ROWS: usize = 64 * 1024;
+
+/// Rows a merge holds at once across its inputs.
+const MERGE_ROWS: usize = 8192;
 
 /// Merges a run of sorted derived rows and writes it, sorted again.
 fn write_merged(

@@ -296,8 +296,9 @@ pub struct Store {
     published_lsn: Arc<AtomicU64>,
     /// Files retention or compaction took out of the tables, with when they may leave the disk.
     doomed: parking_lot::Mutex<Vec<(PathBuf, Instant)>>,
-    /// Files a compaction failed on (unreadable, say): left out of later ones.
-    compaction_failed: parking_lot::Mutex<std::collections::HashSet<PathBuf>>,
+    /// Files a compaction failed on (unreadable, or the disk full), with when: left out of
+    /// compactions for [`COMPACTION_RETRY`] after.
+    compaction_failed: parking_lot::Mutex<std::collections::HashMap<PathBuf, Instant>>,
     /// Raised at shutdown: a compaction in progress stops and leaves nothing behind.
     stopping: std::sync::atomic::AtomicBool,
     telemetry: Arc<Telemetry>,
@@ -309,6 +310,9 @@ struct Manifest {
 }
 
 const MANIFEST: &str = "_manifest.json";
+
+/// How long files a compaction failed on are left out of compactions.
+const COMPACTION_RETRY: Duration = Duration::from_secs(600);
 
 /// Where compaction's sort spills past its memory, under the data directory; emptied at start-up.
 const SPILL_DIR: &str = "tmp";
@@ -804,10 +808,11 @@ impl Store {
                 Ok(false) => {}
                 Err((inputs, e)) => {
                     add(&self.telemetry.compaction_failures, 1);
-                    tracing::error!(table = %state.table, error = %e, files = inputs.len(), "compaction failed; these files stay as they are and are left out of later compactions");
+                    tracing::error!(table = %state.table, error = %e, files = inputs.len(), "compaction failed; these files stay as they are, and are tried again in 10 minutes");
+                    let now = Instant::now();
                     self.compaction_failed
                         .lock()
-                        .extend(inputs.into_iter().map(|f| f.path));
+                        .extend(inputs.into_iter().map(|f| (f.path, now)));
                 }
             }
         }
@@ -824,10 +829,11 @@ impl Store {
             .saturating_mul(2_000_000_000)
             .max(60_000_000_000);
         let inputs = {
-            let failed = self.compaction_failed.lock();
+            let mut failed = self.compaction_failed.lock();
+            failed.retain(|_, at| at.elapsed() < COMPACTION_RETRY);
             let d = state.data.read();
             compaction::pick(&d.files, now_ns, settle_ns, &self.config.compaction, |f| {
-                failed.contains(&f.path)
+                failed.contains_key(&f.path)
             })
         };
         let Some(inputs) = inputs else {
@@ -1388,6 +1394,12 @@ pub(crate) mod tests {
         let after = store.snapshot(Table::Spans).files;
         assert_eq!(after.len(), 1, "{after:?}");
         let merged = &after[0];
+        assert!(
+            before
+                .iter()
+                .all(|f| parquet_files::is_sorted(&f.path).unwrap())
+        );
+        assert!(parquet_files::is_sorted(&merged.path).unwrap());
         assert_eq!(
             (merged.first_lsn, merged.lsn, merged.level),
             (before[0].lsn, before[3].lsn, 1)
@@ -1495,11 +1507,14 @@ pub(crate) mod tests {
         assert_eq!(rows, 1, "one model, one minute");
     }
 
-    /// A merge bigger than its memory spills to disk and still writes every row once, sorted.
+    /// Flushes bigger than a sorted chunk (so their files are not sorted throughout) are sorted
+    /// by the merge, which spills past its memory, and every row is written once, in order.
     #[tokio::test]
     async fn a_merge_past_its_memory_spills_and_keeps_every_row() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(config(dir.path()), Arc::new(Telemetry::default())).unwrap();
+        let mut cfg = config(dir.path());
+        cfg.memory_limit_bytes = 8 << 20; // flushes sorted in chunks of 1 MiB
+        let store = Store::open(cfg, Arc::new(Telemetry::default())).unwrap();
         let hour = this_hour();
         let mut appended_bytes = 0;
         for flush in 0..4u64 {
@@ -1517,6 +1532,7 @@ pub(crate) mod tests {
         );
         let inputs = store.snapshot(Table::Spans).files;
         assert_eq!(inputs.len(), 4);
+        assert!(!parquet_files::is_sorted(&inputs[0].path).unwrap());
         let (table_dir, settings, run) = (
             store.tables[&Table::Spans].dir.clone(),
             store.config.clone(),
@@ -1541,6 +1557,7 @@ pub(crate) mod tests {
         let names = column_in_files(std::slice::from_ref(&merged), "name");
         assert_eq!(names.len(), 20_000);
         assert!(names.is_sorted());
+        assert!(parquet_files::is_sorted(&merged.path).unwrap());
         assert_eq!(
             span_ids_in_files(std::slice::from_ref(&merged)),
             span_ids_in_files(&inputs)

@@ -130,6 +130,40 @@ struct HourWriter {
     tmp: PathBuf,
     path: PathBuf,
     dir: PathBuf,
+    /// The sorted chunks whose rows it holds: with one, the file is sorted throughout.
+    chunks: usize,
+}
+
+/// Key-value metadata of a file sorted by its table's keys throughout (a flush sorts its rows
+/// in chunks, so a big flush's file is not): compaction merges such files without sorting them.
+pub(super) const SORTED_KEY: &str = "vigil.sorted";
+
+/// Marks a file about to be closed as sorted throughout.
+pub(super) fn mark_sorted(writer: &mut ArrowWriter<fs::File>) {
+    writer.append_key_value_metadata(parquet::file::metadata::KeyValue::new(
+        SORTED_KEY.to_string(),
+        "true".to_string(),
+    ));
+}
+
+/// Whether a file says it is sorted throughout.
+pub(super) fn is_sorted(path: &Path) -> Result<bool, StoreError> {
+    let file = fs::File::open(path).map_err(io_err(path))?;
+    let reader = parquet::file::reader::SerializedFileReader::new(file).map_err(|e| {
+        StoreError::Parquet {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }
+    })?;
+    let metadata = parquet::file::reader::FileReader::metadata(&reader);
+    Ok(metadata
+        .file_metadata()
+        .key_value_metadata()
+        .is_some_and(|pairs| {
+            pairs
+                .iter()
+                .any(|kv| kv.key == SORTED_KEY && kv.value.as_deref() == Some("true"))
+        }))
 }
 
 /// Files a flush may have open at once. Rows spread over more hours than this are written in
@@ -244,6 +278,7 @@ fn write_hours(
         }
         let (sorted, hours) = sort_by_hour(dir, table, &chunk)?;
         drop(chunk);
+        let mut written_to = std::collections::BTreeSet::new();
         let mut start = 0;
         while start < sorted.num_rows() {
             let hour = hours.value(start);
@@ -269,6 +304,7 @@ fn write_hours(
                         tmp,
                         path,
                         dir: target_dir,
+                        chunks: 0,
                     })
                 }
             };
@@ -279,6 +315,9 @@ fn write_hours(
             out.writer
                 .write(&sorted.slice(start, end - start))
                 .map_err(parquet_err)?;
+            if written_to.insert(hour) {
+                out.chunks += 1;
+            }
             if out.writer.in_progress_size() >= budget {
                 out.writer.flush().map_err(parquet_err)?;
             }
@@ -287,7 +326,10 @@ fn write_hours(
     }
 
     let mut files = Vec::with_capacity(writers.len());
-    for (hour, out) in writers {
+    for (hour, mut out) in writers {
+        if out.chunks == 1 {
+            mark_sorted(&mut out.writer);
+        }
         let file = out.writer.into_inner().map_err(|e| StoreError::Parquet {
             path: out.tmp.clone(),
             message: e.to_string(),
