@@ -99,12 +99,12 @@ pub fn start(
                 get(&stats.alertmanager_errors)
             ));
         }));
-    let source = Arc::new(collector.engine.context().clone());
+    let source = Arc::new(collector.engine.analysis_context().clone());
     let sink: Arc<dyn AlertSink> = Arc::new(StoreSink(collector.store.clone()));
     let evaluations = Arc::new(Evaluations::new()?);
     collector
         .engine
-        .context()
+        .analysis_context()
         .register_table(vigil_analyzer::findings::TABLE, evaluations.provider())?;
     let mut runner = Analyzer::new(analyzer.detectors(), source, Some(sink), Some(notifier))
         .with_alert_cap(analyzer.max_alerts_per_detector)

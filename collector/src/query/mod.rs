@@ -112,7 +112,10 @@ impl From<DataFusionError> for QueryError {
 /// The one query engine every door (HTTP SQL, Flight SQL, PromQL, the analyzer) goes through.
 #[derive(Clone)]
 pub struct QueryEngine {
+    /// The doors' session: Parquet filters evaluated while decoding.
     ctx: SessionContext,
+    /// The analyzer's: the same catalog, memory pool and caches, without filter pushdown.
+    analysis: SessionContext,
     limits: QueryConfig,
     turns: Arc<Turns>,
 }
@@ -129,10 +132,11 @@ const METADATA_CACHE_BYTES: usize = 32 << 20;
 impl QueryEngine {
     /// An engine whose `spans`, `metrics`, `logs` and `alerts` read from `store`, within `limits`.
     pub fn new(store: Arc<Store>, limits: QueryConfig) -> Result<QueryEngine, QueryError> {
-        // Parquet filter pushdown (late materialisation) stays off: it made the dashboard's
-        // lookups 2-4x faster but the analyzer's scans of whole windows slower, enough for the
-        // live latency test to miss its 30 s under a loaded machine (BENCHMARKS.md, "The
-        // terminal dashboard").
+        // Two sessions over one catalog and one runtime. Parquet filter pushdown (late
+        // materialisation: the columns of a row are decoded only if its filters pass) made the
+        // dashboard's lookups 2-4x faster, so the doors have it; the analyzer's scans keep most
+        // rows of their windows, where it costs, and with it on for everyone the live latency
+        // test missed its 30 s under a loaded machine (BENCHMARKS.md, "The terminal dashboard").
         let config = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema("vigil", "public");
@@ -148,19 +152,36 @@ impl QueryEngine {
             .with_runtime_env(runtime)
             .with_default_features()
             .build();
-        let ctx = SessionContext::new_with_state(state);
-        bounded::install(&ctx, limits.max_result_bytes);
+        let analysis = SessionContext::new_with_state(state);
+        bounded::install(&analysis, limits.max_result_bytes);
         for table in Table::ALL {
-            ctx.register_table(
+            analysis.register_table(
                 table.name(),
                 Arc::new(VigilTable::new(table, store.clone())),
             )?;
         }
+        // A copy of the analyzer's session (its catalog shared, so a table registered in one
+        // is seen by the other) with pushdown on.
+        let mut doors_config = analysis
+            .copied_config()
+            .with_create_default_catalog_and_schema(false);
+        let parquet = &mut doors_config.options_mut().execution.parquet;
+        parquet.pushdown_filters = true;
+        parquet.reorder_filters = true;
+        let doors = SessionStateBuilder::new_from_existing(analysis.state())
+            .with_config(doors_config)
+            .build();
+        let ctx = SessionContext::new_with_state(doors);
         let turns = Arc::new(Turns {
             running: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent.max(1))),
             waiting: std::sync::atomic::AtomicUsize::new(0),
         });
-        Ok(QueryEngine { ctx, limits, turns })
+        Ok(QueryEngine {
+            ctx,
+            analysis,
+            limits,
+            turns,
+        })
     }
 
     /// The limits in force.
@@ -200,9 +221,15 @@ impl QueryEngine {
         result
     }
 
-    /// The DataFusion context, for in-process readers such as the analyzer.
+    /// The doors' DataFusion context (what HTTP SQL and Flight SQL plan with).
     pub fn context(&self) -> &SessionContext {
         &self.ctx
+    }
+
+    /// The analyzer's DataFusion context: the same tables (a table registered here is seen by
+    /// the doors too), scans without filter pushdown.
+    pub fn analysis_context(&self) -> &SessionContext {
+        &self.analysis
     }
 
     /// Plans one read-only SQL statement: DDL, DML, COPY and `SET` are refused.
@@ -528,5 +555,56 @@ mod tests {
                 .value(0);
             assert!(n >= 5, "{n} rows under {}", data_dir.display());
         }
+    }
+
+    /// The doors decode Parquet with filter pushdown and the analyzer without; both see every
+    /// table, one registered later included, and answer alike over flushed files.
+    #[tokio::test]
+    async fn the_doors_and_the_analyzer_share_tables_but_not_pushdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(dir.path(), |_| {});
+        store.append(Table::Spans, spans(5)).await.unwrap();
+        store.flush_due_tables(true).await.unwrap();
+        let engine = QueryEngine::new(store, QueryConfig::default()).unwrap();
+        let pushdown = |ctx: &SessionContext| {
+            ctx.copied_config()
+                .options()
+                .execution
+                .parquet
+                .pushdown_filters
+        };
+        assert!(pushdown(engine.context()));
+        assert!(!pushdown(engine.analysis_context()));
+
+        let extra = datafusion::datasource::empty::EmptyTable::new(Arc::new(Schema::new(vec![
+            Field::new("x", DataType::Int64, true),
+        ])));
+        engine
+            .analysis_context()
+            .register_table("registered_later", Arc::new(extra))
+            .unwrap();
+        engine
+            .query("SELECT count(*) FROM registered_later")
+            .await
+            .unwrap();
+
+        let sql = "SELECT count(*) AS n FROM spans WHERE name <> 'nothing'";
+        let (_, doors) = engine.query(sql).await.unwrap();
+        let analysis = engine
+            .analysis_context()
+            .sql(sql)
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        assert_eq!(
+            arrow::util::pretty::pretty_format_batches(&doors)
+                .unwrap()
+                .to_string(),
+            arrow::util::pretty::pretty_format_batches(&analysis)
+                .unwrap()
+                .to_string()
+        );
     }
 }
