@@ -1396,6 +1396,47 @@ pub(crate) mod tests {
         now - now % 3_600_000_000_000 + 60_000_000_000
     }
 
+    /// Four flushes of 10 spans each, timed `hour`.
+    async fn flush_four_times(store: &Arc<Store>, hour: u64) {
+        for flush in 0..4u8 {
+            store
+                .append(Table::Spans, spans_at(flush * 10 + 1, 10, hour))
+                .await
+                .unwrap();
+            store.flush_due_tables(true).await.unwrap();
+        }
+    }
+
+    /// Merges `inputs` of `spans` as a compaction would, without touching the store's list.
+    async fn merge_spans_directly(
+        store: &Arc<Store>,
+        inputs: &[ParquetFile],
+        memory: usize,
+        scratch: &Path,
+    ) -> ParquetFile {
+        let (table_dir, settings, run) = (
+            store.tables[&Table::Spans].dir.clone(),
+            store.config.clone(),
+            inputs.to_vec(),
+        );
+        let spill = scratch.join("spill");
+        tokio::task::spawn_blocking(move || {
+            compaction::compact(
+                &table_dir,
+                Table::Spans,
+                &run,
+                &settings,
+                memory,
+                &spill,
+                &std::sync::atomic::AtomicBool::new(false),
+            )
+        })
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+    }
+
     /// Four flushes of one hour become one file holding each row once; the inputs leave the
     /// table at once and the disk after the grace.
     #[tokio::test]
@@ -1404,13 +1445,7 @@ pub(crate) mod tests {
         let telemetry = Arc::new(Telemetry::default());
         let store = Store::open(config(dir.path()), telemetry.clone()).unwrap();
         let hour = this_hour();
-        for flush in 0..4u8 {
-            store
-                .append(Table::Spans, spans_at(flush * 10 + 1, 10, hour))
-                .await
-                .unwrap();
-            store.flush_due_tables(true).await.unwrap();
-        }
+        flush_four_times(&store, hour).await;
         let before = store.snapshot(Table::Spans).files;
         assert_eq!(before.len(), 4);
         let expected = span_ids_in_files(&before);
@@ -1457,32 +1492,9 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(config(dir.path()), Arc::new(Telemetry::default())).unwrap();
         let hour = this_hour();
-        for flush in 0..4u8 {
-            store
-                .append(Table::Spans, spans_at(flush * 10 + 1, 10, hour))
-                .await
-                .unwrap();
-            store.flush_due_tables(true).await.unwrap();
-        }
+        flush_four_times(&store, hour).await;
         let inputs = store.snapshot(Table::Spans).files;
-        let state = store.tables[&Table::Spans].clone();
-        let (table_dir, settings, run) = (state.dir.clone(), store.config.clone(), inputs.clone());
-        let spill = dir.path().join("spill");
-        let merged = tokio::task::spawn_blocking(move || {
-            compaction::compact(
-                &table_dir,
-                Table::Spans,
-                &run,
-                &settings,
-                64 << 20,
-                &spill,
-                &std::sync::atomic::AtomicBool::new(false),
-            )
-        })
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+        let merged = merge_spans_directly(&store, &inputs, 64 << 20, dir.path()).await;
         store
             .append(Table::Spans, spans_at(101, 5, hour))
             .await
@@ -1559,27 +1571,7 @@ pub(crate) mod tests {
         let inputs = store.snapshot(Table::Spans).files;
         assert_eq!(inputs.len(), 4);
         assert!(!parquet_files::is_sorted(&inputs[0].path).unwrap());
-        let (table_dir, settings, run) = (
-            store.tables[&Table::Spans].dir.clone(),
-            store.config.clone(),
-            inputs.clone(),
-        );
-        let spill = dir.path().join("spill");
-        let merged = tokio::task::spawn_blocking(move || {
-            compaction::compact(
-                &table_dir,
-                Table::Spans,
-                &run,
-                &settings,
-                memory,
-                &spill,
-                &std::sync::atomic::AtomicBool::new(false),
-            )
-        })
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+        let merged = merge_spans_directly(&store, &inputs, memory, dir.path()).await;
         let names = column_in_files(std::slice::from_ref(&merged), "name");
         assert_eq!(names.len(), 20_000);
         assert!(names.is_sorted());

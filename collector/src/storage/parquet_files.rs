@@ -442,7 +442,7 @@ pub fn recover(dir: &Path, flushed_lsn: u64) -> Result<Vec<ParquetFile>, StoreEr
             }
             for file in &in_hour {
                 if in_hour.iter().any(|other| other.covers(file)) {
-                    tracing::info!(path = %file.path.display(), "deleting a Parquet file whose rows a compacted file holds (the compaction committed before its inputs were deleted)");
+                    tracing::info!(path = %file.path.display(), "deleting a Parquet file whose rows a merged file holds (its deletion was still pending when the collector stopped)");
                     fs::remove_file(&file.path).map_err(io_err(&file.path))?;
                 } else {
                     files.push(file.clone());
