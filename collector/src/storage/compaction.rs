@@ -119,8 +119,8 @@ pub fn pick(
 /// Merges `inputs` (files of one hour, consecutive in LSN order) into one file sorted by the
 /// table's keys, committed by its rename. DataFusion merges the sorted inputs and sorts the
 /// others first within `memory_bytes`, spilling to `spill_dir` past that, on this thread alone
-/// (a merge takes at most one core from ingest and queries). Returns `None`, with nothing left behind, when
-/// `cancel` is raised midway.
+/// (a merge takes at most one core from ingest and queries). Returns `None`, with nothing left
+/// behind, when `cancel` is raised midway.
 pub fn compact(
     dir: &Path,
     table: Table,
