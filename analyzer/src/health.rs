@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -21,6 +21,8 @@ pub struct DetectorHealth {
     pub last_error: Option<String>,
     /// When it last failed, in RFC 3339.
     pub last_error_at: Option<String>,
+    /// How long its last round took, in seconds: a slow detector delays only its own lane.
+    pub last_round_seconds: f64,
 }
 
 /// A `/metrics` family: name, type, help, and the value it reads from a record.
@@ -28,7 +30,7 @@ type Family = (
     &'static str,
     &'static str,
     &'static str,
-    fn(&DetectorHealth) -> u64,
+    fn(&DetectorHealth) -> f64,
 );
 
 /// Every detector's record, by detector name.
@@ -43,11 +45,18 @@ impl AnalyzerHealth {
         self.detectors.lock().entry(detector).or_default();
     }
 
-    /// Records one round of `detector`.
-    pub fn record(&self, detector: &'static str, outcome: Result<(), String>, now: SystemTime) {
+    /// Records one round of `detector`, which took `took`.
+    pub fn record(
+        &self,
+        detector: &'static str,
+        outcome: Result<(), String>,
+        now: SystemTime,
+        took: Duration,
+    ) {
         let mut detectors = self.detectors.lock();
         let health = detectors.entry(detector).or_default();
         health.runs += 1;
+        health.last_round_seconds = took.as_secs_f64();
         match outcome {
             Ok(()) => health.consecutive_failures = 0,
             Err(error) => {
@@ -84,24 +93,30 @@ impl AnalyzerHealth {
     /// The families for `/metrics`, in the Prometheus text format.
     pub fn render(&self, out: &mut String) {
         let detectors = self.snapshot();
-        let families: [Family; 3] = [
+        let families: [Family; 4] = [
             (
                 "vigil_analyzer_detector_runs_total",
                 "counter",
                 "Rounds each detector ran, failed or not.",
-                |h| h.runs,
+                |h| h.runs as f64,
             ),
             (
                 "vigil_analyzer_detector_failures_total",
                 "counter",
                 "Rounds each detector failed (it raised and resolved nothing in them).",
-                |h| h.failures,
+                |h| h.failures as f64,
             ),
             (
                 "vigil_analyzer_detector_failing",
                 "gauge",
                 "1 while a detector's last round failed: the analyzer is degraded.",
-                |h| u64::from(h.consecutive_failures > 0),
+                |h| f64::from(u8::from(h.consecutive_failures > 0)),
+            ),
+            (
+                "vigil_analyzer_detector_round_seconds",
+                "gauge",
+                "How long each detector's last round took.",
+                |h| h.last_round_seconds,
             ),
         ];
         for (name, kind, help, value) in families {
@@ -123,10 +138,20 @@ mod tests {
         health.register("drift");
         health.register("gpu_xid");
         let now = SystemTime::now();
-        health.record("drift", Ok(()), now);
+        health.record("drift", Ok(()), now, Duration::from_millis(250));
         assert!(!health.degraded());
-        health.record("gpu_xid", Err("object not found".into()), now);
-        health.record("gpu_xid", Err("object not found".into()), now);
+        health.record(
+            "gpu_xid",
+            Err("object not found".into()),
+            now,
+            Duration::ZERO,
+        );
+        health.record(
+            "gpu_xid",
+            Err("object not found".into()),
+            now,
+            Duration::ZERO,
+        );
         assert!(health.degraded());
         let status = health.status();
         assert_eq!(status["degraded"], true);
@@ -140,7 +165,8 @@ mod tests {
         assert!(page.contains("vigil_analyzer_detector_failures_total{detector=\"gpu_xid\"} 2\n"));
         assert!(page.contains("vigil_analyzer_detector_failures_total{detector=\"drift\"} 0\n"));
         assert!(page.contains("vigil_analyzer_detector_failing{detector=\"gpu_xid\"} 1\n"));
-        health.record("gpu_xid", Ok(()), now);
+        assert!(page.contains("vigil_analyzer_detector_round_seconds{detector=\"drift\"} 0.25\n"));
+        health.record("gpu_xid", Ok(()), now, Duration::ZERO);
         assert!(!health.degraded());
         assert_eq!(health.snapshot()["gpu_xid"].failures, 2);
     }

@@ -1,5 +1,5 @@
-//! The analyzer loop: every interval, run each detector, move alert states, record the changes in
-//! the `alerts` table, and hand them to delivery.
+//! The analyzer loop: every interval, run each lane of detectors, move alert states, record the
+//! changes in the `alerts` table, and hand them to delivery.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -11,6 +11,7 @@ use arrow::array::{
 };
 use arrow::datatypes::Int32Type;
 use async_trait::async_trait;
+use futures::FutureExt;
 use tokio::sync::broadcast;
 use vigil_schemas::tables::{Table, new_string_map_builder};
 
@@ -21,7 +22,7 @@ use crate::findings::Evaluations;
 use crate::health::AnalyzerHealth;
 use crate::notify::Notifier;
 use crate::source::QuerySource;
-use crate::state::AlertStates;
+use crate::state::{AlertStates, Timing};
 
 /// Where alert rows go (the collector's `alerts` table, through its WAL).
 #[async_trait]
@@ -347,19 +348,37 @@ impl Analyzer {
         self.notifier.as_ref()
     }
 
-    /// Run every detector once as of `now`; returns the alerts that fired or resolved.
+    /// Run every detector once as of `now`, one after another; returns the alerts that fired
+    /// or resolved.
     pub async fn evaluate(&mut self, now: SystemTime) -> Vec<Alert> {
-        let mut changes = Vec::new();
+        let mut verdicts = Vec::with_capacity(self.detectors.len());
         for detector in &mut self.detectors {
-            match detector.evaluate(self.source.as_ref(), now).await {
+            verdicts.push(judge(detector.as_mut(), self.source.as_ref(), now).await);
+        }
+        self.apply(verdicts, now).await
+    }
+
+    /// Takes one round's verdicts (of every detector, or of one lane), in the order the
+    /// detectors ran; returns the alerts that fired or resolved, recorded and announced.
+    async fn apply(&mut self, verdicts: Vec<Verdict>, now: SystemTime) -> Vec<Alert> {
+        let mut changes = Vec::new();
+        for verdict in verdicts {
+            let Verdict {
+                detector,
+                timing,
+                silences_scopes,
+                took,
+                outcome,
+            } = verdict;
+            match outcome {
                 Ok(findings) => {
-                    self.health.record(detector.name(), Ok(()), now);
+                    self.health.record(detector, Ok(()), now, took);
                     if let Some(evaluations) = &self.evaluations
-                        && let Err(e) = evaluations.record(detector.name(), &findings, now).await
+                        && let Err(e) = evaluations.record(detector, &findings, now).await
                     {
-                        tracing::warn!(detector = detector.name(), error = %e, "could not keep this round's verdicts in the evaluations table");
+                        tracing::warn!(detector, error = %e, "could not keep this round's verdicts in the evaluations table");
                     }
-                    if detector.silences_scopes() {
+                    if silences_scopes {
                         let scopes = findings
                             .iter()
                             .filter(|f| !f.clear)
@@ -370,28 +389,21 @@ impl Analyzer {
                                 scope
                             })
                             .collect();
-                        self.states.set_silent(detector.name(), scopes);
+                        self.states.set_silent(detector, scopes);
                     }
                     // Notes that a scope could not be judged are for `evaluations` only.
                     let findings: Vec<Finding> =
                         findings.into_iter().filter(Finding::judged).collect();
                     let states = &self.states;
-                    let findings = cap_findings(
-                        detector.name(),
-                        findings,
-                        self.max_alerts_per_detector,
-                        |f| states.tracks(&crate::alert::fingerprint(&f.labels)),
-                    );
-                    changes.extend(self.states.apply(
-                        detector.name(),
-                        findings,
-                        detector.timing(),
-                        now,
-                    ));
+                    let findings =
+                        cap_findings(detector, findings, self.max_alerts_per_detector, |f| {
+                            states.tracks(&crate::alert::fingerprint(&f.labels))
+                        });
+                    changes.extend(self.states.apply(detector, findings, timing, now));
                 }
                 Err(e) => {
-                    tracing::warn!(detector = detector.name(), error = %e, "detector failed this round");
-                    self.health.record(detector.name(), Err(e.to_string()), now);
+                    tracing::warn!(detector, error = %e, "detector failed this round");
+                    self.health.record(detector, Err(e), now, took);
                 }
             }
         }
@@ -451,7 +463,8 @@ impl Analyzer {
         }
     }
 
-    /// Evaluate every `interval` and queue notifications every half second until `shutdown`
+    /// Evaluate every `interval`, each lane of detectors (see [`Detector::lane`]) on a task
+    /// and schedule of its own, and queue notifications every half second until `shutdown`
     /// flips. Webhooks and Alertmanagers are sent to by a task of their own, so that a receiver
     /// that never answers cannot hold up detection.
     pub async fn run(
@@ -461,10 +474,10 @@ impl Analyzer {
     ) {
         // Webhooks and Alertmanagers each in a task of their own: a hung receiver of one kind
         // delays neither detection nor the other kind.
-        let mut senders = Vec::new();
+        let mut tasks = Vec::new();
         if let Some(notifier) = self.notifier.as_ref() {
             let deliverer = notifier.deliverer();
-            senders.push(every_half_second(shutdown.clone(), move || {
+            tasks.push(every_half_second(shutdown.clone(), move || {
                 let deliverer = deliverer.clone();
                 async move {
                     if let Err(e) = deliverer.deliver_due(SystemTime::now()).await {
@@ -473,19 +486,31 @@ impl Analyzer {
                 }
             }));
             let pusher = notifier.pusher();
-            senders.push(every_half_second(shutdown.clone(), move || {
+            tasks.push(every_half_second(shutdown.clone(), move || {
                 let pusher = pusher.clone();
                 async move { pusher.push_due(SystemTime::now()).await }
             }));
         }
-        let mut evaluate = tokio::time::interval(interval);
-        evaluate.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The lanes judge; this task alone keeps the alert states, so every change is applied
+        // in one place, in the order each lane's detectors ran.
+        let lanes = into_lanes(std::mem::take(&mut self.detectors));
+        let (verdicts_tx, mut verdicts_rx) = tokio::sync::mpsc::channel(lanes.len().max(1));
+        for lane in lanes {
+            tasks.push(tokio::spawn(run_lane(
+                lane,
+                self.source.clone(),
+                interval,
+                verdicts_tx.clone(),
+                shutdown.clone(),
+            )));
+        }
+        drop(verdicts_tx);
         let mut queue = tokio::time::interval(Duration::from_millis(500));
         queue.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = evaluate.tick() => {
-                    self.evaluate(SystemTime::now()).await;
+                Some((now, verdicts)) = verdicts_rx.recv() => {
+                    self.apply(verdicts, now).await;
                 }
                 _ = queue.tick() => {
                     self.queue(SystemTime::now());
@@ -493,8 +518,112 @@ impl Analyzer {
                 _ = shutdown.changed() => break,
             }
         }
-        for sender in senders {
-            let _ = sender.await;
+        drop(verdicts_rx);
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// One detector's round: what it found (or why it could not judge), and how long it took.
+struct Verdict {
+    detector: &'static str,
+    timing: Timing,
+    silences_scopes: bool,
+    took: Duration,
+    outcome: Result<Vec<Finding>, String>,
+}
+
+/// Runs one detector's round. A detector that panics fails this round, as one that returns an
+/// error does, instead of taking the analyzer down with it.
+async fn judge(detector: &mut dyn Detector, source: &dyn QuerySource, now: SystemTime) -> Verdict {
+    let started = std::time::Instant::now();
+    let outcome = match std::panic::AssertUnwindSafe(detector.evaluate(source, now))
+        .catch_unwind()
+        .await
+    {
+        Ok(Ok(findings)) => Ok(findings),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(panic) => Err(format!(
+            "panicked: {}",
+            panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default()
+        )),
+    };
+    Verdict {
+        detector: detector.name(),
+        timing: detector.timing(),
+        silences_scopes: detector.silences_scopes(),
+        took: started.elapsed(),
+        outcome,
+    }
+}
+
+/// The detectors grouped by lane, each lane in the order of its first detector, each
+/// detector in its lane in the order given.
+fn into_lanes(detectors: Vec<Box<dyn Detector>>) -> Vec<Vec<Box<dyn Detector>>> {
+    let mut lanes: Vec<(&'static str, Vec<Box<dyn Detector>>)> = Vec::new();
+    for detector in detectors {
+        let lane = detector.lane();
+        match lanes.iter_mut().find(|(name, _)| *name == lane) {
+            Some((_, members)) => members.push(detector),
+            None => lanes.push((lane, vec![detector])),
+        }
+    }
+    lanes.into_iter().map(|(_, members)| members).collect()
+}
+
+/// Runs one lane's detectors every `interval`, and as soon as one of them has something due
+/// (see [`Detector::next_due`]), and sends their verdicts, until `shutdown` flips (a round
+/// under way is abandoned).
+async fn run_lane(
+    mut lane: Vec<Box<dyn Detector>>,
+    source: Arc<dyn QuerySource>,
+    interval: Duration,
+    verdicts: tokio::sync::mpsc::Sender<(SystemTime, Vec<Verdict>)>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut next_tick = tokio::time::Instant::now();
+    let mut last_round = None;
+    loop {
+        // A little past the due time: the system clock and the monotonic one may disagree by
+        // a few milliseconds, and a round a hair early finds nothing yet. And a second after
+        // the last round at the soonest: a round that failed leaves its step due.
+        let due = lane.iter().filter_map(|d| d.next_due()).min().map(|at| {
+            let due = tokio::time::Instant::now()
+                + at.duration_since(SystemTime::now()).unwrap_or_default()
+                + Duration::from_millis(20);
+            last_round.map_or(due, |last: tokio::time::Instant| {
+                due.max(last + Duration::from_secs(1))
+            })
+        });
+        let wake = due.map_or(next_tick, |due| due.min(next_tick));
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake) => {}
+            _ = shutdown.changed() => break,
+        }
+        let started = tokio::time::Instant::now();
+        last_round = Some(started);
+        if started >= next_tick {
+            next_tick = started + interval;
+        }
+        let now = SystemTime::now();
+        let round = async {
+            let mut round = Vec::with_capacity(lane.len());
+            for detector in &mut lane {
+                round.push(judge(detector.as_mut(), source.as_ref(), now).await);
+            }
+            round
+        };
+        let round = tokio::select! {
+            round = round => round,
+            _ = shutdown.changed() => break,
+        };
+        if verdicts.send((now, round)).await.is_err() {
+            break;
         }
     }
 }
@@ -615,6 +744,138 @@ mod tests {
                     && a.status == AlertStatus::Resolved),
             "{changes:?}"
         );
+    }
+
+    /// A detector in a lane of its own whose rounds take `delay`, then fail by panicking or
+    /// find nothing.
+    struct Slow {
+        delay: Duration,
+        panics: bool,
+    }
+
+    #[async_trait]
+    impl Detector for Slow {
+        fn name(&self) -> &'static str {
+            "drift"
+        }
+        fn timing(&self) -> Timing {
+            Flood { scopes: 0 }.timing()
+        }
+        async fn evaluate(
+            &mut self,
+            _source: &dyn crate::source::QuerySource,
+            _now: SystemTime,
+        ) -> Result<Vec<Finding>, AnalyzerError> {
+            tokio::time::sleep(self.delay).await;
+            assert!(!self.panics, "a bug in a detector");
+            Ok(Vec::new())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_detector_holds_up_no_other_lanes_alerts_nor_the_shutdown() {
+        let slow = Box::new(Slow {
+            delay: Duration::from_secs(60),
+            panics: false,
+        });
+        // The slow lane runs first, as drift runs before the golden signals.
+        let analyzer = Analyzer::new(
+            vec![slow, Box::new(Flood { scopes: 1 })],
+            Arc::new(SessionContext::new()),
+            None,
+            None,
+        );
+        let mut events = analyzer.subscribe();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let running = tokio::spawn(analyzer.run(Duration::from_millis(100), stopped));
+        let alert = tokio::time::timeout(Duration::from_secs(5), events.recv())
+            .await
+            .expect("the fast lane alerts while the slow lane's round is under way")
+            .unwrap();
+        assert_eq!(alert.subject, "GPU-forged-0");
+        stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), running)
+            .await
+            .expect("a round under way does not hold up the shutdown")
+            .unwrap();
+    }
+
+    /// A detector that always has a step overdue and fails to read it, counting its rounds.
+    struct Overdue {
+        rounds: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    #[async_trait]
+    impl Detector for Overdue {
+        fn name(&self) -> &'static str {
+            "golden_signals"
+        }
+        fn timing(&self) -> Timing {
+            Flood { scopes: 0 }.timing()
+        }
+        fn next_due(&self) -> Option<SystemTime> {
+            Some(SystemTime::UNIX_EPOCH)
+        }
+        async fn evaluate(
+            &mut self,
+            _source: &dyn crate::source::QuerySource,
+            _now: SystemTime,
+        ) -> Result<Vec<Finding>, AnalyzerError> {
+            self.rounds
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Err(AnalyzerError::Shape("the store is away".into()))
+        }
+    }
+
+    /// A step due runs the lane before its next tick; a step that stays due (its round failed)
+    /// is tried again a second later, not in a busy loop.
+    #[tokio::test]
+    async fn a_lane_runs_when_a_step_is_due_and_retries_a_failed_one_each_second() {
+        let rounds = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let analyzer = Analyzer::new(
+            vec![Box::new(Overdue {
+                rounds: rounds.clone(),
+            })],
+            Arc::new(SessionContext::new()),
+            None,
+            None,
+        );
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let running = tokio::spawn(analyzer.run(Duration::from_secs(3600), stopped));
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        stop.send(true).unwrap();
+        running.await.unwrap();
+        let rounds = rounds.load(std::sync::atomic::Ordering::SeqCst);
+        assert!((2..=4).contains(&rounds), "{rounds} rounds in 2.5 s");
+    }
+
+    #[tokio::test]
+    async fn a_detector_that_panics_fails_its_round_and_the_others_go_on() {
+        let buggy = Box::new(Slow {
+            delay: Duration::ZERO,
+            panics: true,
+        });
+        let mut analyzer = Analyzer::new(
+            vec![buggy, Box::new(Flood { scopes: 1 })],
+            Arc::new(SessionContext::new()),
+            None,
+            None,
+        );
+        let now = SystemTime::now();
+        assert_eq!(analyzer.evaluate(now).await.len(), 1);
+        assert_eq!(analyzer.evaluate(now).await.len(), 0);
+        let health = analyzer.health().snapshot();
+        assert_eq!(health["drift"].failures, 2);
+        assert!(
+            health["drift"]
+                .last_error
+                .as_deref()
+                .unwrap()
+                .contains("panicked: a bug in a detector"),
+            "{:?}",
+            health["drift"]
+        );
+        assert_eq!(health["gpu_counters"].failures, 0);
     }
 
     /// The same scope as `Flood`'s first, seen but not judged (as the drift detector reports a

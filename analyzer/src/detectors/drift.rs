@@ -905,6 +905,9 @@ impl Detector for DriftDetector {
     fn name(&self) -> &'static str {
         "model_drift"
     }
+    fn lane(&self) -> &'static str {
+        "drift"
+    }
 
     fn timing(&self) -> Timing {
         Timing {

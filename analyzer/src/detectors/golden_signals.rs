@@ -936,6 +936,12 @@ impl Detector for GoldenSignals {
         }
     }
 
+    fn next_due(&self) -> Option<SystemTime> {
+        // The step after the last judged is complete once it has settled.
+        self.next_step
+            .map(|next| next + self.config.resolution + self.config.settle)
+    }
+
     async fn evaluate(
         &mut self,
         source: &dyn QuerySource,

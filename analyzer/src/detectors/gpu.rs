@@ -150,6 +150,9 @@ impl Detector for SilentGpus {
     fn name(&self) -> &'static str {
         "gpu_silence"
     }
+    fn lane(&self) -> &'static str {
+        "gpu"
+    }
     fn timing(&self) -> Timing {
         // The silence itself is the wait; it ends the moment a sample arrives.
         Timing {
@@ -419,6 +422,9 @@ impl Detector for CounterRules {
     fn name(&self) -> &'static str {
         "gpu_counters"
     }
+    fn lane(&self) -> &'static str {
+        "gpu"
+    }
     fn timing(&self) -> Timing {
         timing(&self.config)
     }
@@ -549,6 +555,9 @@ impl Detector for HeldConditions {
     fn name(&self) -> &'static str {
         "gpu_conditions"
     }
+    fn lane(&self) -> &'static str {
+        "gpu"
+    }
     fn timing(&self) -> Timing {
         timing(&self.config)
     }
@@ -672,6 +681,9 @@ impl Detector for PeerOutliers {
     fn name(&self) -> &'static str {
         "gpu_peers"
     }
+    fn lane(&self) -> &'static str {
+        "gpu"
+    }
     fn timing(&self) -> Timing {
         timing(&self.config)
     }
@@ -778,6 +790,9 @@ pub struct ClockBaseline {
 impl Detector for ClockBaseline {
     fn name(&self) -> &'static str {
         "gpu_baseline"
+    }
+    fn lane(&self) -> &'static str {
+        "gpu"
     }
     fn timing(&self) -> Timing {
         timing(&self.config)
@@ -950,6 +965,9 @@ impl Detector for NcclStraggler {
     fn name(&self) -> &'static str {
         "nccl_straggler"
     }
+    fn lane(&self) -> &'static str {
+        "gpu"
+    }
     fn timing(&self) -> Timing {
         timing(&self.config)
     }
@@ -1005,6 +1023,9 @@ pub struct BusBandwidthShift {
 impl Detector for BusBandwidthShift {
     fn name(&self) -> &'static str {
         "nccl_busbw_shift"
+    }
+    fn lane(&self) -> &'static str {
+        "gpu"
     }
     fn timing(&self) -> Timing {
         timing(&self.config)

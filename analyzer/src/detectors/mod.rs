@@ -31,6 +31,18 @@ pub trait Detector: Send + Sync {
     fn silences_scopes(&self) -> bool {
         false
     }
+    /// `vigil serve` runs each lane on a schedule of its own, its detectors one after another
+    /// in their order, so that a slow one (drift's tests over a day of calls) never holds up a
+    /// fast one's alerts (a latency step). A detector that silences scopes shares the lane of
+    /// the detectors whose alerts it holds, and runs before them.
+    fn lane(&self) -> &'static str {
+        self.name()
+    }
+    /// When this detector next has something new to judge, if it knows (a step of its series
+    /// complete): its lane runs then, instead of waiting up to an `interval` for its next tick.
+    fn next_due(&self) -> Option<SystemTime> {
+        None
+    }
     /// Judge every scope in the window ending at `now`.
     async fn evaluate(
         &mut self,
@@ -45,7 +57,7 @@ pub trait Detector: Send + Sync {
 pub struct AnalyzerConfig {
     /// Run the detectors inside `vigil serve`.
     pub enabled: bool,
-    /// How often every detector runs.
+    /// How often every detector runs (each lane of detectors on its own schedule).
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
     /// Alerts one detector may have pending or firing at once. Past it, the highest-scoring

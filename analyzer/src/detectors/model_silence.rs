@@ -62,6 +62,9 @@ impl Detector for SilentModels {
     fn name(&self) -> &'static str {
         "model_silence"
     }
+    fn lane(&self) -> &'static str {
+        "drift"
+    }
 
     fn timing(&self) -> Timing {
         // The silence itself is the wait; it ends the moment a call arrives.
