@@ -91,9 +91,10 @@ class Calls:
         self.per_model: dict[str, int] = {}
         self.errors = 0
 
-    def one(self, tracer, begin_ns: int, change: Change | None = None) -> int | None:
-        """Sends one request that starts at `begin_ns`; returns when it ends (ns), or None
-        when `change` thinned its model's calls out and nothing was sent."""
+    def one(self, tracer, begin_ns: int, change: Change | None = None, ends_at_ns: int | None = None) -> int | None:
+        """Sends one request that starts at `begin_ns` (or, given `ends_at_ns`, that ends
+        then, as an instrumented call's span is sent when the call ends); returns when it ends
+        (ns), or None when `change` thinned its model's calls out and nothing was sent."""
         rng = self.rng
         model, provider_name, median_s, streams = MODELS[rng.randrange(len(MODELS))]
         duration_ns = int(rng.lognormvariate(0, 0.35) * median_s * 1e9)
@@ -104,6 +105,8 @@ class Calls:
             duration_ns = int(duration_ns * change.latency)
             if change.error_ratio is not None:
                 error_ratio = change.error_ratio
+        if ends_at_ns is not None:
+            begin_ns = ends_at_ns - duration_ns - 5_000_000
         root = tracer.start_span("POST /v1/answer", kind=SpanKind.SERVER, start_time=begin_ns)
         root.set_attribute("http.request.method", "POST")
         root.set_attribute("http.route", "/v1/answer")
@@ -165,9 +168,8 @@ def send_live(tracers, calls: Calls, seconds: float, rate: float, change: Change
                 print(json.dumps({"slow_from_unix": time.time(), "model": change.model}), flush=True)
                 changed = True
         for tracer in tracers:
-            now_ns = time.time_ns()
-            # Backdate the start so the span ends now, as an instrumented call would.
-            if calls.one(tracer, now_ns - int(calls.rng.uniform(0.5, 2.0) * 1e9), active) is not None:
+            # The call ends now, when an instrumented one's span would be sent.
+            if calls.one(tracer, 0, active, ends_at_ns=time.time_ns()) is not None:
                 sent += 1
         # Keep to the schedule, whatever sending took, so the rate is what was asked.
         next_round += len(tracers) / rate

@@ -31,10 +31,15 @@ pub struct AnomalyConfig {
     /// Width of one step of every signal.
     #[serde(with = "super::humantime_serde")]
     pub resolution: Duration,
-    /// How far behind now a step must end before it is judged: spans are stored at their start
-    /// and arrive after they end and after the exporter's batch delay.
+    /// How far behind now a step must end before it is judged: a call counts in the step in
+    /// which it ended (when its latency is known), and its span arrives after the exporter's
+    /// batch delay.
     #[serde(with = "super::humantime_serde")]
     pub settle: Duration,
+    /// Calls that ran longer than this are left out of the signals: it bounds how far back in
+    /// the store each step's read reaches for calls that started long before they ended.
+    #[serde(with = "super::humantime_serde")]
+    pub max_call_duration: Duration,
     /// Spans replayed through the scorers when the analyzer starts.
     #[serde(with = "super::humantime_serde")]
     pub history: Duration,
@@ -66,6 +71,7 @@ impl Default for AnomalyConfig {
             enabled: true,
             resolution: Duration::from_secs(10),
             settle: Duration::from_secs(10),
+            max_call_duration: Duration::from_secs(15 * 60),
             history: Duration::from_secs(2 * 3600),
             threshold: 0.81,
             warmup: 90,
@@ -615,21 +621,27 @@ impl GoldenSignals {
     ) -> Result<BTreeMap<SystemTime, HashMap<Scope, Step>>, AnalyzerError> {
         let res = self.resolution_secs();
         // One pass with two grouping sets: per model in a service, and per service (model NULL);
-        // percentiles cannot be added up from the models' own.
+        // percentiles cannot be added up from the models' own. A call counts in the step in
+        // which it ended: counted where it started, a step would be judged before its slow
+        // calls had ended, and a latency step would look like calls going missing.
         let sql = format!(
             "SELECT service_name AS service, coalesce(response_model, request_model) AS model, \
-             CAST(date_bin(INTERVAL '{res} seconds', time, TIMESTAMP '1970-01-01T00:00:00Z') AS BIGINT) AS step, \
+             CAST(date_bin(INTERVAL '{res} seconds', end_time, TIMESTAMP '1970-01-01T00:00:00Z') AS BIGINT) AS step, \
              count(*) AS calls, \
              sum(CASE WHEN {FAILED_CALL} THEN 1 ELSE 0 END) AS errors, \
              approx_percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ns) / 1e6 AS latency_p50, \
              approx_percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ns) / 1e6 AS latency_p95, \
              approx_percentile_cont(0.5) WITHIN GROUP (ORDER BY ttft_ns) / 1e6 AS ttft_p50, \
              sum(output_tokens) AS output_tokens, sum(cost_usd) AS cost \
-             FROM spans WHERE time >= {} AND time < {} \
+             FROM spans WHERE end_time >= {from} AND end_time < {until} \
+             AND time >= {started_from} AND time < {until} \
              AND (response_model IS NOT NULL OR request_model IS NOT NULL) \
              GROUP BY GROUPING SETS ((service_name, coalesce(response_model, request_model), step), (service_name, step))",
-            ts(from),
-            ts(until),
+            from = ts(from),
+            until = ts(until),
+            started_from = ts(from
+                .checked_sub(self.config.max_call_duration)
+                .unwrap_or(SystemTime::UNIX_EPOCH)),
         );
         let batches = source.sql(&sql).await?;
         let service = strings(&batches, "service")?;
@@ -914,7 +926,7 @@ fn spans_sql(scope: &Scope, began: SystemTime, filter: Option<&str>) -> String {
         )
     };
     format!(
-        "SELECT * FROM spans WHERE service_name = {}{model_filter} AND time >= {}{} ORDER BY time",
+        "SELECT * FROM spans WHERE service_name = {}{model_filter} AND end_time >= {}{} ORDER BY end_time",
         quote(service),
         ts(began.checked_sub(Duration::from_secs(300)).unwrap_or(began)),
         filter.map(|f| format!(" AND {f}")).unwrap_or_default()
@@ -962,7 +974,7 @@ impl Detector for GoldenSignals {
 mod tests {
     use std::sync::Arc;
 
-    use arrow::array::{Array, TimestampNanosecondArray};
+    use arrow::array::{Array, AsArray, TimestampNanosecondArray};
     use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
     use datafusion::datasource::MemTable;
     use datafusion::prelude::SessionContext;
@@ -1028,10 +1040,15 @@ mod tests {
             }
         }
         let n = time.len();
+        let end_time: Vec<i64> = time.iter().zip(&duration).map(|(t, d)| t + d).collect();
         let columns: Vec<(&str, ArrayRef)> = vec![
             (
                 "time",
                 Arc::new(TimestampNanosecondArray::from(time).with_timezone("UTC")),
+            ),
+            (
+                "end_time",
+                Arc::new(TimestampNanosecondArray::from(end_time).with_timezone("UTC")),
             ),
             ("service_name", Arc::new(StringArray::from(vec!["chat"; n]))),
             ("request_model", Arc::new(StringArray::from(model.clone()))),
@@ -1143,6 +1160,105 @@ mod tests {
             active.iter().all(|(_, model, _)| model != "a"),
             "model a did not change: {active:?}"
         );
+    }
+
+    /// As `run`, but each span is in the store only from `export_delay` after its call ended,
+    /// as spans arrive from a real exporter.
+    async fn run_as_spans_arrive(
+        batch: RecordBatch,
+        minutes: u64,
+        export_delay: Duration,
+    ) -> Vec<(u64, String, String)> {
+        let ends = batch
+            .column_by_name("end_time")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<TimestampNanosecondArray>()
+            .unwrap()
+            .clone();
+        let ctx = SessionContext::new();
+        let mut detector = GoldenSignals::new(AnomalyConfig::default());
+        let mut active = Vec::new();
+        let mut seen = HashSet::new();
+        for second in (0..=minutes * 60).step_by(10) {
+            let now = SystemTime::UNIX_EPOCH + Duration::from_secs(START + second);
+            let arrived_by = (now - export_delay)
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as i64;
+            let arrived: arrow::array::BooleanArray = ends
+                .iter()
+                .map(|end| end.map(|e| e <= arrived_by))
+                .collect();
+            let stored = arrow::compute::filter_record_batch(&batch, &arrived).unwrap();
+            let table = MemTable::try_new(stored.schema(), vec![vec![stored]]).unwrap();
+            ctx.deregister_table("spans").unwrap();
+            ctx.register_table("spans", Arc::new(table)).unwrap();
+            for finding in detector.evaluate(&ctx, now).await.unwrap() {
+                let key = (
+                    finding.labels["model"].clone(),
+                    finding.labels["signal"].clone(),
+                );
+                if finding.active && seen.insert(key.clone()) {
+                    active.push((second, key.0, key.1));
+                }
+            }
+        }
+        active
+    }
+
+    /// Calls far longer than `settle` (a reasoning model's 20 s, then 40 s) are judged when
+    /// they end: counted where they started, a step would be judged before most of its calls
+    /// had ended, its latency would be that of the quick few, and the slowdown would look like
+    /// calls going missing.
+    #[tokio::test]
+    async fn a_latency_step_on_calls_longer_than_the_settle_is_caught_as_latency() {
+        let batch = spans(
+            40,
+            30,
+            Change {
+                latency: 2.0,
+                ..NO_CHANGE
+            },
+        );
+        // Ten times longer calls: a median of 20 s, then 40 s on model b.
+        let time = batch
+            .column_by_name("time")
+            .unwrap()
+            .as_primitive::<arrow::datatypes::TimestampNanosecondType>()
+            .clone();
+        let duration = batch
+            .column_by_name("duration_ns")
+            .unwrap()
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .clone();
+        let longer: Int64Array = duration.iter().map(|d| d.map(|d| d * 10)).collect();
+        let ends: Vec<i64> = time
+            .values()
+            .iter()
+            .zip(longer.values())
+            .map(|(t, d)| t + d)
+            .collect();
+        let schema = batch.schema();
+        let columns = schema
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .map(|(field, column)| -> ArrayRef {
+                match field.name().as_str() {
+                    "duration_ns" => Arc::new(longer.clone()),
+                    "end_time" => {
+                        Arc::new(TimestampNanosecondArray::from(ends.clone()).with_timezone("UTC"))
+                    }
+                    _ => column.clone(),
+                }
+            })
+            .collect();
+        let batch = RecordBatch::try_new(schema, columns).unwrap();
+        let active = run_as_spans_arrive(batch, 40, Duration::from_secs(5)).await;
+        let delay = delay_after_change(&active, "latency");
+        // The first of the slower calls end about 40 s after the change.
+        assert!(delay <= 90, "{active:?}");
     }
 
     #[tokio::test]
