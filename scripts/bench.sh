@@ -4,13 +4,18 @@
 # sent, and the latency of three dashboard queries over the stored spans.
 #
 #   scripts/bench.sh [SPANS] [CONCURRENCY]     (defaults: 10000000 spans, 8 requests in flight)
+#   VIGIL_BIN=/path/to/vigil scripts/bench.sh  (a binary built elsewhere, for an A/B)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SPANS="${1:-10000000}"
 CONCURRENCY="${2:-8}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/vigil-target}"
-cargo build --release --bin vigil >/dev/null
-VIGIL="$CARGO_TARGET_DIR/release/vigil"
+if [ -n "${VIGIL_BIN:-}" ]; then
+    VIGIL="$VIGIL_BIN"
+else
+    cargo build --release --bin vigil >/dev/null
+    VIGIL="$CARGO_TARGET_DIR/release/vigil"
+fi
 WORK="$(mktemp -d /tmp/vigil-bench.XXXXXX)"
 GRPC=127.0.0.1:24317 HTTP=127.0.0.1:24318 QUERY=127.0.0.1:29470
 

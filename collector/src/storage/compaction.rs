@@ -275,7 +275,7 @@ async fn write_sorted(
     let mut copies = SortedCopies(Vec::new());
     let mut runs: Vec<Arc<dyn ExecutionPlan>> = Vec::with_capacity(inputs.len());
     for input in inputs {
-        if is_sorted(&input.path)? {
+        if is_sorted(&input.path, table)? {
             runs.push(scan(&input.path, &schema).map_err(query_err)?);
             continue;
         }
@@ -343,7 +343,7 @@ async fn write_sorted(
         }
     }
     write_merged(table, &mut pending, &mut writer, tmp)?;
-    mark_sorted(&mut writer);
+    mark_sorted(&mut writer, table);
     writer.into_inner().map(Some).map_err(parquet_err(tmp))
 }
 

@@ -1075,15 +1075,16 @@ pub(crate) mod tests {
         )
     }
 
-    /// `n` spans timed `now`, with ids from `first` on.
+    /// `n` spans timed within 10 µs from `now` (by the last digit of their id), with ids from
+    /// `first` on.
     fn spans_at(first: u8, n: u8, now: u64) -> RecordBatch {
         let spans = (first..first + n)
             .map(|i| Span {
                 trace_id: vec![i; 16],
                 span_id: vec![i; 8],
                 name: format!("s{i}"),
-                start_time_unix_nano: now,
-                end_time_unix_nano: now + 1,
+                start_time_unix_nano: now + u64::from(i % 10) * 1000,
+                end_time_unix_nano: now + u64::from(i % 10) * 1000 + 1,
                 ..Default::default()
             })
             .collect();
@@ -1383,6 +1384,28 @@ pub(crate) mod tests {
         values
     }
 
+    /// The `time` of each row in the files, in their order.
+    fn times_in_files(files: &[ParquetFile]) -> Vec<i64> {
+        use arrow::array::AsArray;
+        let mut times = Vec::new();
+        for file in files {
+            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                fs::File::open(&file.path).unwrap(),
+            )
+            .unwrap()
+            .build()
+            .unwrap();
+            for batch in reader {
+                let batch = batch.unwrap();
+                let time = batch.column_by_name("time").unwrap();
+                let time = arrow::compute::cast(time, &arrow::datatypes::DataType::Int64).unwrap();
+                let time = time.as_primitive::<arrow::datatypes::Int64Type>();
+                times.extend(time.iter().map(|t| t.unwrap()));
+            }
+        }
+        times
+    }
+
     /// The ids of the spans in a table's files, sorted.
     fn span_ids_in_files(files: &[ParquetFile]) -> Vec<String> {
         let mut ids = column_in_files(files, "span_id");
@@ -1458,20 +1481,18 @@ pub(crate) mod tests {
         assert!(
             before
                 .iter()
-                .all(|f| parquet_files::is_sorted(&f.path).unwrap())
+                .all(|f| parquet_files::is_sorted(&f.path, Table::Spans).unwrap())
         );
-        assert!(parquet_files::is_sorted(&merged.path).unwrap());
+        assert!(parquet_files::is_sorted(&merged.path, Table::Spans).unwrap());
         assert_eq!(
             (merged.first_lsn, merged.lsn, merged.level),
             (before[0].lsn, before[3].lsn, 1)
         );
         assert_eq!(span_ids_in_files(&after), expected);
-        // Sorted by the table's keys throughout, not per flush: span names s1, s11, … s9.
-        let names = column_in_files(&after, "name");
-        let mut sorted = names.clone();
-        sorted.sort();
-        assert_eq!(names, sorted);
-        assert_ne!(column_in_files(&before, "name"), sorted);
+        // Sorted by the table's keys throughout (one service, then time), not per flush.
+        let times = times_in_files(&after);
+        assert!(times.is_sorted());
+        assert!(!times_in_files(&before).is_sorted());
         assert_eq!(telemetry.parquet_files_compacted.load(Ordering::Relaxed), 4);
         // Nothing more to merge.
         assert_eq!(store.compact_once().await, 0);
@@ -1570,12 +1591,12 @@ pub(crate) mod tests {
         );
         let inputs = store.snapshot(Table::Spans).files;
         assert_eq!(inputs.len(), 4);
-        assert!(!parquet_files::is_sorted(&inputs[0].path).unwrap());
+        assert!(!parquet_files::is_sorted(&inputs[0].path, Table::Spans).unwrap());
         let merged = merge_spans_directly(&store, &inputs, memory, dir.path()).await;
-        let names = column_in_files(std::slice::from_ref(&merged), "name");
-        assert_eq!(names.len(), 20_000);
-        assert!(names.is_sorted());
-        assert!(parquet_files::is_sorted(&merged.path).unwrap());
+        let times = times_in_files(std::slice::from_ref(&merged));
+        assert_eq!(times.len(), 20_000);
+        assert!(times.is_sorted());
+        assert!(parquet_files::is_sorted(&merged.path, Table::Spans).unwrap());
         assert_eq!(
             span_ids_in_files(std::slice::from_ref(&merged)),
             span_ids_in_files(&inputs)

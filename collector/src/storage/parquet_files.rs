@@ -80,7 +80,11 @@ impl ParquetFile {
 
 pub(super) fn sort_keys(table: Table) -> &'static [&'static str] {
     match table {
-        Table::Spans => &[col::SERVICE_NAME, span_col::NAME, col::TRACE_ID, col::TIME],
+        // By time within a service: most reads of spans are of a time range (the recent calls,
+        // the detectors' windows, Jaeger's searches), and a merged hour's row groups then each
+        // hold a stretch of time that the range skips or takes; a trace is found by its id's
+        // bloom filter.
+        Table::Spans => &[col::SERVICE_NAME, col::TIME],
         Table::Metrics => &[metric_col::METRIC_NAME, col::SERVICE_NAME, col::TIME],
         Table::Logs => &[col::SERVICE_NAME, col::TIME],
         Table::Alerts => &[col::TIME],
@@ -136,18 +140,23 @@ struct HourWriter {
 
 /// Key-value metadata of a file sorted by its table's keys throughout (a flush sorts its rows
 /// in chunks, so a big flush's file is not): compaction merges such files without sorting them.
+/// Its value names the keys, so that a file sorted by keys since changed is sorted again.
 pub(super) const SORTED_KEY: &str = "vigil.sorted";
 
-/// Marks a file about to be closed as sorted throughout.
-pub(super) fn mark_sorted(writer: &mut ArrowWriter<fs::File>) {
+fn sorted_value(table: Table) -> String {
+    sort_keys(table).join(",")
+}
+
+/// Marks a file of `table` about to be closed as sorted throughout by the table's keys.
+pub(super) fn mark_sorted(writer: &mut ArrowWriter<fs::File>, table: Table) {
     writer.append_key_value_metadata(parquet::file::metadata::KeyValue::new(
         SORTED_KEY.to_string(),
-        "true".to_string(),
+        sorted_value(table),
     ));
 }
 
-/// Whether a file says it is sorted throughout.
-pub(super) fn is_sorted(path: &Path) -> Result<bool, StoreError> {
+/// Whether a file of `table` says it is sorted throughout by the table's keys as they are now.
+pub(super) fn is_sorted(path: &Path, table: Table) -> Result<bool, StoreError> {
     let file = fs::File::open(path).map_err(io_err(path))?;
     let reader = parquet::file::reader::SerializedFileReader::new(file).map_err(|e| {
         StoreError::Parquet {
@@ -156,13 +165,14 @@ pub(super) fn is_sorted(path: &Path) -> Result<bool, StoreError> {
         }
     })?;
     let metadata = parquet::file::reader::FileReader::metadata(&reader);
+    let keys = sorted_value(table);
     Ok(metadata
         .file_metadata()
         .key_value_metadata()
         .is_some_and(|pairs| {
             pairs
                 .iter()
-                .any(|kv| kv.key == SORTED_KEY && kv.value.as_deref() == Some("true"))
+                .any(|kv| kv.key == SORTED_KEY && kv.value.as_deref() == Some(keys.as_str()))
         }))
 }
 
@@ -328,7 +338,7 @@ fn write_hours(
     let mut files = Vec::with_capacity(writers.len());
     for (hour, mut out) in writers {
         if out.chunks == 1 {
-            mark_sorted(&mut out.writer);
+            mark_sorted(&mut out.writer, table);
         }
         let file = out.writer.into_inner().map_err(|e| StoreError::Parquet {
             path: out.tmp.clone(),
@@ -452,4 +462,40 @@ pub fn recover(dir: &Path, flushed_lsn: u64) -> Result<Vec<ParquetFile>, StoreEr
     }
     files.sort_by_key(|f| (f.hour_start_ns, f.lsn));
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_marked(path: &Path, marker: Option<&str>) {
+        let batch = RecordBatch::try_from_iter([(
+            "time",
+            Arc::new(Int64Array::from(vec![1, 2, 3])) as ArrayRef,
+        )])
+        .unwrap();
+        let mut writer =
+            ArrowWriter::try_new(fs::File::create(path).unwrap(), batch.schema(), None).unwrap();
+        writer.write(&batch).unwrap();
+        match marker {
+            Some(value) => writer.append_key_value_metadata(
+                parquet::file::metadata::KeyValue::new(SORTED_KEY.into(), value.to_string()),
+            ),
+            None => mark_sorted(&mut writer, Table::Spans),
+        }
+        writer.close().unwrap();
+    }
+
+    /// A file sorted by the keys of an older version (marked `true`, when spans were sorted by
+    /// service, name, trace and time) is not merged as if sorted by today's keys.
+    #[test]
+    fn only_a_file_sorted_by_the_current_keys_counts_as_sorted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (current, older) = (dir.path().join("a.parquet"), dir.path().join("b.parquet"));
+        write_marked(&current, None);
+        write_marked(&older, Some("true"));
+        assert!(is_sorted(&current, Table::Spans).unwrap());
+        assert!(!is_sorted(&older, Table::Spans).unwrap());
+        assert!(!is_sorted(&current, Table::Metrics).unwrap());
+    }
 }
