@@ -1,6 +1,8 @@
 //! `vigil serve`: configuration from file, environment and flags, then the collector until Ctrl-C.
 
 use crate::analyze::{self, ServeConfig};
+use std::time::Duration;
+
 use anyhow::Context;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -58,7 +60,151 @@ pub fn load_config(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
     if let Some(limit) = args.memory_limit_bytes {
         figment = figment.merge(Serialized::default("storage.memory_limit_bytes", limit));
     }
-    figment.extract().context("invalid configuration")
+    let config: ServeConfig = figment.extract().context("invalid configuration")?;
+    validate(&config)?;
+    Ok(config)
+}
+
+/// Refuses values that parse but that vigil cannot run with (a zero interval would spin a
+/// loop, a zero memory limit refuse every request), naming each key and what it must be.
+pub fn validate(config: &ServeConfig) -> anyhow::Result<()> {
+    const MIB: u64 = 1 << 20;
+    let (c, a) = (&config.collector, &config.analyzer);
+    let duration = |d: Duration| humantime::format_duration(d).to_string();
+    let mut wrong = Vec::new();
+    let mut check = |ok: bool, key: &str, value: String, must: &str| {
+        if !ok {
+            wrong.push(format!("{key} = {value}: it must be {must}"));
+        }
+    };
+    let storage = &c.storage;
+    check(
+        storage.memory_limit_bytes >= MIB,
+        "storage.memory_limit_bytes",
+        storage.memory_limit_bytes.to_string(),
+        "at least 1048576 (1 MiB)",
+    );
+    check(
+        storage.flush_rows >= 1,
+        "storage.flush_rows",
+        storage.flush_rows.to_string(),
+        "at least 1",
+    );
+    check(
+        storage.flush_interval_secs >= 1,
+        "storage.flush_interval_secs",
+        storage.flush_interval_secs.to_string(),
+        "at least 1",
+    );
+    check(
+        storage.wal.segment_bytes >= MIB,
+        "storage.wal.segment_bytes",
+        storage.wal.segment_bytes.to_string(),
+        "at least 1048576 (1 MiB)",
+    );
+    check(
+        storage.wal.sync_interval_ms >= 1,
+        "storage.wal.sync_interval_ms",
+        storage.wal.sync_interval_ms.to_string(),
+        "at least 1",
+    );
+    check(
+        storage.retention.check_interval_secs >= 1,
+        "storage.retention.check_interval_secs",
+        storage.retention.check_interval_secs.to_string(),
+        "at least 1",
+    );
+    check(
+        storage.compaction.check_interval_secs >= 1,
+        "storage.compaction.check_interval_secs",
+        storage.compaction.check_interval_secs.to_string(),
+        "at least 1",
+    );
+    check(
+        c.query.memory_limit_bytes >= MIB,
+        "query.memory_limit_bytes",
+        c.query.memory_limit_bytes.to_string(),
+        "at least 1048576 (1 MiB)",
+    );
+    check(
+        c.query.max_concurrent >= 1,
+        "query.max_concurrent",
+        c.query.max_concurrent.to_string(),
+        "at least 1",
+    );
+    check(
+        c.query.timeout_secs >= 1,
+        "query.timeout_secs",
+        c.query.timeout_secs.to_string(),
+        "at least 1",
+    );
+    check(
+        c.query.max_result_rows >= 1,
+        "query.max_result_rows",
+        c.query.max_result_rows.to_string(),
+        "at least 1",
+    );
+    check(
+        c.limits.max_request_bytes >= 1024,
+        "limits.max_request_bytes",
+        c.limits.max_request_bytes.to_string(),
+        "at least 1024",
+    );
+    check(
+        a.interval >= Duration::from_millis(100),
+        "analyzer.interval",
+        duration(a.interval),
+        "at least 100ms",
+    );
+    check(
+        !a.gpu.window.is_zero(),
+        "analyzer.gpu.window",
+        duration(a.gpu.window),
+        "longer than zero",
+    );
+    check(
+        !a.drift.window.is_zero(),
+        "analyzer.drift.window",
+        duration(a.drift.window),
+        "longer than zero",
+    );
+    check(
+        !a.drift.evaluate_every.is_zero(),
+        "analyzer.drift.evaluate_every",
+        duration(a.drift.evaluate_every),
+        "longer than zero",
+    );
+    let anomaly = &a.anomaly;
+    check(
+        anomaly.resolution >= Duration::from_secs(1),
+        "analyzer.anomaly.resolution",
+        duration(anomaly.resolution),
+        "at least 1s",
+    );
+    check(
+        !anomaly.max_call_duration.is_zero(),
+        "analyzer.anomaly.max_call_duration",
+        duration(anomaly.max_call_duration),
+        "longer than zero",
+    );
+    check(
+        anomaly.threshold > 0.0 && anomaly.threshold <= 1.0,
+        "analyzer.anomaly.threshold",
+        anomaly.threshold.to_string(),
+        "above 0 and at most 1 (a score in [0, 1])",
+    );
+    check(
+        anomaly.error_evidence_nats > 0.0,
+        "analyzer.anomaly.error_evidence_nats",
+        anomaly.error_evidence_nats.to_string(),
+        "above 0",
+    );
+    anyhow::ensure!(
+        wrong.is_empty(),
+        "invalid configuration:\n  {}",
+        wrong.join("\n  ")
+    );
+    Ok(())
 }
 
 pub fn init_logging(format: LogFormat) {
@@ -142,5 +288,30 @@ pub async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_valid_and_each_bad_value_is_named() {
+        validate(&ServeConfig::default()).unwrap();
+        let mut config = ServeConfig::default();
+        config.analyzer.interval = Duration::ZERO;
+        config.collector.storage.memory_limit_bytes = 0;
+        config.analyzer.anomaly.threshold = 5.0;
+        let error = validate(&config).unwrap_err().to_string();
+        assert!(
+            error.contains("analyzer.interval = 0s: it must be at least 100ms"),
+            "{error}"
+        );
+        assert!(
+            error.contains("storage.memory_limit_bytes = 0: it must be at least 1048576"),
+            "{error}"
+        );
+        assert!(error.contains("analyzer.anomaly.threshold = 5"), "{error}");
+        assert_eq!(error.lines().count(), 4, "{error}");
     }
 }

@@ -317,8 +317,17 @@ pub fn one<'a>(rows: &'a [Value], column: &str) -> &'a Value {
 
 /// Runs `vigil` with arguments and returns (status, stdout, stderr).
 pub fn run_vigil(args: &[&str]) -> anyhow::Result<(std::process::ExitStatus, String, String)> {
+    run_vigil_with_env(args, &[])
+}
+
+/// As [`run_vigil`], with these environment variables set.
+pub fn run_vigil_with_env(
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> anyhow::Result<(std::process::ExitStatus, String, String)> {
     let output = Command::new(vigil_bin())
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()?;
     Ok((

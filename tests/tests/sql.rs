@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use vigil_tests::{Collector, one, run_vigil, vigil_bin};
+use vigil_tests::{Collector, one, run_vigil, run_vigil_with_env, vigil_bin};
 
 fn loadgen(c: &Collector, spans: u64, run: &str) {
     let output = Command::new(vigil_bin())
@@ -170,6 +170,14 @@ fn serve_help_config_and_bad_config() {
         run_vigil(&["serve", "--print-config", "--config", bad.to_str().unwrap()]).unwrap();
     assert!(!status.success());
     assert!(err.contains("flush_rowz"), "{err}");
+    // A value that parses but cannot run (a zero interval would spin) is named at start.
+    let (status, _, err) = run_vigil_with_env(
+        &["serve", "--print-config"],
+        &[("VIGIL_ANALYZER__INTERVAL", "0s")],
+    )
+    .unwrap();
+    assert!(!status.success());
+    assert!(err.contains("analyzer.interval = 0s"), "{err}");
     let example = vigil_tests::repo_root().join("vigil.example.toml");
     let (status, _, err) = run_vigil(&[
         "serve",
