@@ -72,7 +72,8 @@ const MAX_RUN_FILES: usize = 32;
 /// order (so that the merged file's LSN range holds exactly its inputs), each under
 /// `max_file_bytes`. In an hour still being written, `fan_in` consecutive files of one level;
 /// in an hour that ended more than `settle_ns` ago, the whole run of small files (up to
-/// `max_file_bytes` together). `files` are sorted by hour, then LSN; `skip` tells inputs that
+/// `max_file_bytes` together; files that came late to a merged file join it only once they are
+/// a `fan_in`-th of its size). `files` are sorted by hour, then LSN; `skip` tells inputs that
 /// failed before.
 pub fn pick(
     files: &[ParquetFile],
@@ -103,7 +104,22 @@ pub fn pick(
                     })
                     .count()
                     .max(2);
-                return Some(run[..take].to_vec());
+                // Rows that come late to an hour already merged (the spans of a long call, stored
+                // at its start) would have the merged file rewritten for each flush of a few of
+                // them: they are merged among themselves until they add up to a `fan_in`-th of
+                // the larger file before them, so a byte is rewritten a bounded number of times.
+                let mut start = 0;
+                while start + 1 < take
+                    && run[start].size
+                        > config.fan_in as u64
+                            * run[start + 1..take].iter().map(|f| f.size).sum::<u64>()
+                {
+                    start += 1;
+                }
+                if take - start >= 2 {
+                    return Some(run[start..take].to_vec());
+                }
+                continue;
             }
             if let Some(window) = run
                 .windows(config.fan_in.min(MAX_RUN_FILES))
@@ -469,6 +485,27 @@ mod tests {
                 false
             })),
             [4, 5]
+        );
+    }
+
+    /// A merged hour is not rewritten for each late flush of a few rows: the late files are
+    /// merged among themselves until they are a `fan_in`-th of the merged file's size.
+    #[test]
+    fn late_rows_in_a_merged_hour_do_not_rewrite_it_each_time() {
+        let config = CompactionConfig::default();
+        let now = 11 * HOUR_NS; // hour 8 ended two hours ago, a settle of one
+        let merged = file(8, 100, 3, 200 << 20);
+        let late = |lsn, size| file(8, lsn, 0, size);
+        let pick = |files: &[ParquetFile]| lsns(pick(files, now, HOUR_NS, &config, |_| false));
+        assert!(pick(&[merged.clone(), late(101, 10 << 10)]).is_empty());
+        assert_eq!(
+            pick(&[merged.clone(), late(101, 10 << 10), late(102, 10 << 10)]),
+            [101, 102]
+        );
+        // Once the late rows add up to a quarter of it, the merged file takes them in.
+        assert_eq!(
+            pick(&[merged.clone(), late(101, 25 << 20), late(102, 25 << 20)]),
+            [100, 101, 102]
         );
     }
 }
