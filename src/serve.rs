@@ -70,135 +70,90 @@ pub fn load_config(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
 pub fn validate(config: &ServeConfig) -> anyhow::Result<()> {
     const MIB: u64 = 1 << 20;
     let (c, a) = (&config.collector, &config.analyzer);
-    let duration = |d: Duration| humantime::format_duration(d).to_string();
+    let (storage, query, anomaly) = (&c.storage, &c.query, &a.anomaly);
     let mut wrong = Vec::new();
-    let mut check = |ok: bool, key: &str, value: String, must: &str| {
-        if !ok {
-            wrong.push(format!("{key} = {value}: it must be {must}"));
+    // (key, value, least allowed)
+    let counts: [(&str, u64, u64); 12] = [
+        (
+            "storage.memory_limit_bytes",
+            storage.memory_limit_bytes,
+            MIB,
+        ),
+        ("storage.flush_rows", storage.flush_rows as u64, 1),
+        (
+            "storage.flush_interval_secs",
+            storage.flush_interval_secs,
+            1,
+        ),
+        ("storage.wal.segment_bytes", storage.wal.segment_bytes, MIB),
+        (
+            "storage.wal.sync_interval_ms",
+            storage.wal.sync_interval_ms,
+            1,
+        ),
+        (
+            "storage.retention.check_interval_secs",
+            storage.retention.check_interval_secs,
+            1,
+        ),
+        (
+            "storage.compaction.check_interval_secs",
+            storage.compaction.check_interval_secs,
+            1,
+        ),
+        ("query.memory_limit_bytes", query.memory_limit_bytes, MIB),
+        ("query.max_concurrent", query.max_concurrent as u64, 1),
+        ("query.timeout_secs", query.timeout_secs, 1),
+        ("query.max_result_rows", query.max_result_rows as u64, 1),
+        (
+            "limits.max_request_bytes",
+            c.limits.max_request_bytes as u64,
+            1024,
+        ),
+    ];
+    for (key, value, least) in counts {
+        if value < least {
+            wrong.push(format!("{key} = {value}: it must be at least {least}"));
         }
-    };
-    let storage = &c.storage;
-    check(
-        storage.memory_limit_bytes >= MIB,
-        "storage.memory_limit_bytes",
-        storage.memory_limit_bytes.to_string(),
-        "at least 1048576 (1 MiB)",
-    );
-    check(
-        storage.flush_rows >= 1,
-        "storage.flush_rows",
-        storage.flush_rows.to_string(),
-        "at least 1",
-    );
-    check(
-        storage.flush_interval_secs >= 1,
-        "storage.flush_interval_secs",
-        storage.flush_interval_secs.to_string(),
-        "at least 1",
-    );
-    check(
-        storage.wal.segment_bytes >= MIB,
-        "storage.wal.segment_bytes",
-        storage.wal.segment_bytes.to_string(),
-        "at least 1048576 (1 MiB)",
-    );
-    check(
-        storage.wal.sync_interval_ms >= 1,
-        "storage.wal.sync_interval_ms",
-        storage.wal.sync_interval_ms.to_string(),
-        "at least 1",
-    );
-    check(
-        storage.retention.check_interval_secs >= 1,
-        "storage.retention.check_interval_secs",
-        storage.retention.check_interval_secs.to_string(),
-        "at least 1",
-    );
-    check(
-        storage.compaction.check_interval_secs >= 1,
-        "storage.compaction.check_interval_secs",
-        storage.compaction.check_interval_secs.to_string(),
-        "at least 1",
-    );
-    check(
-        c.query.memory_limit_bytes >= MIB,
-        "query.memory_limit_bytes",
-        c.query.memory_limit_bytes.to_string(),
-        "at least 1048576 (1 MiB)",
-    );
-    check(
-        c.query.max_concurrent >= 1,
-        "query.max_concurrent",
-        c.query.max_concurrent.to_string(),
-        "at least 1",
-    );
-    check(
-        c.query.timeout_secs >= 1,
-        "query.timeout_secs",
-        c.query.timeout_secs.to_string(),
-        "at least 1",
-    );
-    check(
-        c.query.max_result_rows >= 1,
-        "query.max_result_rows",
-        c.query.max_result_rows.to_string(),
-        "at least 1",
-    );
-    check(
-        c.limits.max_request_bytes >= 1024,
-        "limits.max_request_bytes",
-        c.limits.max_request_bytes.to_string(),
-        "at least 1024",
-    );
-    check(
-        a.interval >= Duration::from_millis(100),
-        "analyzer.interval",
-        duration(a.interval),
-        "at least 100ms",
-    );
-    check(
-        !a.gpu.window.is_zero(),
-        "analyzer.gpu.window",
-        duration(a.gpu.window),
-        "longer than zero",
-    );
-    check(
-        !a.drift.window.is_zero(),
-        "analyzer.drift.window",
-        duration(a.drift.window),
-        "longer than zero",
-    );
-    check(
-        !a.drift.evaluate_every.is_zero(),
-        "analyzer.drift.evaluate_every",
-        duration(a.drift.evaluate_every),
-        "longer than zero",
-    );
-    let anomaly = &a.anomaly;
-    check(
-        anomaly.resolution >= Duration::from_secs(1),
-        "analyzer.anomaly.resolution",
-        duration(anomaly.resolution),
-        "at least 1s",
-    );
-    check(
-        !anomaly.max_call_duration.is_zero(),
-        "analyzer.anomaly.max_call_duration",
-        duration(anomaly.max_call_duration),
-        "longer than zero",
-    );
-    check(
-        anomaly.threshold > 0.0 && anomaly.threshold <= 1.0,
-        "analyzer.anomaly.threshold",
-        anomaly.threshold.to_string(),
-        "above 0 and at most 1 (a score in [0, 1])",
-    );
-    check(
-        anomaly.error_evidence_nats > 0.0,
-        "analyzer.anomaly.error_evidence_nats",
-        anomaly.error_evidence_nats.to_string(),
-        "above 0",
-    );
+    }
+    let ms = Duration::from_millis;
+    let durations: [(&str, Duration, Duration); 6] = [
+        ("analyzer.interval", a.interval, ms(100)),
+        ("analyzer.gpu.window", a.gpu.window, ms(1)),
+        ("analyzer.drift.window", a.drift.window, ms(1)),
+        (
+            "analyzer.drift.evaluate_every",
+            a.drift.evaluate_every,
+            ms(1),
+        ),
+        ("analyzer.anomaly.resolution", anomaly.resolution, ms(1000)),
+        (
+            "analyzer.anomaly.max_call_duration",
+            anomaly.max_call_duration,
+            ms(1),
+        ),
+    ];
+    for (key, value, least) in durations {
+        if value < least {
+            wrong.push(format!(
+                "{key} = {}: it must be at least {}",
+                humantime::format_duration(value),
+                humantime::format_duration(least)
+            ));
+        }
+    }
+    if anomaly.threshold.is_nan() || anomaly.threshold <= 0.0 || anomaly.threshold > 1.0 {
+        wrong.push(format!(
+            "analyzer.anomaly.threshold = {}: it must be above 0 and at most 1 (a score in [0, 1])",
+            anomaly.threshold
+        ));
+    }
+    if anomaly.error_evidence_nats.is_nan() || anomaly.error_evidence_nats <= 0.0 {
+        wrong.push(format!(
+            "analyzer.anomaly.error_evidence_nats = {}: it must be above 0",
+            anomaly.error_evidence_nats
+        ));
+    }
     anyhow::ensure!(
         wrong.is_empty(),
         "invalid configuration:\n  {}",

@@ -1105,14 +1105,44 @@ mod tests {
         minutes: u64,
         config: AnomalyConfig,
     ) -> Vec<(u64, String, String)> {
+        run_as_spans_arrive(batch, minutes, config, None).await
+    }
+
+    /// As `run`; with an `export_delay`, each span is in the store only from that long after
+    /// its call ended, as spans arrive from a real exporter.
+    async fn run_as_spans_arrive(
+        batch: RecordBatch,
+        minutes: u64,
+        config: AnomalyConfig,
+        export_delay: Option<Duration>,
+    ) -> Vec<(u64, String, String)> {
+        let ends = batch
+            .column_by_name("end_time")
+            .unwrap()
+            .as_primitive::<arrow::datatypes::TimestampNanosecondType>()
+            .clone();
         let ctx = SessionContext::new();
-        let table = MemTable::try_new(batch.schema(), vec![vec![batch]]).unwrap();
+        let table = MemTable::try_new(batch.schema(), vec![vec![batch.clone()]]).unwrap();
         ctx.register_table("spans", Arc::new(table)).unwrap();
         let mut detector = GoldenSignals::new(config);
         let mut active = Vec::new();
         let mut seen = HashSet::new();
         for second in (0..=minutes * 60).step_by(10) {
             let now = SystemTime::UNIX_EPOCH + Duration::from_secs(START + second);
+            if let Some(delay) = export_delay {
+                let arrived_by = (now - delay)
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as i64;
+                let arrived: arrow::array::BooleanArray = ends
+                    .iter()
+                    .map(|end| end.map(|e| e <= arrived_by))
+                    .collect();
+                let stored = arrow::compute::filter_record_batch(&batch, &arrived).unwrap();
+                let table = MemTable::try_new(stored.schema(), vec![vec![stored]]).unwrap();
+                ctx.deregister_table("spans").unwrap();
+                ctx.register_table("spans", Arc::new(table)).unwrap();
+            }
             for finding in detector.evaluate(&ctx, now).await.unwrap() {
                 let key = (
                     finding.labels["model"].clone(),
@@ -1160,51 +1190,6 @@ mod tests {
             active.iter().all(|(_, model, _)| model != "a"),
             "model a did not change: {active:?}"
         );
-    }
-
-    /// As `run`, but each span is in the store only from `export_delay` after its call ended,
-    /// as spans arrive from a real exporter.
-    async fn run_as_spans_arrive(
-        batch: RecordBatch,
-        minutes: u64,
-        export_delay: Duration,
-    ) -> Vec<(u64, String, String)> {
-        let ends = batch
-            .column_by_name("end_time")
-            .unwrap()
-            .as_any()
-            .downcast_ref::<TimestampNanosecondArray>()
-            .unwrap()
-            .clone();
-        let ctx = SessionContext::new();
-        let mut detector = GoldenSignals::new(AnomalyConfig::default());
-        let mut active = Vec::new();
-        let mut seen = HashSet::new();
-        for second in (0..=minutes * 60).step_by(10) {
-            let now = SystemTime::UNIX_EPOCH + Duration::from_secs(START + second);
-            let arrived_by = (now - export_delay)
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as i64;
-            let arrived: arrow::array::BooleanArray = ends
-                .iter()
-                .map(|end| end.map(|e| e <= arrived_by))
-                .collect();
-            let stored = arrow::compute::filter_record_batch(&batch, &arrived).unwrap();
-            let table = MemTable::try_new(stored.schema(), vec![vec![stored]]).unwrap();
-            ctx.deregister_table("spans").unwrap();
-            ctx.register_table("spans", Arc::new(table)).unwrap();
-            for finding in detector.evaluate(&ctx, now).await.unwrap() {
-                let key = (
-                    finding.labels["model"].clone(),
-                    finding.labels["signal"].clone(),
-                );
-                if finding.active && seen.insert(key.clone()) {
-                    active.push((second, key.0, key.1));
-                }
-            }
-        }
-        active
     }
 
     /// Calls far longer than `settle` (a reasoning model's 20 s, then 40 s) are judged when
@@ -1255,7 +1240,13 @@ mod tests {
             })
             .collect();
         let batch = RecordBatch::try_new(schema, columns).unwrap();
-        let active = run_as_spans_arrive(batch, 40, Duration::from_secs(5)).await;
+        let active = run_as_spans_arrive(
+            batch,
+            40,
+            AnomalyConfig::default(),
+            Some(Duration::from_secs(5)),
+        )
+        .await;
         let delay = delay_after_change(&active, "latency");
         // The first of the slower calls end about 40 s after the change.
         assert!(delay <= 90, "{active:?}");

@@ -1357,10 +1357,13 @@ pub(crate) mod tests {
         assert_eq!(store.memory().used(), 0);
     }
 
-    /// A string column of a table's files, in file and row order.
-    fn column_in_files(files: &[ParquetFile], name: &str) -> Vec<String> {
-        use arrow::array::AsArray;
-        let mut values = Vec::new();
+    /// A column of a table's files cast to `to`, in file and row order.
+    fn cast_column_in_files(
+        files: &[ParquetFile],
+        name: &str,
+        to: &arrow::datatypes::DataType,
+    ) -> Vec<arrow::array::ArrayRef> {
+        let mut columns = Vec::new();
         for file in files {
             let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
                 fs::File::open(&file.path).unwrap(),
@@ -1369,41 +1372,38 @@ pub(crate) mod tests {
             .build()
             .unwrap();
             for batch in reader {
-                let batch = batch.unwrap();
-                let column = batch.column_by_name(name).unwrap();
-                let column =
-                    arrow::compute::cast(column, &arrow::datatypes::DataType::Utf8).unwrap();
-                values.extend(
-                    column
-                        .as_string::<i32>()
-                        .iter()
-                        .map(|v| v.unwrap().to_owned()),
-                );
+                let column = batch.unwrap().column_by_name(name).unwrap().clone();
+                columns.push(arrow::compute::cast(&column, to).unwrap());
             }
         }
-        values
+        columns
+    }
+
+    /// A string column of a table's files, in file and row order.
+    fn column_in_files(files: &[ParquetFile], name: &str) -> Vec<String> {
+        use arrow::array::AsArray;
+        cast_column_in_files(files, name, &arrow::datatypes::DataType::Utf8)
+            .iter()
+            .flat_map(|c| {
+                c.as_string::<i32>()
+                    .iter()
+                    .map(|v| v.unwrap().to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     /// The `time` of each row in the files, in their order.
     fn times_in_files(files: &[ParquetFile]) -> Vec<i64> {
         use arrow::array::AsArray;
-        let mut times = Vec::new();
-        for file in files {
-            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-                fs::File::open(&file.path).unwrap(),
-            )
-            .unwrap()
-            .build()
-            .unwrap();
-            for batch in reader {
-                let batch = batch.unwrap();
-                let time = batch.column_by_name("time").unwrap();
-                let time = arrow::compute::cast(time, &arrow::datatypes::DataType::Int64).unwrap();
-                let time = time.as_primitive::<arrow::datatypes::Int64Type>();
-                times.extend(time.iter().map(|t| t.unwrap()));
-            }
-        }
-        times
+        cast_column_in_files(files, "time", &arrow::datatypes::DataType::Int64)
+            .iter()
+            .flat_map(|c| {
+                c.as_primitive::<arrow::datatypes::Int64Type>()
+                    .values()
+                    .to_vec()
+            })
+            .collect()
     }
 
     /// The ids of the spans in a table's files, sorted.
