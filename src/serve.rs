@@ -1,12 +1,12 @@
 //! `vigil serve`: configuration from file, environment and flags, then the collector until Ctrl-C.
 
-use crate::analyze::{self, ServeConfig};
 use std::time::Duration;
 
 use anyhow::Context;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 
+use crate::analyze::{self, ServeConfig};
 use crate::cli::{LogFormat, ServeArgs};
 
 /// Top-level keys of the config that VIGIL_* variables may set.
