@@ -1,7 +1,8 @@
 //! `gpu_minutes`: each GPU series of `metrics` (a data point with a `UUID` attribute, as
 //! dcgm-exporter and `vigil gpu-exporter` label them) per minute: count, sum, min, max and the
 //! last value, derived as metrics are stored, so that a fleet's list over an hour reads its
-//! series' minutes instead of every point of every metric.
+//! series' minutes instead of every point of every metric. NCCL series keep their communicator
+//! and rank apart, so that a rank's bandwidth can be set against its peers' from the minutes.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
@@ -24,6 +25,8 @@ pub mod gpu_minute_col {
     pub const HOSTNAME: &str = "hostname";
     pub const MODEL_NAME: &str = "model_name";
     pub const REASON: &str = "reason";
+    pub const COMM: &str = "comm";
+    pub const RANK: &str = "rank";
     pub const COUNT: &str = "count";
     pub const SUM: &str = "sum";
     pub const MIN: &str = "min";
@@ -35,8 +38,17 @@ pub mod gpu_minute_col {
 const MINUTE_NS: i64 = 60_000_000_000;
 
 /// The attributes a GPU series is told apart by, in the key's order: dcgm-exporter's labels,
-/// and the throttle reason of `vigil_gpu_clock_throttle_active`.
-const LABELS: [&str; 5] = ["UUID", "gpu", "Hostname", "modelName", "reason"];
+/// the throttle reason of `vigil_gpu_clock_throttle_active`, and an NCCL series' communicator
+/// and rank. (Files written before `comm` and `rank` were added read them as null.)
+const LABELS: [&str; 7] = [
+    "UUID",
+    "gpu",
+    "Hostname",
+    "modelName",
+    "reason",
+    "comm",
+    "rank",
+];
 
 pub(crate) static GPU_MINUTES_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     use gpu_minute_col::*;
@@ -49,6 +61,8 @@ pub(crate) static GPU_MINUTES_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new(HOSTNAME, dict_type(), true),
         Field::new(MODEL_NAME, dict_type(), true),
         Field::new(REASON, dict_type(), true),
+        Field::new(COMM, dict_type(), true),
+        Field::new(RANK, dict_type(), true),
         Field::new(COUNT, DataType::Int64, false),
         Field::new(SUM, d.clone(), false),
         Field::new(MIN, d.clone(), false),
@@ -62,8 +76,8 @@ pub(crate) static GPU_MINUTES_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
 struct Key<S> {
     minute: i64,
     metric: S,
-    /// `UUID`, `gpu`, `Hostname`, `modelName`, `reason`.
-    labels: [Option<S>; 5],
+    /// [`LABELS`]' values.
+    labels: [Option<S>; LABELS.len()],
 }
 
 struct Minute {
@@ -121,7 +135,7 @@ pub fn gpu_minutes(metrics: &RecordBatch) -> Result<Option<RecordBatch>, ArrowEr
         if value.is_null(row) {
             continue;
         }
-        let mut labels: [Option<&str>; 5] = [None; 5];
+        let mut labels: [Option<&str>; LABELS.len()] = [None; LABELS.len()];
         for i in offsets[row] as usize..offsets[row + 1] as usize {
             if let Some(slot) = LABELS.iter().position(|l| *l == keys.value(i))
                 && values.is_valid(i)
@@ -167,6 +181,8 @@ pub fn merge(batches: &[RecordBatch]) -> Result<Option<RecordBatch>, ArrowError>
             strings(batch, HOSTNAME)?,
             strings(batch, MODEL_NAME)?,
             strings(batch, REASON)?,
+            strings(batch, COMM)?,
+            strings(batch, RANK)?,
         ];
         let count = batch
             .column_by_name(COUNT)
@@ -217,7 +233,7 @@ fn build<S: AsRef<str>>(rows: Vec<(Key<S>, Minute)>) -> Result<RecordBatch, Arro
     let n = rows.len();
     let mut time = TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC");
     let mut metric = StringDictionaryBuilder::<Int32Type>::new();
-    let mut labels: [StringDictionaryBuilder<Int32Type>; 5] =
+    let mut labels: [StringDictionaryBuilder<Int32Type>; LABELS.len()] =
         std::array::from_fn(|_| StringDictionaryBuilder::new());
     let mut count = Int64Builder::with_capacity(n);
     let [mut sum, mut min, mut max, mut last] =
@@ -344,5 +360,39 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn each_nccl_rank_is_a_series_of_its_own() {
+        let m = 1_700_000_040_000_000_000u64;
+        let point = |rank: &str, value: f64| NumberDataPoint {
+            time_unix_nano: m + 1_000_000_000,
+            value: Some(number_data_point::Value::AsDouble(value)),
+            attributes: vec![
+                kv("UUID", "GPU-a"),
+                kv("comm", "0xc0"),
+                kv("rank", rank),
+                kv("coll", "AllReduce"),
+            ],
+            ..Default::default()
+        };
+        let busbw = Metric {
+            name: "vigil_nccl_coll_busbw_gbs".into(),
+            data: Some(metric::Data::Gauge(Gauge {
+                data_points: vec![point("0", 400.0), point("1", 100.0), point("1", 200.0)],
+            })),
+            ..Default::default()
+        };
+        let rows = gpu_minutes(&batch(vec![busbw])).unwrap().unwrap();
+        let merged = merge(&[rows]).unwrap().unwrap();
+        assert_eq!(
+            merged.num_rows(),
+            2,
+            "one row per rank, the ops of a rank together"
+        );
+        let ranks = strings(&merged, gpu_minute_col::RANK).unwrap();
+        assert_eq!(ranks.iter().collect::<Vec<_>>(), vec![Some("0"), Some("1")]);
+        assert_eq!(column(&merged, "sum"), vec![400.0, 300.0]);
+        assert_eq!(column(&merged, "count"), vec![1.0, 2.0]);
     }
 }

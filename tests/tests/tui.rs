@@ -297,6 +297,32 @@ async fn vigil_tui_shows_what_sql_says_in_every_view() {
         mismatched.is_empty(),
         "gpu_minutes differs from metrics: {mismatched:?}"
     );
+    // The detail's NCCL rows read every rank's bandwidth from the minutes too, a rank a series.
+    let mismatched = sql(
+        &collector,
+        "WITH raw AS (SELECT attributes['UUID'] AS uuid, attributes['comm'] AS comm, attributes['rank'] AS rank, \
+         count(*) AS n, sum(value) AS total FROM metrics WHERE metric_name = 'vigil_nccl_coll_busbw_gbs' \
+         GROUP BY 1, 2, 3), \
+         rolled AS (SELECT uuid, comm, rank, sum(count) AS n, sum(sum) AS total FROM gpu_minutes \
+         WHERE metric_name = 'vigil_nccl_coll_busbw_gbs' GROUP BY 1, 2, 3) \
+         SELECT raw.uuid, raw.comm, raw.rank, raw.n, rolled.n AS rolled_n FROM raw LEFT JOIN rolled \
+         ON raw.uuid = rolled.uuid AND raw.comm = rolled.comm AND raw.rank = rolled.rank \
+         WHERE rolled.n IS NULL OR raw.n <> rolled.n OR abs(raw.total - rolled.total) > 1e-6 * abs(raw.total)",
+    )
+    .await;
+    assert!(
+        mismatched.is_empty(),
+        "gpu_minutes' NCCL ranks differ from metrics: {mismatched:?}"
+    );
+    let ranks = sql(
+        &collector,
+        "SELECT count(DISTINCT rank) AS ranks FROM gpu_minutes WHERE metric_name = 'vigil_nccl_coll_busbw_gbs'",
+    )
+    .await;
+    assert!(
+        ranks[0]["ranks"].as_i64().unwrap_or(0) >= 2,
+        "the fleet's NCCL ranks are not in gpu_minutes: {ranks:?}"
+    );
     // Its detail opens on Enter (the degraded GPU is the first row).
     tmux.keys(&["Enter"]);
     tmux.wait_for("a GPU's detail", Duration::from_secs(15), |s| {

@@ -658,14 +658,17 @@ async fn gpu_detail(
             uuid = quote(uuid),
         )
     };
+    // Every rank's bandwidth, for the peers' median, from the minutes: the points themselves
+    // are in every `metrics` file of the range, since each holds every metric. Minutes written
+    // before the rollup kept ranks apart have no `comm`, and are left out.
     let nccl_sql = format!(
-        "WITH ranks AS (SELECT attributes['UUID'] AS uuid, coalesce(attributes['comm'], '') AS comm, \
-         coalesce(attributes['rank'], '') AS rank, avg(value) AS busbw FROM metrics \
-         WHERE {time} AND metric_name = 'vigil_nccl_coll_busbw_gbs' GROUP BY 1, 2, 3), \
+        "WITH ranks AS (SELECT uuid, comm, coalesce(rank, '') AS rank, sum(sum) / sum(count) AS busbw \
+         FROM gpu_minutes WHERE {time} AND metric_name = 'vigil_nccl_coll_busbw_gbs' \
+         AND comm IS NOT NULL GROUP BY 1, 2, 3), \
          peers AS (SELECT comm, median(busbw) AS peer_median FROM ranks GROUP BY comm) \
          SELECT ranks.comm, ranks.rank, ranks.busbw, peers.peer_median FROM ranks JOIN peers \
          ON ranks.comm = peers.comm WHERE ranks.uuid = {uuid} ORDER BY ranks.comm LIMIT 16",
-        time = r.time_filter(),
+        time = r.minutes_filter(),
         uuid = quote(uuid),
     );
     // The three statements side by side: the detail takes as long as the slowest.
