@@ -115,7 +115,7 @@ async fn print_analyzer_health(client: &reqwest::Client, url: &str) -> anyhow::R
 }
 
 pub async fn run(args: AlertsArgs) -> anyhow::Result<()> {
-    let client = crate::cli::query_client(args.token.as_deref())?;
+    let client = crate::cli::query_client(args.token.as_deref(), args.ca_cert.as_deref())?;
     print_analyzer_health(&client, &args.url).await?;
     println!();
     let columns = "time, state, severity, detector, labels['alertname'] AS alertname, subject, score, threshold, message, fingerprint";

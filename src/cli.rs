@@ -44,6 +44,9 @@ pub struct AlertsArgs {
     /// A query token, when the collector requires one ([auth] query_tokens).
     #[arg(long, env = "VIGIL_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// A CA certificate (PEM) to trust for an https:// collector, besides the system's roots.
+    #[arg(long, env = "VIGIL_CA_CERT", value_name = "PEM_FILE")]
+    pub ca_cert: Option<std::path::PathBuf>,
     /// How many recent changes to list.
     #[arg(long, default_value_t = 20)]
     pub limit: usize,
@@ -72,6 +75,9 @@ pub struct TuiArgs {
     /// A query token, when the collector requires one ([auth] query_tokens).
     #[arg(long, env = "VIGIL_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// A CA certificate (PEM) to trust for an https:// collector, besides the system's roots.
+    #[arg(long, env = "VIGIL_CA_CERT", value_name = "PEM_FILE")]
+    pub ca_cert: Option<std::path::PathBuf>,
     /// How often to refresh (r cycles 1s, 2s, 5s, 10s, 30s).
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub refresh: std::time::Duration,
@@ -166,6 +172,9 @@ pub struct QueryArgs {
     /// A query token, when the collector requires one ([auth] query_tokens).
     #[arg(long, env = "VIGIL_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// A CA certificate (PEM) to trust for an https:// collector, besides the system's roots.
+    #[arg(long, env = "VIGIL_CA_CERT", value_name = "PEM_FILE")]
+    pub ca_cert: Option<std::path::PathBuf>,
     /// Output format.
     #[arg(long, short, value_enum, default_value_t)]
     pub format: OutputFormat,
@@ -426,8 +435,12 @@ pub struct DriftTraceArgs {
     pub bootstrap: Option<u64>,
 }
 
-/// An HTTP client that sends `token` (if any) as a bearer token with every request.
-pub fn query_client(token: Option<&str>) -> anyhow::Result<reqwest::Client> {
+/// An HTTP client that sends `token` (if any) as a bearer token with every request, and trusts
+/// `ca_cert` (PEM) for an https:// collector besides the system's roots.
+pub fn query_client(
+    token: Option<&str>,
+    ca_cert: Option<&std::path::Path>,
+) -> anyhow::Result<reqwest::Client> {
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(token) = token {
         let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
@@ -435,7 +448,25 @@ pub fn query_client(token: Option<&str>) -> anyhow::Result<reqwest::Client> {
         value.set_sensitive(true);
         headers.insert(reqwest::header::AUTHORIZATION, value);
     }
-    Ok(reqwest::Client::builder()
-        .default_headers(headers)
-        .build()?)
+    let mut builder = reqwest::Client::builder().default_headers(headers);
+    if let Some(path) = ca_cert {
+        for certificate in read_ca_cert(path)? {
+            builder = builder.add_root_certificate(certificate);
+        }
+    }
+    Ok(builder.build()?)
+}
+
+/// The certificates of a PEM file given as `--ca-cert`.
+pub fn read_ca_cert(path: &std::path::Path) -> anyhow::Result<Vec<reqwest::Certificate>> {
+    let pem =
+        std::fs::read(path).map_err(|e| anyhow::anyhow!("--ca-cert {}: {e}", path.display()))?;
+    let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| anyhow::anyhow!("--ca-cert {}: {e}", path.display()))?;
+    anyhow::ensure!(
+        !certificates.is_empty(),
+        "--ca-cert {}: no PEM certificate in it",
+        path.display()
+    );
+    Ok(certificates)
 }

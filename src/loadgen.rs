@@ -697,10 +697,18 @@ impl Transport {
                 })
             }
             Protocol::Http => Ok(Transport::Http {
-                client: reqwest::Client::builder()
-                    .default_headers(headers.into_headers())
-                    .build()
-                    .context("could not build the HTTP client")?,
+                client: {
+                    let mut builder =
+                        reqwest::Client::builder().default_headers(headers.into_headers());
+                    if let Some(pem) = crate::gpu_exporter_cmd::otlp_certificate_from_env()? {
+                        for certificate in reqwest::Certificate::from_pem_bundle(&pem)
+                            .context("OTEL_EXPORTER_OTLP_CERTIFICATE")?
+                        {
+                            builder = builder.add_root_certificate(certificate);
+                        }
+                    }
+                    builder.build().context("could not build the HTTP client")?
+                },
                 base: endpoint.trim_end_matches('/').to_string(),
             }),
         }

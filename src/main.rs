@@ -35,6 +35,9 @@ fn limit_malloc_arenas() {}
 
 fn main() -> std::process::ExitCode {
     limit_malloc_arenas();
+    // One TLS crypto provider for the process, before any HTTP client is built: reqwest's
+    // clients (webhooks, scrapes, `vigil query` to an https:// collector) take it from here.
+    vigil_analyzer::install_crypto_provider();
     let cli = cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -10,7 +10,7 @@ use crate::cli::{OutputFormat, QueryArgs};
 
 pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
     let url = format!("{}/api/v1/sql", args.url.trim_end_matches('/'));
-    let client = crate::cli::query_client(args.token.as_deref())?;
+    let client = crate::cli::query_client(args.token.as_deref(), args.ca_cert.as_deref())?;
     if let Some(runs) = args.bench {
         return bench(&client, &url, &args.sql, runs.max(1)).await;
     }

@@ -5,10 +5,19 @@ use vigil_tui::state::Tab;
 
 use crate::cli::{TuiArgs, TuiView};
 
-pub fn config(args: &TuiArgs) -> TuiConfig {
-    TuiConfig {
+pub fn config(args: &TuiArgs) -> anyhow::Result<TuiConfig> {
+    let ca_cert = match &args.ca_cert {
+        Some(path) => {
+            // Read and checked here, so that a wrong file is an error now, not a banner later.
+            crate::cli::read_ca_cert(path)?;
+            Some(std::fs::read(path)?)
+        }
+        None => None,
+    };
+    Ok(TuiConfig {
         url: args.url.clone(),
         token: args.token.clone(),
+        ca_cert,
         refresh: args.refresh,
         tab: match args.view {
             TuiView::Overview => Tab::Overview,
@@ -17,12 +26,12 @@ pub fn config(args: &TuiArgs) -> TuiConfig {
             TuiView::Traces => Tab::Traces,
             TuiView::Alerts => Tab::Alerts,
         },
-    }
+    })
 }
 
 pub async fn run(args: TuiArgs) -> anyhow::Result<()> {
     if let Some(runs) = args.bench {
-        let config = config(&args);
+        let config = config(&args)?;
         let results = vigil_tui::app::bench(&config, args.bench_range, runs.max(1)).await?;
         println!(
             "{:<10} {:>6} {:>9} {:>9} {:>9}",
@@ -49,6 +58,6 @@ pub async fn run(args: TuiArgs) -> anyhow::Result<()> {
             "vigil tui draws on a terminal, and stdout is not one; for scripts use `vigil query` or `vigil alerts`"
         );
     }
-    vigil_tui::run(config(&args)).await?;
+    vigil_tui::run(config(&args)?).await?;
     Ok(())
 }

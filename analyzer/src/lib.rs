@@ -19,6 +19,13 @@ pub use detectors::AnalyzerConfig;
 pub use notify::AlertingConfig;
 pub use runner::{AlertSink, Analyzer, ServedModels};
 
+/// Makes ring the process' TLS crypto provider, once: reqwest's `https://` clients (webhooks,
+/// Alertmanagers) find their provider there, and building one without it panics.
+pub fn install_crypto_provider() {
+    // Err only when a provider is installed already, which is as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// What can go wrong while analysing.
 #[derive(Debug, thiserror::Error)]
 pub enum AnalyzerError {

@@ -16,6 +16,13 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::server::TlsStream;
 
+/// Makes ring the process' TLS crypto provider, once: reqwest's `https://` clients (scrapes)
+/// find their provider there, and building one without it panics.
+pub fn install_crypto_provider() {
+    // Err only when a provider is installed already, which is as good.
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+}
+
 /// `[tls]` in the config: both files, or neither (plain TCP, as before).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -12,8 +12,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::Value;
 
+/// Makes ring this test process' TLS crypto provider, as `vigil` does for itself: reqwest's
+/// clients panic when built without one. Every helper that starts something calls it.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// The `vigil` binary: `$VIGIL_BIN`, or the one built next to this test executable.
 pub fn vigil_bin() -> PathBuf {
+    install_crypto_provider();
     if let Ok(path) = std::env::var("VIGIL_BIN") {
         return PathBuf::from(path);
     }
@@ -455,6 +462,7 @@ impl Drop for GpuExporter {
 
 /// A free loopback port, for servers (Prometheus) that cannot bind port 0 and report it.
 pub fn free_port() -> anyhow::Result<u16> {
+    install_crypto_provider();
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
@@ -462,6 +470,7 @@ pub fn free_port() -> anyhow::Result<u16> {
 
 /// A binary from a Debian package the end-to-end tests need; fails with what to install.
 pub fn required_tool(name: &str, package: &str) -> PathBuf {
+    install_crypto_provider();
     for dir in ["/usr/bin", "/usr/local/bin", "/bin"] {
         let path = Path::new(dir).join(name);
         if path.exists() {

@@ -89,6 +89,17 @@ fn curl(args: &[&str]) -> (bool, String) {
     )
 }
 
+/// The rows of `sql` from a collector without TLS or tokens.
+fn plain_sql(c: &Collector, sql: &str) -> Vec<serde_json::Value> {
+    let response = reqwest::blocking::Client::new()
+        .post(format!("{}/api/v1/sql", c.query_url()))
+        .json(&serde_json::json!({ "sql": sql }))
+        .send()
+        .unwrap();
+    let body: serde_json::Value = response.json().unwrap();
+    body["rows"].as_array().cloned().unwrap_or_default()
+}
+
 #[test]
 fn every_listener_speaks_tls_to_real_clients() {
     let dir = tempfile::tempdir().unwrap();
@@ -217,6 +228,145 @@ fn every_listener_speaks_tls_to_real_clients() {
     let seen: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert!(seen["adbc"]["with_parameter"].as_u64().unwrap() >= 300);
     assert_eq!(seen["flight"]["count"], seen["adbc"]["with_parameter"]);
+
+    // vigil's own clients: query and alerts over HTTPS, the dashboard over grpc+tls, trusting
+    // the CA given with --ca-cert; without it, a clear refusal.
+    let vigil = |args: &[&str]| {
+        let output = Command::new(vigil_bin())
+            .args(args)
+            .env_remove("VIGIL_CA_CERT")
+            .env_remove("SSL_CERT_FILE")
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        )
+    };
+    let query_url = https(c.query);
+    let count = "SELECT count(*) AS n FROM spans WHERE service_name LIKE 'pysdk-%'";
+    let (ok, out) = vigil(&[
+        "query",
+        "--url",
+        &query_url,
+        "--token",
+        "q-tls",
+        "--ca-cert",
+        cert_text,
+        count,
+    ]);
+    assert!(ok && out.contains('8'), "vigil query over https: {out}");
+    let (ok, out) = vigil(&["query", "--url", &query_url, "--token", "q-tls", count]);
+    assert!(
+        !ok && out.to_lowercase().contains("certificate") && !out.contains("panicked"),
+        "an unknown CA must be refused with a clear error: {out}"
+    );
+    let (ok, out) = vigil(&[
+        "alerts",
+        "--url",
+        &query_url,
+        "--token",
+        "q-tls",
+        "--ca-cert",
+        cert_text,
+    ]);
+    assert!(ok, "vigil alerts over https: {out}");
+    let flight_url = format!("grpc+tls://127.0.0.1:{}", c.flight_sql.port());
+    let (ok, out) = vigil(&[
+        "tui",
+        "--url",
+        &flight_url,
+        "--token",
+        "q-tls",
+        "--ca-cert",
+        cert_text,
+        "--bench",
+        "1",
+        "--bench-range",
+        "15m",
+    ]);
+    assert!(
+        ok && out.contains("Traces"),
+        "vigil tui over grpc+tls: {out}"
+    );
+    // loadgen over OTLP/HTTP too.
+    let output = Command::new(vigil_bin())
+        .args([
+            "loadgen",
+            "--quiet",
+            "--protocol",
+            "http",
+            "--endpoint",
+            &https(c.http),
+        ])
+        .args(["--run-id", "tls-http", "--spans", "50", "--rate", "0"])
+        .env("OTEL_EXPORTER_OTLP_CERTIFICATE", &ca)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "loadgen over OTLP/HTTP with TLS: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // A second collector scrapes the first's own /metrics page (with a query token) over
+    // https: one job trusting
+    // the CA by `ca_file`, one by `SSL_CERT_FILE` (as webhooks and Alertmanagers do: the
+    // system's roots, or that file).
+    let scraper_config = dir.path().join("scraper.toml");
+    let target = format!("127.0.0.1:{}", c.query.port());
+    std::fs::write(
+        &scraper_config,
+        format!(
+            "[[scrape]]\njob_name = \"tls-ca-file\"\ntargets = [{target:?}]\ninterval = \"1s\"\n\
+             scheme = \"https\"\nca_file = {ca:?}\nbearer_token = \"q-tls\"\n\n\
+             [[scrape]]\njob_name = \"tls-system-roots\"\ntargets = [\"localhost:{port}\"]\n\
+             interval = \"1s\"\nscheme = \"https\"\nbearer_token = \"q-tls\"\n",
+            port = c.query.port()
+        ),
+    )
+    .unwrap();
+    let scraper = Collector::start_with(
+        &dir.path().join("scraper-data"),
+        vec!["--config".into(), scraper_config.to_str().unwrap().into()],
+        &[("SSL_CERT_FILE", cert_text)],
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = plain_sql(
+            &scraper,
+            "SELECT resource_attributes['service.name'] AS job, max(value) AS up FROM metrics \
+             WHERE metric_name = 'up' GROUP BY 1 ORDER BY 1",
+        );
+        let up: Vec<(String, f64)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r["job"].as_str().unwrap_or_default().to_string(),
+                    r["up"].as_f64().unwrap_or(0.0),
+                )
+            })
+            .collect();
+        if up
+            == [
+                ("tls-ca-file".to_string(), 1.0),
+                ("tls-system-roots".to_string(), 1.0),
+            ]
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the https targets were not scraped: {up:?}\n{}",
+            std::fs::read_to_string(&scraper.log_path).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 #[test]

@@ -30,6 +30,8 @@ pub struct TuiConfig {
     pub url: String,
     /// A query token, when the collector requires one.
     pub token: Option<String>,
+    /// A CA certificate (PEM) to trust for an `https://` collector, besides the public roots.
+    pub ca_cert: Option<Vec<u8>>,
     /// The first refresh interval (the nearest of those `r` cycles through).
     pub refresh: Duration,
     /// The view shown first.
@@ -41,6 +43,7 @@ impl TuiConfig {
         TuiConfig {
             url: url.into(),
             token: None,
+            ca_cert: None,
             refresh: Duration::from_secs(2),
             tab: Tab::Overview,
         }
@@ -106,7 +109,11 @@ pub async fn bench(
     range: Duration,
     runs: usize,
 ) -> Result<Vec<(Tab, Vec<Duration>)>, TuiError> {
-    let mut client = Client::new(&config.url, config.token.as_deref())?;
+    let mut client = Client::new(
+        &config.url,
+        config.token.as_deref(),
+        config.ca_cert.as_deref(),
+    )?;
     let mut app = App::new(config.url.clone());
     let mut out = Vec::new();
     for tab in Tab::ALL {
@@ -147,7 +154,11 @@ pub async fn bench(
 /// Runs the dashboard until `q` or Ctrl-C. Queries that fail are shown and retried; only a
 /// terminal that cannot be used is an error.
 pub async fn run(config: TuiConfig) -> Result<(), TuiError> {
-    let client = Client::new(&config.url, config.token.as_deref())?;
+    let client = Client::new(
+        &config.url,
+        config.token.as_deref(),
+        config.ca_cert.as_deref(),
+    )?;
     let mut app = App::new(config.url.clone());
     app.tab = config.tab;
     app.refresh = REFRESHES

@@ -12,7 +12,7 @@ use arrow_flight::error::FlightError;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::TryStreamExt;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use crate::TuiError;
 use crate::minutes;
@@ -30,18 +30,35 @@ pub struct Client {
 
 impl Client {
     /// Connects lazily: a collector that is down at start is a banner and a retry, not an exit.
-    pub fn new(url: &str, token: Option<&str>) -> Result<Client, TuiError> {
+    /// An `https://` URL speaks TLS, trusting the public roots and `ca_cert` (PEM) if given.
+    /// Flight SQL's own schemes, as ADBC and Grafana's plugin take them, mean the same:
+    /// `grpc+tls://` is `https://`, `grpc://` is `http://`.
+    pub fn new(url: &str, token: Option<&str>, ca_cert: Option<&[u8]>) -> Result<Client, TuiError> {
         let bad = |message: String| TuiError::BadUrl {
             url: url.to_string(),
             message,
         };
-        let endpoint = Endpoint::from_shared(url.to_string())
+        let url = if let Some(rest) = url.strip_prefix("grpc+tls://") {
+            format!("https://{rest}")
+        } else if let Some(rest) = url.strip_prefix("grpc://") {
+            format!("http://{rest}")
+        } else {
+            url.to_string()
+        };
+        let url = url.as_str();
+        let mut endpoint = Endpoint::from_shared(url.to_string())
             .map_err(|e| bad(e.to_string()))?
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(15));
         if url.starts_with("https://") {
+            let mut tls = ClientTlsConfig::new().with_webpki_roots();
+            if let Some(pem) = ca_cert {
+                tls = tls.ca_certificate(Certificate::from_pem(pem));
+            }
+            endpoint = endpoint.tls_config(tls).map_err(|e| bad(e.to_string()))?;
+        } else if ca_cert.is_some() {
             return Err(bad(
-                "TLS to the collector is not supported by vigil tui yet; use its plaintext Flight SQL address over loopback or an SSH tunnel".into(),
+                "a CA certificate was given for a plaintext (http://) collector; use its https:// address".into(),
             ));
         }
         let mut inner = FlightSqlServiceClient::new(endpoint.connect_lazy());

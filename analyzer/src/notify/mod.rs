@@ -157,6 +157,7 @@ struct AlertmanagerState {
 
 impl Notifier {
     pub fn new(config: AlertingConfig, outbox_dir: PathBuf) -> Result<Notifier, AnalyzerError> {
+        crate::install_crypto_provider();
         for webhook in &config.webhooks {
             reqwest::Url::parse(&webhook.url).map_err(|e| {
                 AnalyzerError::Config(format!(

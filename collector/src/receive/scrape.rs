@@ -46,9 +46,13 @@ pub struct ScrapeJob {
     pub timeout: String,
     #[serde(default = "default_path")]
     pub metrics_path: String,
-    /// `http` (https targets are not scraped yet).
+    /// `http` or `https`.
     #[serde(default = "default_scheme")]
     pub scheme: String,
+    /// A CA certificate (PEM) to trust for an `https` job's targets, besides the system's roots
+    /// (and `SSL_CERT_FILE`).
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
     /// Labels added to every series of the job.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
@@ -300,6 +304,8 @@ fn series(labels: &[(String, String)], timestamp: i64, value: f64) -> TimeSeries
 /// One target's scraping state: the series its last scrape gave, to mark stale the ones that
 /// are gone.
 struct Target {
+    /// The job's client (its CA, when it names one).
+    client: reqwest::Client,
     job: ScrapeJob,
     url: String,
     labels: Vec<(String, String)>,
@@ -310,10 +316,10 @@ struct Target {
 
 impl Target {
     /// Scrapes once and returns what to store.
-    async fn scrape(&mut self, client: &reqwest::Client) -> WriteRequest {
+    async fn scrape(&mut self) -> WriteRequest {
         let started = Instant::now();
         let now_ms = chrono::Utc::now().timestamp_millis();
-        let result = self.fetch(client).await;
+        let result = self.fetch().await;
         let duration = started.elapsed().as_secs_f64();
         let mut timeseries = Vec::new();
         let mut metadata = Vec::new();
@@ -370,8 +376,9 @@ impl Target {
         }
     }
 
-    async fn fetch(&self, client: &reqwest::Client) -> Result<Page, String> {
-        let mut request = client
+    async fn fetch(&self) -> Result<Page, String> {
+        let mut request = self
+            .client
             .get(&self.url)
             .timeout(self.timeout)
             .header(
@@ -398,6 +405,28 @@ impl Target {
     }
 }
 
+/// The HTTP client of one job's targets.
+fn job_client(job: &ScrapeJob) -> Result<reqwest::Client, String> {
+    crate::tls::install_crypto_provider();
+    let mut builder =
+        reqwest::Client::builder().user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION")));
+    if let Some(path) = &job.ca_file {
+        let pem = std::fs::read(path).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+        if certificates.is_empty() {
+            return Err(format!(
+                "ca_file {}: no PEM certificate in it",
+                path.display()
+            ));
+        }
+        for certificate in certificates {
+            builder = builder.add_root_certificate(certificate);
+        }
+    }
+    builder.build().map_err(|e| format!("HTTP client: {e}"))
+}
+
 /// Checks the jobs and starts scraping every target until `shutdown` turns true.
 pub fn start(
     jobs: &[ScrapeJob],
@@ -419,12 +448,16 @@ pub fn start(
         if interval <= 0 || timeout <= 0 {
             return Err(error("interval and timeout must be positive".into()));
         }
-        if job.scheme != "http" {
+        if job.scheme != "http" && job.scheme != "https" {
             return Err(error(format!(
-                "scheme {:?}: only http targets can be scraped so far",
+                "scheme {:?}: give http or https",
                 job.scheme
             )));
         }
+        if job.ca_file.is_some() && job.scheme != "https" {
+            return Err(error("ca_file is for scheme = \"https\"".into()));
+        }
+        let client = job_client(job).map_err(error)?;
         for target in &job.targets {
             if target.is_empty() || target.contains('/') {
                 return Err(error(format!(
@@ -437,6 +470,7 @@ pub fn start(
             ];
             labels.extend(job.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
             targets.push(Target {
+                client: client.clone(),
                 url: format!("{}://{}{}", job.scheme, target, job.metrics_path),
                 job: job.clone(),
                 labels,
@@ -446,18 +480,10 @@ pub fn start(
             });
         }
     }
-    let client = reqwest::Client::builder()
-        .user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| ScrapeConfigError {
-            job: String::new(),
-            message: format!("HTTP client: {e}"),
-        })?;
     Ok(targets
         .into_iter()
         .map(|mut target| {
             let ingest = ingest.clone();
-            let client = client.clone();
             let mut shutdown = shutdown.clone();
             tokio::spawn(async move {
                 let mut ticks = tokio::time::interval(target.interval);
@@ -470,7 +496,7 @@ pub fn start(
                     if *shutdown.borrow() {
                         break;
                     }
-                    let write = target.scrape(&client).await;
+                    let write = target.scrape().await;
                     let mut converted = to_otlp(write);
                     // Targets are the operator's own config: trusted as a GPU exporter is.
                     mark_sender(&mut converted.request, Sender::GpuExporter);
