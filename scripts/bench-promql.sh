@@ -6,6 +6,7 @@
 #
 #   scripts/bench-promql.sh                              # release build, 1,000 GPUs, 24 h
 #   BENCH_SERIES=100 BENCH_HOURS=2 BENCH_PROFILE=dev scripts/bench-promql.sh
+#   BENCH_HOLD=900 scripts/bench-promql.sh                # keep both up afterwards
 #
 # The harness is the ignored test `bench_promql_against_prometheus` in tests/tests/promql.rs; it
 # prints the table BENCHMARKS.md records.

@@ -1366,6 +1366,18 @@ fn bench_promql_against_prometheus() {
         peak(collector.pid()),
         peak(prometheus.pid())
     );
+    // BENCH_HOLD=<seconds> keeps both up afterwards, to try queries against the same data.
+    if let Some(hold) = std::env::var("BENCH_HOLD")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        println!(
+            "holding {hold} s: vigil at {}, Prometheus at {}, data from {start} to {end} ms",
+            collector.query_url(),
+            prometheus.url
+        );
+        std::thread::sleep(Duration::from_secs(hold));
+    }
 }
 
 /// `vigil serve` with its OTLP/HTTP listener (where remote-write arrives) on `http_port`.
