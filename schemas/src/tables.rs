@@ -202,6 +202,12 @@ pub mod metric_col {
     pub const QUANTILES: &str = "quantiles";
     pub const QUANTILE_VALUES: &str = "quantile_values";
     pub const EXEMPLARS: &str = "exemplars";
+    /// The row's series as stored (metric name, attributes, resource attributes), hashed to
+    /// 128 bits (XXH3): the low 64 bits here, so that rows of one series share the id. Null in
+    /// rows stored before it was added.
+    pub const SERIES_ID: &str = "series_id";
+    /// The high 64 bits of the same hash: two series that share a `series_id` differ here.
+    pub const SERIES_CHECK: &str = "series_check";
 }
 
 /// Columns of `logs`.
@@ -348,6 +354,8 @@ static METRICS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         f(QUANTILE_VALUES, list_of(d), true),
         f(EXEMPLARS, s, true),
         f(col::FLAGS, DataType::UInt32, false),
+        f(SERIES_ID, DataType::UInt64, true),
+        f(SERIES_CHECK, DataType::UInt64, true),
     ]))
 });
 

@@ -16,8 +16,10 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use serde_json::json;
 
-use super::{Converted, Rejections, append_attributes, append_pairs, opt_str, to_ns};
-use crate::attrs::{attribute_pairs, attributes_to_json, service_name};
+use twox_hash::XxHash3_128;
+
+use super::{Converted, Rejections, append_pairs, opt_str, to_ns};
+use crate::attrs::{attribute_pairs, attributes_to_json, service_name, value_to_cow};
 use crate::tables::{Table, new_string_map_builder};
 
 /// One row's fields that only some metric types have.
@@ -81,6 +83,10 @@ struct Builders {
     quantile_values: ListBuilder<Float64Builder>,
     exemplars: StringBuilder,
     flags: UInt32Builder,
+    series_id: UInt64Builder,
+    series_check: UInt64Builder,
+    /// The text a row's series id is hashed from, kept between rows.
+    series_text: Vec<u8>,
 }
 
 fn append_f64_list(b: &mut ListBuilder<Float64Builder>, values: Option<&[f64]>) {
@@ -144,6 +150,8 @@ struct Context<'a> {
     service_name: &'a str,
     scope: Option<&'a InstrumentationScope>,
     resource: &'a [(&'a str, Cow<'a, str>)],
+    /// `resource` as it enters its rows' series ids ([`series_text`]).
+    resource_text: &'a [u8],
 }
 
 impl Builders {
@@ -180,6 +188,9 @@ impl Builders {
             quantile_values: ListBuilder::with_capacity(Float64Builder::with_capacity(0), n),
             exemplars: StringBuilder::with_capacity(n, 0),
             flags: UInt32Builder::with_capacity(n),
+            series_id: UInt64Builder::with_capacity(n),
+            series_check: UInt64Builder::with_capacity(n),
+            series_text: Vec::new(),
         }
     }
 
@@ -210,7 +221,26 @@ impl Builders {
         self.scope_version
             .append_option(cx.scope.and_then(|s| opt_str(&s.version)));
         append_pairs(&mut self.resource_attributes, cx.resource);
-        append_attributes(&mut self.attributes, p.attributes);
+        // The attributes as stored, and on the way into the series id.
+        let text = &mut self.series_text;
+        text.clear();
+        text.extend_from_slice(cx.metric.name.as_bytes());
+        text.push(PART_END);
+        for kv in p.attributes {
+            if let Some(v) = kv.value.as_ref().and_then(value_to_cow) {
+                self.attributes.keys().append_value(&kv.key);
+                self.attributes.values().append_value(&v);
+                push_pair(text, &kv.key, &v);
+            }
+        }
+        // The map builder only fails when keys and values differ in length, which the loop
+        // prevents.
+        let _ = self.attributes.append(true);
+        text.push(PART_END);
+        text.extend_from_slice(cx.resource_text);
+        let hash = XxHash3_128::oneshot(text);
+        self.series_id.append_value(hash as u64);
+        self.series_check.append_value((hash >> 64) as u64);
         self.temporality.append_option(p.temporality);
         self.is_monotonic.append_option(p.is_monotonic);
         self.value.append_option(p.value);
@@ -253,7 +283,31 @@ impl Builders {
         self.exemplars.append_option(exemplars_json(p.exemplars));
         self.flags.append_value(p.flags);
     }
+}
 
+/// End each key and value, and each part (name, attributes), of a series id's text; no UTF-8
+/// text holds either byte.
+const TEXT_END: u8 = 0xff;
+const PART_END: u8 = 0xfe;
+
+fn push_pair(text: &mut Vec<u8>, key: &str, value: &str) {
+    text.extend_from_slice(key.as_bytes());
+    text.push(TEXT_END);
+    text.extend_from_slice(value.as_bytes());
+    text.push(TEXT_END);
+}
+
+/// The resource's part of its rows' series text: its attributes as stored. The ids are stored,
+/// so the text and the hash (XXH3, specified) must stay the same across versions.
+fn series_text(resource: &[(&str, Cow<'_, str>)]) -> Vec<u8> {
+    let mut text = Vec::new();
+    for (k, v) in resource {
+        push_pair(&mut text, k, v);
+    }
+    text
+}
+
+impl Builders {
     fn finish(mut self) -> RecordBatch {
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.time.finish()),
@@ -287,6 +341,8 @@ impl Builders {
             Arc::new(self.quantile_values.finish()),
             Arc::new(self.exemplars.finish()),
             Arc::new(self.flags.finish()),
+            Arc::new(self.series_id.finish()),
+            Arc::new(self.series_check.finish()),
         ];
         RecordBatch::try_new(Table::Metrics.schema(), columns)
             .expect("metric columns are built in schema order with schema types")
@@ -320,6 +376,7 @@ pub fn metrics_to_batch(request: &ExportMetricsServiceRequest) -> Converted {
         let service_name = service_name(resource);
         // Resource attributes repeat on every row: render them once per resource.
         let resource_pairs = attribute_pairs(resource);
+        let resource_text = series_text(&resource_pairs);
         for sm in &rm.scope_metrics {
             for metric in &sm.metrics {
                 let Some(data) = &metric.data else {
@@ -344,6 +401,7 @@ pub fn metrics_to_batch(request: &ExportMetricsServiceRequest) -> Converted {
                     service_name: &service_name,
                     scope: sm.scope.as_ref(),
                     resource: &resource_pairs,
+                    resource_text: &resource_text,
                 };
                 match data {
                     Data::Gauge(g) => {

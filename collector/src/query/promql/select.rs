@@ -254,6 +254,26 @@ pub fn matches(labels: &[(String, String)], matchers: &[Matcher]) -> bool {
     matchers.iter().all(|m| m.is_match(label(labels, &m.name)))
 }
 
+/// The metrics a group of matchers selects, and how each is read.
+struct Wanted<'a> {
+    /// Per stored metric name, the Prometheus names (and parts) it is shown under.
+    parts: HashMap<&'a str, Vec<(Part, &'a str)>>,
+    kinds: HashMap<&'a str, Kind>,
+    matchers: &'a [Matcher],
+}
+
+impl Wanted<'_> {
+    /// Whether any selected name reads the bucket or quantile lists.
+    fn needs_lists(&self) -> bool {
+        self.parts
+            .values()
+            .flatten()
+            .any(|(part, _)| matches!(part, Part::Bucket | Part::Quantile))
+    }
+}
+
+type FnvMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<fnv::FnvHasher>>;
+
 /// Reads the series that any of `groups` (each a conjunction of matchers) selects, with their
 /// samples between `start_ms` and `end_ms` inclusive.
 pub async fn select(
@@ -270,20 +290,22 @@ pub async fn select(
         if selected.is_empty() {
             continue;
         }
-        let mut wanted: HashMap<&str, Vec<(Part, &str)>> = HashMap::new();
+        let mut wanted = Wanted {
+            parts: HashMap::new(),
+            kinds: HashMap::new(),
+            matchers,
+        };
         for (entry, part, name) in &selected {
             wanted
+                .parts
                 .entry(entry.metric_name.as_str())
                 .or_default()
                 .push((*part, name));
+            wanted.kinds.insert(entry.metric_name.as_str(), entry.kind);
         }
-        let kinds: HashMap<&str, Kind> = selected
-            .iter()
-            .map(|(e, _, _)| (e.metric_name.as_str(), e.kind))
-            .collect();
-        let mut metric_names: Vec<&str> = wanted.keys().copied().collect();
+        let mut metric_names: Vec<&str> = wanted.parts.keys().copied().collect();
         metric_names.sort();
-        let mut conditions = vec![
+        let scope = vec![
             format!(
                 "{} IN ({})",
                 metric_col::METRIC_NAME,
@@ -296,96 +318,277 @@ pub async fn select(
             format!("{} >= {}", col::TIME, sql_time(start_ms)),
             format!("{} <= {}", col::TIME, sql_time(end_ms)),
         ];
-        conditions.extend(prefilter(matchers));
-        let sql = format!(
-            "SELECT {time}, CAST({name} AS VARCHAR), {resource}, {attrs}, {value}, {count}, {sum}, \
-             {bounds}, {counts}, {quantiles}, {quantile_values} FROM metrics WHERE {conditions}",
-            time = col::TIME,
-            name = metric_col::METRIC_NAME,
-            resource = col::RESOURCE_ATTRIBUTES,
-            attrs = col::ATTRIBUTES,
-            value = metric_col::VALUE,
-            count = metric_col::COUNT,
-            sum = metric_col::SUM,
-            bounds = metric_col::BUCKET_BOUNDS,
-            counts = metric_col::BUCKET_COUNTS,
-            quantiles = metric_col::QUANTILES,
-            quantile_values = metric_col::QUANTILE_VALUES,
-            conditions = conditions.join(" AND "),
-        );
-        let mut stream = engine.stream(&sql, Vec::new()).await?;
-        // Rows of one series share their labels: they are built once per distinct row identity.
-        let mut known: HashMap<u64, Vec<(Vec<String>, RowSeries)>> = HashMap::new();
-        while let Some(batch) = stream.batches.next().await {
-            let batch = batch?;
-            budget.take(batch.num_rows() as u64)?;
-            let rows = Rows::new(&batch)?;
-            for row in 0..batch.num_rows() {
-                let metric_name = rows.name.value(row);
-                let (Some(parts), Some(kind)) = (wanted.get(metric_name), kinds.get(metric_name))
-                else {
-                    continue;
-                };
-                let hash = {
-                    use std::hash::Hasher;
-                    let mut hasher = fnv::FnvHasher::default();
-                    for part in rows.identity(row) {
-                        hasher.write(part.as_bytes());
-                        hasher.write_u8(0xff);
-                    }
-                    hasher.finish()
-                };
-                let bucket = known.entry(hash).or_default();
-                // The same hash from another series (a collision) is told apart by its text.
-                let found = bucket
-                    .iter()
-                    .position(|(parts, _)| parts.iter().map(String::as_str).eq(rows.identity(row)));
-                let index = match found {
-                    Some(i) => i,
-                    None => {
-                        bucket.push((
-                            rows.identity(row).map(str::to_string).collect(),
-                            RowSeries {
-                                base: rows.base_labels(row),
-                                series: HashMap::new(),
-                            },
-                        ));
-                        bucket.len() - 1
-                    }
-                };
-                let entry = &mut bucket[index].1;
-                let time_ms = rows.time.value(row).div_euclid(1_000_000);
-                for (slot, (part, name)) in parts.iter().enumerate() {
-                    let mut emit = Emit {
-                        slot,
-                        name,
-                        time_ms,
-                        keep_samples: budget.keep_samples,
-                        matchers,
-                        entry: &mut *entry,
-                        out: &mut builder,
-                    };
-                    rows.emit(row, *kind, *part, &mut emit);
-                }
-            }
+        let read_by_id = select_by_series_id(engine, &scope, &wanted, budget, &mut builder).await?;
+        // Rows stored before series ids were (or all rows, if two series' ids collided):
+        // their labels are read with every row.
+        let mut conditions = scope;
+        if read_by_id {
+            conditions.push(format!("{} IS NULL", metric_col::SERIES_ID));
         }
+        conditions.extend(prefilter(matchers));
+        select_rows(engine, &conditions, &wanted, budget, &mut builder).await?;
     }
     Ok(builder.finish())
 }
 
-/// The columns of one batch of [`select`]'s query.
-struct Rows<'a> {
-    time: &'a TimestampNanosecondArray,
+/// Reads the rows that carry a series id in three statements: the series and the first time
+/// each has a row; their labels, from the rows at those times only; then every row's id, time
+/// and value, without the attribute maps (which cost most of a read). `false`, having read
+/// nothing into `builder`, when two different series share an id (their 128-bit hashes differ
+/// in the half `series_check` holds).
+async fn select_by_series_id(
+    engine: &QueryEngine,
+    scope: &[String],
+    wanted: &Wanted<'_>,
+    budget: &mut SampleBudget,
+    builder: &mut SeriesBuilder,
+) -> Result<bool, PromError> {
+    let scope = format!(
+        "{} AND {} IS NOT NULL",
+        scope.join(" AND "),
+        metric_col::SERIES_ID
+    );
+    // Two series under one id would differ in the hash's other half: the ids are then not
+    // trusted for this read.
+    let first_seen = format!(
+        "SELECT {id}, min({time}), min({check}) = max({check}) FROM metrics WHERE {scope} \
+         GROUP BY {id}",
+        id = metric_col::SERIES_ID,
+        time = col::TIME,
+        check = metric_col::SERIES_CHECK,
+    );
+    let (_, batches) = engine.query(&first_seen).await.map_err(PromError::from)?;
+    let mut first_times: Vec<i64> = Vec::new();
+    for batch in &batches {
+        let times: &TimestampNanosecondArray = batch
+            .column(1)
+            .as_primitive_opt()
+            .ok_or_else(|| PromError::Internal("min(time) is not a timestamp".into()))?;
+        let single = batch
+            .column(2)
+            .as_boolean_opt()
+            .ok_or_else(|| PromError::Internal("a series check is not boolean".into()))?;
+        if single.false_count() > 0 {
+            tracing::warn!("two series share a series id; reading their rows with their labels");
+            return Ok(false);
+        }
+        first_times.extend(times.iter().flatten());
+    }
+    first_times.sort_unstable();
+    first_times.dedup();
+
+    // Each series' labels, from its rows at the first times: a few rows a series.
+    let mut series: FnvMap<u64, IdSeries> = FnvMap::default();
+    for times in first_times.chunks(1024) {
+        let at = times
+            .iter()
+            .map(|ns| format!("arrow_cast({ns}, 'Timestamp(Nanosecond, Some(\"UTC\"))')"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT {id}, CAST({name} AS VARCHAR), {resource}, {attrs} FROM metrics \
+             WHERE {scope} AND {time} IN ({at})",
+            id = metric_col::SERIES_ID,
+            name = metric_col::METRIC_NAME,
+            resource = col::RESOURCE_ATTRIBUTES,
+            attrs = col::ATTRIBUTES,
+            time = col::TIME,
+        );
+        let mut stream = engine.stream(&sql, Vec::new()).await?;
+        while let Some(batch) = stream.batches.next().await {
+            let batch = batch?;
+            let ids: &UInt64Array = batch
+                .column(0)
+                .as_primitive_opt()
+                .ok_or_else(|| PromError::Internal("series_id is not UInt64".into()))?;
+            let labels = LabelColumns::new(&batch, 1)?;
+            for row in 0..batch.num_rows() {
+                let id = ids.value(row);
+                if series.contains_key(&id) {
+                    continue;
+                }
+                let metric_name = labels.name.value(row);
+                let (Some(parts), Some(&kind)) =
+                    (wanted.parts.get(metric_name), wanted.kinds.get(metric_name))
+                else {
+                    continue;
+                };
+                series.insert(
+                    id,
+                    IdSeries {
+                        parts: parts.as_slice(),
+                        kind,
+                        row: RowSeries {
+                            base: labels.base_labels(row),
+                            series: FnvMap::default(),
+                        },
+                    },
+                );
+            }
+        }
+    }
+
+    // Every row's samples, by id.
+    let lists = wanted.needs_lists();
+    let sql = format!(
+        "SELECT {id}, {time}, {value}, {count}, {sum}{lists} FROM metrics WHERE {scope}",
+        id = metric_col::SERIES_ID,
+        time = col::TIME,
+        value = metric_col::VALUE,
+        count = metric_col::COUNT,
+        sum = metric_col::SUM,
+        lists = if lists {
+            format!(
+                ", {}, {}, {}, {}",
+                metric_col::BUCKET_BOUNDS,
+                metric_col::BUCKET_COUNTS,
+                metric_col::QUANTILES,
+                metric_col::QUANTILE_VALUES
+            )
+        } else {
+            String::new()
+        },
+    );
+    let mut stream = engine.stream(&sql, Vec::new()).await?;
+    while let Some(batch) = stream.batches.next().await {
+        let batch = batch?;
+        budget.take(batch.num_rows() as u64)?;
+        let ids: &UInt64Array = batch
+            .column(0)
+            .as_primitive_opt()
+            .ok_or_else(|| PromError::Internal("series_id is not UInt64".into()))?;
+        let values = Values::new(&batch, 1, lists)?;
+        for row in 0..batch.num_rows() {
+            // A series first stored after the first statement ran is not in this answer.
+            let Some(entry) = series.get_mut(&ids.value(row)) else {
+                continue;
+            };
+            let time_ms = values.time.value(row).div_euclid(1_000_000);
+            for (slot, (part, name)) in entry.parts.iter().enumerate() {
+                let mut emit = Emit {
+                    slot,
+                    name,
+                    time_ms,
+                    keep_samples: budget.keep_samples,
+                    matchers: wanted.matchers,
+                    entry: &mut entry.row,
+                    out: builder,
+                };
+                values.emit(row, entry.kind, *part, &mut emit);
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// One series read by its id: its metric's names and kind, and where its samples go.
+struct IdSeries<'a> {
+    parts: &'a [(Part, &'a str)],
+    kind: Kind,
+    row: RowSeries,
+}
+
+/// Reads rows with their labels, each row's attribute maps decoded: the rows stored before
+/// series ids.
+async fn select_rows(
+    engine: &QueryEngine,
+    conditions: &[String],
+    wanted: &Wanted<'_>,
+    budget: &mut SampleBudget,
+    builder: &mut SeriesBuilder,
+) -> Result<(), PromError> {
+    let sql = format!(
+        "SELECT CAST({name} AS VARCHAR), {resource}, {attrs}, {time}, {value}, {count}, {sum}, \
+         {bounds}, {counts}, {quantiles}, {quantile_values} FROM metrics WHERE {conditions}",
+        time = col::TIME,
+        name = metric_col::METRIC_NAME,
+        resource = col::RESOURCE_ATTRIBUTES,
+        attrs = col::ATTRIBUTES,
+        value = metric_col::VALUE,
+        count = metric_col::COUNT,
+        sum = metric_col::SUM,
+        bounds = metric_col::BUCKET_BOUNDS,
+        counts = metric_col::BUCKET_COUNTS,
+        quantiles = metric_col::QUANTILES,
+        quantile_values = metric_col::QUANTILE_VALUES,
+        conditions = conditions.join(" AND "),
+    );
+    let mut stream = engine.stream(&sql, Vec::new()).await?;
+    // Rows of one series share their labels: they are built once per distinct row identity.
+    let mut known: FnvMap<u64, Vec<(Vec<String>, RowSeries)>> = FnvMap::default();
+    while let Some(batch) = stream.batches.next().await {
+        let batch = batch?;
+        budget.take(batch.num_rows() as u64)?;
+        let labels = LabelColumns::new(&batch, 0)?;
+        let values = Values::new(&batch, 3, true)?;
+        for row in 0..batch.num_rows() {
+            let metric_name = labels.name.value(row);
+            let (Some(parts), Some(kind)) =
+                (wanted.parts.get(metric_name), wanted.kinds.get(metric_name))
+            else {
+                continue;
+            };
+            let hash = {
+                use std::hash::Hasher;
+                let mut hasher = fnv::FnvHasher::default();
+                for part in labels.identity(row) {
+                    hasher.write(part.as_bytes());
+                    hasher.write_u8(0xff);
+                }
+                hasher.finish()
+            };
+            let bucket = known.entry(hash).or_default();
+            // The same hash from another series (a collision) is told apart by its text.
+            let found = bucket
+                .iter()
+                .position(|(parts, _)| parts.iter().map(String::as_str).eq(labels.identity(row)));
+            let index = match found {
+                Some(i) => i,
+                None => {
+                    bucket.push((
+                        labels.identity(row).map(str::to_string).collect(),
+                        RowSeries {
+                            base: labels.base_labels(row),
+                            series: FnvMap::default(),
+                        },
+                    ));
+                    bucket.len() - 1
+                }
+            };
+            let entry = &mut bucket[index].1;
+            let time_ms = values.time.value(row).div_euclid(1_000_000);
+            for (slot, (part, name)) in parts.iter().enumerate() {
+                let mut emit = Emit {
+                    slot,
+                    name,
+                    time_ms,
+                    keep_samples: budget.keep_samples,
+                    matchers: wanted.matchers,
+                    entry: &mut *entry,
+                    out: &mut *builder,
+                };
+                values.emit(row, *kind, *part, &mut emit);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A batch's metric name and attribute maps, from column `first` on.
+struct LabelColumns<'a> {
     name: StringArray,
     resource: &'a MapArray,
     attributes: &'a MapArray,
+}
+
+/// A batch's time and value columns, from column `first` on: time, value, count, sum, then
+/// (when read) the bucket bounds and counts, quantiles and their values.
+struct Values<'a> {
+    time: &'a TimestampNanosecondArray,
     value: &'a Float64Array,
     count: &'a UInt64Array,
     sum: &'a Float64Array,
-    bounds: &'a ListArray,
-    counts: &'a ListArray,
-    quantiles: &'a ListArray,
-    quantile_values: &'a ListArray,
+    lists: Option<[&'a ListArray; 4]>,
 }
 
 fn string_column(array: &dyn Array) -> Result<StringArray, PromError> {
@@ -410,56 +613,27 @@ fn map_entries(map: &MapArray, row: usize) -> Vec<(String, String)> {
         .collect()
 }
 
-impl<'a> Rows<'a> {
-    fn new(batch: &'a arrow::record_batch::RecordBatch) -> Result<Rows<'a>, PromError> {
-        let bad = |what: &str| {
-            PromError::Internal(format!("metrics column {what} has an unexpected type"))
-        };
-        Ok(Rows {
-            time: batch
-                .column(0)
-                .as_primitive_opt()
-                .ok_or_else(|| bad(col::TIME))?,
-            name: string_column(batch.column(1))?,
+fn bad_column(what: &str) -> PromError {
+    PromError::Internal(format!("metrics column {what} has an unexpected type"))
+}
+
+impl<'a> LabelColumns<'a> {
+    fn new(
+        batch: &'a arrow::record_batch::RecordBatch,
+        first: usize,
+    ) -> Result<LabelColumns<'a>, PromError> {
+        Ok(LabelColumns {
+            name: string_column(batch.column(first))?,
             resource: batch
-                .column(2)
+                .column(first + 1)
                 .as_map_opt()
-                .ok_or_else(|| bad("resource_attributes"))?,
+                .ok_or_else(|| bad_column("resource_attributes"))?,
             attributes: batch
-                .column(3)
+                .column(first + 2)
                 .as_map_opt()
-                .ok_or_else(|| bad("attributes"))?,
-            value: batch
-                .column(4)
-                .as_primitive_opt()
-                .ok_or_else(|| bad("value"))?,
-            count: batch
-                .column(5)
-                .as_primitive_opt()
-                .ok_or_else(|| bad("count"))?,
-            sum: batch
-                .column(6)
-                .as_primitive_opt()
-                .ok_or_else(|| bad("sum"))?,
-            bounds: batch
-                .column(7)
-                .as_list_opt()
-                .ok_or_else(|| bad("bucket_bounds"))?,
-            counts: batch
-                .column(8)
-                .as_list_opt()
-                .ok_or_else(|| bad("bucket_counts"))?,
-            quantiles: batch
-                .column(9)
-                .as_list_opt()
-                .ok_or_else(|| bad("quantiles"))?,
-            quantile_values: batch
-                .column(10)
-                .as_list_opt()
-                .ok_or_else(|| bad("quantile_values"))?,
+                .ok_or_else(|| bad_column("attributes"))?,
         })
     }
-
     /// The row's labels other than `__name__`, `le` and `quantile`: its attributes under their
     /// Prometheus names, then `job` and `instance` from its resource.
     fn base_labels(&self, row: usize) -> Vec<(String, String)> {
@@ -515,6 +689,49 @@ impl<'a> Rows<'a> {
             .chain(std::iter::once("\u{1}"))
             .chain(entries(self.resource))
     }
+}
+
+impl<'a> Values<'a> {
+    fn new(
+        batch: &'a arrow::record_batch::RecordBatch,
+        first: usize,
+        with_lists: bool,
+    ) -> Result<Values<'a>, PromError> {
+        let list = |i: usize, what: &str| -> Result<&'a ListArray, PromError> {
+            batch
+                .column(first + i)
+                .as_list_opt()
+                .ok_or_else(|| bad_column(what))
+        };
+        Ok(Values {
+            time: batch
+                .column(first)
+                .as_primitive_opt()
+                .ok_or_else(|| bad_column(col::TIME))?,
+            value: batch
+                .column(first + 1)
+                .as_primitive_opt()
+                .ok_or_else(|| bad_column("value"))?,
+            count: batch
+                .column(first + 2)
+                .as_primitive_opt()
+                .ok_or_else(|| bad_column("count"))?,
+            sum: batch
+                .column(first + 3)
+                .as_primitive_opt()
+                .ok_or_else(|| bad_column("sum"))?,
+            lists: if with_lists {
+                Some([
+                    list(4, "bucket_bounds")?,
+                    list(5, "bucket_counts")?,
+                    list(6, "quantiles")?,
+                    list(7, "quantile_values")?,
+                ])
+            } else {
+                None
+            },
+        })
+    }
 
     /// The samples one row gives to one Prometheus name.
     fn emit(&self, row: usize, kind: Kind, part: Part, emit: &mut Emit) {
@@ -535,8 +752,11 @@ impl<'a> Rows<'a> {
                 }
             }
             Part::Bucket => {
-                let bounds = list_f64(self.bounds, row);
-                let counts = list_u64(self.counts, row);
+                let Some([bounds, counts, _, _]) = self.lists else {
+                    return;
+                };
+                let bounds = list_f64(bounds, row);
+                let counts = list_u64(counts, row);
                 let mut cumulative = 0u64;
                 for (i, count) in counts.iter().enumerate() {
                     cumulative += count;
@@ -554,8 +774,11 @@ impl<'a> Rows<'a> {
                 }
             }
             Part::Quantile => {
-                let quantiles = list_f64(self.quantiles, row);
-                let values = list_f64(self.quantile_values, row);
+                let Some([_, _, quantiles, values]) = self.lists else {
+                    return;
+                };
+                let quantiles = list_f64(quantiles, row);
+                let values = list_f64(values, row);
                 for (q, v) in quantiles.iter().zip(values.iter()) {
                     emit.sample(Some((QUANTILE_LABEL, *q)), *v);
                 }
@@ -568,7 +791,7 @@ impl<'a> Rows<'a> {
 /// each (name, bound) of it feeds (`None` when the matchers refuse it).
 struct RowSeries {
     base: Vec<(String, String)>,
-    series: HashMap<(usize, u64), Option<usize>>,
+    series: FnvMap<(usize, u64), Option<usize>>,
 }
 
 /// Where one row's samples for one Prometheus name go.
@@ -680,5 +903,146 @@ impl SeriesBuilder {
                 }
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{StorageConfig, Store};
+    use crate::telemetry::Telemetry;
+    use arrow::array::{ArrayRef, RecordBatch};
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::metrics::v1::{
+        Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric, number_data_point,
+    };
+    use vigil_schemas::Table;
+
+    const SECOND_NS: u64 = 1_000_000_000;
+    const T0_NS: u64 = 1_700_000_000 * SECOND_NS;
+
+    /// Gauge `m` of GPUs `gpus`, one point each at each of `seconds` after T0.
+    fn gauge(gpus: &[&str], seconds: &[u64]) -> RecordBatch {
+        let points = gpus
+            .iter()
+            .flat_map(|gpu| {
+                seconds.iter().map(move |s| NumberDataPoint {
+                    time_unix_nano: T0_NS + s * SECOND_NS,
+                    value: Some(number_data_point::Value::AsDouble(*s as f64)),
+                    attributes: vec![KeyValue {
+                        key: "gpu".into(),
+                        value: Some(AnyValue {
+                            value: Some(any_value::Value::StringValue(gpu.to_string())),
+                        }),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                })
+            })
+            .collect();
+        let request = ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![Metric {
+                        name: "m".into(),
+                        data: Some(metric::Data::Gauge(Gauge {
+                            data_points: points,
+                        })),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        vigil_schemas::convert::metrics_to_batch(&request).batch
+    }
+
+    /// `batch` with its series ids replaced by `id`, its own checks kept; or, with `None`,
+    /// neither (as stored before there were ids).
+    fn with_series_ids(batch: RecordBatch, id: Option<u64>) -> RecordBatch {
+        let schema = batch.schema();
+        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+        columns[schema.index_of(metric_col::SERIES_ID).unwrap()] =
+            Arc::new(UInt64Array::from(vec![id; batch.num_rows()]));
+        if id.is_none() {
+            columns[schema.index_of(metric_col::SERIES_CHECK).unwrap()] =
+                Arc::new(UInt64Array::from(vec![None; batch.num_rows()]));
+        }
+        RecordBatch::try_new(schema, columns).unwrap()
+    }
+
+    async fn read_all(engine: &QueryEngine) -> Vec<RawSeries> {
+        let (lo, hi) = (1_700_000_000_000, 1_700_000_100_000);
+        let catalog = Catalog::load(engine, lo, hi).await.unwrap();
+        let groups = vec![vec![
+            Matcher::new(MatchOp::Equal, NAME_LABEL, "m"),
+            Matcher::new(MatchOp::NotEqual, "gpu", "9"),
+        ]];
+        let mut budget = SampleBudget {
+            loaded: 0,
+            limit: u64::MAX,
+            keep_samples: true,
+        };
+        select(engine, &catalog, &groups, lo, hi, &mut budget)
+            .await
+            .unwrap()
+    }
+
+    fn summary(series: &[RawSeries]) -> Vec<(String, Vec<i64>)> {
+        series
+            .iter()
+            .map(|s| {
+                (
+                    label(&s.labels, "gpu").to_string(),
+                    s.samples
+                        .iter()
+                        .map(|(t, _)| t / 1000 - 1_700_000_000)
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn rows_with_and_without_series_ids_make_the_same_series_and_a_collision_is_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StorageConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        let store = Store::open(config, Arc::new(Telemetry::default())).unwrap();
+        let engine = QueryEngine::new(store.clone(), Default::default()).unwrap();
+        // Rows stored before series ids, then the same series' later rows with their ids.
+        let old = with_series_ids(gauge(&["0", "1"], &[0, 1]), None);
+        store.append(Table::Metrics, old).await.unwrap();
+        store
+            .append(Table::Metrics, gauge(&["0", "1", "9"], &[2, 3]))
+            .await
+            .unwrap();
+        let expected = vec![
+            ("0".to_string(), vec![0, 1, 2, 3]),
+            ("1".to_string(), vec![0, 1, 2, 3]),
+        ];
+        assert_eq!(summary(&read_all(&engine).await), expected);
+        store.flush_due_tables(true).await.unwrap();
+        assert_eq!(
+            summary(&read_all(&engine).await),
+            expected,
+            "the same from Parquet"
+        );
+
+        // Another series stored under gpu 0's id: read with its labels, not merged into gpu 0.
+        let id_of_gpu0 = gauge(&["0"], &[0])
+            .column_by_name(metric_col::SERIES_ID)
+            .unwrap()
+            .as_primitive::<arrow::datatypes::UInt64Type>()
+            .value(0);
+        let colliding = with_series_ids(gauge(&["2"], &[4]), Some(id_of_gpu0));
+        store.append(Table::Metrics, colliding).await.unwrap();
+        let mut expected = expected;
+        expected.push(("2".to_string(), vec![4]));
+        assert_eq!(summary(&read_all(&engine).await), expected);
     }
 }
