@@ -1,7 +1,8 @@
 //! TLS on every listener, with a test certificate made by `openssl`: the official Python SDK
 //! sends OTLP over gRPC and HTTP with `OTEL_EXPORTER_OTLP_CERTIFICATE`, `vigil gpu-exporter` and
-//! `vigil loadgen` send over gRPC with it, ADBC and pyarrow query Flight SQL over `grpc+tls` with
-//! a bearer token, and curl queries the query port over HTTPS. Plain TCP is refused.
+//! `vigil loadgen` send with it, ADBC and pyarrow query Flight SQL over `grpc+tls` with a bearer
+//! token, curl, `vigil query`, `vigil alerts` and `vigil tui` query with the CA given, and a
+//! second collector scrapes the first's page over https. Plain TCP is refused.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -140,18 +141,23 @@ fn every_listener_speaks_tls_to_real_clients() {
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    // loadgen and the GPU exporter over gRPC.
-    let output = Command::new(vigil_bin())
-        .args(["loadgen", "--quiet", "--endpoint", &https(c.grpc)])
-        .args(["--run-id", "tls", "--spans", "300", "--rate", "0"])
-        .env("OTEL_EXPORTER_OTLP_CERTIFICATE", &ca)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    // loadgen over gRPC and HTTP, trusting the CA as the SDKs do; the GPU exporter over gRPC.
+    let loadgen = |protocol: &str, endpoint: String, run_id: &str, spans: &str| {
+        let output = Command::new(vigil_bin())
+            .args(["loadgen", "--quiet", "--protocol", protocol])
+            .args(["--endpoint", &endpoint, "--run-id", run_id])
+            .args(["--spans", spans, "--rate", "0"])
+            .env("OTEL_EXPORTER_OTLP_CERTIFICATE", &ca)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "loadgen over {protocol} with TLS: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    loadgen("grpc", https(c.grpc), "tls", "300");
+    loadgen("http", https(c.http), "tls-http", "50");
     let endpoint = https(c.grpc);
     let _exporter = GpuExporter::start_with_env(
         &[
@@ -292,25 +298,6 @@ fn every_listener_speaks_tls_to_real_clients() {
     assert!(
         ok && out.contains("Traces"),
         "vigil tui over grpc+tls: {out}"
-    );
-    // loadgen over OTLP/HTTP too.
-    let output = Command::new(vigil_bin())
-        .args([
-            "loadgen",
-            "--quiet",
-            "--protocol",
-            "http",
-            "--endpoint",
-            &https(c.http),
-        ])
-        .args(["--run-id", "tls-http", "--spans", "50", "--rate", "0"])
-        .env("OTEL_EXPORTER_OTLP_CERTIFICATE", &ca)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "loadgen over OTLP/HTTP with TLS: {}",
-        String::from_utf8_lossy(&output.stderr)
     );
 
     // A second collector scrapes the first's own /metrics page (with a query token) over

@@ -463,19 +463,8 @@ async fn select_by_series_id(
             let Some(entry) = series.get_mut(&ids.value(row)) else {
                 continue;
             };
-            let time_ms = values.time.value(row).div_euclid(1_000_000);
-            for (slot, (part, name)) in entry.parts.iter().enumerate() {
-                let mut emit = Emit {
-                    slot,
-                    name,
-                    time_ms,
-                    keep_samples: budget.keep_samples,
-                    matchers: wanted.matchers,
-                    entry: &mut entry.row,
-                    out: builder,
-                };
-                values.emit(row, entry.kind, *part, &mut emit);
-            }
+            let (parts, kind) = (entry.parts, entry.kind);
+            values.emit_row(row, kind, parts, budget, wanted, &mut entry.row, builder);
         }
     }
     Ok(true)
@@ -556,19 +545,7 @@ async fn select_rows(
                 }
             };
             let entry = &mut bucket[index].1;
-            let time_ms = values.time.value(row).div_euclid(1_000_000);
-            for (slot, (part, name)) in parts.iter().enumerate() {
-                let mut emit = Emit {
-                    slot,
-                    name,
-                    time_ms,
-                    keep_samples: budget.keep_samples,
-                    matchers: wanted.matchers,
-                    entry: &mut *entry,
-                    out: &mut *builder,
-                };
-                values.emit(row, *kind, *part, &mut emit);
-            }
+            values.emit_row(row, *kind, parts, budget, wanted, entry, builder);
         }
     }
     Ok(())
@@ -731,6 +708,33 @@ impl<'a> Values<'a> {
                 None
             },
         })
+    }
+
+    /// The samples one row gives to each of its metric's Prometheus names.
+    #[allow(clippy::too_many_arguments)]
+    fn emit_row(
+        &self,
+        row: usize,
+        kind: Kind,
+        parts: &[(Part, &str)],
+        budget: &SampleBudget,
+        wanted: &Wanted<'_>,
+        entry: &mut RowSeries,
+        out: &mut SeriesBuilder,
+    ) {
+        let time_ms = self.time.value(row).div_euclid(1_000_000);
+        for (slot, (part, name)) in parts.iter().enumerate() {
+            let mut emit = Emit {
+                slot,
+                name,
+                time_ms,
+                keep_samples: budget.keep_samples,
+                matchers: wanted.matchers,
+                entry: &mut *entry,
+                out: &mut *out,
+            };
+            self.emit(row, kind, *part, &mut emit);
+        }
     }
 
     /// The samples one row gives to one Prometheus name.
