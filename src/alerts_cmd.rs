@@ -1,5 +1,7 @@
 //! `vigil alerts`: the alerts firing now and the recent state changes, from the `alerts` table.
 
+use std::fmt::Write;
+
 use anyhow::Context;
 use serde_json::Value;
 
@@ -38,9 +40,9 @@ fn text(row: &Value, key: &str) -> String {
     }
 }
 
-fn print_rows(rows: &[Value]) {
+fn write_rows(out: &mut String, rows: &[Value]) {
     if rows.is_empty() {
-        println!("  (none)");
+        let _ = writeln!(out, "  (none)");
     }
     for row in rows {
         let score = row
@@ -55,7 +57,8 @@ fn print_rows(rows: &[Value]) {
             .unwrap_or_default();
         let message = text(row, "message");
         let message = message.split(" | evidence:").next().unwrap_or("");
-        println!(
+        let _ = writeln!(
+            out,
             "  {}  {:<8} {:<9} {:<20} score {score} (threshold {threshold})  {message}",
             text(row, "time"),
             text(row, "state"),
@@ -67,7 +70,11 @@ fn print_rows(rows: &[Value]) {
 
 /// The analyzer's health from the collector's status document: a detector that fails every
 /// round raises no alert, so "no alerts" must say when it cannot be trusted.
-async fn print_analyzer_health(client: &reqwest::Client, url: &str) -> anyhow::Result<()> {
+async fn write_analyzer_health(
+    out: &mut String,
+    client: &reqwest::Client,
+    url: &str,
+) -> anyhow::Result<()> {
     let response = client
         .get(format!("{}/api/v1/status", url.trim_end_matches('/')))
         .send()
@@ -80,7 +87,10 @@ async fn print_analyzer_health(client: &reqwest::Client, url: &str) -> anyhow::R
         .await
         .context("the collector's status is not JSON")?;
     let Some(analyzer) = status.get("analyzer") else {
-        println!("Analyzer: not running in this collector ([analyzer] enabled = false)");
+        let _ = writeln!(
+            out,
+            "Analyzer: not running in this collector ([analyzer] enabled = false)"
+        );
         return Ok(());
     };
     let detectors = analyzer
@@ -93,16 +103,18 @@ async fn print_analyzer_health(client: &reqwest::Client, url: &str) -> anyhow::R
         .filter(|(_, h)| h.get("consecutive_failures").and_then(Value::as_u64) > Some(0))
         .collect();
     if failing.is_empty() {
-        println!("Analyzer: ok ({} detectors running)", detectors.len());
+        let _ = writeln!(out, "Analyzer: ok ({} detectors running)", detectors.len());
         return Ok(());
     }
-    println!(
+    let _ = writeln!(
+        out,
         "Analyzer: DEGRADED: {} of {} detectors are failing; their alerts cannot fire",
         failing.len(),
         detectors.len()
     );
     for (name, health) in failing {
-        println!(
+        let _ = writeln!(
+            out,
             "  {name}: failed the last {} rounds ({} of {} in all); last at {}: {}",
             health["consecutive_failures"],
             health["failures"],
@@ -116,8 +128,9 @@ async fn print_analyzer_health(client: &reqwest::Client, url: &str) -> anyhow::R
 
 pub async fn run(args: AlertsArgs) -> anyhow::Result<()> {
     let client = crate::cli::query_client(args.token.as_deref(), args.ca_cert.as_deref())?;
-    print_analyzer_health(&client, &args.url).await?;
-    println!();
+    let mut out = String::new();
+    write_analyzer_health(&mut out, &client, &args.url).await?;
+    let _ = writeln!(out);
     let columns = "time, state, severity, detector, labels['alertname'] AS alertname, subject, score, threshold, message, fingerprint";
     let firing = sql(
         &client,
@@ -128,8 +141,8 @@ pub async fn run(args: AlertsArgs) -> anyhow::Result<()> {
         ),
     )
     .await?;
-    println!("Firing: {}", firing.len());
-    print_rows(&firing);
+    let _ = writeln!(out, "Firing: {}", firing.len());
+    write_rows(&mut out, &firing);
     let recent = sql(
         &client,
         &args.url,
@@ -139,12 +152,21 @@ pub async fn run(args: AlertsArgs) -> anyhow::Result<()> {
         ),
     )
     .await?;
-    println!("\nRecent changes (newest first, at most {}):", args.limit);
-    print_rows(&recent);
+    let _ = writeln!(
+        out,
+        "\nRecent changes (newest first, at most {}):",
+        args.limit
+    );
+    write_rows(&mut out, &recent);
     if !firing.is_empty() {
-        println!(
+        let _ = writeln!(
+            out,
             "\nEvidence of an alert: vigil query \"SELECT message FROM alerts WHERE fingerprint = '<fingerprint>'\""
         );
     }
+    // Every request is done: now the output, ending quietly if its reader has gone.
+    drop(client);
+    crate::cli::end_quietly_when_output_closes();
+    print!("{out}");
     Ok(())
 }

@@ -457,6 +457,20 @@ pub fn query_client(
     Ok(builder.build()?)
 }
 
+/// From here on, the process ends quietly when the reader of its output goes away
+/// (`vigil query … | head`), as other command-line tools do, instead of failing on a broken
+/// pipe. Called once the command's requests are done and its client dropped: a socket must
+/// keep getting EPIPE as an error (a TLS handshake with a plaintext port, say), not a signal
+/// that kills the process without a word.
+pub fn end_quietly_when_output_closes() {
+    #[cfg(unix)]
+    // SAFETY: signal(2) with SIG_DFL only sets this process's action for SIGPIPE back to the
+    // default; no handler runs.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// The certificates of a PEM file given as `--ca-cert`.
 pub fn read_ca_cert(path: &std::path::Path) -> anyhow::Result<Vec<reqwest::Certificate>> {
     let pem =

@@ -49,20 +49,6 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    // Commands that print tables end quietly when the reader goes away (`vigil query … | head`),
-    // as other command-line tools do, instead of panicking on a broken pipe. Only these: the
-    // servers must keep getting EPIPE as an error on a socket, not a signal.
-    #[cfg(unix)]
-    if matches!(
-        cli.command,
-        cli::Command::Query(_) | cli::Command::Alerts(_)
-    ) {
-        // SAFETY: signal(2) with SIG_DFL only sets this process's action for SIGPIPE back to the
-        // default; no handler runs.
-        unsafe {
-            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        }
-    }
     let result = runtime.block_on(async move {
         match cli.command {
             cli::Command::Serve(args) => serve::run(args).await,

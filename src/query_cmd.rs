@@ -12,24 +12,28 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
     let url = format!("{}/api/v1/sql", args.url.trim_end_matches('/'));
     let client = crate::cli::query_client(args.token.as_deref(), args.ca_cert.as_deref())?;
     if let Some(runs) = args.bench {
-        return bench(&client, &url, &args.sql, runs.max(1)).await;
+        return bench(client, &url, &args.sql, runs.max(1)).await;
     }
     let (schema, batches) = fetch(&client, &url, &args.sql).await?;
+    drop(client);
+    crate::cli::end_quietly_when_output_closes();
     print(args.format, schema, &batches)
 }
 
 /// Runs the query `runs` times after a warm-up and prints client-side latency percentiles.
-async fn bench(client: &reqwest::Client, url: &str, sql: &str, runs: usize) -> anyhow::Result<()> {
-    let (_, warm) = fetch(client, url, sql).await?;
+async fn bench(client: reqwest::Client, url: &str, sql: &str, runs: usize) -> anyhow::Result<()> {
+    let (_, warm) = fetch(&client, url, sql).await?;
     let rows: usize = warm.iter().map(|b| b.num_rows()).sum();
     let mut millis = Vec::with_capacity(runs);
     for _ in 0..runs {
         let started = std::time::Instant::now();
-        fetch(client, url, sql).await?;
+        fetch(&client, url, sql).await?;
         millis.push(started.elapsed().as_secs_f64() * 1e3);
     }
     millis.sort_by(|a, b| a.total_cmp(b));
     let pct = |p: f64| millis[((millis.len() - 1) as f64 * p).round() as usize];
+    drop(client);
+    crate::cli::end_quietly_when_output_closes();
     println!(
         "{{\"runs\":{runs},\"rows\":{rows},\"min_ms\":{:.1},\"p50_ms\":{:.1},\"p95_ms\":{:.1},\"max_ms\":{:.1}}}",
         millis[0],

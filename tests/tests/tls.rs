@@ -323,6 +323,16 @@ fn every_listener_speaks_tls_to_real_clients() {
         &[("SSL_CERT_FILE", cert_text)],
     )
     .unwrap();
+    // https:// to a plaintext port: a clear error, not a process killed by SIGPIPE in silence.
+    let output = Command::new(vigil_bin())
+        .args(["query", "--url"])
+        .arg(format!("https://127.0.0.1:{}", scraper.query.port()))
+        .arg("SELECT 1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("error:"), "{stderr}");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let rows = plain_sql(
