@@ -182,7 +182,10 @@ impl Notifier {
             config,
             outbox,
             groups: HashMap::new(),
-            client: reqwest::Client::new(),
+            // Built, not `Client::new()`, which panics where this returns an error.
+            client: reqwest::Client::builder().build().map_err(|e| {
+                AnalyzerError::Config(format!("alerting: cannot build the HTTP client: {e}"))
+            })?,
             stats: Arc::default(),
             pushed: Arc::new(parking_lot::Mutex::new(PushState {
                 firing: BTreeMap::new(),
