@@ -45,17 +45,19 @@ impl Client {
         } else {
             url.to_string()
         };
-        let url = url.as_str();
-        let mut endpoint = Endpoint::from_shared(url.to_string())
+        let tls = url.starts_with("https://");
+        let mut endpoint = Endpoint::from_shared(url)
             .map_err(|e| bad(e.to_string()))?
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(15));
-        if url.starts_with("https://") {
-            let mut tls = ClientTlsConfig::new().with_webpki_roots();
+        if tls {
+            let mut config = ClientTlsConfig::new().with_webpki_roots();
             if let Some(pem) = ca_cert {
-                tls = tls.ca_certificate(Certificate::from_pem(pem));
+                config = config.ca_certificate(Certificate::from_pem(pem));
             }
-            endpoint = endpoint.tls_config(tls).map_err(|e| bad(e.to_string()))?;
+            endpoint = endpoint
+                .tls_config(config)
+                .map_err(|e| bad(e.to_string()))?;
         } else if ca_cert.is_some() {
             return Err(bad(
                 "a CA certificate was given for a plaintext (http://) collector; use its https:// address".into(),

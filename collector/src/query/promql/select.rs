@@ -256,18 +256,20 @@ pub fn matches(labels: &[(String, String)], matchers: &[Matcher]) -> bool {
 
 /// The metrics a group of matchers selects, and how each is read.
 struct Wanted<'a> {
-    /// Per stored metric name, the Prometheus names (and parts) it is shown under.
-    parts: HashMap<&'a str, Vec<(Part, &'a str)>>,
-    kinds: HashMap<&'a str, Kind>,
+    /// Per stored metric name, its kind and the Prometheus names (and parts) it is shown under.
+    metrics: HashMap<&'a str, (Kind, Vec<NamePart<'a>>)>,
     matchers: &'a [Matcher],
 }
+
+/// A Prometheus name a stored metric is shown under, and which part of its rows it shows.
+type NamePart<'a> = (Part, &'a str);
 
 impl Wanted<'_> {
     /// Whether any selected name reads the bucket or quantile lists.
     fn needs_lists(&self) -> bool {
-        self.parts
+        self.metrics
             .values()
-            .flatten()
+            .flat_map(|(_, parts)| parts)
             .any(|(part, _)| matches!(part, Part::Bucket | Part::Quantile))
     }
 }
@@ -291,19 +293,18 @@ pub async fn select(
             continue;
         }
         let mut wanted = Wanted {
-            parts: HashMap::new(),
-            kinds: HashMap::new(),
+            metrics: HashMap::new(),
             matchers,
         };
         for (entry, part, name) in &selected {
             wanted
-                .parts
+                .metrics
                 .entry(entry.metric_name.as_str())
-                .or_default()
+                .or_insert_with(|| (entry.kind, Vec::new()))
+                .1
                 .push((*part, name));
-            wanted.kinds.insert(entry.metric_name.as_str(), entry.kind);
         }
-        let mut metric_names: Vec<&str> = wanted.parts.keys().copied().collect();
+        let mut metric_names: Vec<&str> = wanted.metrics.keys().copied().collect();
         metric_names.sort();
         let scope = vec![
             format!(
@@ -408,16 +409,14 @@ async fn select_by_series_id(
                     continue;
                 }
                 let metric_name = labels.name.value(row);
-                let (Some(parts), Some(&kind)) =
-                    (wanted.parts.get(metric_name), wanted.kinds.get(metric_name))
-                else {
+                let Some((kind, parts)) = wanted.metrics.get(metric_name) else {
                     continue;
                 };
                 series.insert(
                     id,
                     IdSeries {
                         parts: parts.as_slice(),
-                        kind,
+                        kind: *kind,
                         row: RowSeries {
                             base: labels.base_labels(row),
                             series: FnvMap::default(),
@@ -512,9 +511,7 @@ async fn select_rows(
         let values = Values::new(&batch, 3, true)?;
         for row in 0..batch.num_rows() {
             let metric_name = labels.name.value(row);
-            let (Some(parts), Some(kind)) =
-                (wanted.parts.get(metric_name), wanted.kinds.get(metric_name))
-            else {
+            let Some((kind, parts)) = wanted.metrics.get(metric_name) else {
                 continue;
             };
             let hash = {
