@@ -315,6 +315,18 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Anonymous resident memory of a process (`RssAnon` + `RssShmem` from /proc/<pid>/status):
+/// what it allocated itself, without the pages of its binary mapped from disk, which the kernel
+/// may drop at will and which are ~80 MiB of a 600 MB debug build before any load arrives.
+pub fn anon_rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb = |key: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(key))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    Some((kb("RssAnon:")? + kb("RssShmem:")?) * 1024)
+}
+
 /// A single value from a one-row result: `rows[0][column]`.
 pub fn one<'a>(rows: &'a [Value], column: &str) -> &'a Value {
     rows.first()

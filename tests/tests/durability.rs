@@ -153,10 +153,13 @@ fn walk_parquet(dir: &Path) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overload_pushes_back_keeps_memory_bounded_and_stores_everything_acknowledged() {
     const LIMIT: u64 = 64 << 20;
-    // The stated margin: the process baseline (runtime, DataFusion, code: about 45 MiB) plus
-    // allocator slack, plus one more limit: buffers, requests in flight and flushes live within
-    // the limit itself, but a query over buffered rows (the analyzer's, every round) keeps the
-    // batches it reads until it ends, after a flush has released them from the limit.
+    // Measured as anonymous memory: the binary's own pages mapped from disk are no allocation
+    // (72 MiB of a debug build idle, 80 under this load) and only blurred the bound. The stated
+    // margin over the limit: the process baseline (runtime, DataFusion, thread stacks) plus
+    // glibc's slack around what is freed (heaptrack: the heap peaks at 63 MiB in this run while
+    // RssAnon reaches 100-150), plus one more limit: buffers, requests in flight and flushes
+    // live within the limit itself, but a query over buffered rows (the analyzer's, every round)
+    // keeps the batches it reads until it ends, after a flush has released them from the limit.
     const MARGIN: u64 = (128 << 20) + LIMIT;
     let dir = tempfile::tempdir().unwrap();
     let ack_log = dir.path().join("acks.log");
@@ -186,11 +189,16 @@ async fn overload_pushes_back_keeps_memory_bounded_and_stores_everything_acknowl
     let mut peak = 0u64;
     let started = Instant::now();
     let sampler = std::thread::spawn(move || {
-        let mut peak = 0;
+        let (mut peak, mut peak_total) = (0, 0);
         while started.elapsed() < Duration::from_secs(16) {
-            peak = peak.max(vigil_tests::rss_bytes(pid).unwrap_or(0));
+            peak = peak.max(vigil_tests::anon_rss_bytes(pid).unwrap_or(0));
+            peak_total = peak_total.max(vigil_tests::rss_bytes(pid).unwrap_or(0));
             std::thread::sleep(Duration::from_millis(20));
         }
+        eprintln!(
+            "overload: peak RSS with the binary's pages {} MiB",
+            peak_total >> 20
+        );
         peak
     });
     let output = tokio::task::spawn_blocking(move || sender.wait_with_output())
@@ -205,7 +213,7 @@ async fn overload_pushes_back_keeps_memory_bounded_and_stores_everything_acknowl
     );
     assert!(
         peak < LIMIT + MARGIN,
-        "RSS peaked at {} MiB, over the {} MiB limit + {} MiB margin",
+        "anonymous RSS peaked at {} MiB, over the {} MiB limit + {} MiB margin",
         peak >> 20,
         LIMIT >> 20,
         MARGIN >> 20
@@ -226,7 +234,7 @@ async fn overload_pushes_back_keeps_memory_bounded_and_stores_everything_acknowl
         "{metrics}"
     );
     eprintln!(
-        "overload: peak RSS {} MiB, {} pushbacks, {} spans acknowledged",
+        "overload: peak anonymous RSS {} MiB, {} pushbacks, {} spans acknowledged",
         peak >> 20,
         summary["throttled_attempts"],
         acked.values().sum::<u64>()
