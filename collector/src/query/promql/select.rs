@@ -334,9 +334,11 @@ pub async fn select(
 
 /// Reads the rows that carry a series id in three statements: the series and the first time
 /// each has a row; their labels, from the rows at those times only; then every row's id, time
-/// and value, without the attribute maps (which cost most of a read). `false`, having read
-/// nothing into `builder`, when two different series share an id (their 128-bit hashes differ
-/// in the half `series_check` holds).
+/// and value, without the attribute maps (which cost most of a read). Without samples to keep
+/// (the series, labels and label values APIs), the third is skipped when the first rows already
+/// show every series: each of their metrics' names reads a plain value that the first row has.
+/// `false`, having read nothing into `builder`, when two different series share an id (their
+/// 128-bit hashes differ in the half `series_check` holds).
 async fn select_by_series_id(
     engine: &QueryEngine,
     scope: &[String],
@@ -378,8 +380,11 @@ async fn select_by_series_id(
     first_times.sort_unstable();
     first_times.dedup();
 
-    // Each series' labels, from its rows at the first times: a few rows a series.
+    // Each series' labels, from its rows at the first times: a few rows a series. Without
+    // samples to keep, those rows' values too, to show the series from them alone.
+    let labels_only = !budget.keep_samples;
     let mut series: FnvMap<u64, IdSeries> = FnvMap::default();
+    let mut every_series_shown = true;
     for times in first_times.chunks(1024) {
         let at = times
             .iter()
@@ -387,13 +392,24 @@ async fn select_by_series_id(
             .collect::<Vec<_>>()
             .join(", ");
         let sql = format!(
-            "SELECT {id}, CAST({name} AS VARCHAR), {resource}, {attrs} FROM metrics \
+            "SELECT {id}, CAST({name} AS VARCHAR), {resource}, {attrs}{values} FROM metrics \
              WHERE {scope} AND {time} IN ({at})",
             id = metric_col::SERIES_ID,
             name = metric_col::METRIC_NAME,
             resource = col::RESOURCE_ATTRIBUTES,
             attrs = col::ATTRIBUTES,
             time = col::TIME,
+            values = if labels_only {
+                format!(
+                    ", {}, {}, {}, {}",
+                    col::TIME,
+                    metric_col::VALUE,
+                    metric_col::COUNT,
+                    metric_col::SUM
+                )
+            } else {
+                String::new()
+            },
         );
         let mut stream = engine.stream(&sql, Vec::new()).await?;
         while let Some(batch) = stream.batches.next().await {
@@ -403,6 +419,11 @@ async fn select_by_series_id(
                 .as_primitive_opt()
                 .ok_or_else(|| PromError::Internal("series_id is not UInt64".into()))?;
             let labels = LabelColumns::new(&batch, 1)?;
+            let values = if labels_only {
+                Some(Values::new(&batch, 4, false)?)
+            } else {
+                None
+            };
             for row in 0..batch.num_rows() {
                 let id = ids.value(row);
                 if series.contains_key(&id) {
@@ -412,19 +433,26 @@ async fn select_by_series_id(
                 let Some((kind, parts)) = wanted.metrics.get(metric_name) else {
                     continue;
                 };
-                series.insert(
-                    id,
-                    IdSeries {
-                        parts: parts.as_slice(),
-                        kind: *kind,
-                        row: RowSeries {
-                            base: labels.base_labels(row),
-                            series: FnvMap::default(),
-                        },
+                let mut entry = IdSeries {
+                    parts: parts.as_slice(),
+                    kind: *kind,
+                    row: RowSeries {
+                        base: labels.base_labels(row),
+                        series: FnvMap::default(),
                     },
-                );
+                };
+                if let Some(values) = &values {
+                    // A bucket or quantile name's series, or a part this row lacks, may only
+                    // show in later rows.
+                    every_series_shown &= values.shows_every_part(row, parts);
+                    values.emit_row(row, *kind, parts, budget, wanted, &mut entry.row, builder);
+                }
+                series.insert(id, entry);
             }
         }
+    }
+    if labels_only && every_series_shown {
+        return Ok(true);
     }
 
     // Every row's samples, by id.
@@ -707,6 +735,17 @@ impl<'a> Values<'a> {
         })
     }
 
+    /// Whether this row alone gives every series its metric's `parts` can have: each part a
+    /// plain value (no bucket or quantile list) that the row holds.
+    fn shows_every_part(&self, row: usize, parts: &[(Part, &str)]) -> bool {
+        parts.iter().all(|(part, _)| match part {
+            Part::Value => !self.value.is_null(row),
+            Part::Sum => !self.sum.is_null(row),
+            Part::Count => !self.count.is_null(row),
+            Part::Bucket | Part::Quantile => false,
+        })
+    }
+
     /// The samples one row gives to each of its metric's Prometheus names.
     #[allow(clippy::too_many_arguments)]
     fn emit_row(
@@ -975,6 +1014,10 @@ mod tests {
     }
 
     async fn read_all(engine: &QueryEngine) -> Vec<RawSeries> {
+        read(engine, true).await
+    }
+
+    async fn read(engine: &QueryEngine, keep_samples: bool) -> Vec<RawSeries> {
         let (lo, hi) = (1_700_000_000_000, 1_700_000_100_000);
         let catalog = Catalog::load(engine, lo, hi).await.unwrap();
         let groups = vec![vec![
@@ -984,7 +1027,7 @@ mod tests {
         let mut budget = SampleBudget {
             loaded: 0,
             limit: u64::MAX,
-            keep_samples: true,
+            keep_samples,
         };
         select(engine, &catalog, &groups, lo, hi, &mut budget)
             .await
@@ -1033,6 +1076,23 @@ mod tests {
             expected,
             "the same from Parquet"
         );
+        // The series alone (as /api/v1/series reads them): the same series, no samples.
+        let series_only: Vec<(String, Vec<i64>)> = expected
+            .iter()
+            .map(|(gpu, _)| (gpu.clone(), Vec::new()))
+            .collect();
+        assert_eq!(summary(&read(&engine, false).await), series_only);
+        // A series whose rows all carry ids, shown by its first row alone.
+        store
+            .append(Table::Metrics, gauge(&["3"], &[5, 6]))
+            .await
+            .unwrap();
+        let mut series_only = series_only;
+        series_only.push(("3".to_string(), Vec::new()));
+        assert_eq!(summary(&read(&engine, false).await), series_only);
+        let mut expected = expected;
+        expected.push(("3".to_string(), vec![5, 6]));
+        assert_eq!(summary(&read_all(&engine).await), expected);
 
         // Another series stored under gpu 0's id: read with its labels, not merged into gpu 0.
         let id_of_gpu0 = gauge(&["0"], &[0])
@@ -1042,8 +1102,12 @@ mod tests {
             .value(0);
         let colliding = with_series_ids(gauge(&["2"], &[4]), Some(id_of_gpu0));
         store.append(Table::Metrics, colliding).await.unwrap();
-        let mut expected = expected;
-        expected.push(("2".to_string(), vec![4]));
+        expected.insert(2, ("2".to_string(), vec![4]));
         assert_eq!(summary(&read_all(&engine).await), expected);
+        let series_only: Vec<(String, Vec<i64>)> = expected
+            .iter()
+            .map(|(g, _)| (g.clone(), Vec::new()))
+            .collect();
+        assert_eq!(summary(&read(&engine, false).await), series_only);
     }
 }
