@@ -2,10 +2,12 @@
 //! sends OTLP over gRPC and HTTP with `OTEL_EXPORTER_OTLP_CERTIFICATE`, `vigil gpu-exporter` and
 //! `vigil loadgen` send with it, ADBC and pyarrow query Flight SQL over `grpc+tls` with a bearer
 //! token, curl, `vigil query`, `vigil alerts` and `vigil tui` query with the CA given, and a
-//! second collector scrapes the first's page over https. Plain TCP is refused.
+//! second collector scrapes the first's page over https. Plain TCP is refused. An alert reaches
+//! an https:// webhook whose certificate only `SSL_CERT_FILE` trusts.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use vigil_tests::{Collector, GpuExporter, python, repo_root, vigil_bin};
@@ -364,6 +366,92 @@ fn every_listener_speaks_tls_to_real_clients() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// Slack, PagerDuty and most receivers are https:// URLs trusted by the system's roots: an
+/// alert must reach one whose CA only `SSL_CERT_FILE` names (as an operator's own CA would be
+/// added to the system's roots), with the payload intact.
+#[test]
+fn an_alert_reaches_an_https_webhook() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificate(dir.path());
+    let received = dir.path().join("received.jsonl");
+    let mut receiver = Command::new(python())
+        .arg(repo_root().join("tests/python/https_receiver.py"))
+        .args([&cert, &key, &received])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the Python receiver starts");
+    let mut line = String::new();
+    BufReader::new(receiver.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line
+        .trim()
+        .strip_prefix("port=")
+        .unwrap_or_default()
+        .to_string();
+    assert!(!port.is_empty(), "the receiver printed {line:?}");
+
+    let config = dir.path().join("vigil.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[analyzer]\ninterval = \"1s\"\n\n[[alerting.webhooks]]\nname = \"tls\"\n\
+             url = \"https://localhost:{port}/hook\"\ngroup_wait = \"1s\"\n"
+        ),
+    )
+    .unwrap();
+    let collector = Collector::start_with(
+        &dir.path().join("data"),
+        vec!["--config".into(), config.to_str().unwrap().into()],
+        &[("SSL_CERT_FILE", ca.to_str().unwrap())],
+    )
+    .unwrap();
+    // An XID 79 (the GPU fell off the bus) is alerted at once, without a baseline to learn.
+    let exporter = GpuExporter::start(
+        &[
+            "--simulate",
+            "--nodes",
+            "1",
+            "--gpus-per-node",
+            "2",
+            "--interval",
+            "1s",
+            "--otlp-endpoint",
+            &collector.grpc_url(),
+            "--fault",
+            "xid79:0/1:2s:60s",
+        ],
+        &dir.path().join("exporter.log"),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let delivered = loop {
+        let text = std::fs::read_to_string(&received).unwrap_or_default();
+        if text.contains("GpuXidError") {
+            break text;
+        }
+        if Instant::now() > deadline {
+            let _ = receiver.kill();
+            panic!(
+                "no alert reached the https webhook in 60 s: {text:?}\n{}",
+                std::fs::read_to_string(&collector.log_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let _ = receiver.kill();
+    let _ = receiver.wait();
+    drop(exporter);
+    let first: serde_json::Value = serde_json::from_str(delivered.lines().next().unwrap()).unwrap();
+    assert_eq!(first["path"], "/hook", "{first}");
+    let payload: serde_json::Value = serde_json::from_str(first["body"].as_str().unwrap()).unwrap();
+    assert_eq!(payload["status"], "firing", "{payload}");
+    assert_eq!(
+        payload["alerts"][0]["labels"]["alertname"], "GpuXidError",
+        "{payload}"
+    );
 }
 
 #[test]
