@@ -405,6 +405,26 @@ impl GpuExporter {
         Self::start_with_env(args, &[], log_path)
     }
 
+    /// A simulated node of 2 GPUs sampled every second, sending to `grpc`, with `fault` (a
+    /// `--fault` spec) if given.
+    pub fn small_fleet(grpc: &str, fault: Option<&str>, log_path: &Path) -> GpuExporter {
+        let mut args = vec![
+            "--simulate",
+            "--nodes",
+            "1",
+            "--gpus-per-node",
+            "2",
+            "--interval",
+            "1s",
+            "--otlp-endpoint",
+            grpc,
+        ];
+        if let Some(fault) = fault {
+            args.extend(["--fault", fault]);
+        }
+        GpuExporter::start(&args, log_path).expect("the simulated fleet starts")
+    }
+
     /// As [`GpuExporter::start`], with extra environment variables.
     pub fn start_with_env(
         args: &[&str],

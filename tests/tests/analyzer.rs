@@ -654,25 +654,6 @@ fn the_outbox_delivers_every_alert_after_a_sigkill_while_the_receiver_was_down()
     );
 }
 
-/// A simulated node of 2 GPUs sampled every second, sending to `grpc`, with `fault` if given.
-fn small_fleet(grpc: &str, fault: Option<&str>, log: &Path) -> GpuExporter {
-    let mut args = vec![
-        "--simulate",
-        "--nodes",
-        "1",
-        "--gpus-per-node",
-        "2",
-        "--interval",
-        "1s",
-        "--otlp-endpoint",
-        grpc,
-    ];
-    if let Some(fault) = fault {
-        args.extend(["--fault", fault]);
-    }
-    GpuExporter::start(&args, log).unwrap()
-}
-
 /// Silence is not health: when a node's exporter stops, its GPUs get `GpuStoppedReporting`, and
 /// the alert a fault raised on one of them stays firing through the silence instead of resolving
 /// as if the GPU had recovered. When the exporter is back (without the fault), both resolve.
@@ -720,7 +701,7 @@ fn a_gpu_that_stops_reporting_keeps_its_alerts_and_gets_one_of_its_own() {
         }
     };
     let fleet = |fault: Option<&str>, log: &str| {
-        small_fleet(&collector.grpc_url(), fault, &dir.path().join(log))
+        GpuExporter::small_fleet(&collector.grpc_url(), fault, &dir.path().join(log))
     };
 
     let mut exporter = fleet(Some("pcie-downtrain:0/1:1s"), "exporter-1.log");
@@ -785,7 +766,7 @@ fn a_detector_that_fails_its_rounds_shows_the_analyzer_degraded() {
         ],
     )
     .unwrap();
-    let _exporter = small_fleet(
+    let _exporter = GpuExporter::small_fleet(
         &collector.grpc_url(),
         None,
         &dir.path().join("exporter.log"),
@@ -869,7 +850,7 @@ fn an_alert_fired_just_before_a_sigkill_within_group_wait_still_reaches_the_webh
         &["--config", config.to_str().unwrap()],
     )
     .unwrap();
-    let _fleet = small_fleet(
+    let _fleet = GpuExporter::small_fleet(
         &collector.grpc_url(),
         Some("pcie-downtrain:0/1:1s"),
         &dir.path().join("exporter.log"),

@@ -409,23 +409,11 @@ fn an_alert_reaches_an_https_webhook() {
     )
     .unwrap();
     // An XID 79 (the GPU fell off the bus) is alerted at once, without a baseline to learn.
-    let exporter = GpuExporter::start(
-        &[
-            "--simulate",
-            "--nodes",
-            "1",
-            "--gpus-per-node",
-            "2",
-            "--interval",
-            "1s",
-            "--otlp-endpoint",
-            &collector.grpc_url(),
-            "--fault",
-            "xid79:0/1:2s:60s",
-        ],
+    let exporter = GpuExporter::small_fleet(
+        &collector.grpc_url(),
+        Some("xid79:0/1:2s:60s"),
         &dir.path().join("exporter.log"),
-    )
-    .unwrap();
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     let delivered = loop {
         let text = std::fs::read_to_string(&received).unwrap_or_default();
