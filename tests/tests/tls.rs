@@ -376,14 +376,16 @@ fn an_alert_reaches_an_https_webhook() {
     let dir = tempfile::tempdir().unwrap();
     let (ca, cert, key) = certificate(dir.path());
     let received = dir.path().join("received.jsonl");
-    let mut receiver = Command::new(python())
-        .arg(repo_root().join("tests/python/https_receiver.py"))
-        .args([&cert, &key, &received])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("the Python receiver starts");
+    let mut receiver = KillOnDrop(
+        Command::new(python())
+            .arg(repo_root().join("tests/python/https_receiver.py"))
+            .args([&cert, &key, &received])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("the Python receiver starts"),
+    );
     let mut line = String::new();
-    BufReader::new(receiver.stdout.take().unwrap())
+    BufReader::new(receiver.0.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
     let port = line
@@ -417,11 +419,12 @@ fn an_alert_reaches_an_https_webhook() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let delivered = loop {
         let text = std::fs::read_to_string(&received).unwrap_or_default();
-        if text.contains("GpuXidError") {
-            break text;
+        // Whole lines only: the receiver may be writing the next.
+        let done = &text[..text.rfind('\n').map_or(0, |end| end + 1)];
+        if done.contains("GpuXidError") {
+            break done.to_string();
         }
         if Instant::now() > deadline {
-            let _ = receiver.kill();
             panic!(
                 "no alert reached the https webhook in 60 s: {text:?}\n{}",
                 std::fs::read_to_string(&collector.log_path).unwrap_or_default()
@@ -429,9 +432,7 @@ fn an_alert_reaches_an_https_webhook() {
         }
         std::thread::sleep(Duration::from_millis(500));
     };
-    let _ = receiver.kill();
-    let _ = receiver.wait();
-    drop(exporter);
+    drop((receiver, exporter));
     let first: serde_json::Value = serde_json::from_str(delivered.lines().next().unwrap()).unwrap();
     assert_eq!(first["path"], "/hook", "{first}");
     let payload: serde_json::Value = serde_json::from_str(first["body"].as_str().unwrap()).unwrap();
@@ -440,6 +441,16 @@ fn an_alert_reaches_an_https_webhook() {
         payload["alerts"][0]["labels"]["alertname"], "GpuXidError",
         "{payload}"
     );
+}
+
+/// A child process killed when the test ends, also by a failed assertion.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[test]
