@@ -400,13 +400,7 @@ async fn select_by_series_id(
             attrs = col::ATTRIBUTES,
             time = col::TIME,
             values = if labels_only {
-                format!(
-                    ", {}, {}, {}, {}",
-                    col::TIME,
-                    metric_col::VALUE,
-                    metric_col::COUNT,
-                    metric_col::SUM
-                )
+                format!(", {}", Values::columns(false))
             } else {
                 String::new()
             },
@@ -458,23 +452,9 @@ async fn select_by_series_id(
     // Every row's samples, by id.
     let lists = wanted.needs_lists();
     let sql = format!(
-        "SELECT {id}, {time}, {value}, {count}, {sum}{lists} FROM metrics WHERE {scope}",
+        "SELECT {id}, {values} FROM metrics WHERE {scope}",
         id = metric_col::SERIES_ID,
-        time = col::TIME,
-        value = metric_col::VALUE,
-        count = metric_col::COUNT,
-        sum = metric_col::SUM,
-        lists = if lists {
-            format!(
-                ", {}, {}, {}, {}",
-                metric_col::BUCKET_BOUNDS,
-                metric_col::BUCKET_COUNTS,
-                metric_col::QUANTILES,
-                metric_col::QUANTILE_VALUES
-            )
-        } else {
-            String::new()
-        },
+        values = Values::columns(lists),
     );
     let mut stream = engine.stream(&sql, Vec::new()).await?;
     while let Some(batch) = stream.batches.next().await {
@@ -514,19 +494,11 @@ async fn select_rows(
     builder: &mut SeriesBuilder,
 ) -> Result<(), PromError> {
     let sql = format!(
-        "SELECT CAST({name} AS VARCHAR), {resource}, {attrs}, {time}, {value}, {count}, {sum}, \
-         {bounds}, {counts}, {quantiles}, {quantile_values} FROM metrics WHERE {conditions}",
-        time = col::TIME,
+        "SELECT CAST({name} AS VARCHAR), {resource}, {attrs}, {values} FROM metrics WHERE {conditions}",
         name = metric_col::METRIC_NAME,
         resource = col::RESOURCE_ATTRIBUTES,
         attrs = col::ATTRIBUTES,
-        value = metric_col::VALUE,
-        count = metric_col::COUNT,
-        sum = metric_col::SUM,
-        bounds = metric_col::BUCKET_BOUNDS,
-        counts = metric_col::BUCKET_COUNTS,
-        quantiles = metric_col::QUANTILES,
-        quantile_values = metric_col::QUANTILE_VALUES,
+        values = Values::columns(true),
         conditions = conditions.join(" AND "),
     );
     let mut stream = engine.stream(&sql, Vec::new()).await?;
@@ -694,6 +666,25 @@ impl<'a> LabelColumns<'a> {
 }
 
 impl<'a> Values<'a> {
+    /// The columns `new` reads, in its order, for a SELECT list.
+    fn columns(with_lists: bool) -> String {
+        let mut columns = vec![
+            col::TIME,
+            metric_col::VALUE,
+            metric_col::COUNT,
+            metric_col::SUM,
+        ];
+        if with_lists {
+            columns.extend([
+                metric_col::BUCKET_BOUNDS,
+                metric_col::BUCKET_COUNTS,
+                metric_col::QUANTILES,
+                metric_col::QUANTILE_VALUES,
+            ]);
+        }
+        columns.join(", ")
+    }
+
     fn new(
         batch: &'a arrow::record_batch::RecordBatch,
         first: usize,
