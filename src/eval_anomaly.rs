@@ -11,7 +11,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, LogNormal, Poisson};
 use vigil_analyzer::detectors::golden_signals::{
-    AnomalyConfig, GoldenSignals, Scope, Signal, Step,
+    AnomalyConfig, EARLY_LOOKS, GoldenSignals, Scope, Signal, Step,
 };
 
 const SERVICE: &str = "chat";
@@ -97,6 +97,13 @@ struct Calls {
 }
 
 impl Calls {
+    fn add(&mut self, latency_ms: f64, ttft_ms: f64, failed: bool, tokens: f64) {
+        self.latencies.push(latency_ms);
+        self.ttfts.push(ttft_ms);
+        self.errors += failed as u8 as f64;
+        self.tokens += tokens;
+    }
+
     fn step(&mut self) -> Step {
         self.latencies.sort_by(f64::total_cmp);
         self.ttfts.sort_by(f64::total_cmp);
@@ -112,17 +119,24 @@ impl Calls {
     }
 }
 
-/// One step of every scope: the three models and their service.
+/// One step of every scope: the three models and their service; and the same step as an early
+/// look finds it, two seconds after it ended, with only part of its calls in (each call in with
+/// a chance drawn per step between 50% and 100%, by `arrivals`, so that the full steps are the
+/// same with early looks as without).
 fn simulate_step(
     rng: &mut StdRng,
+    arrivals: &mut StdRng,
     at: SystemTime,
     resolution: f64,
     change: Option<&Change>,
-) -> HashMap<Scope, Step> {
+) -> (HashMap<Scope, Step>, HashMap<Scope, Step>) {
     let rate = rate_at(at);
     let tokens = LogNormal::new(4.8f64, 0.6).expect("valid");
+    let arrived = arrivals.gen_range(0.5..=1.0);
     let mut all = Calls::default();
+    let mut early_all = Calls::default();
     let mut out = HashMap::new();
+    let mut early = HashMap::new();
     for (index, (name, share, median)) in MODELS.iter().enumerate() {
         let changed = change.filter(|_| index == CHANGED_MODEL);
         let mean_calls = rate * share * resolution * changed.map_or(1.0, |c| c.rate);
@@ -130,31 +144,46 @@ fn simulate_step(
         let latency = LogNormal::new(median.ln(), 0.35).expect("valid");
         let error_rate = changed.map_or(ERROR_RATE, |c| c.error_rate);
         let mut calls = Calls::default();
+        let mut early_calls = Calls::default();
         for _ in 0..count {
             let ms = latency.sample(rng) * changed.map_or(1.0, |c| c.latency) * 1000.0;
             let ttft = ms * rng.gen_range(0.08..0.2);
             let failed = rng.gen_bool(error_rate);
             let out_tokens = tokens.sample(rng).round();
-            for target in [&mut calls, &mut all] {
-                target.latencies.push(ms);
-                target.ttfts.push(ttft);
-                target.errors += failed as u8 as f64;
-                target.tokens += out_tokens;
+            let in_early = arrivals.gen_bool(arrived);
+            for (target, counted) in [
+                (&mut calls, true),
+                (&mut all, true),
+                (&mut early_calls, in_early),
+                (&mut early_all, in_early),
+            ] {
+                if counted {
+                    target.add(ms, ttft, failed, out_tokens);
+                }
             }
         }
+        let scope = (SERVICE.to_string(), name.to_string());
+        if !early_calls.latencies.is_empty() {
+            early.insert(scope.clone(), early_calls.step());
+        }
         if count > 0 {
-            out.insert((SERVICE.to_string(), name.to_string()), calls.step());
+            out.insert(scope, calls.step());
         }
     }
-    if !all.latencies.is_empty() {
-        out.insert((SERVICE.to_string(), "*".to_string()), all.step());
+    let scope = (SERVICE.to_string(), "*".to_string());
+    if !early_all.latencies.is_empty() {
+        early.insert(scope.clone(), early_all.step());
     }
-    out
+    if !all.latencies.is_empty() {
+        out.insert(scope, all.step());
+    }
+    (out, early)
 }
 
-/// Anomalies opened during a run: (the step at which the detector opened it, scope, signal).
+/// Anomalies opened during a run: (the step at which the detector opened it, scope, signal,
+/// when that step was judged: by an early look or when it settled).
 struct Run {
-    began: Vec<(SystemTime, Scope, Signal)>,
+    began: Vec<(SystemTime, Scope, Signal, SystemTime)>,
     scorer_time: Duration,
     series_updates: u64,
     state_bytes_per_series: f64,
@@ -177,8 +206,10 @@ fn run_traffic(
         ..AnomalyConfig::default()
     };
     let resolution = config.resolution;
+    let settle = config.settle;
     let mut detector = GoldenSignals::new(config);
     let mut rng = StdRng::seed_from_u64(seed);
+    let mut arrivals = StdRng::seed_from_u64(seed ^ 0x5eed);
     let mut seen = BTreeSet::new();
     let mut began = Vec::new();
     let mut scorer_time = Duration::ZERO;
@@ -186,17 +217,33 @@ fn run_traffic(
     for i in 0..steps {
         let at = start + resolution * i as u32;
         let active = change.filter(|(from, _)| at >= *from).map(|(_, c)| c);
-        let step = simulate_step(&mut rng, at, resolution.as_secs_f64(), active.as_ref());
-        let timer = Instant::now();
-        detector.observe_step(at, &step, true);
-        scorer_time += timer.elapsed();
-        series_updates += detector.series_count() as u64;
-        // When the detector opened the anomaly (a confirmed one began a step earlier).
-        for (scope, signal, when) in detector.anomalies() {
-            if seen.insert((scope.clone(), signal, when)) {
-                began.push((at, scope.clone(), signal));
+        let (step, early) = simulate_step(
+            &mut rng,
+            &mut arrivals,
+            at,
+            resolution.as_secs_f64(),
+            active.as_ref(),
+        );
+        // As `vigil serve` does: an early look, then the settled step. An anomaly an early look
+        // opens counts, also when the settled step retracts it.
+        let looks = [(Some(&early), EARLY_LOOKS[0]), (None, settle)];
+        for (early, after) in looks {
+            let timer = Instant::now();
+            match early {
+                Some(early) => {
+                    detector.look_early_at(at, early);
+                }
+                None => detector.observe_step(at, &step, true),
+            }
+            scorer_time += timer.elapsed();
+            // When the detector opened the anomaly (a confirmed one began a step earlier).
+            for (scope, signal, when) in detector.anomalies() {
+                if seen.insert((scope.clone(), signal, when)) {
+                    began.push((at, scope.clone(), signal, at + resolution + after));
+                }
             }
         }
+        series_updates += detector.series_count() as u64;
     }
     Run {
         began,
@@ -220,7 +267,6 @@ fn scenarios(
     cost: &mut (Duration, u64),
 ) -> (Vec<String>, usize) {
     let resolution = AnomalyConfig::default().resolution;
-    let settle = AnomalyConfig::default().settle;
     let mut cells = Vec::new();
     let mut false_alarms = 0;
     for (index, change) in CHANGES.iter().enumerate() {
@@ -243,14 +289,12 @@ fn scenarios(
             cost.0 += run.scorer_time;
             cost.1 += run.series_updates;
             false_alarms += run.began.iter().filter(|(at, ..)| *at < change_at).count();
-            let caught = run.began.iter().find(|(at, scope, signal)| {
+            let caught = run.began.iter().find(|(at, scope, signal, _)| {
                 *at >= change_at
                     && (scope.1 == MODELS[CHANGED_MODEL].0 || scope.1 == "*")
                     && change.signals.contains(signal)
             });
-            if let Some((at, ..)) = caught {
-                // The step that holds the change is judged `settle` after it ends.
-                let judged = *at + resolution + settle;
+            if let Some((.., judged)) = caught {
                 delays.push(
                     judged
                         .duration_since(change_at)
@@ -268,14 +312,14 @@ fn scenarios(
     (cells, false_alarms)
 }
 
-/// Stationary weeks, where every anomaly is a false alarm: (when, scope, signal) of each, and
+/// Stationary weeks, where every anomaly is a false alarm: (when, scope, signal, judged) of each, and
 /// the state per series at the end.
 fn stationary(
     sensitivity: (f64, f64),
     seed: u64,
     weeks: u64,
     cost: &mut (Duration, u64),
-) -> (Vec<(SystemTime, Scope, Signal)>, f64) {
+) -> (Vec<(SystemTime, Scope, Signal, SystemTime)>, f64) {
     let resolution = AnomalyConfig::default().resolution;
     let mut alarms = Vec::new();
     let mut state_bytes = 0.0;
@@ -294,9 +338,10 @@ fn stationary(
 pub fn run(seed: u64, repeats: u64, weeks: u64) -> anyhow::Result<String> {
     let defaults = AnomalyConfig::default();
     let mut out = format!(
-        "Simulated traffic: service {SERVICE}, models {} ({MEAN_RATE} calls/s on average, a daily cycle between half and 1.5x, weekends at 60%), error ratio {ERROR_RATE}; defaults of [analyzer.anomaly] ({}-second steps) but the two sensitivity knobs, `threshold` and `error_evidence_nats`. Each change is made on gpt-4o (30% of calls) {repeats} times, 3 h into traffic starting at another hour of the week; delays are from the change to the first evaluation that can see it (the step's end plus `settle`; a live analyzer adds up to one `analyzer.interval`, 5 s).\n\n",
+        "Simulated traffic: service {SERVICE}, models {} ({MEAN_RATE} calls/s on average, a daily cycle between half and 1.5x, weekends at 60%), error ratio {ERROR_RATE}; defaults of [analyzer.anomaly] ({}-second steps) but the two sensitivity knobs, `threshold` and `error_evidence_nats`. Each change is made on gpt-4o (30% of calls) {repeats} times, 3 h into traffic starting at another hour of the week; delays are from the change to the first evaluation that can see it: an early look {} s after the step ends (p50 latency and TTFT, with 50-100% of the step's calls in, drawn per step), or the step's end plus `settle` (the analyzer's lane runs at that moment). An anomaly an early look opens counts, also when its settled step retracts it.\n\n",
         MODELS.map(|m| m.0).join(", "),
-        defaults.resolution.as_secs()
+        defaults.resolution.as_secs(),
+        EARLY_LOOKS[0].as_secs()
     );
     out.push_str("| threshold, error_evidence_nats | ");
     out.push_str(
@@ -330,13 +375,14 @@ pub fn run(seed: u64, repeats: u64, weeks: u64) -> anyhow::Result<String> {
     }
     let mut per_signal: BTreeMap<&str, usize> = BTreeMap::new();
     let mut per_scope: BTreeMap<String, usize> = BTreeMap::new();
-    for (at, scope, signal) in &default_alarms {
+    let settled_after = defaults.resolution + defaults.settle;
+    for (at, scope, signal, judged) in &default_alarms {
         *per_signal.entry(signal.as_str()).or_default() += 1;
         *per_scope
             .entry(format!("{}/{}", scope.0, scope.1))
             .or_default() += 1;
         eprintln!(
-            "eval anomaly: false alarm at {} of week {}: {} of {}/{}",
+            "eval anomaly: false alarm at {} of week {}: {} of {}/{}{}",
             chrono::DateTime::<chrono::Utc>::from(*at).format("%a %H:%M"),
             at.duration_since(SystemTime::UNIX_EPOCH)
                 .unwrap_or_default()
@@ -346,7 +392,12 @@ pub fn run(seed: u64, repeats: u64, weeks: u64) -> anyhow::Result<String> {
                 + 1,
             signal.as_str(),
             scope.0,
-            scope.1
+            scope.1,
+            if judged.duration_since(*at).unwrap_or_default() < settled_after {
+                " (an early look)"
+            } else {
+                ""
+            }
         );
     }
     out.push_str(&format!(

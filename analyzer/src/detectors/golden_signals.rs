@@ -153,6 +153,17 @@ impl Signal {
     /// Whether one step past the threshold needs the next to confirm it. The medians of a
     /// step's calls are steady enough to be believed at once (a latency step is caught one step
     /// sooner); rates, counts, ratios and the p95 of a few dozen calls are not.
+    /// A latency signal's value in `step`, when it holds calls enough for one: a percentile of
+    /// a handful of calls is one call's latency.
+    fn percentile(self, step: &Step) -> Option<f64> {
+        match self {
+            Signal::LatencyP50 => step.latency_p50.filter(|_| step.calls >= 10.0),
+            Signal::LatencyP95 => step.latency_p95.filter(|_| step.calls >= 20.0),
+            Signal::TtftP50 => step.ttft_p50.filter(|_| step.calls >= 10.0),
+            _ => None,
+        }
+    }
+
     fn needs_confirmation(self) -> bool {
         !matches!(self, Signal::LatencyP50 | Signal::TtftP50)
     }
@@ -203,6 +214,12 @@ impl Recent {
         (self.steps.len() >= MINUTE_STEPS).then(|| self.steps.iter().sum())
     }
 }
+
+/// How long after a step ends its latencies are looked at before it settles, and looked at
+/// again while calls of it seem missing (only those shorter than `settle`). The p50s need no
+/// second step to confirm them, so a latency step is news about two seconds after its step,
+/// not a settle later; the settle stays for what a late call changes (rates, errors, tails).
+pub const EARLY_LOOKS: [Duration; 2] = [Duration::from_secs(2), Duration::from_secs(5)];
 
 /// Steps of the request rate over a minute (at 10-second steps): at a few calls a second one
 /// step holds too few calls to show a halved rate.
@@ -402,6 +419,8 @@ struct Episode {
     began: SystemTime,
     last_active: SystemTime,
     worst: (SystemTime, f64, Scored),
+    /// Opened by an early look (see [`Series::look_early`]), its step not settled yet.
+    early: bool,
 }
 
 impl Series {
@@ -429,6 +448,12 @@ impl Series {
         needs_confirmation: bool,
         judging: Option<(f64, Duration)>,
     ) {
+        // An anomaly an early look opened on this very step is judged again now that the step
+        // has settled: reopened below if the step still scores past the threshold, retracted
+        // if not.
+        if self.episode.is_some_and(|e| e.early && e.began == at) {
+            self.episode = None;
+        }
         let scored = self.scorer.score(scored_value);
         self.last = Some((at, value, scored));
         let above = scored_value >= scored.mean;
@@ -452,6 +477,7 @@ impl Series {
                     began: first.0,
                     last_active: at,
                     worst,
+                    early: false,
                 });
             } else if anomalous {
                 self.pending = Some((at, value, scored, above));
@@ -460,6 +486,11 @@ impl Series {
         }
         match (&mut self.episode, anomalous) {
             (Some(episode), true) => {
+                // A settled step past the threshold makes an early anomaly a settled one.
+                if episode.early {
+                    episode.early = false;
+                    episode.began = episode.began.min(at);
+                }
                 episode.last_active = at;
                 if scored.score > episode.worst.2.score {
                     episode.worst = (at, value, scored);
@@ -470,6 +501,7 @@ impl Series {
                     began: at,
                     last_active: at,
                     worst: (at, value, scored),
+                    early: false,
                 })
             }
             (Some(episode), false) => {
@@ -485,6 +517,38 @@ impl Series {
                 }
             }
             (None, false) => {}
+        }
+    }
+
+    /// Judges the step at `at` before it has settled, without learning it (a copy of the scorer
+    /// scores it): when the calls already in score past `threshold`, the anomaly opens now,
+    /// seconds after the step ended instead of a settle later. [`Series::update`] of the same
+    /// step, settled, confirms or retracts it. `share` is the part of its usual calls the step
+    /// holds so far: a median of fewer calls strays further by chance, so its distance from
+    /// the expected is shrunk by the square root of that share before it is scored.
+    pub(crate) fn look_early(
+        &mut self,
+        at: SystemTime,
+        value: f64,
+        scored_value: f64,
+        threshold: f64,
+        share: f64,
+    ) {
+        let Some((last, _, before)) = self.last else {
+            return;
+        };
+        if self.episode.is_some() || last >= at {
+            return;
+        }
+        let shrunk = before.mean + (scored_value - before.mean) * share.clamp(0.0, 1.0).sqrt();
+        let scored = self.scorer.clone().score(shrunk);
+        if scored.score >= threshold {
+            self.episode = Some(Episode {
+                began: at,
+                last_active: at,
+                worst: (at, value, scored),
+                early: true,
+            });
         }
     }
 
@@ -519,6 +583,8 @@ impl Series {
         );
         if let Some(episode) = self.episode {
             evidence.insert("began".into(), json!(rfc3339(episode.began)));
+            // Judged on the calls in soon after the step ended; its settled judgement follows.
+            evidence.insert("settled".into(), json!(!episode.early));
         }
         let direction = if shown_value >= expected {
             "above"
@@ -593,6 +659,9 @@ pub struct GoldenSignals {
     errors: HashMap<Scope, ErrorRise>,
     /// Start of the next step to read (None before the first, restoring, read).
     next_step: Option<SystemTime>,
+    /// The early looks at the steps not yet settled: the end of the last step looked at, how
+    /// many looks it has had, and whether the last found calls still missing.
+    looked: Option<(SystemTime, usize, bool)>,
     warned_full: bool,
 }
 
@@ -605,6 +674,7 @@ impl GoldenSignals {
             recent: HashMap::new(),
             errors: HashMap::new(),
             next_step: None,
+            looked: None,
             warned_full: false,
         }
     }
@@ -679,6 +749,82 @@ impl GoldenSignals {
         Ok(steps)
     }
 
+    /// When the next early look is due: the step after the last looked at (or settled) a little
+    /// after it ends, and again later while calls of it seemed missing.
+    fn next_look(&self) -> Option<SystemTime> {
+        let next = self.next_step?;
+        let res = self.config.resolution.max(Duration::from_secs(1));
+        let (end, looks) = match self.looked {
+            Some((end, looks, missing)) if end > next && missing && looks < EARLY_LOOKS.len() => {
+                (end, looks)
+            }
+            Some((end, ..)) if end > next => (end + res, 0),
+            _ => (next + res, 0),
+        };
+        let after = EARLY_LOOKS[looks];
+        (after < self.config.settle).then_some(end + after)
+    }
+
+    /// Looks early at the latency signals of the steps in [from, until), ended but not yet
+    /// settled (see [`Series::look_early`]). A scope's step is looked at when it already holds
+    /// calls enough for a percentile and at least half the calls its steps had over the last
+    /// minute: a step whose calls are still mostly on their way waits for the next look or its
+    /// settle. Returns whether any scope's step seemed to miss calls.
+    fn look_early(
+        &mut self,
+        steps: &BTreeMap<SystemTime, HashMap<Scope, Step>>,
+        from: SystemTime,
+        until: SystemTime,
+    ) -> bool {
+        let res = self.config.resolution.max(Duration::from_secs(1));
+        let empty = HashMap::new();
+        let mut missing = false;
+        let mut at = from;
+        while at < until {
+            missing |= self.look_early_at(at, steps.get(&at).unwrap_or(&empty));
+            at += res;
+        }
+        missing
+    }
+
+    /// Looks early at one step (starting at `at`) of every scope, as [`Self::look_early`]
+    /// does, with the calls `here` so far; true when a scope's step seemed to miss calls.
+    pub fn look_early_at(&mut self, at: SystemTime, here: &HashMap<Scope, Step>) -> bool {
+        let threshold = self.config.threshold;
+        let mut missing = false;
+        for (scope, recent) in &self.recent {
+            // Scopes whose steps rarely hold calls enough for a percentile wait to settle.
+            let Some(usual) = recent
+                .minute()
+                .map(|calls| calls / MINUTE_STEPS as f64)
+                .filter(|&usual| usual >= 10.0)
+            else {
+                continue;
+            };
+            let step = here.get(scope).copied().unwrap_or_default();
+            if step.calls < usual / 2.0 {
+                missing = true;
+                continue;
+            }
+            for signal in [Signal::LatencyP50, Signal::TtftP50] {
+                let (Some(value), Some(series)) = (
+                    signal.percentile(&step),
+                    self.series.get_mut(&(scope.clone(), signal)),
+                ) else {
+                    continue;
+                };
+                series.look_early(
+                    at,
+                    value,
+                    signal.scored(value),
+                    threshold,
+                    step.calls / usual,
+                );
+            }
+        }
+        missing
+    }
+
     /// Feeds every step in [from, until) to the scorers.
     fn learn(
         &mut self,
@@ -728,10 +874,9 @@ impl GoldenSignals {
                         self.observe_errors(&scope, at, &step, alerting);
                         None
                     }
-                    // A percentile of a handful of calls is one call's latency.
-                    Signal::LatencyP50 => step.latency_p50.filter(|_| step.calls >= 10.0),
-                    Signal::LatencyP95 => step.latency_p95.filter(|_| step.calls >= 20.0),
-                    Signal::TtftP50 => step.ttft_p50.filter(|_| step.calls >= 10.0),
+                    Signal::LatencyP50 | Signal::LatencyP95 | Signal::TtftP50 => {
+                        signal.percentile(&step)
+                    }
                     Signal::OutputTokenRate => Some(step.output_tokens.unwrap_or(0.0) * per_second),
                     Signal::CostPerHour => Some(step.cost.unwrap_or(0.0) * per_second * 3600.0),
                 };
@@ -949,9 +1094,15 @@ impl Detector for GoldenSignals {
     }
 
     fn next_due(&self) -> Option<SystemTime> {
-        // The step after the last judged is complete once it has settled.
-        self.next_step
-            .map(|next| next + self.config.resolution + self.config.settle)
+        // The step after the last judged is complete once it has settled, and looked at early
+        // before that.
+        let settled = self
+            .next_step
+            .map(|next| next + self.config.resolution + self.config.settle);
+        match (settled, self.next_look()) {
+            (Some(settled), Some(look)) => Some(settled.min(look)),
+            (settled, look) => settled.or(look),
+        }
     }
 
     async fn evaluate(
@@ -965,6 +1116,27 @@ impl Detector for GoldenSignals {
             let steps = self.read(source, from, until).await?;
             self.learn(&steps, from, until, alerting);
             self.next_step = Some(until);
+        }
+        let look_until = complete_until(now, self.config.resolution, EARLY_LOOKS[0]);
+        if look_until > until {
+            let looks = match self.looked {
+                Some((end, looks, missing)) if end == look_until => {
+                    if missing {
+                        looks
+                    } else {
+                        EARLY_LOOKS.len()
+                    }
+                }
+                _ => 0,
+            };
+            let due = EARLY_LOOKS
+                .get(looks)
+                .is_some_and(|&after| after < self.config.settle && now >= look_until + after);
+            if due {
+                let steps = self.read(source, until, look_until).await?;
+                let missing = self.look_early(&steps, until, look_until);
+                self.looked = Some((look_until, looks + 1, missing));
+            }
         }
         Ok(self.findings())
     }
@@ -1098,8 +1270,9 @@ mod tests {
         assert_eq!(counted, expected);
     }
 
-    /// Runs the detector every 10 s of simulated time; returns (first evaluation at which each
-    /// (model, signal) was active, in seconds from the start).
+    /// Runs the detector over simulated time as the analyzer's lane does (when it says a step
+    /// is due, and every 10 s at the latest); returns (first evaluation at which each (model,
+    /// signal) was active, in seconds from the start).
     async fn run(
         batch: RecordBatch,
         minutes: u64,
@@ -1127,8 +1300,11 @@ mod tests {
         let mut detector = GoldenSignals::new(config);
         let mut active = Vec::new();
         let mut seen = HashSet::new();
-        for second in (0..=minutes * 60).step_by(10) {
-            let now = SystemTime::UNIX_EPOCH + Duration::from_secs(START + second);
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(START);
+        let end = start + Duration::from_secs(minutes * 60);
+        let mut now = start;
+        while now <= end {
+            let second = now.duration_since(start).unwrap().as_secs();
             if let Some(delay) = export_delay {
                 let arrived_by = (now - delay)
                     .duration_since(SystemTime::UNIX_EPOCH)
@@ -1152,6 +1328,13 @@ mod tests {
                     active.push((second, key.0, key.1));
                 }
             }
+            // As the lane does: due a little past the time, a second after this round at the
+            // soonest.
+            let tick = now + Duration::from_secs(10);
+            now = detector
+                .next_due()
+                .map_or(tick, |due| (due + Duration::from_millis(20)).min(tick))
+                .max(now + Duration::from_secs(1));
         }
         assert!(detector.state_bytes() < 64 * 1024 * detector.series.len().max(1));
         active
@@ -1190,6 +1373,106 @@ mod tests {
             active.iter().all(|(_, model, _)| model != "a"),
             "model a did not change: {active:?}"
         );
+    }
+
+    /// The p50s are looked at two seconds after their step ends: with spans in the store a
+    /// second after their calls end (a batching exporter), the first step of slow calls
+    /// (30:10–30:20: calls that start slow at 30:00 end from about 30:04) is news at 30:22,
+    /// not when it settles at 30:30.
+    #[tokio::test]
+    async fn a_latency_step_is_news_two_seconds_after_its_step_ends() {
+        let batch = spans(
+            40,
+            30,
+            Change {
+                latency: 2.0,
+                ..NO_CHANGE
+            },
+        );
+        let active = run_as_spans_arrive(
+            batch,
+            40,
+            AnomalyConfig::default(),
+            Some(Duration::from_secs(1)),
+        )
+        .await;
+        let delay = delay_after_change(&active, "latency");
+        assert!(delay <= 22, "{active:?}");
+    }
+
+    /// Spans 7 s behind their calls (an exporter's default 5 s batch delay, plus its send):
+    /// the first look finds each step short of calls and judges nothing on it, the second
+    /// (5 s after the step) finds most of them. No false alarm comes of the steps judged
+    /// early on part of their calls, and the step is caught 25 s after the change instead of 30.
+    #[tokio::test]
+    async fn spans_later_than_the_early_looks_are_judged_when_their_step_settles() {
+        let batch = spans(
+            40,
+            30,
+            Change {
+                latency: 2.0,
+                ..NO_CHANGE
+            },
+        );
+        let active = run_as_spans_arrive(
+            batch,
+            40,
+            AnomalyConfig::default(),
+            Some(Duration::from_secs(7)),
+        )
+        .await;
+        let delay = delay_after_change(&active, "latency");
+        assert!(delay <= 25, "{active:?}");
+        assert!(
+            active.iter().all(|(_, model, _)| model != "a"),
+            "model a did not change: {active:?}"
+        );
+    }
+
+    /// An early look opens an anomaly on the calls in so far; the same step, settled, keeps it
+    /// when it still scores past the threshold and retracts it when not.
+    #[test]
+    fn an_early_anomaly_is_kept_or_retracted_when_its_step_settles() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut series = Series::new(90);
+        let step = |i: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(START + i * 10);
+        for i in 0..300 {
+            let value = 2000.0 + rng.gen_range(-100.0..100.0);
+            series.update(
+                step(i),
+                value,
+                value,
+                false,
+                Some((0.81, Duration::from_secs(300))),
+            );
+        }
+        assert!(series.began().is_none());
+        // The calls in early say 4 s; settled, the step is ordinary after all.
+        series.look_early(step(300), 4000.0, 4000.0, 0.81, 1.0);
+        assert_eq!(series.began(), Some(step(300)));
+        assert!(series.episode.is_some_and(|e| e.early));
+        series.update(
+            step(300),
+            2010.0,
+            2010.0,
+            false,
+            Some((0.81, Duration::from_secs(300))),
+        );
+        assert!(series.began().is_none(), "retracted");
+        // A look at a step already settled changes nothing.
+        series.look_early(step(300), 4000.0, 4000.0, 0.81, 1.0);
+        assert!(series.began().is_none());
+        // Early and settled alike 4 s: the anomaly stays, settled.
+        series.look_early(step(301), 4000.0, 4000.0, 0.81, 1.0);
+        series.update(
+            step(301),
+            4100.0,
+            4100.0,
+            false,
+            Some((0.81, Duration::from_secs(300))),
+        );
+        assert_eq!(series.began(), Some(step(301)));
+        assert!(series.episode.is_some_and(|e| !e.early));
     }
 
     /// Calls far longer than `settle` (a reasoning model's 20 s, then 40 s) are judged when
