@@ -87,9 +87,27 @@ impl ContextSet {
         }
     }
 
+    /// Three quarters full: the next insert starts over.
+    fn is_full(&self) -> bool {
+        self.len * 4 >= CONTEXT_SLOTS * 3
+    }
+
+    /// Whether `hash` (never 0) is there.
+    fn contains(&self, hash: u64) -> bool {
+        let mask = CONTEXT_SLOTS - 1;
+        let mut slot = hash as usize & mask;
+        loop {
+            match self.slots[slot] {
+                0 => return false,
+                seen if seen == hash => return true,
+                _ => slot = (slot + 1) & mask,
+            }
+        }
+    }
+
     /// Inserts `hash` (never 0); true when it was not there.
     fn insert(&mut self, hash: u64) -> bool {
-        if self.len * 4 >= CONTEXT_SLOTS * 3 {
+        if self.is_full() {
             self.slots.fill(0);
             self.len = 0;
         }
@@ -173,23 +191,32 @@ impl StreamingAnomaly {
 
     /// Scores `value` against what came before, then learns it.
     pub fn score(&mut self, value: f64) -> Scored {
+        let scored = self.peek(value);
         if !value.is_finite() {
-            return Scored::default();
+            return scored;
         }
         self.seen += 1;
         let warming = self.seen <= self.params.warmup as u64;
-        let (z, mean, std_dev) = self.deviation(value);
-        let base_rate = self.novel_base_rate;
-        let novel = self.novelty(value, warming);
-        let suppressed = self.recent_z.iter().any(|&earlier| earlier >= z);
+        self.novelty(value, warming);
         if self.recent_z.len() == self.params.suppress_span {
             self.recent_z.pop_front();
         }
         // Distances from a half-learned window are loose: they neither score nor suppress.
         if !warming {
-            self.recent_z.push_back(z);
+            self.recent_z.push_back(scored.z);
         }
         self.learn(value);
+        scored
+    }
+
+    /// The score `value` would get from [`Self::score`], without learning it: what an early
+    /// look at a step not yet complete needs, at no copy of the state.
+    pub fn peek(&self, value: f64) -> Scored {
+        if !value.is_finite() {
+            return Scored::default();
+        }
+        let warming = self.seen < self.params.warmup as u64;
+        let (z, mean, std_dev) = self.deviation(value);
         if warming {
             return Scored {
                 score: 0.0,
@@ -199,12 +226,14 @@ impl StreamingAnomaly {
                 novel: false,
             };
         }
+        let suppressed = self.recent_z.iter().any(|&earlier| earlier >= z);
+        let (novel, novel_count) = self.would_be_novel(value);
         let mut deviation_score = 1.0 - (-z * z / 32.0).exp();
         if suppressed {
             deviation_score *= 0.5;
         }
-        let novel_share = self.novel_count as f64 / self.params.novelty_span as f64;
-        let novelty_score = (novel_share - base_rate).max(0.0);
+        let novel_share = novel_count as f64 / self.params.novelty_span as f64;
+        let novelty_score = (novel_share - self.novel_base_rate).max(0.0);
         // Either view can tell alone; both at once tell more.
         let score = 1.0 - (1.0 - deviation_score) * (1.0 - novelty_score);
         Scored {
@@ -212,7 +241,7 @@ impl StreamingAnomaly {
             z,
             mean,
             std_dev,
-            novel: novel && !warming,
+            novel,
         }
     }
 
@@ -253,6 +282,46 @@ impl StreamingAnomaly {
         (single.max(0.5 * sustained), mean, std_dev)
     }
 
+    /// The bin of `value` in the range learned during warm-up.
+    fn bin(&self, value: f64) -> i64 {
+        let span = if self.high > self.low {
+            self.high - self.low
+        } else {
+            self.high.abs().max(1.0)
+        };
+        ((value - self.low) / span * self.params.bins as f64)
+            .floor()
+            .clamp(-1e12, 1e12) as i64
+    }
+
+    /// The context the last bins and `bin` would make (None until there are bins enough):
+    /// FNV-1a over them, the low bit set to keep 0 free for empty slots.
+    fn context_after(&self, bin: i64) -> Option<u64> {
+        let context = self.params.context;
+        let kept = self.last_bins.len().min(context - 1);
+        if kept + 1 < context {
+            return None;
+        }
+        let earlier = self.last_bins.iter().skip(self.last_bins.len() - kept);
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in earlier.copied().chain(std::iter::once(bin)) {
+            hash = (hash ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+        Some(hash | 1)
+    }
+
+    /// Whether `value` (after warm-up) would make a context not seen before, and the count of
+    /// novel values in the novelty window with it: [`Self::novelty`] without recording it.
+    fn would_be_novel(&self, value: f64) -> (bool, usize) {
+        let Some(hash) = self.context_after(self.bin(value)) else {
+            return (false, self.novel_count);
+        };
+        let novel = self.contexts.is_full() || !self.contexts.contains(hash);
+        let leaving = self.recent_novel.len() == self.params.novelty_span
+            && self.recent_novel.front() == Some(&true);
+        (novel, self.novel_count - leaving as usize + novel as usize)
+    }
+
     /// Whether `value` makes a context not seen before (recorded in the novelty window and the
     /// base rate).
     fn novelty(&mut self, value: f64, warming: bool) -> bool {
@@ -260,27 +329,16 @@ impl StreamingAnomaly {
             self.low = self.low.min(value);
             self.high = self.high.max(value);
         }
-        let span = if self.high > self.low {
-            self.high - self.low
-        } else {
-            self.high.abs().max(1.0)
-        };
-        let bin = ((value - self.low) / span * self.params.bins as f64)
-            .floor()
-            .clamp(-1e12, 1e12) as i64;
+        let bin = self.bin(value);
+        let hash = self.context_after(bin);
         if self.last_bins.len() == self.params.context {
             self.last_bins.pop_front();
         }
         self.last_bins.push_back(bin);
-        if self.last_bins.len() < self.params.context {
+        let Some(hash) = hash else {
             return false;
-        }
-        // FNV-1a over the context's bins; the low bit set keeps 0 free for empty slots.
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for &b in &self.last_bins {
-            hash = (hash ^ b as u64).wrapping_mul(0x0100_0000_01b3);
-        }
-        let novel = self.contexts.insert(hash | 1);
+        };
+        let novel = self.contexts.insert(hash);
         // The base rate: a plain mean at first, then a memory of about a window.
         let weight = (1.0 / self.seen as f64).max(1.0 / self.params.window as f64);
         self.novel_base_rate += weight * (novel as u8 as f64 - self.novel_base_rate);
@@ -404,6 +462,37 @@ mod tests {
             "{}",
             detector.state_bytes()
         );
+    }
+
+    /// `peek` is `score` without the learning: equal at every value of a series that warms up,
+    /// shifts, repeats itself, makes new contexts until the set of them starts over, and has
+    /// values that are not finite.
+    #[test]
+    fn a_peek_scores_as_score_does_and_learns_nothing() {
+        let mut rng = StdRng::seed_from_u64(9);
+        let noise = Normal::new(100.0, 2.0).unwrap();
+        let mut detector = StreamingAnomaly::new(params());
+        for i in 0..30_000u32 {
+            let value = match i % 7_000 {
+                _ if i % 977 == 0 => f64::NAN,
+                0..=2_999 => noise.sample(&mut rng),
+                3_000..=3_099 => 130.0 + noise.sample(&mut rng),
+                3_100..=4_999 => (i % 40) as f64 * 10.0,
+                // Never the same twice: new contexts until the set starts over.
+                _ => i as f64 * 37.0,
+            };
+            let before = detector.clone();
+            let peeked = detector.peek(value);
+            assert_eq!(detector.seen, before.seen);
+            assert_eq!(detector.novel_count, before.novel_count);
+            assert_eq!(detector.contexts.len, before.contexts.len);
+            let scored = detector.score(value);
+            assert_eq!(
+                (peeked.score.to_bits(), peeked.z.to_bits(), peeked.novel),
+                (scored.score.to_bits(), scored.z.to_bits(), scored.novel),
+                "value {i}: {value}"
+            );
+        }
     }
 
     #[test]

@@ -520,10 +520,10 @@ impl Series {
         }
     }
 
-    /// Judges the step at `at` before it has settled, without learning it (a copy of the scorer
-    /// scores it): when the calls already in score past `threshold`, the anomaly opens now,
-    /// seconds after the step ended instead of a settle later. [`Series::update`] of the same
-    /// step, settled, confirms or retracts it. `share` is the part of its usual calls the step
+    /// Judges the step at `at` before it has settled, without learning it (the scorer peeks):
+    /// when the calls already in score past `threshold`, the anomaly opens now, seconds after
+    /// the step ended instead of a settle later. [`Series::update`] of the same step, settled,
+    /// confirms or retracts it. `share` is the part of its usual calls the step
     /// holds so far: a median of fewer calls strays further by chance, so its distance from
     /// the expected is shrunk by the square root of that share before it is scored.
     pub(crate) fn look_early(
@@ -541,7 +541,7 @@ impl Series {
             return;
         }
         let shrunk = before.mean + (scored_value - before.mean) * share.clamp(0.0, 1.0).sqrt();
-        let scored = self.scorer.clone().score(shrunk);
+        let scored = self.scorer.peek(shrunk);
         if scored.score >= threshold {
             self.episode = Some(Episode {
                 began: at,
