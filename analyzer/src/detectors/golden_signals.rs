@@ -1357,6 +1357,18 @@ mod tests {
 
     #[tokio::test]
     async fn a_latency_step_on_one_model_is_caught_within_thirty_seconds() {
+        let (delay, active) = latency_doubled(None).await;
+        assert!(delay <= 30, "{active:?}");
+        assert!(
+            active.iter().all(|(_, model, _)| model != "a"),
+            "model a did not change: {active:?}"
+        );
+    }
+
+    /// Model b's calls twice as slow from minute 30 of 40, each span in the store
+    /// `export_delay` after its call ended: the seconds from the change to the first latency
+    /// anomaly on b (none anywhere before it), and every anomaly.
+    async fn latency_doubled(export_delay: Option<Duration>) -> (u64, Vec<(u64, String, String)>) {
         let batch = spans(
             40,
             30,
@@ -1365,14 +1377,8 @@ mod tests {
                 ..NO_CHANGE
             },
         );
-        let active = run(batch, 40, AnomalyConfig::default()).await;
-        // The step ends 10 s after the change and settles 10 s more.
-        let delay = delay_after_change(&active, "latency");
-        assert!(delay <= 30, "{active:?}");
-        assert!(
-            active.iter().all(|(_, model, _)| model != "a"),
-            "model a did not change: {active:?}"
-        );
+        let active = run_as_spans_arrive(batch, 40, AnomalyConfig::default(), export_delay).await;
+        (delay_after_change(&active, "latency"), active)
     }
 
     /// The p50s are looked at two seconds after their step ends: with spans in the store a
@@ -1381,22 +1387,7 @@ mod tests {
     /// not when it settles at 30:30.
     #[tokio::test]
     async fn a_latency_step_is_news_two_seconds_after_its_step_ends() {
-        let batch = spans(
-            40,
-            30,
-            Change {
-                latency: 2.0,
-                ..NO_CHANGE
-            },
-        );
-        let active = run_as_spans_arrive(
-            batch,
-            40,
-            AnomalyConfig::default(),
-            Some(Duration::from_secs(1)),
-        )
-        .await;
-        let delay = delay_after_change(&active, "latency");
+        let (delay, active) = latency_doubled(Some(Duration::from_secs(1))).await;
         assert!(delay <= 22, "{active:?}");
     }
 
@@ -1405,23 +1396,8 @@ mod tests {
     /// (5 s after the step) finds most of them. No false alarm comes of the steps judged
     /// early on part of their calls, and the step is caught 25 s after the change instead of 30.
     #[tokio::test]
-    async fn spans_later_than_the_early_looks_are_judged_when_their_step_settles() {
-        let batch = spans(
-            40,
-            30,
-            Change {
-                latency: 2.0,
-                ..NO_CHANGE
-            },
-        );
-        let active = run_as_spans_arrive(
-            batch,
-            40,
-            AnomalyConfig::default(),
-            Some(Duration::from_secs(7)),
-        )
-        .await;
-        let delay = delay_after_change(&active, "latency");
+    async fn spans_later_than_the_first_early_look_are_judged_by_the_second() {
+        let (delay, active) = latency_doubled(Some(Duration::from_secs(7))).await;
         assert!(delay <= 25, "{active:?}");
         assert!(
             active.iter().all(|(_, model, _)| model != "a"),
