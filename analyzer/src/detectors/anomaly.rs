@@ -464,11 +464,11 @@ mod tests {
         );
     }
 
-    /// `peek` is `score` without the learning: equal at every value of a series that warms up,
-    /// shifts, repeats itself, makes new contexts until the set of them starts over, and has
-    /// values that are not finite.
+    /// `peek` (which takes the scorer by shared reference, so learns nothing) scores as `score`
+    /// does, bit for bit, at every value of a series that warms up, shifts, repeats itself,
+    /// makes new contexts until the set of them starts over, and has values that are not finite.
     #[test]
-    fn a_peek_scores_as_score_does_and_learns_nothing() {
+    fn a_peek_scores_as_score_does() {
         let mut rng = StdRng::seed_from_u64(9);
         let noise = Normal::new(100.0, 2.0).unwrap();
         let mut detector = StreamingAnomaly::new(params());
@@ -481,11 +481,7 @@ mod tests {
                 // Never the same twice: new contexts until the set starts over.
                 _ => i as f64 * 37.0,
             };
-            let before = detector.clone();
             let peeked = detector.peek(value);
-            assert_eq!(detector.seen, before.seen);
-            assert_eq!(detector.novel_count, before.novel_count);
-            assert_eq!(detector.contexts.len, before.contexts.len);
             let scored = detector.score(value);
             assert_eq!(
                 (peeked.score.to_bits(), peeked.z.to_bits(), peeked.novel),

@@ -150,9 +150,6 @@ impl Signal {
         }
     }
 
-    /// Whether one step past the threshold needs the next to confirm it. The medians of a
-    /// step's calls are steady enough to be believed at once (a latency step is caught one step
-    /// sooner); rates, counts, ratios and the p95 of a few dozen calls are not.
     /// A latency signal's value in `step`, when it holds calls enough for one: a percentile of
     /// a handful of calls is one call's latency.
     fn percentile(self, step: &Step) -> Option<f64> {
@@ -164,6 +161,9 @@ impl Signal {
         }
     }
 
+    /// Whether one step past the threshold needs the next to confirm it. The medians of a
+    /// step's calls are steady enough to be believed at once (a latency step is caught one step
+    /// sooner); rates, counts, ratios and the p95 of a few dozen calls are not.
     fn needs_confirmation(self) -> bool {
         !matches!(self, Signal::LatencyP50 | Signal::TtftP50)
     }
@@ -523,9 +523,9 @@ impl Series {
     /// Judges the step at `at` before it has settled, without learning it (the scorer peeks):
     /// when the calls already in score past `threshold`, the anomaly opens now, seconds after
     /// the step ended instead of a settle later. [`Series::update`] of the same step, settled,
-    /// confirms or retracts it. `share` is the part of its usual calls the step
-    /// holds so far: a median of fewer calls strays further by chance, so its distance from
-    /// the expected is shrunk by the square root of that share before it is scored.
+    /// confirms or retracts it. `share` is the part of its usual calls the step holds so far: a
+    /// median of fewer calls strays further by chance, so its distance from the expected is
+    /// shrunk by the square root of that share before it is scored.
     pub(crate) fn look_early(
         &mut self,
         at: SystemTime,
