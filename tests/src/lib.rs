@@ -399,6 +399,17 @@ pub struct GpuExporter {
     pub log_path: PathBuf,
 }
 
+/// `vigil gpu-exporter`'s arguments for a simulated node of 2 GPUs sampled every second.
+pub const SMALL_FLEET: [&str; 7] = [
+    "--simulate",
+    "--nodes",
+    "1",
+    "--gpus-per-node",
+    "2",
+    "--interval",
+    "1s",
+];
+
 impl GpuExporter {
     /// Starts `vigil gpu-exporter` with `args` and its page on an ephemeral loopback port.
     pub fn start(args: &[&str], log_path: &Path) -> anyhow::Result<GpuExporter> {
@@ -408,17 +419,8 @@ impl GpuExporter {
     /// A simulated node of 2 GPUs sampled every second, sending to `grpc`, with `fault` (a
     /// `--fault` spec) if given.
     pub fn small_fleet(grpc: &str, fault: Option<&str>, log_path: &Path) -> GpuExporter {
-        let mut args = vec![
-            "--simulate",
-            "--nodes",
-            "1",
-            "--gpus-per-node",
-            "2",
-            "--interval",
-            "1s",
-            "--otlp-endpoint",
-            grpc,
-        ];
+        let mut args = SMALL_FLEET.to_vec();
+        args.extend(["--otlp-endpoint", grpc]);
         if let Some(fault) = fault {
             args.extend(["--fault", fault]);
         }

@@ -244,20 +244,13 @@ fn every_door_takes_only_its_tokens_and_rotated_ones() {
 
     // Trusted senders: the real exporter's fault fires; the forged GPU (sent with an ingest
     // token, claiming to be an exporter) raises nothing and loses its claim.
+    let grpc = c.grpc_url();
     let _exporter = GpuExporter::start_with_env(
         &[
-            "--simulate",
-            "--nodes",
-            "1",
-            "--gpus-per-node",
-            "2",
-            "--interval",
-            "1s",
-            "--otlp-endpoint",
-            &c.grpc_url(),
-            "--fault",
-            "xid79:0/1:2s",
-        ],
+            &vigil_tests::SMALL_FLEET[..],
+            &["--otlp-endpoint", &grpc, "--fault", "xid79:0/1:2s"],
+        ]
+        .concat(),
         &[(
             "OTEL_EXPORTER_OTLP_HEADERS",
             "authorization=Bearer%20gpu-one",

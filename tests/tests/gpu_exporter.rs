@@ -575,16 +575,10 @@ fn gpu_detectors_fire_on_a_scraped_dcgm_page() {
     let dir = tempfile::tempdir().unwrap();
     let mut exporter = GpuExporter::start(
         &[
-            "--simulate",
-            "--nodes",
-            "1",
-            "--gpus-per-node",
-            "2",
-            "--interval",
-            "1s",
-            "--fault",
-            "pcie-downtrain:0/1:1s",
-        ],
+            &vigil_tests::SMALL_FLEET[..],
+            &["--fault", "pcie-downtrain:0/1:1s"],
+        ]
+        .concat(),
         &dir.path().join("exporter.log"),
     )
     .unwrap();

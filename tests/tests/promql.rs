@@ -1406,15 +1406,7 @@ fn collector_on(data_dir: &std::path::Path, http_port: u16) -> Collector {
 fn prometheus_remote_write_delivers_every_scraped_sample_across_a_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let mut exporter = vigil_tests::GpuExporter::start(
-        &[
-            "--simulate",
-            "--nodes",
-            "1",
-            "--gpus-per-node",
-            "2",
-            "--interval",
-            "1s",
-        ],
+        &vigil_tests::SMALL_FLEET,
         &dir.path().join("exporter.log"),
     )
     .unwrap();
