@@ -118,6 +118,7 @@ pub struct QueryEngine {
     analysis: SessionContext,
     limits: QueryConfig,
     turns: Arc<Turns>,
+    store: Arc<Store>,
 }
 
 /// Turns to run a query: `max_concurrent` at once, `max_queued` waiting.
@@ -181,12 +182,19 @@ impl QueryEngine {
             analysis,
             limits,
             turns,
+            store,
         })
     }
 
     /// The limits in force.
     pub fn limits(&self) -> &QueryConfig {
         &self.limits
+    }
+
+    /// The store the tables read from, for what it indexes itself (see
+    /// [`Store::metric_catalog`]).
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
     }
 
     /// Waits for a turn to run, up to `timeout`; refuses at once when the queue is full.

@@ -37,9 +37,10 @@ use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 use vigil_schemas::Table;
 
+use super::metric_catalog::MetricCatalog;
 use super::parquet_files::{
     HOUR_NS, ParquetFile, file_name, hour_dir, is_sorted, mark_sorted, sort_by_hour, sort_keys,
-    writer_properties,
+    write_catalog, writer_properties,
 };
 use super::{StorageConfig, StoreError, io_err};
 
@@ -342,11 +343,15 @@ async fn write_sorted(
     // runs of this many rows, a minute becomes one row again (or two, across a run's edge).
     let mut pending: Vec<RecordBatch> = Vec::new();
     let mut pending_rows = 0;
+    let mut catalog = (table == Table::Metrics).then(MetricCatalog::default);
     while let Some(batch) = sorted.next().await {
         if cancel.load(Ordering::Relaxed) {
             return Ok(None);
         }
         let batch = batch.map_err(query_err)?;
+        if let Some(catalog) = &mut catalog {
+            catalog.add_batch(&batch)?;
+        }
         if !table.is_derived() {
             writer.write(&batch).map_err(parquet_err(tmp))?;
             continue;
@@ -360,6 +365,9 @@ async fn write_sorted(
     }
     write_merged(table, &mut pending, &mut writer, tmp)?;
     mark_sorted(&mut writer, table);
+    if let Some(catalog) = &catalog {
+        write_catalog(&mut writer, catalog);
+    }
     writer.into_inner().map(Some).map_err(parquet_err(tmp))
 }
 

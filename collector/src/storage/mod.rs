@@ -6,6 +6,7 @@
 //! crashed before committing) are deleted and WAL records past it are replayed into the buffers.
 
 mod compaction;
+pub mod metric_catalog;
 mod parquet_files;
 pub mod paths;
 mod retention;
@@ -27,6 +28,7 @@ use crate::telemetry::{Telemetry, add};
 use crate::wal::{self, PendingRecord, WalConfig, WalError, WalWriter, encode_batch};
 
 pub use compaction::CompactionConfig;
+pub use metric_catalog::{MetricCatalog, MetricEntry};
 pub use parquet_files::ParquetFile;
 pub use retention::RetentionConfig;
 
@@ -299,6 +301,9 @@ pub struct Store {
     /// Files a compaction failed on (unreadable, or the disk full), with when: left out of
     /// compactions for [`COMPACTION_RETRY`] after.
     compaction_failed: parking_lot::Mutex<std::collections::HashMap<PathBuf, Instant>>,
+    /// Each `metrics` file's catalog once read (`None`: it holds too many metrics to list).
+    metric_catalogs:
+        parking_lot::Mutex<std::collections::HashMap<PathBuf, Option<Arc<MetricCatalog>>>>,
     /// Raised at shutdown: a compaction in progress stops and leaves nothing behind.
     stopping: std::sync::atomic::AtomicBool,
     telemetry: Arc<Telemetry>,
@@ -493,6 +498,7 @@ impl Store {
             published_lsn,
             doomed: parking_lot::Mutex::new(Vec::new()),
             compaction_failed: parking_lot::Mutex::new(Default::default()),
+            metric_catalogs: parking_lot::Mutex::new(Default::default()),
             stopping: std::sync::atomic::AtomicBool::new(false),
             memory,
             telemetry,
@@ -614,6 +620,48 @@ impl Store {
             batches,
             files: data.files.clone(),
         }
+    }
+
+    /// The metrics with rows between `lo` and `hi` (ns, inclusive; a file's metric counts when
+    /// its first and last rows there lie either side), from each file's catalog (read from its
+    /// footer once) and the buffers' rows. `None` when a file or the buffers hold more distinct
+    /// metrics than [`metric_catalog::MAX_ENTRIES`]: the caller scans instead. Reads files: call
+    /// it off the async threads.
+    pub fn metric_catalog(&self, lo: i64, hi: i64) -> Result<Option<Vec<MetricEntry>>, StoreError> {
+        let snapshot = self.snapshot(Table::Metrics);
+        let mut entries: std::collections::BTreeSet<MetricEntry> = Default::default();
+        for file in snapshot.files.iter().filter(|f| f.overlaps(lo, hi)) {
+            let cached = self.metric_catalogs.lock().get(&file.path).cloned();
+            let catalog = match cached {
+                Some(catalog) => catalog,
+                None => {
+                    let catalog = MetricCatalog::of_file(&file.path)?.map(Arc::new);
+                    self.metric_catalogs
+                        .lock()
+                        .insert(file.path.clone(), catalog.clone());
+                    catalog
+                }
+            };
+            let Some(catalog) = catalog else {
+                return Ok(None);
+            };
+            entries.extend(catalog.in_range(lo, hi).cloned());
+        }
+        let mut buffered = MetricCatalog::default();
+        for batch in &snapshot.batches {
+            buffered.add_batch(batch)?;
+            if buffered.too_large() {
+                return Ok(None);
+            }
+        }
+        entries.extend(buffered.in_range(lo, hi).cloned());
+        // Files merged or expired since are forgotten.
+        let current: std::collections::HashSet<&PathBuf> =
+            snapshot.files.iter().map(|f| &f.path).collect();
+        self.metric_catalogs
+            .lock()
+            .retain(|path, _| current.contains(path));
+        Ok(Some(entries.into_iter().collect()))
     }
 
     /// Rows and bytes in memory, and Parquet files and bytes, per table.

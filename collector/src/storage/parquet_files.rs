@@ -25,6 +25,7 @@ use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 use vigil_schemas::{Table, col, metric_col, span_col};
 
+use super::metric_catalog::{self, MetricCatalog};
 use super::{StorageConfig, StoreError, io_err};
 
 pub(super) const HOUR_NS: i64 = 3_600_000_000_000;
@@ -136,6 +137,16 @@ struct HourWriter {
     dir: PathBuf,
     /// The sorted chunks whose rows it holds: with one, the file is sorted throughout.
     chunks: usize,
+    /// The metrics its rows hold, for its footer (`metrics` files only).
+    catalog: Option<MetricCatalog>,
+}
+
+/// Adds a `metrics` file's catalog to its footer, before it is closed.
+pub(super) fn write_catalog(writer: &mut ArrowWriter<fs::File>, catalog: &MetricCatalog) {
+    writer.append_key_value_metadata(parquet::file::metadata::KeyValue::new(
+        metric_catalog::FOOTER_KEY.to_string(),
+        catalog.footer_value(),
+    ));
 }
 
 /// Key-value metadata of a file sorted by its table's keys throughout (a flush sorts its rows
@@ -315,6 +326,7 @@ fn write_hours(
                         path,
                         dir: target_dir,
                         chunks: 0,
+                        catalog: (table == Table::Metrics).then(MetricCatalog::default),
                     })
                 }
             };
@@ -322,9 +334,11 @@ fn write_hours(
                 path: out.tmp.clone(),
                 message: e.to_string(),
             };
-            out.writer
-                .write(&sorted.slice(start, end - start))
-                .map_err(parquet_err)?;
+            let rows = sorted.slice(start, end - start);
+            if let Some(catalog) = &mut out.catalog {
+                catalog.add_batch(&rows)?;
+            }
+            out.writer.write(&rows).map_err(parquet_err)?;
             if written_to.insert(hour) {
                 out.chunks += 1;
             }
@@ -339,6 +353,9 @@ fn write_hours(
     for (hour, mut out) in writers {
         if out.chunks == 1 {
             mark_sorted(&mut out.writer, table);
+        }
+        if let Some(catalog) = &out.catalog {
+            write_catalog(&mut out.writer, catalog);
         }
         let file = out.writer.into_inner().map_err(|e| StoreError::Parquet {
             path: out.tmp.clone(),

@@ -68,6 +68,26 @@ struct CatalogEntry {
     unit: String,
 }
 
+impl CatalogEntry {
+    fn new(
+        metric_name: String,
+        kind: &str,
+        unit: Option<&str>,
+        monotonic: Option<bool>,
+        help: Option<String>,
+    ) -> CatalogEntry {
+        let kind = Kind::from_columns(kind, monotonic);
+        let names = names::prometheus_names(&metric_name, unit, kind);
+        CatalogEntry {
+            metric_name,
+            kind,
+            names,
+            help: help.unwrap_or_default(),
+            unit: unit.unwrap_or("").to_string(),
+        }
+    }
+}
+
 /// What Prometheus' metadata API tells of one metric.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Metadata {
@@ -86,12 +106,39 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// The metrics with rows between `start_ms` and `end_ms`.
+    /// The metrics with rows between `start_ms` and `end_ms`: from the store's catalogs of its
+    /// files and buffers, or, when those hold too many metrics to list, from a scan.
     pub async fn load(
         engine: &QueryEngine,
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Catalog, PromError> {
+        let store = engine.store().clone();
+        let (lo, hi) = (
+            start_ms.saturating_mul(1_000_000),
+            end_ms.saturating_mul(1_000_000),
+        );
+        let indexed = tokio::task::spawn_blocking(move || store.metric_catalog(lo, hi))
+            .await
+            .map_err(|e| PromError::Internal(format!("the metric catalog's task failed: {e}")))?
+            .map_err(|e| PromError::Internal(e.to_string()))?;
+        let mut entries: Vec<CatalogEntry> = match indexed {
+            Some(stored) => stored
+                .into_iter()
+                .map(|e| CatalogEntry::new(e.name, &e.kind, e.unit.as_deref(), e.monotonic, e.help))
+                .collect(),
+            None => Catalog::scan(engine, start_ms, end_ms).await?,
+        };
+        entries.sort_by(|a, b| a.metric_name.cmp(&b.metric_name));
+        Ok(Catalog { entries })
+    }
+
+    /// The catalog read from the rows themselves.
+    async fn scan(
+        engine: &QueryEngine,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<CatalogEntry>, PromError> {
         let sql = format!(
             // DISTINCT over the dictionary columns as stored: casting every row to text first
             // costs more than the rest of the scan.
@@ -119,26 +166,16 @@ impl Catalog {
                 .ok_or_else(|| PromError::Internal("is_monotonic is not boolean".into()))?;
             let help = string_column(batch.column(4))?;
             for row in 0..batch.num_rows() {
-                let metric_name = name.value(row).to_string();
-                let is_monotonic = (!monotonic.is_null(row)).then(|| monotonic.value(row));
-                let kind = Kind::from_columns(kind.value(row), is_monotonic);
-                let unit = (!unit.is_null(row)).then(|| unit.value(row));
-                let names = names::prometheus_names(&metric_name, unit, kind);
-                entries.push(CatalogEntry {
-                    metric_name,
-                    kind,
-                    names,
-                    help: if help.is_valid(row) {
-                        help.value(row).to_string()
-                    } else {
-                        String::new()
-                    },
-                    unit: unit.unwrap_or("").to_string(),
-                });
+                entries.push(CatalogEntry::new(
+                    name.value(row).to_string(),
+                    kind.value(row),
+                    (!unit.is_null(row)).then(|| unit.value(row)),
+                    (!monotonic.is_null(row)).then(|| monotonic.value(row)),
+                    help.is_valid(row).then(|| help.value(row).to_string()),
+                ));
             }
         }
-        entries.sort_by(|a, b| a.metric_name.cmp(&b.metric_name));
-        Ok(Catalog { entries })
+        Ok(entries)
     }
 
     /// Every Prometheus metric name in the window.
@@ -1100,5 +1137,125 @@ mod tests {
             .map(|(g, _)| (g.clone(), Vec::new()))
             .collect();
         assert_eq!(summary(&read(&engine, false).await), series_only);
+    }
+
+    /// A metric `name` of the given shape with one point at each of `seconds` after T0.
+    fn metric(name: &str, unit: &str, sum: Option<bool>, seconds: &[u64]) -> RecordBatch {
+        use opentelemetry_proto::tonic::metrics::v1::{AggregationTemporality, Sum};
+        let data_points: Vec<NumberDataPoint> = seconds
+            .iter()
+            .map(|s| NumberDataPoint {
+                time_unix_nano: T0_NS + s * SECOND_NS,
+                value: Some(number_data_point::Value::AsDouble(*s as f64)),
+                ..Default::default()
+            })
+            .collect();
+        let data = match sum {
+            Some(is_monotonic) => metric::Data::Sum(Sum {
+                data_points,
+                aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                is_monotonic,
+            }),
+            None => metric::Data::Gauge(Gauge { data_points }),
+        };
+        let request = ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![Metric {
+                        name: name.into(),
+                        unit: unit.into(),
+                        description: format!("help of {name}"),
+                        data: Some(data),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        vigil_schemas::convert::metrics_to_batch(&request).batch
+    }
+
+    fn listed(entries: &[CatalogEntry]) -> Vec<String> {
+        let mut listed: Vec<String> = entries
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} {:?} {:?} {} {}",
+                    e.metric_name, e.kind, e.names, e.unit, e.help
+                )
+            })
+            .collect();
+        listed.sort();
+        listed
+    }
+
+    /// The store's catalogs (of buffers, flushed files and merged files) list what a scan of
+    /// the rows finds, for ranges that hold some metrics and not others.
+    #[tokio::test]
+    async fn the_stored_catalog_lists_what_a_scan_finds() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StorageConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        let store = Store::open(config, Arc::new(Telemetry::default())).unwrap();
+        let engine = QueryEngine::new(store.clone(), Default::default()).unwrap();
+        let writes = [
+            metric("gpu.temperature", "Cel", None, &[0, 10, 20]),
+            metric("requests", "1", Some(true), &[5, 15]),
+            metric("queue", "", Some(false), &[30, 40]),
+            metric("late", "By", None, &[100, 110]),
+        ];
+        let ranges = [
+            (0, 200),
+            (0, 12),
+            (21, 29),
+            (41, 99),
+            (110, 120),
+            (300, 400),
+        ];
+        let t0_ms = (T0_NS / 1_000_000) as i64;
+        let compare = |stage: &'static str| {
+            let engine = engine.clone();
+            async move {
+                for (from, to) in ranges {
+                    let (lo, hi) = (t0_ms + from * 1000, t0_ms + to * 1000);
+                    let stored = Catalog::load(&engine, lo, hi).await.unwrap();
+                    let scanned = Catalog::scan(&engine, lo, hi).await.unwrap();
+                    assert_eq!(
+                        listed(&stored.entries),
+                        listed(&scanned),
+                        "{stage}, seconds {from}..={to}"
+                    );
+                }
+            }
+        };
+        for (i, batch) in writes.iter().enumerate() {
+            store.append(Table::Metrics, batch.clone()).await.unwrap();
+            compare("buffered").await;
+            store.flush_due_tables(true).await.unwrap();
+            compare(if i == 0 { "one file" } else { "files" }).await;
+        }
+        let files = || store.snapshot(Table::Metrics).files.len();
+        assert_eq!(files(), 4);
+        assert!(store.compact_once().await > 0);
+        assert!(files() < 4, "the hour's files were merged");
+        compare("merged").await;
+        // Between two rows of a metric (its first and last either side), the catalog lists it
+        // where the rows have none, as Prometheus lists a block's metrics.
+        let (lo, hi) = (t0_ms + 105_000, t0_ms + 106_000);
+        let in_gap = Catalog::load(&engine, lo, hi).await.unwrap();
+        assert_eq!(listed(&in_gap.entries).len(), 1);
+        assert_eq!(in_gap.entries[0].metric_name, "late");
+        assert!(Catalog::scan(&engine, lo, hi).await.unwrap().is_empty());
+        let all = Catalog::load(&engine, t0_ms, t0_ms + 200_000)
+            .await
+            .unwrap();
+        assert_eq!(all.entries.len(), 4);
+        assert_eq!(
+            all.prometheus_names(),
+            ["gpu_temperature_celsius", "late", "queue", "requests"]
+        );
     }
 }
