@@ -1,5 +1,7 @@
 //! Where data rests: the WAL first, then in-memory Arrow buffers (queryable at once), then Parquet
 //! files partitioned by table and hour, committed per table through a manifest.
+//! Each `metrics` file also carries, in its footer, the catalog of the metrics it holds
+//! ([`metric_catalog`]), which PromQL reads instead of scanning for it.
 //!
 //! Exactly-once across crashes: each table's manifest records the highest LSN that is in Parquet.
 //! A flush writes its files, then the manifest; at start-up, files past the manifest (a flush that
