@@ -240,8 +240,9 @@ def make_exporters(protocol: str, endpoint: str):
     return RecordingSpanExporter(spans), RecordingMetricExporter(metrics), RecordingLogExporter(logs)
 
 
-def send_traces_and_logs(tracer, py_logger) -> str:
-    """4 spans in one trace; the 2 log records are emitted in the root's context."""
+def send_traces_and_logs(tracer, py_logger):
+    """4 spans in one trace; the 2 log records are emitted in the root's context.
+    Returns the trace id and the root span (its context is where an exemplar is recorded)."""
     with tracer.start_as_current_span("workflow", kind=SpanKind.INTERNAL) as root:
         trace_id = format(root.get_span_context().trace_id, "032x")
 
@@ -292,10 +293,10 @@ def send_traces_and_logs(tracer, py_logger) -> str:
         # carry its trace_id and span_id.
         py_logger.warning("token budget exceeded for alice", extra={"tenant": "acme"})
         py_logger.error("upstream failed")
-    return trace_id
+    return trace_id, root
 
 
-def send_metrics(meter) -> None:
+def send_metrics(meter, root) -> None:
     requests = meter.create_counter("vigil_test_requests", unit="1", description="test requests")
     requests.add(5, {"route": "/chat"})
 
@@ -311,8 +312,12 @@ def send_metrics(meter) -> None:
     )
 
     latency = meter.create_histogram("vigil_test_latency", unit="s", description="latency")
-    for v in (0.1, 0.2, 0.4):
+    for v in (0.1, 0.2):
         latency.record(v)
+    # Recorded in the workflow span's context: the SDK's default (trace-based) exemplar filter
+    # keeps it as the (0.3, 1] bucket's exemplar, with the span's trace and span ids.
+    with trace.use_span(root, end_on_exit=False):
+        latency.record(0.4)
 
     tokens = meter.create_histogram("vigil_test_tokens", unit="{token}", description="tokens")
     for v in (10, 100, 1000):
@@ -364,8 +369,8 @@ def main(argv=None) -> int:
     meter = meter_provider.get_meter(SCOPE)
 
     # --- emit ---
-    trace_id = send_traces_and_logs(tracer, py_logger)
-    send_metrics(meter)
+    trace_id, root = send_traces_and_logs(tracer, py_logger)
+    send_metrics(meter, root)
 
     # --- flush everything, then shut down ---
     errors: list[str] = []

@@ -48,7 +48,7 @@ fn map_get(map: &Value, key: &str) -> Option<String> {
     }
 }
 
-async fn check_python_run(c: &Collector, protocol: &str) {
+async fn check_python_run(c: &Collector, protocol: &str, trace_id: &str) {
     let service = format!("pysdk-{protocol}");
     let spans = c
         .sql(&format!(
@@ -189,6 +189,7 @@ async fn check_python_run(c: &Collector, protocol: &str) {
         serde_json::json!([0.05, 0.15, 0.3, 1.0])
     );
     assert_eq!(latency["bucket_counts"], serde_json::json!([0, 1, 1, 1, 0]));
+    check_exemplar(c, &service, trace_id).await;
     let tokens = metric("vigil_test_tokens");
     assert_eq!(tokens["metric_type"], "exponential_histogram");
     assert_eq!(
@@ -240,8 +241,53 @@ async fn python_sdk_over_grpc_and_http() {
     let http = run_python_sdk("http", &c.http_url(), "py-run");
     assert_eq!(http["spans"], 4);
     // Queryable at once, before any flush.
-    check_python_run(&c, "grpc").await;
-    check_python_run(&c, "http").await;
+    check_python_run(&c, "grpc", grpc["trace_id"].as_str().unwrap()).await;
+    check_python_run(&c, "http", http["trace_id"].as_str().unwrap()).await;
+}
+
+/// The latency histogram's one exemplar (0.4 s, recorded inside the workflow span), as Grafana
+/// asks for it: on the bucket series that holds it, with the span's trace id.
+async fn check_exemplar(c: &Collector, service: &str, trace_id: &str) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let answer: Value = reqwest::Client::new()
+        .get(format!("{}/api/v1/query_exemplars", c.query_url()))
+        .query(&[
+            (
+                "query",
+                format!(
+                    "histogram_quantile(0.9, sum by (le) (rate(vigil_test_latency_bucket{{job=\"{service}\"}}[5m])))"
+                ),
+            ),
+            ("start", (now - 600).to_string()),
+            ("end", (now + 60).to_string()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["status"], "success", "{answer}");
+    let series = answer["data"].as_array().unwrap();
+    assert_eq!(series.len(), 1, "one bucket holds an exemplar: {answer}");
+    let labels = &series[0]["seriesLabels"];
+    assert_eq!(labels["__name__"], "vigil_test_latency_bucket", "{answer}");
+    assert_eq!(labels["le"], "1", "0.4 falls in (0.3, 1]: {answer}");
+    assert_eq!(labels["job"], service, "{answer}");
+    let exemplars = series[0]["exemplars"].as_array().unwrap();
+    assert_eq!(exemplars.len(), 1, "{answer}");
+    assert_eq!(exemplars[0]["value"], "0.4");
+    assert_eq!(exemplars[0]["labels"]["trace_id"], trace_id, "{answer}");
+    assert_eq!(
+        exemplars[0]["labels"]["span_id"].as_str().map(str::len),
+        Some(16),
+        "{answer}"
+    );
+    let at = exemplars[0]["timestamp"].as_f64().unwrap();
+    assert!((at - now as f64).abs() < 120.0, "{at} vs {now}");
 }
 
 fn rust_resource(service: &str) -> opentelemetry_sdk::Resource {

@@ -583,16 +583,54 @@ async fn metadata(
     respond(result)
 }
 
-/// Exemplars are not kept apart yet: an empty success, which Grafana takes as "none".
-async fn query_exemplars(RawQuery(raw): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
-    let result = (|| {
+/// The exemplars of the series the query's selectors select, timed between `start` and `end`
+/// (see [`super::exemplars`]).
+async fn query_exemplars(
+    State(state): State<QueryHttpState>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let result = async {
         let params = Params::read(raw, &headers, &body)?;
         let text = params
             .get("query")
             .ok_or_else(|| PromError::BadData("invalid parameter \"query\": missing".into()))?;
-        super::parse(text)?;
-        Ok(json!([]))
-    })();
+        let expr = super::parse(text)?;
+        let (start, end) = window(&params)?;
+        let mut groups = Vec::new();
+        super::exemplars::selectors(&expr, &mut groups);
+        let found =
+            super::exemplars::read(&state.engine, &groups, start, end, max_samples(&state)).await?;
+        Ok(Json::Array(
+            found
+                .iter()
+                .map(|(series, exemplars)| {
+                    let labels: serde_json::Map<String, Json> = series
+                        .iter()
+                        .map(|(k, v)| (k.clone(), Json::String(v.clone())))
+                        .collect();
+                    let exemplars: Vec<Json> = exemplars
+                        .iter()
+                        .map(|e| {
+                            let labels: serde_json::Map<String, Json> = e
+                                .labels
+                                .iter()
+                                .map(|(k, v)| (k.clone(), Json::String(v.clone())))
+                                .collect();
+                            json!({
+                                "labels": labels,
+                                "value": format_value(e.value),
+                                "timestamp": e.time_ms as f64 / 1000.0,
+                            })
+                        })
+                        .collect();
+                    json!({ "seriesLabels": labels, "exemplars": exemplars })
+                })
+                .collect(),
+        ))
+    }
+    .await;
     respond(result)
 }
 

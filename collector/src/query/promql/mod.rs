@@ -8,6 +8,7 @@
 
 pub mod api;
 mod eval;
+mod exemplars;
 mod functions;
 pub mod names;
 mod select;

@@ -60,9 +60,9 @@ pub fn sql_time(ms: i64) -> String {
 
 /// One stored metric and the Prometheus names it is shown under.
 #[derive(Debug, Clone)]
-struct CatalogEntry {
-    metric_name: String,
-    kind: Kind,
+pub(super) struct CatalogEntry {
+    pub(super) metric_name: String,
+    pub(super) kind: Kind,
     names: Vec<(String, Part)>,
     help: String,
     unit: String,
@@ -222,7 +222,7 @@ impl Catalog {
 
     /// The stored metrics, with the parts and Prometheus names, that the `__name__` matchers in
     /// `matchers` accept (all of them when there is none).
-    fn selected(&self, matchers: &[Matcher]) -> Vec<(&CatalogEntry, Part, &str)> {
+    pub(super) fn selected(&self, matchers: &[Matcher]) -> Vec<(&CatalogEntry, Part, &str)> {
         let name_matchers: Vec<&Matcher> =
             matchers.iter().filter(|m| m.name == NAME_LABEL).collect();
         let mut out = Vec::new();
@@ -586,8 +586,8 @@ async fn select_rows(
 }
 
 /// A batch's metric name and attribute maps, from column `first` on.
-struct LabelColumns<'a> {
-    name: StringArray,
+pub(super) struct LabelColumns<'a> {
+    pub(super) name: StringArray,
     resource: &'a MapArray,
     attributes: &'a MapArray,
 }
@@ -629,7 +629,7 @@ fn bad_column(what: &str) -> PromError {
 }
 
 impl<'a> LabelColumns<'a> {
-    fn new(
+    pub(super) fn new(
         batch: &'a arrow::record_batch::RecordBatch,
         first: usize,
     ) -> Result<LabelColumns<'a>, PromError> {
@@ -647,7 +647,7 @@ impl<'a> LabelColumns<'a> {
     }
     /// The row's labels other than `__name__`, `le` and `quantile`: its attributes under their
     /// Prometheus names, then `job` and `instance` from its resource.
-    fn base_labels(&self, row: usize) -> Vec<(String, String)> {
+    pub(super) fn base_labels(&self, row: usize) -> Vec<(String, String)> {
         let mut labels: Vec<(String, String)> = map_entries(self.attributes, row)
             .into_iter()
             .filter(|(_, v)| !v.is_empty())
@@ -905,7 +905,7 @@ impl Emit<'_> {
     }
 }
 
-fn list_f64(list: &ListArray, row: usize) -> Vec<f64> {
+pub(super) fn list_f64(list: &ListArray, row: usize) -> Vec<f64> {
     if list.is_null(row) {
         return Vec::new();
     }
