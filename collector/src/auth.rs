@@ -255,23 +255,29 @@ pub fn mark_sender(
     request: &mut opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest,
     sender: Sender,
 ) {
-    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
     for resource_metrics in &mut request.resource_metrics {
         let resource = resource_metrics
             .resource
             .get_or_insert_with(Default::default);
-        resource
-            .attributes
-            .retain(|attribute| attribute.key != SENDER_ATTRIBUTE);
-        if sender == Sender::GpuExporter {
-            resource.attributes.push(KeyValue {
-                key: SENDER_ATTRIBUTE.into(),
-                value: Some(AnyValue {
-                    value: Some(any_value::Value::StringValue(GPU_EXPORTER_SENDER.into())),
-                }),
-                ..Default::default()
-            });
-        }
+        mark_resource(&mut resource.attributes, sender);
+    }
+}
+
+/// Marks one resource's attributes with who sent them (see [`mark_sender`]).
+pub fn mark_resource(
+    attributes: &mut Vec<opentelemetry_proto::tonic::common::v1::KeyValue>,
+    sender: Sender,
+) {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    attributes.retain(|attribute| attribute.key != SENDER_ATTRIBUTE);
+    if sender == Sender::GpuExporter {
+        attributes.push(KeyValue {
+            key: SENDER_ATTRIBUTE.into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(GPU_EXPORTER_SENDER.into())),
+            }),
+            ..Default::default()
+        });
     }
 }
 

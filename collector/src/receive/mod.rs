@@ -15,8 +15,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use serde::{Deserialize, Serialize};
 use vigil_schemas::Table;
 use vigil_schemas::convert::{
-    Converted, RequestCost, logs_request_cost, logs_to_batch, metrics_request_cost,
-    metrics_to_batch, spans_to_batch, trace_request_cost,
+    Converted, GaugeResource, RequestCost, gauge_series_cost, gauge_series_to_batch,
+    logs_request_cost, logs_to_batch, metrics_request_cost, metrics_to_batch, spans_to_batch,
+    trace_request_cost,
 };
 use vigil_schemas::genai::Normalizer;
 
@@ -201,6 +202,18 @@ impl Ingest {
         self.check_memory(Table::Metrics)?;
         let _converting = self.reserve_conversion(Table::Metrics, metrics_request_cost(request))?;
         self.store_converted(Table::Metrics, metrics_to_batch(request))
+            .await
+    }
+
+    /// Stores gauge series that came without OTLP around them (remote-write), priced before
+    /// their rows are built, as a request is.
+    pub async fn gauge_series(
+        &self,
+        resources: &[GaugeResource<'_>],
+    ) -> Result<Accepted, IngestError> {
+        self.check_memory(Table::Metrics)?;
+        let _converting = self.reserve_conversion(Table::Metrics, gauge_series_cost(resources))?;
+        self.store_converted(Table::Metrics, gauge_series_to_batch(resources))
             .await
     }
 

@@ -1,6 +1,6 @@
 //! Prometheus remote-write 1.0 at `POST /api/v1/write` on the OTLP/HTTP listener: a
-//! snappy-compressed `WriteRequest`, turned into OTLP gauge points and stored through the same
-//! ingest path as OTLP (WAL, memory bound, pushback with 503 and `Retry-After`).
+//! snappy-compressed `WriteRequest`, stored as the rows the same OTLP gauge points would make,
+//! through the same ingest path as OTLP (WAL, memory bound, pushback with 503 and `Retry-After`).
 //!
 //! `job` and `instance` become the resource's `service.name` and `service.instance.id`, the other
 //! labels the points' attributes, so that PromQL shows the series under exactly the labels they
@@ -15,17 +15,13 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::metrics::v1::{
-    Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric, number_data_point,
-};
-use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use vigil_schemas::Table;
+use vigil_schemas::convert::{GaugeResource, GaugeSeries};
 
 use super::{Ingest, IngestError};
-use crate::auth::{Sender, mark_sender};
+use crate::auth::{Sender, mark_resource};
 use crate::telemetry::add;
 
 /// `prometheus.WriteRequest` (remote-write 1.0).
@@ -87,27 +83,28 @@ fn string_attribute(key: &str, value: &str) -> KeyValue {
     }
 }
 
-/// The OTLP form of a write request, and what could not be taken from it.
-pub struct Converted {
-    pub request: ExportMetricsServiceRequest,
+/// A write request's series as rows to store, and what could not be taken from it.
+pub struct Prepared<'a> {
+    pub resources: Vec<GaugeResource<'a>>,
     pub samples: u64,
     pub rejected_samples: u64,
     pub errors: Vec<String>,
 }
 
-/// Turns a write request into OTLP gauge points, one resource per `job`/`instance`.
-pub fn to_otlp(write: WriteRequest) -> Converted {
+/// Takes a write request's series as gauges, one resource per `job`/`instance` (marked with who
+/// sent them), their other labels as attributes.
+pub fn prepare(write: &WriteRequest, sender: Sender) -> Prepared<'_> {
     let help: HashMap<&str, &str> = write
         .metadata
         .iter()
         .map(|m| (m.metric_family_name.as_str(), m.help.as_str()))
         .collect();
-    let mut resources: HashMap<(String, String), Vec<Metric>> = HashMap::new();
+    let mut resources: HashMap<(&str, &str), Vec<GaugeSeries<'_>>> = HashMap::new();
     let (mut samples, mut rejected_samples) = (0u64, 0u64);
     let mut errors = Vec::new();
     for (n, series) in write.timeseries.iter().enumerate() {
         let mut name = None;
-        let (mut job, mut instance) = (String::new(), String::new());
+        let (mut job, mut instance) = ("", "");
         let mut attributes = Vec::with_capacity(series.labels.len());
         let mut seen: Vec<&str> = Vec::with_capacity(series.labels.len());
         let mut problem = None;
@@ -123,8 +120,8 @@ pub fn to_otlp(write: WriteRequest) -> Converted {
             }
             match label.name.as_str() {
                 "__name__" => name = Some(label.value.as_str()),
-                "job" => job = label.value.clone(),
-                "instance" => instance = label.value.clone(),
+                "job" => job = label.value.as_str(),
+                "instance" => instance = label.value.as_str(),
                 _ if label.value.is_empty() => {}
                 _ => attributes.push(string_attribute(&label.name, &label.value)),
             }
@@ -144,50 +141,41 @@ pub fn to_otlp(write: WriteRequest) -> Converted {
             }
         };
         samples += series.samples.len() as u64;
-        let points = series
-            .samples
-            .iter()
-            .map(|s| NumberDataPoint {
-                attributes: attributes.clone(),
-                time_unix_nano: (s.timestamp.max(0) as u64).saturating_mul(1_000_000),
-                value: Some(number_data_point::Value::AsDouble(s.value)),
-                ..Default::default()
-            })
-            .collect();
-        resources.entry((job, instance)).or_default().push(Metric {
-            name: name.to_string(),
-            description: help.get(name).map(|h| h.to_string()).unwrap_or_default(),
-            data: Some(metric::Data::Gauge(Gauge {
-                data_points: points,
-            })),
-            ..Default::default()
-        });
+        resources
+            .entry((job, instance))
+            .or_default()
+            .push(GaugeSeries {
+                name,
+                description: help.get(name).copied().unwrap_or_default(),
+                attributes,
+                samples: series
+                    .samples
+                    .iter()
+                    .map(|s| {
+                        (
+                            (s.timestamp.max(0) as u64).saturating_mul(1_000_000),
+                            s.value,
+                        )
+                    })
+                    .collect(),
+            });
     }
-    let resource_metrics = resources
+    let resources = resources
         .into_iter()
-        .map(|((job, instance), metrics)| {
+        .map(|((job, instance), series)| {
             let mut attributes = Vec::new();
             if !job.is_empty() {
-                attributes.push(string_attribute("service.name", &job));
+                attributes.push(string_attribute("service.name", job));
             }
             if !instance.is_empty() {
-                attributes.push(string_attribute("service.instance.id", &instance));
+                attributes.push(string_attribute("service.instance.id", instance));
             }
-            ResourceMetrics {
-                resource: Some(Resource {
-                    attributes,
-                    ..Default::default()
-                }),
-                scope_metrics: vec![ScopeMetrics {
-                    metrics,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }
+            mark_resource(&mut attributes, sender);
+            GaugeResource { attributes, series }
         })
         .collect();
-    Converted {
-        request: ExportMetricsServiceRequest { resource_metrics },
+    Prepared {
+        resources,
         samples,
         rejected_samples,
         errors,
@@ -296,13 +284,9 @@ pub async fn write(
             );
         }
     };
-    let mut converted = to_otlp(write);
-    mark_sender(
-        &mut converted.request,
-        sender.map_or(Sender::Anyone, |s| s.0),
-    );
+    let converted = prepare(&write, sender.map_or(Sender::Anyone, |s| s.0));
     let stored = if converted.samples > 0 {
-        ingest.metrics(&converted.request).await
+        ingest.gauge_series(&converted.resources).await
     } else {
         Ok(Default::default())
     };
@@ -386,7 +370,7 @@ mod tests {
             ],
             metadata: vec![],
         };
-        let converted = to_otlp(write);
+        let converted = prepare(&write, Sender::Anyone);
         assert_eq!(converted.samples, 2);
         assert_eq!(converted.rejected_samples, 2);
         assert!(
@@ -399,24 +383,25 @@ mod tests {
             "{:?}",
             converted.errors
         );
-        let rm = &converted.request.resource_metrics;
-        assert_eq!(rm.len(), 1);
-        let keys: Vec<&str> = rm[0]
-            .resource
-            .as_ref()
-            .unwrap()
+        let resources = &converted.resources;
+        assert_eq!(resources.len(), 1);
+        let keys: Vec<&str> = resources[0]
             .attributes
             .iter()
             .map(|a| a.key.as_str())
             .collect();
         assert_eq!(keys, ["service.name", "service.instance.id"]);
-        let metric = &rm[0].scope_metrics[0].metrics[0];
-        assert_eq!(metric.name, "up");
-        let Some(metric::Data::Gauge(gauge)) = &metric.data else {
-            panic!("not a gauge")
-        };
-        assert_eq!(gauge.data_points.len(), 2);
-        assert_eq!(gauge.data_points[0].time_unix_nano, 1_000_000_000);
-        assert_eq!(gauge.data_points[0].attributes.len(), 1);
+        let series = &resources[0].series[0];
+        assert_eq!(series.name, "up");
+        assert_eq!(series.samples, [(1_000_000_000, 1.0), (2_000_000_000, 0.0)]);
+        assert_eq!(series.attributes.len(), 1);
+        // A GPU exporter's token marks the resource as its.
+        let marked = prepare(&write, Sender::GpuExporter);
+        assert!(
+            marked.resources[0]
+                .attributes
+                .iter()
+                .any(|a| a.key == crate::auth::SENDER_ATTRIBUTE)
+        );
     }
 }

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::Ingest;
-use super::remote_write::{Label, MetricMetadata, Sample, TimeSeries, WriteRequest, to_otlp};
-use crate::auth::{Sender, mark_sender};
+use super::remote_write::{Label, MetricMetadata, Sample, TimeSeries, WriteRequest, prepare};
+use crate::auth::Sender;
 use crate::query::promql::api::parse_duration;
 
 /// Prometheus' staleness marker.
@@ -497,10 +497,9 @@ pub fn start(
                         break;
                     }
                     let write = target.scrape().await;
-                    let mut converted = to_otlp(write);
                     // Targets are the operator's own config: trusted as a GPU exporter is.
-                    mark_sender(&mut converted.request, Sender::GpuExporter);
-                    if let Err(e) = ingest.metrics(&converted.request).await {
+                    let converted = prepare(&write, Sender::GpuExporter);
+                    if let Err(e) = ingest.gauge_series(&converted.resources).await {
                         tracing::warn!(job = %target.job.job_name, target = %target.url, error = %e, "scraped samples not stored");
                     }
                 }

@@ -102,6 +102,28 @@ pub fn metrics_request_cost(request: &ExportMetricsServiceRequest) -> RequestCos
     cost
 }
 
+/// The cost of gauge series given without OTLP around them ([`super::GaugeSeries`]): priced as
+/// the same points in an OTLP request, each with its series' attributes.
+pub fn gauge_series_cost(resources: &[super::GaugeResource<'_>]) -> RequestCost {
+    let mut cost = RequestCost::default();
+    for resource in resources {
+        let resource_len: usize = resource.attributes.iter().map(Message::encoded_len).sum();
+        for series in &resource.series {
+            let header_len = series.name.len() + series.description.len();
+            let attributes_len: u64 = series
+                .attributes
+                .iter()
+                .map(|a| a.encoded_len() as u64)
+                .sum();
+            let points = series.samples.len() as u64;
+            // A point's time and value (two fixed64 fields with their tags) besides its attributes.
+            let points_len = points.saturating_mul(attributes_len + 18);
+            cost.add_group(resource_len + header_len, points, points_len);
+        }
+    }
+    cost
+}
+
 /// The cost of a logs export request's rows in `logs`.
 pub fn logs_request_cost(request: &ExportLogsServiceRequest) -> RequestCost {
     let mut cost = RequestCost::default();

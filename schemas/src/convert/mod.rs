@@ -8,9 +8,11 @@ mod logs;
 mod metrics;
 mod traces;
 
-pub use cost::{RequestCost, logs_request_cost, metrics_request_cost, trace_request_cost};
+pub use cost::{
+    RequestCost, gauge_series_cost, logs_request_cost, metrics_request_cost, trace_request_cost,
+};
 pub use logs::logs_to_batch;
-pub use metrics::metrics_to_batch;
+pub use metrics::{GaugeResource, GaugeSeries, gauge_series_to_batch, metrics_to_batch};
 pub use traces::spans_to_batch;
 
 use arrow::array::{MapBuilder, StringBuilder};
