@@ -308,6 +308,16 @@ fn series_text(resource: &[(&str, Cow<'_, str>)]) -> Vec<u8> {
 }
 
 impl Builders {
+    /// The rows built, with what was refused on the way.
+    fn converted(self, rejections: Rejections) -> Converted {
+        Converted {
+            batch: self.finish(),
+            rejected: rejections.count,
+            first_error: rejections.first,
+            unpriced: 0,
+        }
+    }
+
     fn finish(mut self) -> RecordBatch {
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.time.finish()),
@@ -507,12 +517,7 @@ pub fn metrics_to_batch(request: &ExportMetricsServiceRequest) -> Converted {
             }
         }
     }
-    Converted {
-        batch: b.finish(),
-        rejected: rejections.count,
-        first_error: rejections.first,
-        unpriced: 0,
-    }
+    b.converted(rejections)
 }
 
 /// A gauge series that arrives without OTLP around it (a Prometheus remote-write series): its
@@ -571,12 +576,7 @@ pub fn gauge_series_to_batch(resources: &[GaugeResource<'_>]) -> Converted {
             }
         }
     }
-    Converted {
-        batch: b.finish(),
-        rejected: rejections.count,
-        first_error: rejections.first,
-        unpriced: 0,
-    }
+    b.converted(rejections)
 }
 
 fn number_value(v: Option<number_data_point::Value>) -> Option<f64> {
@@ -589,21 +589,11 @@ fn number_value(v: Option<number_data_point::Value>) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
+    use crate::test_util::kv as text;
     use opentelemetry_proto::tonic::metrics::v1::{
         Gauge, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric,
     };
     use opentelemetry_proto::tonic::resource::v1::Resource;
-
-    fn text(key: &str, value: &str) -> KeyValue {
-        KeyValue {
-            key: key.into(),
-            value: Some(AnyValue {
-                value: Some(any_value::Value::StringValue(value.into())),
-            }),
-            ..Default::default()
-        }
-    }
 
     /// Gauge series give the very rows (series ids included) that the same points give as an
     /// OTLP request, each point with its own copy of the attributes.

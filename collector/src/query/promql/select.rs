@@ -1041,6 +1041,17 @@ mod tests {
         RecordBatch::try_new(schema, columns).unwrap()
     }
 
+    /// A store in `dir` with default settings, and its engine.
+    fn open(dir: &std::path::Path) -> (Arc<Store>, QueryEngine) {
+        let config = StorageConfig {
+            data_dir: dir.to_path_buf(),
+            ..Default::default()
+        };
+        let store = Store::open(config, Arc::new(Telemetry::default())).unwrap();
+        let engine = QueryEngine::new(store.clone(), Default::default()).unwrap();
+        (store, engine)
+    }
+
     async fn read_all(engine: &QueryEngine) -> Vec<RawSeries> {
         read(engine, true).await
     }
@@ -1080,12 +1091,7 @@ mod tests {
     #[tokio::test]
     async fn rows_with_and_without_series_ids_make_the_same_series_and_a_collision_is_told_apart() {
         let dir = tempfile::tempdir().unwrap();
-        let config = StorageConfig {
-            data_dir: dir.path().to_path_buf(),
-            ..Default::default()
-        };
-        let store = Store::open(config, Arc::new(Telemetry::default())).unwrap();
-        let engine = QueryEngine::new(store.clone(), Default::default()).unwrap();
+        let (store, engine) = open(dir.path());
         // Rows stored before series ids, then the same series' later rows with their ids.
         let old = with_series_ids(gauge(&["0", "1"], &[0, 1]), None);
         store.append(Table::Metrics, old).await.unwrap();
@@ -1195,12 +1201,7 @@ mod tests {
     #[tokio::test]
     async fn the_stored_catalog_lists_what_a_scan_finds() {
         let dir = tempfile::tempdir().unwrap();
-        let config = StorageConfig {
-            data_dir: dir.path().to_path_buf(),
-            ..Default::default()
-        };
-        let store = Store::open(config, Arc::new(Telemetry::default())).unwrap();
-        let engine = QueryEngine::new(store.clone(), Default::default()).unwrap();
+        let (store, engine) = open(dir.path());
         let writes = [
             metric("gpu.temperature", "Cel", None, &[0, 10, 20]),
             metric("requests", "1", Some(true), &[5, 15]),
