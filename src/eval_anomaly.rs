@@ -11,7 +11,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, LogNormal, Poisson};
 use vigil_analyzer::detectors::golden_signals::{
-    AnomalyConfig, EARLY_LOOKS, GoldenSignals, Scope, Signal, Step,
+    AnomalyConfig, GoldenSignals, Scope, Signal, Step,
 };
 
 const SERVICE: &str = "chat";
@@ -207,6 +207,7 @@ fn run_traffic(
     };
     let resolution = config.resolution;
     let settle = config.settle;
+    let first_look = config.early_looks.first().copied();
     let mut detector = GoldenSignals::new(config);
     let mut rng = StdRng::seed_from_u64(seed);
     let mut arrivals = StdRng::seed_from_u64(seed ^ 0x5eed);
@@ -226,8 +227,11 @@ fn run_traffic(
         );
         // As `vigil serve` does: an early look, then the settled step. An anomaly an early look
         // opens counts, also when the settled step retracts it.
-        let looks = [(Some(&early), EARLY_LOOKS[0]), (None, settle)];
-        for (early, after) in looks {
+        let looks = [
+            first_look.map(|after| (Some(&early), after)),
+            Some((None, settle)),
+        ];
+        for (early, after) in looks.into_iter().flatten() {
             let timer = Instant::now();
             match early {
                 Some(early) => {
@@ -341,7 +345,10 @@ pub fn run(seed: u64, repeats: u64, weeks: u64) -> anyhow::Result<String> {
         "Simulated traffic: service {SERVICE}, models {} ({MEAN_RATE} calls/s on average, a daily cycle between half and 1.5x, weekends at 60%), error ratio {ERROR_RATE}; defaults of [analyzer.anomaly] ({}-second steps) but the two sensitivity knobs, `threshold` and `error_evidence_nats`. Each change is made on gpt-4o (30% of calls) {repeats} times, 3 h into traffic starting at another hour of the week; delays are from the change to the first evaluation that can see it: an early look {} s after the step ends (p50 latency and TTFT, with 50-100% of the step's calls in, drawn per step), or the step's end plus `settle` (the analyzer's lane runs at that moment). An anomaly an early look opens counts, also when its settled step retracts it.\n\n",
         MODELS.map(|m| m.0).join(", "),
         defaults.resolution.as_secs(),
-        EARLY_LOOKS[0].as_secs()
+        defaults
+            .early_looks
+            .first()
+            .map_or(0, |look| look.as_secs())
     );
     out.push_str("| threshold, error_evidence_nats | ");
     out.push_str(

@@ -148,6 +148,28 @@ pub fn validate(config: &ServeConfig) -> anyhow::Result<()> {
             anomaly.threshold
         ));
     }
+    let looks_in_order = anomaly
+        .early_looks
+        .iter()
+        .zip(anomaly.early_looks.iter().skip(1))
+        .all(|(a, b)| a < b);
+    if !looks_in_order
+        || anomaly
+            .early_looks
+            .iter()
+            .any(|look| look.is_zero() || *look >= anomaly.settle)
+    {
+        wrong.push(format!(
+            "analyzer.anomaly.early_looks = [{}]: each look must be above 0 s and below settle ({}), each later than the one before",
+            anomaly
+                .early_looks
+                .iter()
+                .map(|look| format!("{:?}", humantime::format_duration(*look).to_string()))
+                .collect::<Vec<_>>()
+                .join(", "),
+            humantime::format_duration(anomaly.settle)
+        ));
+    }
     if anomaly.error_evidence_nats.is_nan() || anomaly.error_evidence_nats <= 0.0 {
         wrong.push(format!(
             "analyzer.anomaly.error_evidence_nats = {}: it must be above 0",
@@ -268,5 +290,19 @@ mod tests {
         );
         assert!(error.contains("analyzer.anomaly.threshold = 5"), "{error}");
         assert_eq!(error.lines().count(), 4, "{error}");
+        // Early looks: none is fine; one at the settle or out of order is named.
+        let mut config = ServeConfig::default();
+        config.analyzer.anomaly.early_looks = Vec::new();
+        validate(&config).unwrap();
+        for looks in [vec![2, 10], vec![5, 2], vec![0]] {
+            config.analyzer.anomaly.early_looks =
+                looks.into_iter().map(Duration::from_secs).collect();
+            let error = validate(&config).unwrap_err().to_string();
+            assert!(
+                error.contains("analyzer.anomaly.early_looks = [")
+                    && error.contains("below settle (10s)"),
+                "{error}"
+            );
+        }
     }
 }

@@ -61,6 +61,11 @@ pub struct AnomalyConfig {
     /// a scope's errors tripled against the ratio it learned over `history` at which the rise
     /// alerts. Lower catches sooner and raises more false alarms (EVALUATION.md measures both).
     pub error_evidence_nats: f64,
+    /// How long after a step ends its p50 latency and TTFT are looked at before it settles,
+    /// the later looks only while calls of it seem missing (see [`EARLY_LOOKS`]); each must be
+    /// shorter than `settle`. Empty: every signal waits for the settle.
+    #[serde(with = "super::humantime_serde::list")]
+    pub early_looks: Vec<Duration>,
     /// Series of the user's own, by SQL (`[[analyzer.anomaly.series]]`), scored the same way.
     pub series: Vec<super::named_series::NamedSeriesConfig>,
 }
@@ -79,6 +84,7 @@ impl Default for AnomalyConfig {
             forget_after: Duration::from_secs(3600),
             resolve_after: Duration::from_secs(300),
             error_evidence_nats: 12.0,
+            early_looks: EARLY_LOOKS.to_vec(),
             series: Vec::new(),
         }
     }
@@ -215,8 +221,9 @@ impl Recent {
     }
 }
 
-/// How long after a step ends its latencies are looked at before it settles, and looked at
-/// again while calls of it seem missing (only those shorter than `settle`). The p50s need no
+/// The default of `early_looks`: how long after a step ends its latencies are looked at before
+/// it settles, and looked at again while calls of it seem missing (only those shorter than
+/// `settle`). The p50s need no
 /// second step to confirm them, so a latency step is news about two seconds after its step,
 /// not a settle later; the settle stays for what a late call changes (rates, errors, tails).
 pub const EARLY_LOOKS: [Duration; 2] = [Duration::from_secs(2), Duration::from_secs(5)];
@@ -754,14 +761,15 @@ impl GoldenSignals {
     fn next_look(&self) -> Option<SystemTime> {
         let next = self.next_step?;
         let res = self.config.resolution.max(Duration::from_secs(1));
+        let early_looks = &self.config.early_looks;
         let (end, looks) = match self.looked {
-            Some((end, looks, missing)) if end > next && missing && looks < EARLY_LOOKS.len() => {
+            Some((end, looks, missing)) if end > next && missing && looks < early_looks.len() => {
                 (end, looks)
             }
             Some((end, ..)) if end > next => (end + res, 0),
             _ => (next + res, 0),
         };
-        let after = EARLY_LOOKS[looks];
+        let after = *early_looks.get(looks)?;
         (after < self.config.settle).then_some(end + after)
     }
 
@@ -1117,19 +1125,24 @@ impl Detector for GoldenSignals {
             self.learn(&steps, from, until, alerting);
             self.next_step = Some(until);
         }
-        let look_until = complete_until(now, self.config.resolution, EARLY_LOOKS[0]);
+        let Some(&first_look) = self.config.early_looks.first() else {
+            return Ok(self.findings());
+        };
+        let look_until = complete_until(now, self.config.resolution, first_look);
         if look_until > until {
             let looks = match self.looked {
                 Some((end, looks, missing)) if end == look_until => {
                     if missing {
                         looks
                     } else {
-                        EARLY_LOOKS.len()
+                        self.config.early_looks.len()
                     }
                 }
                 _ => 0,
             };
-            let due = EARLY_LOOKS
+            let due = self
+                .config
+                .early_looks
                 .get(looks)
                 .is_some_and(|&after| after < self.config.settle && now >= look_until + after);
             if due {
@@ -1403,6 +1416,28 @@ mod tests {
             active.iter().all(|(_, model, _)| model != "a"),
             "model a did not change: {active:?}"
         );
+    }
+
+    /// Without early looks (`early_looks = []`) a latency step waits for its settle: the same
+    /// change as above, with spans a second behind, is caught later than the first look finds
+    /// it, and still within the 30 s.
+    #[tokio::test]
+    async fn without_early_looks_a_latency_step_waits_for_its_settle() {
+        let batch = spans(
+            40,
+            30,
+            Change {
+                latency: 2.0,
+                ..NO_CHANGE
+            },
+        );
+        let config = AnomalyConfig {
+            early_looks: Vec::new(),
+            ..AnomalyConfig::default()
+        };
+        let active = run_as_spans_arrive(batch, 40, config, Some(Duration::from_secs(1))).await;
+        let delay = delay_after_change(&active, "latency");
+        assert!((23..=30).contains(&delay), "{delay} s: {active:?}");
     }
 
     /// An early look opens an anomaly on the calls in so far; the same step, settled, keeps it

@@ -119,6 +119,39 @@ pub mod humantime_serde {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
 
+    /// A list of durations, each as `30s`, `10m`, …
+    pub mod list {
+        use serde::ser::SerializeSeq;
+        use serde::{Deserialize, Deserializer, Serializer};
+        use std::time::Duration;
+
+        pub fn serialize<S: Serializer>(
+            durations: &[Duration],
+            serializer: S,
+        ) -> Result<S::Ok, S::Error> {
+            let mut seq = serializer.serialize_seq(Some(durations.len()))?;
+            for duration in durations {
+                seq.serialize_element(&humantime::format_duration(*duration).to_string())?;
+            }
+            seq.end()
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Vec<Duration>, D::Error> {
+            Vec::<String>::deserialize(deserializer)?
+                .iter()
+                .map(|text| {
+                    humantime::parse_duration(text).map_err(|e| {
+                        serde::de::Error::custom(format!(
+                            "{text:?} is not a duration like 2s, 30s or 1m: {e}"
+                        ))
+                    })
+                })
+                .collect()
+        }
+    }
+
     pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&humantime::format_duration(*duration).to_string())
     }
