@@ -1382,6 +1382,13 @@ mod tests {
     /// `export_delay` after its call ended: the seconds from the change to the first latency
     /// anomaly on b (none anywhere before it), and every anomaly.
     async fn latency_doubled(export_delay: Option<Duration>) -> (u64, Vec<(u64, String, String)>) {
+        latency_doubled_with(AnomalyConfig::default(), export_delay).await
+    }
+
+    async fn latency_doubled_with(
+        config: AnomalyConfig,
+        export_delay: Option<Duration>,
+    ) -> (u64, Vec<(u64, String, String)>) {
         let batch = spans(
             40,
             30,
@@ -1390,7 +1397,7 @@ mod tests {
                 ..NO_CHANGE
             },
         );
-        let active = run_as_spans_arrive(batch, 40, AnomalyConfig::default(), export_delay).await;
+        let active = run_as_spans_arrive(batch, 40, config, export_delay).await;
         (delay_after_change(&active, "latency"), active)
     }
 
@@ -1423,20 +1430,11 @@ mod tests {
     /// it, and still within the 30 s.
     #[tokio::test]
     async fn without_early_looks_a_latency_step_waits_for_its_settle() {
-        let batch = spans(
-            40,
-            30,
-            Change {
-                latency: 2.0,
-                ..NO_CHANGE
-            },
-        );
         let config = AnomalyConfig {
             early_looks: Vec::new(),
             ..AnomalyConfig::default()
         };
-        let active = run_as_spans_arrive(batch, 40, config, Some(Duration::from_secs(1))).await;
-        let delay = delay_after_change(&active, "latency");
+        let (delay, active) = latency_doubled_with(config, Some(Duration::from_secs(1))).await;
         assert!((23..=30).contains(&delay), "{delay} s: {active:?}");
     }
 
