@@ -83,11 +83,18 @@ async fn sigkill_mid_stream_loses_nothing_acknowledged_and_duplicates_nothing() 
         &ack_log,
         &["--rate", "20000", "--duration", "30", "--batch", "200"],
     );
-    // Let it run until some batches are acknowledged and at least one flush happened.
+    // Let it run until some batches are acknowledged and at least one flush has committed a
+    // file (on a busy machine the flush of the first 20,000 rows can still be writing when
+    // 40,000 are acknowledged).
     let deadline = Instant::now() + Duration::from_secs(20);
-    while read_ack_log(&ack_log).values().sum::<u64>() < 40_000 && Instant::now() < deadline {
+    let spans_dir = c.data_dir.join("tables/spans");
+    while (read_ack_log(&ack_log).values().sum::<u64>() < 40_000 || walk_parquet(&spans_dir) == 0)
+        && Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The manifest follows a flush's files within milliseconds; the stream goes on meanwhile.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     c.kill();
     // Whatever loadgen did not get an answer for is unacknowledged; give answers already received
     // a moment to reach the ack log, then stop it rather than let it fail until its deadline.
