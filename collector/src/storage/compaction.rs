@@ -94,31 +94,32 @@ pub fn pick(
             .saturating_add(settle_ns)
             < now_ns;
         for run in hour.split(|f| !small(f)) {
-            if settled && run.len() >= 2 {
-                let mut total = 0;
-                let take = run
-                    .iter()
-                    .take(MAX_RUN_FILES)
-                    .take_while(|f| {
-                        total += f.size;
-                        total <= config.max_file_bytes
-                    })
-                    .count()
-                    .max(2);
+            if settled {
                 // Rows that come late to an hour already merged (the spans of a long call, stored
                 // at its start) would have the merged file rewritten for each flush of a few of
                 // them: they are merged among themselves until they add up to a `fan_in`-th of
                 // the larger file before them, so a byte is rewritten a bounded number of times.
+                // The size limit counts from the first file merged, not from the big file passed
+                // over: else late files after a file near the limit would never merge.
                 let mut start = 0;
-                while start + 1 < take
-                    && run[start].size
-                        > config.fan_in as u64
-                            * run[start + 1..take].iter().map(|f| f.size).sum::<u64>()
-                {
-                    start += 1;
-                }
-                if take - start >= 2 {
-                    return Some(run[start..take].to_vec());
+                while run.len() - start >= 2 {
+                    let rest = &run[start..];
+                    let mut total = 0;
+                    let take = rest
+                        .iter()
+                        .take(MAX_RUN_FILES)
+                        .take_while(|f| {
+                            total += f.size;
+                            total <= config.max_file_bytes
+                        })
+                        .count()
+                        .max(2);
+                    let later: u64 = rest[1..take].iter().map(|f| f.size).sum();
+                    if rest[0].size > config.fan_in as u64 * later {
+                        start += 1;
+                        continue;
+                    }
+                    return Some(rest[..take].to_vec());
                 }
                 continue;
             }
@@ -510,6 +511,14 @@ mod tests {
             pick(&[merged.clone(), late(101, 10 << 10), late(102, 10 << 10)]),
             [101, 102]
         );
+        // Behind a merged file near the size limit, late files still merge among themselves
+        // (they were left as they came, once: the limit was counted from the merged file).
+        let near_limit = file(8, 100, 5, 250 << 20);
+        let mut files = vec![near_limit.clone(), file(8, 150, 1, 18 << 20)];
+        files.extend((151..167).map(|lsn| late(lsn, 2 << 20)));
+        assert_eq!(pick(&files), (150..167).collect::<Vec<u64>>());
+        let merged_late = file(8, 166, 2, 50 << 20);
+        assert!(pick(&[near_limit, merged_late]).is_empty());
         // Once the late rows add up to a quarter of it, the merged file takes them in.
         assert_eq!(
             pick(&[merged.clone(), late(101, 25 << 20), late(102, 25 << 20)]),
