@@ -239,12 +239,19 @@ fn time_column<'a>(
         })
 }
 
+/// The most rows of a data page.
+const PAGE_ROWS: usize = 4096;
+
 pub(super) fn writer_properties(table: Table, config: &StorageConfig) -> WriterProperties {
     let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(config.zstd_level).unwrap_or_default(),
         ))
-        .set_max_row_group_row_count(Some(config.row_group_rows.max(1024)));
+        .set_max_row_group_row_count(Some(config.row_group_rows.max(1024)))
+        // Pages are what the page index skips: at the default 20,000 rows, the last minutes of
+        // a metric or a service in a merged hour, or one metric among the rollups', share their
+        // pages with much else that is then decompressed and decoded for nothing.
+        .set_data_page_row_count_limit(PAGE_ROWS);
     // A trace is looked up by its id (the TUI's waterfall, Jaeger's API), but files are sorted
     // by service first, so every row group's id range covers nearly all ids: a bloom filter
     // lets a lookup skip the row groups that do not hold it (sized for a row group of distinct
