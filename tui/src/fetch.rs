@@ -277,7 +277,7 @@ pub async fn fetch(client: &mut Client, request: &Request) -> Result<Fetched, Tu
     match request.tab {
         Tab::Overview => {
             let (mut c1, mut c2) = (client.clone(), client.clone());
-            let (found_alerts, minutes, gpus) = futures::try_join!(
+            let (found_alerts, minutes, fleet) = futures::try_join!(
                 alerts_answer,
                 async {
                     minutes::parse(
@@ -285,13 +285,13 @@ pub async fn fetch(client: &mut Client, request: &Request) -> Result<Fetched, Tu
                             .await?,
                     )
                 },
-                async { gpus(&c2.query(&gpus_sql(request)).await?) },
+                async { fleet(&c2.query(&gpus_sql(request)).await?) },
             )?;
             out.alerts = Some(found_alerts);
             out.golden = Some(minutes::golden(request, &minutes));
             out.trend = Some(minutes::trend(request, &minutes));
             out.models = Some(minutes::models(request, &minutes));
-            out.gpus = Some(gpus);
+            out.gpus = Some(fleet.gpus);
         }
         Tab::Models => {
             let mut c1 = client.clone();
@@ -318,9 +318,9 @@ pub async fn fetch(client: &mut Client, request: &Request) -> Result<Fetched, Tu
         }
         Tab::Gpus => {
             let mut c1 = client.clone();
-            let (found_alerts, gpus, detail) = futures::try_join!(
+            let (found_alerts, fleet, mut detail) = futures::try_join!(
                 alerts_answer,
-                async { gpus(&c1.query(&gpus_sql(request)).await?) },
+                async { fleet(&c1.query(&gpus_sql(request)).await?) },
                 async {
                     match (&request.open, &request.open_gpu_host) {
                         (Some(Open::Gpu { uuid }), host) => Ok(Some(
@@ -330,8 +330,12 @@ pub async fn fetch(client: &mut Client, request: &Request) -> Result<Fetched, Tu
                     }
                 },
             )?;
+            // The open GPU's NCCL bandwidth against its peers', from the fleet's answer.
+            if let Some(detail) = &mut detail {
+                detail.nccl = nccl_against_peers(&fleet.ranks, &detail.uuid);
+            }
             out.alerts = Some(found_alerts);
-            out.gpus = Some(gpus);
+            out.gpus = Some(fleet.gpus);
             out.gpu_detail = Some(detail);
         }
         Tab::Traces => {
@@ -359,10 +363,9 @@ pub async fn fetch(client: &mut Client, request: &Request) -> Result<Fetched, Tu
                 },
                 async {
                     match &request.open {
-                        Some(Open::Trace { trace_id, time_ns }) => Ok(Some(trace_detail(
-                            trace_id,
-                            &client.query(&trace_sql(trace_id, *time_ns)).await?,
-                        )?)),
+                        Some(Open::Trace { trace_id, time_ns }) => {
+                            Ok(Some(find_trace(client, trace_id, *time_ns).await?))
+                        }
                         _ => Ok(None),
                     }
                 },
@@ -403,16 +406,25 @@ const BENIGN_THROTTLE: [&str; 3] = [
     "display_clock_setting",
 ];
 
+/// The NCCL series whose ranks the GPU detail sets against their peers'.
+const NCCL_BUSBW: &str = "vigil_nccl_coll_busbw_gbs";
+
 /// Every GPU series of the range, from `gpu_minutes` (the collector's per-minute rollup of
-/// GPU series): its last value, mean and increase.
+/// GPU series): its last value, mean and increase; and every NCCL rank's mean bandwidth (for
+/// the GPU detail's peers' median: one read of the rollup serves both).
 pub fn gpus_sql(r: &Request) -> String {
-    let names: Vec<String> = GPU_METRICS.iter().map(|m| quote(m)).collect();
+    let names: Vec<String> = GPU_METRICS
+        .iter()
+        .chain([&NCCL_BUSBW])
+        .map(|m| quote(m))
+        .collect();
     format!(
         "SELECT coalesce(hostname, '') AS host, coalesce(gpu, '') AS gpu, uuid, \
          coalesce(model_name, '') AS model_name, metric_name, coalesce(reason, '') AS reason, \
+         coalesce(comm, '') AS comm, coalesce(rank, '') AS rank, \
          last_value(last ORDER BY last_time) AS last, sum(sum) / sum(count) AS mean, \
          max(max) - min(min) AS increase \
-         FROM gpu_minutes WHERE {time} AND metric_name IN ({names}) GROUP BY 1, 2, 3, 4, 5, 6",
+         FROM gpu_minutes WHERE {time} AND metric_name IN ({names}) GROUP BY 1, 2, 3, 4, 5, 6, 7, 8",
         time = r.minutes_filter(),
         names = names.join(", "),
     )
@@ -458,19 +470,73 @@ pub fn traces_sql(r: &Request, from_ns: i64) -> String {
     )
 }
 
-/// A trace's spans, looked for within an hour either side of the call that opened it, so that
-/// the lookup reads those hours' files and not the whole store.
-pub fn trace_sql(trace_id: &str, time_ns: i64) -> String {
-    let hour = 3_600_000_000_000i64;
+/// Where a trace's spans are looked for first, either side of the call that opened it: most
+/// traces are over within it, and a narrow range lets the lookup skip the row groups (and their
+/// bloom filters) of the rest of the hour.
+const TRACE_NEAR_NS: i64 = 5 * 60 * 1_000_000_000;
+/// Where they are looked for when the narrow range did not hold the whole trace.
+const TRACE_FAR_NS: i64 = 60 * 60 * 1_000_000_000;
+/// The most spans of a trace shown.
+const TRACE_SPANS: usize = 2000;
+
+/// A trace's spans, looked for within `reach_ns` either side of the call that opened it, so
+/// that the lookup reads those minutes' files and not the whole store.
+pub fn trace_sql(trace_id: &str, time_ns: i64, reach_ns: i64) -> String {
     format!(
         "SELECT CAST(time AS BIGINT) AS time, span_id, parent_span_id, name, coalesce(service_name, '') AS service, \
          duration_ns, status_code, status_message, request_model AS model, input_tokens, output_tokens, cost_usd, \
          attributes, input_messages, output_messages \
-         FROM spans WHERE trace_id = {id} AND time >= {lo} AND time <= {hi} ORDER BY time LIMIT 2000",
+         FROM spans WHERE trace_id = {id} AND time >= {lo} AND time <= {hi} ORDER BY time LIMIT {TRACE_SPANS}",
         id = quote(trace_id),
-        lo = literal_time(time_ns.saturating_sub(hour)),
-        hi = literal_time(time_ns.saturating_add(hour)),
+        lo = literal_time(time_ns.saturating_sub(reach_ns)),
+        hi = literal_time(time_ns.saturating_add(reach_ns)),
     )
+}
+
+/// A trace's spans: those near the call first, and over the wider range when they show that
+/// the trace reaches beyond the narrow one.
+async fn find_trace(
+    client: &mut Client,
+    trace_id: &str,
+    time_ns: i64,
+) -> Result<TraceDetail, TuiError> {
+    let near = trace_detail(
+        trace_id,
+        &client
+            .query(&trace_sql(trace_id, time_ns, TRACE_NEAR_NS))
+            .await?,
+    )?;
+    let (lo, hi) = (
+        time_ns.saturating_sub(TRACE_NEAR_NS),
+        time_ns.saturating_add(TRACE_NEAR_NS),
+    );
+    if near.spans.len() < TRACE_SPANS && closed_within(&near.spans, lo, hi) {
+        return Ok(near);
+    }
+    trace_detail(
+        trace_id,
+        &client
+            .query(&trace_sql(trace_id, time_ns, TRACE_FAR_NS))
+            .await?,
+    )
+}
+
+/// Whether spans found in `[lo, hi]` are plausibly the whole trace: it has a root, every
+/// span's parent is among them (a span that started before `lo` is an ancestor of some found
+/// span), and none ends after `hi` (a child starts within its parent, so one that started
+/// after `hi` has a found ancestor still running then). A child that outlives its parent and
+/// starts after `hi` would be missed; the wider lookup has the same limit an hour out.
+fn closed_within(spans: &[crate::state::SpanRow], lo: i64, hi: i64) -> bool {
+    let ids: std::collections::HashSet<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
+    let rooted = spans.iter().any(|s| s.parent_span_id.is_none());
+    rooted
+        && spans.iter().all(|s| {
+            s.start_ns >= lo
+                && s.start_ns.saturating_add(s.duration_ns.max(0)) <= hi
+                && s.parent_span_id
+                    .as_deref()
+                    .is_none_or(|parent| ids.contains(parent))
+        })
 }
 
 async fn model_detail(
@@ -677,36 +743,22 @@ async fn gpu_detail(
             uuid = quote(uuid),
         )
     };
-    // Every rank's bandwidth, for the peers' median, from the minutes: the points themselves
-    // are in every `metrics` file of the range, since each holds every metric. Minutes written
-    // before the rollup kept ranks apart have no `comm`, and are left out.
-    let nccl_sql = format!(
-        "WITH ranks AS (SELECT uuid, comm, coalesce(rank, '') AS rank, sum(sum) / sum(count) AS busbw \
-         FROM gpu_minutes WHERE {time} AND metric_name = 'vigil_nccl_coll_busbw_gbs' \
-         AND comm IS NOT NULL GROUP BY 1, 2, 3), \
-         peers AS (SELECT comm, median(busbw) AS peer_median FROM ranks GROUP BY comm) \
-         SELECT ranks.comm, ranks.rank, ranks.busbw, peers.peer_median FROM ranks JOIN peers \
-         ON ranks.comm = peers.comm WHERE ranks.uuid = {uuid} ORDER BY ranks.comm LIMIT 16",
-        time = r.minutes_filter(),
-        uuid = quote(uuid),
-    );
-    // The three statements side by side: the detail takes as long as the slowest.
-    let (mut nccl_client, mut served_client) = (client.clone(), client.clone());
-    let (series, nccl, served) =
-        futures::try_join!(client.query(&sql), nccl_client.query(&nccl_sql), async {
-            match host.filter(|h| !h.is_empty()) {
-                Some(host) => {
-                    let scope = minutes::host_scope(host);
-                    let rows = minutes::parse(
-                        &served_client
-                            .query(&minutes::minutes_sql(r, Some(&scope), false))
-                            .await?,
-                    )?;
-                    Ok(minutes::served(r, &rows))
-                }
-                None => Ok(Vec::new()),
+    // The two statements side by side (the NCCL ranks come with the fleet's answer).
+    let mut served_client = client.clone();
+    let (series, served) = futures::try_join!(client.query(&sql), async {
+        match host.filter(|h| !h.is_empty()) {
+            Some(host) => {
+                let scope = minutes::host_scope(host);
+                let rows = minutes::parse(
+                    &served_client
+                        .query(&minutes::minutes_sql(r, Some(&scope), false))
+                        .await?,
+                )?;
+                Ok(minutes::served(r, &rows))
             }
-        },)?;
+            None => Ok(Vec::new()),
+        }
+    },)?;
     let mut detail = GpuDetail {
         uuid: uuid.to_string(),
         util: vec![0; TREND_BUCKETS],
@@ -733,18 +785,6 @@ async fn gpu_detail(
         };
         target[slot] = values[i].unwrap_or(0.0).max(0.0).round() as u64;
     }
-    let comm = strings(&nccl, "comm")?;
-    let rank = strings(&nccl, "rank")?;
-    let busbw = f64s(&nccl, "busbw")?;
-    let peers = f64s(&nccl, "peer_median")?;
-    detail.nccl = (0..comm.len())
-        .map(|i| NcclRow {
-            comm: comm[i].clone().unwrap_or_default(),
-            rank: rank[i].clone().unwrap_or_default(),
-            busbw_gbs: busbw[i].unwrap_or(0.0),
-            peer_median_gbs: peers[i].unwrap_or(0.0),
-        })
-        .collect();
     detail.served = served;
     Ok(detail)
 }
@@ -835,7 +875,56 @@ pub fn maps(batches: &[RecordBatch], name: &str) -> Result<Vec<Vec<(String, Stri
     Ok(out)
 }
 
-fn gpus(batches: &[RecordBatch]) -> Result<Vec<GpuRow>, TuiError> {
+/// One NCCL rank's mean bus bandwidth over the range.
+#[derive(Clone, Debug, PartialEq)]
+struct RankBandwidth {
+    uuid: String,
+    comm: String,
+    rank: String,
+    busbw_gbs: f64,
+}
+
+/// The fleet's answer: its GPUs, and the NCCL ranks' bandwidth.
+struct Fleet {
+    gpus: Vec<GpuRow>,
+    ranks: Vec<RankBandwidth>,
+}
+
+/// `uuid`'s ranks (up to 16, by communicator) with the median of every rank of the same
+/// communicator, itself included. Minutes written before the rollup kept ranks apart have no
+/// `comm`, and are left out.
+fn nccl_against_peers(ranks: &[RankBandwidth], uuid: &str) -> Vec<NcclRow> {
+    let mut mine: Vec<&RankBandwidth> = ranks
+        .iter()
+        .filter(|r| r.uuid == uuid && !r.comm.is_empty())
+        .collect();
+    mine.sort_by(|a, b| a.comm.cmp(&b.comm).then(a.rank.cmp(&b.rank)));
+    mine.truncate(16);
+    mine.into_iter()
+        .map(|own| {
+            let mut peers: Vec<f64> = ranks
+                .iter()
+                .filter(|r| r.comm == own.comm)
+                .map(|r| r.busbw_gbs)
+                .collect();
+            peers.sort_by(f64::total_cmp);
+            let mid = peers.len() / 2;
+            let peer_median_gbs = if peers.len() % 2 == 0 {
+                (peers[mid - 1] + peers[mid]) / 2.0
+            } else {
+                peers[mid]
+            };
+            NcclRow {
+                comm: own.comm.clone(),
+                rank: own.rank.clone(),
+                busbw_gbs: own.busbw_gbs,
+                peer_median_gbs,
+            }
+        })
+        .collect()
+}
+
+fn fleet(batches: &[RecordBatch]) -> Result<Fleet, TuiError> {
     let host = strings(batches, "host")?;
     let gpu = strings(batches, "gpu")?;
     let uuid = strings(batches, "uuid")?;
@@ -845,9 +934,21 @@ fn gpus(batches: &[RecordBatch]) -> Result<Vec<GpuRow>, TuiError> {
     let last = f64s(batches, "last")?;
     let mean = f64s(batches, "mean")?;
     let increase = f64s(batches, "increase")?;
+    let comm = strings(batches, "comm")?;
+    let rank = strings(batches, "rank")?;
     let mut by_uuid: BTreeMap<String, GpuRow> = BTreeMap::new();
+    let mut ranks = Vec::new();
     for i in 0..uuid.len() {
         let Some(id) = uuid[i].clone() else { continue };
+        if metric[i].as_deref() == Some(NCCL_BUSBW) {
+            ranks.push(RankBandwidth {
+                uuid: id,
+                comm: comm[i].clone().unwrap_or_default(),
+                rank: rank[i].clone().unwrap_or_default(),
+                busbw_gbs: mean[i].unwrap_or(0.0),
+            });
+            continue;
+        }
         let row = by_uuid.entry(id.clone()).or_insert_with(|| GpuRow {
             host: host[i].clone().unwrap_or_default(),
             gpu: gpu[i].clone().unwrap_or_default(),
@@ -881,7 +982,10 @@ fn gpus(batches: &[RecordBatch]) -> Result<Vec<GpuRow>, TuiError> {
             _ => {}
         }
     }
-    Ok(by_uuid.into_values().collect())
+    Ok(Fleet {
+        gpus: by_uuid.into_values().collect(),
+        ranks,
+    })
 }
 
 fn alerts(batches: &[RecordBatch]) -> Result<Vec<AlertRow>, TuiError> {
@@ -1042,6 +1146,67 @@ pub fn human(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A GPU's ranks against the median of every rank of their communicator, as the peers'
+    /// statement this replaced gave (DataFusion's `median` averages the middle two).
+    #[test]
+    fn a_rank_is_set_against_the_median_of_its_communicator() {
+        let rank = |uuid: &str, comm: &str, rank: &str, busbw_gbs: f64| RankBandwidth {
+            uuid: uuid.into(),
+            comm: comm.into(),
+            rank: rank.into(),
+            busbw_gbs,
+        };
+        let ranks = [
+            rank("gpu-a", "c1", "0", 10.0),
+            rank("gpu-b", "c1", "1", 40.0),
+            rank("gpu-c", "c1", "2", 30.0),
+            rank("gpu-d", "c1", "3", 20.0),
+            rank("gpu-a", "c0", "5", 7.0),
+            rank("gpu-b", "c0", "6", 9.0),
+            rank("gpu-e", "c0", "7", 8.0),
+            // Minutes from before the rollup kept ranks apart: no communicator.
+            rank("gpu-a", "", "", 1.0),
+        ];
+        let rows = nccl_against_peers(&ranks, "gpu-a");
+        let seen: Vec<(&str, &str, f64, f64)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.comm.as_str(),
+                    r.rank.as_str(),
+                    r.busbw_gbs,
+                    r.peer_median_gbs,
+                )
+            })
+            .collect();
+        assert_eq!(seen, [("c0", "5", 7.0, 8.0), ("c1", "0", 10.0, 25.0)]);
+        assert!(nccl_against_peers(&ranks, "gpu-z").is_empty());
+    }
+
+    /// The narrow lookup is taken only when what it found is a whole tree inside its range.
+    #[test]
+    fn a_trace_is_closed_within_a_range_only_when_rooted_complete_and_ended() {
+        use crate::state::SpanRow;
+        let span = |id: &str, parent: Option<&str>, start_ns: i64, duration_ns: i64| SpanRow {
+            span_id: id.into(),
+            parent_span_id: parent.map(Into::into),
+            start_ns,
+            duration_ns,
+            ..SpanRow::default()
+        };
+        let root = span("root", None, 100, 50);
+        let call = span("call", Some("root"), 110, 20);
+        assert!(closed_within(&[root.clone(), call.clone()], 0, 200));
+        // The root began before the range: its child's parent is missing.
+        assert!(!closed_within(std::slice::from_ref(&call), 105, 200));
+        // The root runs past the range: a child may have started after it.
+        assert!(!closed_within(&[root.clone(), call.clone()], 0, 140));
+        // A span whose parent is elsewhere, next to a root.
+        let stray = span("stray", Some("gone"), 120, 1);
+        assert!(!closed_within(&[root, call, stray], 0, 200));
+        assert!(!closed_within(&[], 0, 200));
+    }
 
     /// The model's own scope is not judged yet (few calls) while all traffic is: the TUI shows
     /// the judged verdict, not "not judged yet".
