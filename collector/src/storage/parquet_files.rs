@@ -241,6 +241,8 @@ fn time_column<'a>(
 
 /// The most rows of a data page.
 const PAGE_ROWS: usize = 4096;
+/// The largest dictionary page of a column chunk.
+const DICTIONARY_BYTES: usize = 64 << 10;
 
 pub(super) fn writer_properties(table: Table, config: &StorageConfig) -> WriterProperties {
     let mut props = WriterProperties::builder()
@@ -251,7 +253,13 @@ pub(super) fn writer_properties(table: Table, config: &StorageConfig) -> WriterP
         // Pages are what the page index skips: at the default 20,000 rows, the last minutes of
         // a metric or a service in a merged hour, or one metric among the rollups', share their
         // pages with much else that is then decompressed and decoded for nothing.
-        .set_data_page_row_count_limit(PAGE_ROWS);
+        .set_data_page_row_count_limit(PAGE_ROWS)
+        // Reading any page of a dictionary-encoded column chunk reads its dictionary first. At
+        // the default 1 MiB, the chunks of times, ids and costs (nearly all distinct) kept
+        // dictionaries of a MiB each, so the newest calls' few pages cost ~10 MB of dictionary
+        // reads; with a small one such columns fall back to plain pages early, and the columns
+        // a dictionary suits (names, models, services) fit in it anyway.
+        .set_dictionary_page_size_limit(DICTIONARY_BYTES);
     // A trace is looked up by its id (the TUI's waterfall, Jaeger's API), but files are sorted
     // by service first, so every row group's id range covers nearly all ids: a bloom filter
     // lets a lookup skip the row groups that do not hold it (sized for a row group of distinct
