@@ -909,7 +909,7 @@ fn nccl_against_peers(ranks: &[RankBandwidth], uuid: &str) -> Vec<NcclRow> {
                 .collect();
             peers.sort_by(f64::total_cmp);
             let mid = peers.len() / 2;
-            let peer_median_gbs = if peers.len() % 2 == 0 {
+            let peer_median_gbs = if peers.len().is_multiple_of(2) {
                 (peers[mid - 1] + peers[mid]) / 2.0
             } else {
                 peers[mid]
