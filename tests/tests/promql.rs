@@ -850,6 +850,7 @@ fn send_otel_metrics(http_base: &str) {
         .with_attributes([
             KeyValue::new("service.namespace", "shop"),
             KeyValue::new("service.instance.id", "pod-7"),
+            KeyValue::new("k8s.cluster.name", "prod-eu"),
         ])
         .build();
     let provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
@@ -920,6 +921,22 @@ fn otlp_metrics_appear_under_their_prometheus_names() {
     // A name already valid in Prometheus is kept, suffixes and all.
     assert_eq!(one("llm_calls").1, 9.0);
     assert!(instant("llm_calls_total").is_empty());
+
+    // The resource's other attributes are `target_info`'s labels (the SDK's own `telemetry.sdk.*`
+    // among them), joined to a series by job and instance.
+    let (labels, value) = one("target_info");
+    assert_eq!(value, 1.0);
+    assert_eq!(labels["job"], "shop/checkout", "{labels}");
+    assert_eq!(labels["instance"], "pod-7", "{labels}");
+    assert_eq!(labels["k8s_cluster_name"], "prod-eu", "{labels}");
+    assert_eq!(labels["telemetry_sdk_language"], "rust", "{labels}");
+    assert!(labels.get("service_name").is_none(), "{labels}");
+    let (labels, value) = one(
+        "http_server_requests_total * on (job, instance) group_left (k8s_cluster_name) target_info",
+    );
+    assert_eq!(value, 3.0);
+    assert_eq!(labels["k8s_cluster_name"], "prod-eu", "{labels}");
+    assert_eq!(labels["http_route"], "/cart", "{labels}");
 
     // The histogram as `_bucket{le}` (cumulative), `_sum` and `_count`.
     let buckets = instant("http_server_duration_milliseconds_bucket");

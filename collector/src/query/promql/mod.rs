@@ -12,6 +12,7 @@ mod exemplars;
 mod functions;
 pub mod names;
 mod select;
+mod target_info;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Once};

@@ -17,6 +17,7 @@ use vigil_schemas::{col, metric_col};
 
 use super::PromError;
 use super::names::{self, BUCKET_LABEL, Kind, NAME_LABEL, Part, QUANTILE_LABEL};
+use super::target_info;
 use crate::query::QueryEngine;
 
 /// A series' labels, sorted by name, `__name__` included; empty values are absent.
@@ -246,7 +247,7 @@ pub struct SampleBudget {
 }
 
 impl SampleBudget {
-    fn take(&mut self, n: u64) -> Result<(), PromError> {
+    pub(super) fn take(&mut self, n: u64) -> Result<(), PromError> {
         if !self.keep_samples {
             return Ok(());
         }
@@ -311,7 +312,7 @@ impl Wanted<'_> {
     }
 }
 
-type FnvMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<fnv::FnvHasher>>;
+pub(super) type FnvMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<fnv::FnvHasher>>;
 
 /// Reads the series that any of `groups` (each a conjunction of matchers) selects, with their
 /// samples between `start_ms` and `end_ms` inclusive.
@@ -325,6 +326,9 @@ pub async fn select(
 ) -> Result<Vec<RawSeries>, PromError> {
     let mut builder = SeriesBuilder::default();
     for matchers in groups {
+        if target_info::asked(matchers) {
+            target_info::select(engine, matchers, start_ms, end_ms, budget, &mut builder).await?;
+        }
         let selected = catalog.selected(matchers);
         if selected.is_empty() {
             continue;
@@ -388,60 +392,28 @@ async fn select_by_series_id(
         scope.join(" AND "),
         metric_col::SERIES_ID
     );
-    // Two series under one id would differ in the hash's other half: the ids are then not
-    // trusted for this read.
-    let first_seen = format!(
-        "SELECT {id}, min({time}), min({check}) = max({check}) FROM metrics WHERE {scope} \
-         GROUP BY {id}",
-        id = metric_col::SERIES_ID,
-        time = col::TIME,
-        check = metric_col::SERIES_CHECK,
-    );
-    let (_, batches) = engine.query(&first_seen).await.map_err(PromError::from)?;
-    let mut first_times: Vec<i64> = Vec::new();
-    for batch in &batches {
-        let times: &TimestampNanosecondArray = batch
-            .column(1)
-            .as_primitive_opt()
-            .ok_or_else(|| PromError::Internal("min(time) is not a timestamp".into()))?;
-        let single = batch
-            .column(2)
-            .as_boolean_opt()
-            .ok_or_else(|| PromError::Internal("a series check is not boolean".into()))?;
-        if single.false_count() > 0 {
-            tracing::warn!("two series share a series id; reading their rows with their labels");
-            return Ok(false);
-        }
-        first_times.extend(times.iter().flatten());
-    }
-    first_times.sort_unstable();
-    first_times.dedup();
+    let Some(first_times) = first_times(engine, &scope).await? else {
+        return Ok(false);
+    };
 
     // Each series' labels, from its rows at the first times: a few rows a series. Without
     // samples to keep, those rows' values too, to show the series from them alone.
     let labels_only = !budget.keep_samples;
     let mut series: FnvMap<u64, IdSeries> = FnvMap::default();
     let mut every_series_shown = true;
-    for times in first_times.chunks(1024) {
-        let at = times
-            .iter()
-            .map(|ns| format!("arrow_cast({ns}, 'Timestamp(Nanosecond, Some(\"UTC\"))')"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
-            "SELECT {id}, CAST({name} AS VARCHAR), {resource}, {attrs}{values} FROM metrics \
-             WHERE {scope} AND {time} IN ({at})",
-            id = metric_col::SERIES_ID,
-            name = metric_col::METRIC_NAME,
-            resource = col::RESOURCE_ATTRIBUTES,
-            attrs = col::ATTRIBUTES,
-            time = col::TIME,
-            values = if labels_only {
-                format!(", {}", Values::columns(false))
-            } else {
-                String::new()
-            },
-        );
+    let columns = format!(
+        "{id}, CAST({name} AS VARCHAR), {resource}, {attrs}{values}",
+        id = metric_col::SERIES_ID,
+        name = metric_col::METRIC_NAME,
+        resource = col::RESOURCE_ATTRIBUTES,
+        attrs = col::ATTRIBUTES,
+        values = if labels_only {
+            format!(", {}", Values::columns(false))
+        } else {
+            String::new()
+        },
+    );
+    for sql in rows_at(&columns, &scope, &first_times) {
         let mut stream = engine.stream(&sql, Vec::new()).await?;
         while let Some(batch) = stream.batches.next().await {
             let batch = batch?;
@@ -512,6 +484,63 @@ async fn select_by_series_id(
         }
     }
     Ok(true)
+}
+
+/// Each series id in `scope` (a condition that keeps only rows with an id) with the first time
+/// it has a row, as sorted distinct nanosecond times; `None` when two different series share an
+/// id (their 128-bit hashes differ in the half `series_check` holds), so that the ids are not to
+/// be trusted for this read.
+pub(super) async fn first_times(
+    engine: &QueryEngine,
+    scope: &str,
+) -> Result<Option<Vec<i64>>, PromError> {
+    let first_seen = format!(
+        "SELECT {id}, min({time}), min({check}) = max({check}) FROM metrics WHERE {scope} \
+         GROUP BY {id}",
+        id = metric_col::SERIES_ID,
+        time = col::TIME,
+        check = metric_col::SERIES_CHECK,
+    );
+    let (_, batches) = engine.query(&first_seen).await.map_err(PromError::from)?;
+    let mut first_times: Vec<i64> = Vec::new();
+    for batch in &batches {
+        let times: &TimestampNanosecondArray = batch
+            .column(1)
+            .as_primitive_opt()
+            .ok_or_else(|| PromError::Internal("min(time) is not a timestamp".into()))?;
+        let single = batch
+            .column(2)
+            .as_boolean_opt()
+            .ok_or_else(|| PromError::Internal("a series check is not boolean".into()))?;
+        if single.false_count() > 0 {
+            tracing::warn!("two series share a series id; reading their rows with their labels");
+            return Ok(None);
+        }
+        first_times.extend(times.iter().flatten());
+    }
+    first_times.sort_unstable();
+    first_times.dedup();
+    Ok(Some(first_times))
+}
+
+/// Statements that read `columns` of the rows in `scope` at `times` (nanoseconds), 1,024 times
+/// a statement.
+pub(super) fn rows_at<'a>(
+    columns: &'a str,
+    scope: &'a str,
+    times: &'a [i64],
+) -> impl Iterator<Item = String> + 'a {
+    times.chunks(1024).map(move |chunk| {
+        let at = chunk
+            .iter()
+            .map(|ns| format!("arrow_cast({ns}, 'Timestamp(Nanosecond, Some(\"UTC\"))')"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "SELECT {columns} FROM metrics WHERE {scope} AND {time} IN ({at})",
+            time = col::TIME
+        )
+    })
 }
 
 /// One series read by its id: its metric's names and kind, and where its samples go.
@@ -607,7 +636,7 @@ fn string_column(array: &dyn Array) -> Result<StringArray, PromError> {
     Ok(cast.as_string::<i32>().clone())
 }
 
-fn map_entries(map: &MapArray, row: usize) -> Vec<(String, String)> {
+pub(super) fn map_entries(map: &MapArray, row: usize) -> Vec<(String, String)> {
     if map.is_null(row) {
         return Vec::new();
     }
@@ -655,15 +684,7 @@ impl<'a> LabelColumns<'a> {
             .filter(|(k, _)| k != NAME_LABEL)
             .collect();
         let resource = map_entries(self.resource, row);
-        let get = |key: &str| {
-            resource
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.as_str())
-        };
-        let job = names::job(get("service.namespace"), get("service.name"));
-        let instance = get("service.instance.id").filter(|v| !v.is_empty());
-        for (key, value) in [("job", job), ("instance", instance.map(str::to_string))] {
+        for (key, value) in target_info::job_and_instance(&resource) {
             if let Some(value) = value {
                 labels.retain(|(k, _)| k != key);
                 labels.push((key.to_string(), value));
@@ -929,16 +950,16 @@ fn list_u64(list: &ListArray, row: usize) -> Vec<u64> {
 
 /// Gathers samples into series.
 #[derive(Default)]
-struct SeriesBuilder {
+pub(super) struct SeriesBuilder {
     index: HashMap<Vec<(String, String)>, usize>,
-    series: Vec<(Vec<(String, String)>, Samples)>,
+    pub(super) series: Vec<(Vec<(String, String)>, Samples)>,
 }
 
 type Samples = Vec<(i64, f64)>;
 
 impl SeriesBuilder {
     /// The index of the series with `labels`, added if new.
-    fn index_of(&mut self, labels: Vec<(String, String)>) -> usize {
+    pub(super) fn index_of(&mut self, labels: Vec<(String, String)>) -> usize {
         match self.index.get(&labels) {
             Some(&i) => i,
             None => {
