@@ -365,6 +365,10 @@ pub enum EvalCommand {
         /// Weeks of stationary traffic.
         #[arg(long, default_value_t = 4)]
         weeks: u64,
+        /// Judge the rates without the seasons learned from the two weeks before each run
+        /// (`seasons_history = "0s"`).
+        #[arg(long)]
+        without_seasons: bool,
     },
     /// Drift scenarios (5/10/25% shifts at 10 requests/s) and stationary traffic.
     Drift {

@@ -850,7 +850,11 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
             seed,
             repeats,
             weeks,
-        } => print!("{}", crate::eval_anomaly::run(seed, repeats, weeks)?),
+            without_seasons,
+        } => print!(
+            "{}",
+            crate::eval_anomaly::run(seed, repeats, weeks, !without_seasons)?
+        ),
     }
     Ok(())
 }

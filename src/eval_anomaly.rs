@@ -11,8 +11,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, LogNormal, Poisson};
 use vigil_analyzer::detectors::golden_signals::{
-    AnomalyConfig, GoldenSignals, Scope, Signal, Step,
+    AnomalyConfig, BucketTotals, GoldenSignals, Scope, SeasonHistory, Signal, Step,
 };
+use vigil_analyzer::detectors::seasonal::BUCKET_SECS;
 
 const SERVICE: &str = "chat";
 /// (model, share of calls, median latency in seconds)
@@ -180,6 +181,60 @@ fn simulate_step(
     (out, early)
 }
 
+/// Days of history before a run that the detector learns its seasons from, as `vigil serve`
+/// reads them from `llm_minutes` (kept five weeks by default): two weeks, the least that
+/// seasons are learned from.
+const SEASON_DAYS: u64 = 14;
+
+/// What the store would hold of the traffic's `SEASON_DAYS` before `start`, in five-minute
+/// buckets: each model's Poisson calls, their output tokens (the sum of log-normal draws, taken
+/// as normal) and cost, and the service's totals.
+fn season_history(seed: u64, start: SystemTime) -> SeasonHistory {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5ea5);
+    let start_bucket = start
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+        / BUCKET_SECS;
+    let first = start_bucket - SEASON_DAYS * 86_400 / BUCKET_SECS;
+    // The moments of LogNormal(4.8, 0.6), as `simulate_step` draws tokens.
+    let token_mean = (4.8f64 + 0.18).exp();
+    let token_sd = token_mean * (0.36f64.exp() - 1.0).sqrt();
+    let normal = rand_distr::StandardNormal;
+    let mut history: SeasonHistory = HashMap::new();
+    for bucket in first..start_bucket {
+        let middle =
+            SystemTime::UNIX_EPOCH + Duration::from_secs(bucket * BUCKET_SECS + BUCKET_SECS / 2);
+        let rate = rate_at(middle);
+        let mut service = BucketTotals::default();
+        for (name, share, _) in MODELS {
+            let calls =
+                Poisson::new(rate * share * BUCKET_SECS as f64).map_or(0.0, |p| p.sample(&mut rng));
+            let noise: f64 = normal.sample(&mut rng);
+            let output_tokens = (calls * token_mean + calls.sqrt() * token_sd * noise).max(0.0);
+            let totals = BucketTotals {
+                calls,
+                output_tokens,
+                cost: output_tokens * 1e-5,
+            };
+            service.calls += totals.calls;
+            service.output_tokens += totals.output_tokens;
+            service.cost += totals.cost;
+            history
+                .entry((SERVICE.to_string(), name.to_string()))
+                .or_insert_with(|| (first, Vec::new()))
+                .1
+                .push(totals);
+        }
+        history
+            .entry((SERVICE.to_string(), "*".to_string()))
+            .or_insert_with(|| (first, Vec::new()))
+            .1
+            .push(service);
+    }
+    history
+}
+
 /// Anomalies opened during a run: (the step at which the detector opened it, scope, signal,
 /// when that step was judged: by an early look or when it settled).
 struct Run {
@@ -194,6 +249,7 @@ struct Run {
 const SENSITIVITIES: [(f64, f64); 3] = [(0.7, 9.0), (0.81, 12.0), (0.9, 15.0)];
 
 fn run_traffic(
+    base: &AnomalyConfig,
     (threshold, error_evidence_nats): (f64, f64),
     seed: u64,
     start: SystemTime,
@@ -203,12 +259,16 @@ fn run_traffic(
     let config = AnomalyConfig {
         threshold,
         error_evidence_nats,
-        ..AnomalyConfig::default()
+        ..base.clone()
     };
     let resolution = config.resolution;
     let settle = config.settle;
     let first_look = config.early_looks.first().copied();
+    let seasons = !config.seasons_history.is_zero();
     let mut detector = GoldenSignals::new(config);
+    if seasons {
+        detector.learn_seasons(&season_history(seed, start));
+    }
     let mut rng = StdRng::seed_from_u64(seed);
     let mut arrivals = StdRng::seed_from_u64(seed ^ 0x5eed);
     let mut seen = BTreeSet::new();
@@ -265,6 +325,7 @@ fn median(values: &mut [f64]) -> Option<f64> {
 
 /// Each change scenario `repeats` times: (cells of the table row, false alarms before changes).
 fn scenarios(
+    base: &AnomalyConfig,
     sensitivity: (f64, f64),
     seed: u64,
     repeats: u64,
@@ -284,6 +345,7 @@ fn scenarios(
             let change_at = start + Duration::from_secs(3 * 3600);
             let steps = (3 * 3600 + 15 * 60) / resolution.as_secs();
             let run = run_traffic(
+                base,
                 sensitivity,
                 run_seed,
                 start,
@@ -319,6 +381,7 @@ fn scenarios(
 /// Stationary weeks, where every anomaly is a false alarm: (when, scope, signal, judged) of each, and
 /// the state per series at the end.
 fn stationary(
+    base: &AnomalyConfig,
     sensitivity: (f64, f64),
     seed: u64,
     weeks: u64,
@@ -330,7 +393,14 @@ fn stationary(
     for week in 0..weeks {
         let start = SystemTime::UNIX_EPOCH + Duration::from_secs(MONDAY + week * 7 * 86_400);
         let steps = 7 * 86_400 / resolution.as_secs();
-        let run = run_traffic(sensitivity, seed * 1000 + 900 + week, start, steps, None);
+        let run = run_traffic(
+            base,
+            sensitivity,
+            seed * 1000 + 900 + week,
+            start,
+            steps,
+            None,
+        );
         cost.0 += run.scorer_time;
         cost.1 += run.series_updates;
         state_bytes = run.state_bytes_per_series;
@@ -339,16 +409,31 @@ fn stationary(
     (alarms, state_bytes)
 }
 
-pub fn run(seed: u64, repeats: u64, weeks: u64) -> anyhow::Result<String> {
+/// The table of `vigil eval anomaly`; `seasons` false judges the rates without their seasons
+/// (`seasons_history = "0s"`), for the comparison EVALUATION.md makes.
+pub fn run(seed: u64, repeats: u64, weeks: u64, seasons: bool) -> anyhow::Result<String> {
     let defaults = AnomalyConfig::default();
+    let base = AnomalyConfig {
+        seasons_history: if seasons {
+            defaults.seasons_history
+        } else {
+            Duration::ZERO
+        },
+        ..defaults.clone()
+    };
     let mut out = format!(
-        "Simulated traffic: service {SERVICE}, models {} ({MEAN_RATE} calls/s on average, a daily cycle between half and 1.5x, weekends at 60%), error ratio {ERROR_RATE}; defaults of [analyzer.anomaly] ({}-second steps) but the two sensitivity knobs, `threshold` and `error_evidence_nats`. Each change is made on gpt-4o (30% of calls) {repeats} times, 3 h into traffic starting at another hour of the week; delays are from the change to the first evaluation that can see it: an early look {} s after the step ends (p50 latency and TTFT, with 50-100% of the step's calls in, drawn per step), or the step's end plus `settle` (the analyzer's lane runs at that moment). An anomaly an early look opens counts, also when its settled step retracts it.\n\n",
+        "Simulated traffic: service {SERVICE}, models {} ({MEAN_RATE} calls/s on average, a daily cycle between half and 1.5x, weekends at 60%), error ratio {ERROR_RATE}; defaults of [analyzer.anomaly] ({}-second steps) but the two sensitivity knobs, `threshold` and `error_evidence_nats`. Each change is made on gpt-4o (30% of calls) {repeats} times, 3 h into traffic starting at another hour of the week; delays are from the change to the first evaluation that can see it: an early look {} s after the step ends (p50 latency and TTFT, with 50-100% of the step's calls in, drawn per step), or the step's end plus `settle` (the analyzer's lane runs at that moment). An anomaly an early look opens counts, also when its settled step retracts it. {}\n\n",
         MODELS.map(|m| m.0).join(", "),
         defaults.resolution.as_secs(),
         defaults
             .early_looks
             .first()
-            .map_or(0, |look| look.as_secs())
+            .map_or(0, |look| look.as_secs()),
+        if seasons {
+            "The rates (calls, output tokens, cost) are judged with the seasons learned from the two weeks before each run, drawn as `llm_minutes` would hold it (two weeks: the daily and the weekly season)."
+        } else {
+            "The rates are judged without seasons (`--without-seasons`)."
+        }
     );
     out.push_str("| threshold, error_evidence_nats | ");
     out.push_str(
@@ -366,8 +451,8 @@ pub fn run(seed: u64, repeats: u64, weeks: u64) -> anyhow::Result<String> {
     let mut default_alarms = Vec::new();
     let mut state_bytes = 0.0;
     for sensitivity in SENSITIVITIES {
-        let (cells, before) = scenarios(sensitivity, seed, repeats, &mut cost);
-        let (alarms, bytes) = stationary(sensitivity, seed, weeks, &mut cost);
+        let (cells, before) = scenarios(&base, sensitivity, seed, repeats, &mut cost);
+        let (alarms, bytes) = stationary(&base, sensitivity, seed, weeks, &mut cost);
         out.push_str(&format!(
             "| {}, {} | {} | {before} | {:.1} |\n",
             sensitivity.0,

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::anomaly::{AnomalyParams, Scored, StreamingAnomaly};
+use super::seasonal::{BUCKET_SECS, DAY_BUCKETS, Seasons};
 use super::{Detector, alert_labels};
 use crate::AnalyzerError;
 use crate::alert::{Finding, Severity};
@@ -68,6 +69,12 @@ pub struct AnomalyConfig {
     pub early_looks: Vec<Duration>,
     /// Series of the user's own, by SQL (`[[analyzer.anomaly.series]]`), scored the same way.
     pub series: Vec<super::named_series::NamedSeriesConfig>,
+    /// How far back the rates' daily and weekly seasons are learned from (`llm_minutes`, in
+    /// five-minute buckets; see [`super::seasonal`]), again every [`SEASONS_REFIT`]. Seasons
+    /// need two weeks of history in the store (`llm_minutes` is kept five weeks by default).
+    /// Zero: no seasons, every rate judged against its trailing window alone.
+    #[serde(with = "super::humantime_serde")]
+    pub seasons_history: Duration,
 }
 
 impl Default for AnomalyConfig {
@@ -86,6 +93,7 @@ impl Default for AnomalyConfig {
             error_evidence_nats: 12.0,
             early_looks: EARLY_LOOKS.to_vec(),
             series: Vec::new(),
+            seasons_history: Duration::from_secs(28 * 86_400),
         }
     }
 }
@@ -144,6 +152,17 @@ impl Signal {
         }
     }
 
+    /// The rate whose seasons this signal is judged with, if any: traffic has a time of day;
+    /// how long a call takes, and how often it fails, hardly do.
+    fn season(self) -> Option<SeasonalRate> {
+        match self {
+            Signal::RequestRate | Signal::RequestRateMinute => Some(SeasonalRate::Calls),
+            Signal::OutputTokenRate => Some(SeasonalRate::OutputTokens),
+            Signal::CostPerHour => Some(SeasonalRate::Cost),
+            _ => None,
+        }
+    }
+
     /// The inverse of [`Signal::scored`], for the expected value and band in alerts.
     fn unscored(self, scored: f64) -> f64 {
         match self {
@@ -184,6 +203,49 @@ impl Signal {
         }
     }
 }
+
+/// The rates whose seasons are learned, each on the scale its signals are scored on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SeasonalRate {
+    Calls,
+    OutputTokens,
+    Cost,
+}
+
+impl SeasonalRate {
+    const ALL: [SeasonalRate; 3] = [
+        SeasonalRate::Calls,
+        SeasonalRate::OutputTokens,
+        SeasonalRate::Cost,
+    ];
+
+    /// A bucket's value as its signal's scorer sees it.
+    fn scored(self, bucket: &BucketTotals) -> f64 {
+        let seconds = BUCKET_SECS as f64;
+        match self {
+            SeasonalRate::Calls => Signal::RequestRate.scored(bucket.calls / seconds),
+            SeasonalRate::OutputTokens => {
+                Signal::OutputTokenRate.scored(bucket.output_tokens / seconds)
+            }
+            SeasonalRate::Cost => Signal::CostPerHour.scored(bucket.cost / seconds * 3600.0),
+        }
+    }
+}
+
+/// What a scope did in one bucket of its history ([`BUCKET_SECS`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct BucketTotals {
+    pub calls: f64,
+    pub output_tokens: f64,
+    pub cost: f64,
+}
+
+/// A scope's history for its seasons: the number of its first bucket (seconds since the epoch
+/// / [`BUCKET_SECS`]) and every bucket from it on, consecutive.
+pub type SeasonHistory = HashMap<Scope, (u64, Vec<BucketTotals>)>;
+
+/// How often the seasons are learned again from the store.
+pub const SEASONS_REFIT: Duration = Duration::from_secs(6 * 3600);
 
 /// A service (`model` = "*": all its models) or a model in a service.
 pub type Scope = (String, String);
@@ -561,22 +623,23 @@ impl Series {
 
     /// This series' finding (None before its first step): `labels` and `subject` name it,
     /// `config` gives the threshold and resolution, `unscored` turns the scorer's scale back
-    /// into the value's, `evidence` is added to.
+    /// into the value's (at the step's time: a season may be part of it), `evidence` is added
+    /// to.
     pub(crate) fn finding(
         &self,
         labels: BTreeMap<String, String>,
         severity: Severity,
         subject: String,
         config: &AnomalyConfig,
-        unscored: impl Fn(f64) -> f64,
+        unscored: impl Fn(SystemTime, f64) -> f64,
         mut evidence: serde_json::Map<String, serde_json::Value>,
     ) -> Option<Finding> {
         let (at, value, scored) = self.last?;
         let (shown_at, shown_value, shown) =
             self.episode.map(|e| e.worst).unwrap_or((at, value, scored));
-        let expected = unscored(shown.mean);
-        let low = unscored(shown.mean - 3.0 * shown.std_dev);
-        let high = unscored(shown.mean + 3.0 * shown.std_dev);
+        let expected = unscored(shown_at, shown.mean);
+        let low = unscored(shown_at, shown.mean - 3.0 * shown.std_dev);
+        let high = unscored(shown_at, shown.mean + 3.0 * shown.std_dev);
         let rfc3339 = |t: SystemTime| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339();
         evidence.insert("value".into(), json!(shown_value));
         evidence.insert("at".into(), json!(rfc3339(shown_at)));
@@ -670,6 +733,9 @@ pub struct GoldenSignals {
     /// many looks it has had, and whether the last found calls still missing.
     looked: Option<(SystemTime, usize, bool)>,
     warned_full: bool,
+    /// Each scope's seasons per rate (absent: none learned), and when they were last learned.
+    seasons: HashMap<(Scope, SeasonalRate), Seasons>,
+    seasons_learned: Option<SystemTime>,
 }
 
 impl GoldenSignals {
@@ -683,7 +749,121 @@ impl GoldenSignals {
             next_step: None,
             looked: None,
             warned_full: false,
+            seasons: HashMap::new(),
+            seasons_learned: None,
         }
+    }
+
+    /// Reads every scope's history for its seasons: the calls, output tokens and cost of each
+    /// five-minute bucket in `llm_minutes` over `seasons_history` before `now`'s bucket. Model
+    /// scopes there are the requested model; where a response names another, that model has no
+    /// season of its own (its service has).
+    async fn read_season_history(
+        &self,
+        source: &dyn QuerySource,
+        now: SystemTime,
+    ) -> Result<SeasonHistory, AnalyzerError> {
+        let now_secs = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let until_bucket = now_secs / BUCKET_SECS;
+        let from_bucket =
+            until_bucket.saturating_sub(self.config.seasons_history.as_secs() / BUCKET_SECS);
+        let bucket_time =
+            |bucket: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(bucket * BUCKET_SECS);
+        let sql = format!(
+            "SELECT service_name AS service, request_model AS model, \
+             CAST(date_bin(INTERVAL '{BUCKET_SECS} seconds', time, TIMESTAMP '1970-01-01T00:00:00Z') AS BIGINT) AS bucket, \
+             sum(calls) AS calls, sum(output_tokens) AS output_tokens, sum(cost_usd) AS cost \
+             FROM llm_minutes WHERE time >= {from} AND time < {until} \
+             GROUP BY GROUPING SETS ((service_name, request_model, bucket), (service_name, bucket))",
+            from = ts(bucket_time(from_bucket)),
+            until = ts(bucket_time(until_bucket)),
+        );
+        let batches = source.sql(&sql).await?;
+        let service = strings(&batches, "service")?;
+        let model = strings(&batches, "model")?;
+        let bucket = floats(&batches, "bucket")?;
+        let calls = floats(&batches, "calls")?;
+        let output = floats(&batches, "output_tokens")?;
+        let cost = floats(&batches, "cost")?;
+        let mut by_scope: HashMap<Scope, BTreeMap<u64, BucketTotals>> = HashMap::new();
+        for i in 0..service.len() {
+            let (Some(service), Some(bucket_ns)) = (&service[i], bucket[i]) else {
+                continue;
+            };
+            let scope = (
+                service.clone(),
+                model[i].clone().unwrap_or_else(|| "*".to_string()),
+            );
+            let number = (bucket_ns.max(0.0) / 1e9).round() as u64 / BUCKET_SECS;
+            by_scope.entry(scope).or_default().insert(
+                number,
+                BucketTotals {
+                    calls: calls[i].unwrap_or(0.0),
+                    output_tokens: output[i].unwrap_or(0.0),
+                    cost: cost[i].unwrap_or(0.0),
+                },
+            );
+        }
+        // From a scope's first bucket to the last complete one: a bucket without a row had no
+        // calls.
+        Ok(by_scope
+            .into_iter()
+            .filter_map(|(scope, buckets)| {
+                let first = *buckets.keys().next()?;
+                let totals = (first..until_bucket)
+                    .map(|b| buckets.get(&b).copied().unwrap_or_default())
+                    .collect();
+                Some((scope, (first, totals)))
+            })
+            .collect())
+    }
+
+    /// Learns every scope's seasons from `history` (what [`Self::read_season_history`] read, or
+    /// a simulation's). A rate whose season appears or goes away starts its series over (a new
+    /// warm-up): its scorer learned the other scale. A season learned again stays close to the
+    /// one before, and its series keep their state.
+    pub fn learn_seasons(&mut self, history: &SeasonHistory) {
+        let mut learned = HashMap::new();
+        for (scope, (first, buckets)) in history {
+            for rate in SeasonalRate::ALL {
+                let values: Vec<f64> = buckets.iter().map(|b| rate.scored(b)).collect();
+                let seasons = Seasons::fit(*first, &values);
+                if !seasons.is_empty() {
+                    learned.insert((scope.clone(), rate), seasons);
+                }
+            }
+        }
+        let changed: HashSet<(Scope, SeasonalRate)> = learned
+            .keys()
+            .filter(|key| !self.seasons.contains_key(key))
+            .chain(self.seasons.keys().filter(|key| !learned.contains_key(key)))
+            .cloned()
+            .collect();
+        self.series.retain(|(scope, signal), _| {
+            signal
+                .season()
+                .is_none_or(|rate| !changed.contains(&(scope.clone(), rate)))
+        });
+        self.seasons = learned;
+    }
+
+    /// The seasonal part of `signal` of `scope` in the step starting at `at` (on the scorer's
+    /// scale; 0 without a season).
+    fn season(&self, scope: &Scope, signal: Signal, at: SystemTime) -> f64 {
+        let Some(seasons) = signal
+            .season()
+            .and_then(|rate| self.seasons.get(&(scope.clone(), rate)))
+        else {
+            return 0.0;
+        };
+        let middle = at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            + self.config.resolution / 2;
+        seasons.at(middle.as_secs_f64())
     }
 
     fn resolution_secs(&self) -> u64 {
@@ -962,10 +1142,14 @@ impl GoldenSignals {
         if signal == Signal::CostPerHour && !series.has_cost {
             return;
         }
+        let season = self.season(scope, signal, at);
+        let Some(series) = self.series.get_mut(&key) else {
+            return;
+        };
         series.update(
             at,
             value,
-            signal.scored(value),
+            signal.scored(value) - season,
             signal.needs_confirmation(),
             alerting.then_some((threshold, resolve_after)),
         );
@@ -982,12 +1166,22 @@ impl GoldenSignals {
                     json!(spans_sql(scope, series.began().unwrap_or(at), None)),
                 );
             }
+            if let Some(rate) = signal.season()
+                && let Some(seasons) = self.seasons.get(&(scope.clone(), rate))
+            {
+                let periods: Vec<&str> = seasons
+                    .periods()
+                    .into_iter()
+                    .map(|p| if p == DAY_BUCKETS { "daily" } else { "weekly" })
+                    .collect();
+                evidence.insert("seasons".into(), json!(periods));
+            }
             findings.extend(series.finding(
                 labels,
                 signal.severity(),
                 subject,
                 &self.config,
-                |scored| signal.unscored(scored),
+                |at, scored| signal.unscored(scored + self.season(scope, *signal, at)),
                 evidence,
             ));
         }
@@ -1033,6 +1227,11 @@ impl GoldenSignals {
             .map(|s| s.scorer.state_bytes())
             .sum::<usize>()
             + self.errors.len() * std::mem::size_of::<ErrorRise>()
+            + self
+                .seasons
+                .values()
+                .map(Seasons::state_bytes)
+                .sum::<usize>()
     }
 }
 
@@ -1118,6 +1317,20 @@ impl Detector for GoldenSignals {
         source: &dyn QuerySource,
         now: SystemTime,
     ) -> Result<Vec<Finding>, AnalyzerError> {
+        // Seasons first, so that a restart's replayed history is judged with them too.
+        if !self.config.seasons_history.is_zero()
+            && self
+                .seasons_learned
+                .is_none_or(|last| now >= last + SEASONS_REFIT)
+        {
+            match self.read_season_history(source, now).await {
+                Ok(history) => self.learn_seasons(&history),
+                Err(e) => tracing::warn!(
+                    "anomaly detector: the rates' seasons could not be read from llm_minutes ({e}); judging without them until the next try"
+                ),
+            }
+            self.seasons_learned = Some(now);
+        }
         let until = complete_until(now, self.config.resolution, self.config.settle);
         let (from, alerting) = steps_due(self.next_step, until, self.config.history);
         if from < until {
@@ -1701,5 +1914,124 @@ mod tests {
         let active = run(batch, 40, AnomalyConfig::default()).await;
         let delay = delay_after_change(&active, "requests_per_second");
         assert!(delay <= 60, "{active:?}");
+    }
+
+    /// `llm_minutes` of service chat for the `days` before `until` (seconds): model `b` with a
+    /// daily cycle of its calls per second between 1 and 9 (peak at 15:00), model `a` flat at 5.
+    fn minutes(until: u64, days: u64) -> RecordBatch {
+        let (mut time, mut model, mut calls, mut output, mut cost) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        for minute in (until - days * 86_400) / 60..until / 60 {
+            let hour = (minute % 1440) as f64 / 60.0;
+            let cycle = 5.0 + 4.0 * (std::f64::consts::TAU * (hour - 9.0) / 24.0).sin();
+            for (name, per_second) in [("a", 5.0), ("b", cycle)] {
+                let n = (per_second * 60.0f64).round() as i64;
+                time.push(minute as i64 * 60_000_000_000);
+                model.push(name);
+                calls.push(n);
+                output.push(n * 100);
+                cost.push(n as f64 * 1e-3);
+            }
+        }
+        let columns: Vec<(&str, ArrayRef)> = vec![
+            (
+                "time",
+                Arc::new(TimestampNanosecondArray::from(time).with_timezone("UTC")),
+            ),
+            (
+                "service_name",
+                Arc::new(StringArray::from(vec!["chat"; model.len()])),
+            ),
+            ("request_model", Arc::new(StringArray::from(model))),
+            ("calls", Arc::new(Int64Array::from(calls))),
+            ("output_tokens", Arc::new(Int64Array::from(output))),
+            ("cost_usd", Arc::new(Float64Array::from(cost))),
+        ];
+        RecordBatch::try_from_iter(columns).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_rates_seasons_are_learned_from_llm_minutes_and_move_the_expected_rate() {
+        let now = START - START % 86_400 + 15 * 86_400 + 120;
+        let ctx = SessionContext::new();
+        let batch = minutes(now, 15);
+        let table = MemTable::try_new(batch.schema(), vec![vec![batch]]).unwrap();
+        ctx.register_table("llm_minutes", Arc::new(table)).unwrap();
+        let mut detector = GoldenSignals::new(AnomalyConfig::default());
+        let at = |secs: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+        let history = detector.read_season_history(&ctx, at(now)).await.unwrap();
+        assert_eq!(history.len(), 3, "a, b and the service");
+        let (first, buckets) = &history[&("chat".to_string(), "b".to_string())];
+        assert_eq!(
+            (*first, buckets.len()),
+            ((now - 15 * 86_400) / BUCKET_SECS, 15 * DAY_BUCKETS),
+            "from the first bucket with calls to the last complete one"
+        );
+        detector.learn_seasons(&history);
+        let scope = |model: &str| ("chat".to_string(), model.to_string());
+        let day = now - now % 86_400 + 86_400;
+        for signal in [
+            Signal::RequestRate,
+            Signal::OutputTokenRate,
+            Signal::CostPerHour,
+        ] {
+            // On the scorer's square-root scale, the peak is sqrt(9) - sqrt(1) = 2 above the
+            // trough for the calls (their tokens and cost follow, scaled).
+            let swing = detector.season(&scope("b"), signal, at(day + 15 * 3600))
+                - detector.season(&scope("b"), signal, at(day + 3 * 3600));
+            let scale = signal.scored(match signal {
+                Signal::RequestRate => 1.0,
+                Signal::OutputTokenRate => 100.0,
+                _ => 3600.0 * 1e-3,
+            });
+            assert!((swing / scale - 2.0).abs() < 0.3, "{signal:?}: {swing}");
+            assert_eq!(
+                detector.season(&scope("a"), signal, at(day + 15 * 3600)),
+                0.0
+            );
+            assert_ne!(
+                detector.season(&scope("*"), signal, at(day + 15 * 3600)),
+                0.0
+            );
+        }
+        // Latency has no season.
+        assert_eq!(
+            detector.season(&scope("b"), Signal::LatencyP50, at(day + 15 * 3600)),
+            0.0
+        );
+
+        // A step's expected rate in an alert is the season's: model b's at its trough and at
+        // its peak, after an hour of each as history (the rest of the day learned as well).
+        for (hour, expected) in [(3, 1.0), (15, 9.0)] {
+            let mut detector = GoldenSignals::new(AnomalyConfig::default());
+            detector.learn_seasons(&history);
+            let start = day + hour * 3600 - 3600;
+            for step in 0..360 {
+                let mut here = HashMap::new();
+                let t = start + step * 10;
+                let hour = (t % 86_400) as f64 / 3600.0;
+                let per_second = 5.0 + 4.0 * (std::f64::consts::TAU * (hour - 9.0) / 24.0).sin();
+                here.insert(
+                    scope("b"),
+                    Step {
+                        calls: (per_second * 10.0).round(),
+                        ..Step::default()
+                    },
+                );
+                detector.observe_step(at(t), &here, true);
+            }
+            let finding = detector
+                .findings()
+                .into_iter()
+                .find(|f| f.labels["model"] == "b" && f.labels["signal"] == "requests_per_second")
+                .unwrap();
+            let got = finding.evidence["expected"].as_f64().unwrap();
+            assert!(
+                (got - expected).abs() < 0.5,
+                "at {hour}:00 expected {got}, not {expected}"
+            );
+            assert_eq!(finding.evidence["seasons"], json!(["daily"]));
+            assert!(!finding.active, "{}", finding.message);
+        }
     }
 }

@@ -7,6 +7,7 @@ pub mod golden_signals;
 pub mod gpu;
 pub mod model_silence;
 pub mod named_series;
+pub mod seasonal;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};

@@ -206,7 +206,7 @@ impl Detector for NamedSeries {
                 named.severity,
                 subject,
                 &self.config,
-                |scored| scored,
+                |_, scored| scored,
                 evidence,
             ));
         }

@@ -972,7 +972,12 @@ impl Store {
         let states: Vec<&TableState> = self.tables.values().map(|s| s.as_ref()).collect();
         let victims = {
             let locked: Vec<_> = states.iter().map(|s| s.data.read()).collect();
-            let files: Vec<Vec<ParquetFile>> = locked.iter().map(|d| d.files.clone()).collect();
+            let files: Vec<(bool, Vec<ParquetFile>)> = self
+                .tables
+                .keys()
+                .zip(&locked)
+                .map(|(table, d)| (table.is_derived(), d.files.clone()))
+                .collect();
             retention::select_victims(&files, now_ns, &self.config.retention)
         };
         let grace = Duration::from_secs(self.config.retention.delete_grace_secs);

@@ -1,5 +1,5 @@
-//! Retention: Parquet files older than the age limit go first, then the oldest hours until the
-//! total size fits.
+//! Retention: Parquet files older than the age limit go first (the per-minute rollups' limit is
+//! longer), then the oldest hours until the total size fits.
 
 use std::path::PathBuf;
 
@@ -15,6 +15,11 @@ const HOUR_NS: i64 = 3_600_000_000_000;
 pub struct RetentionConfig {
     /// Delete hours that ended more than this many hours ago; 0 keeps data forever.
     pub max_age_hours: u64,
+    /// The per-minute rollups (`llm_minutes`, `gpu_minutes`) are kept at least this long (and
+    /// as long as `max_age_hours`): a few thousand rows a day each, they are what ranges of
+    /// weeks read, and the history the anomaly detector learns weekly seasons from (two weeks
+    /// at least). 0 keeps them forever.
+    pub rollup_max_age_hours: u64,
     /// Delete the oldest hours while all tables together exceed this many bytes; 0 is no limit.
     pub max_bytes: u64,
     /// How often retention runs.
@@ -28,6 +33,7 @@ impl Default for RetentionConfig {
     fn default() -> Self {
         RetentionConfig {
             max_age_hours: 24 * 7,
+            rollup_max_age_hours: 24 * 35,
             max_bytes: 0,
             check_interval_secs: 60,
             delete_grace_secs: 120,
@@ -35,20 +41,32 @@ impl Default for RetentionConfig {
     }
 }
 
-/// The files to delete, per table (same order as `tables`).
+/// The files to delete, per table (same order as `tables`, each with whether it is a rollup).
 pub fn select_victims(
-    tables: &[Vec<ParquetFile>],
+    tables: &[(bool, Vec<ParquetFile>)],
     now_ns: i64,
     config: &RetentionConfig,
 ) -> Vec<Vec<PathBuf>> {
     let mut victims: Vec<Vec<PathBuf>> = vec![Vec::new(); tables.len()];
     let mut kept: Vec<(i64, usize, &ParquetFile)> = Vec::new();
-    let cutoff = if config.max_age_hours == 0 {
-        i64::MIN
-    } else {
-        now_ns.saturating_sub((config.max_age_hours as i64).saturating_mul(HOUR_NS))
+    let cutoff = |hours: u64| {
+        if hours == 0 {
+            i64::MIN
+        } else {
+            now_ns.saturating_sub((hours as i64).saturating_mul(HOUR_NS))
+        }
     };
-    for (index, files) in tables.iter().enumerate() {
+    let rollup_hours = if config.max_age_hours == 0 || config.rollup_max_age_hours == 0 {
+        0
+    } else {
+        config.max_age_hours.max(config.rollup_max_age_hours)
+    };
+    for (index, (rollup, files)) in tables.iter().enumerate() {
+        let cutoff = cutoff(if *rollup {
+            rollup_hours
+        } else {
+            config.max_age_hours
+        });
         for f in files {
             if f.hour_start_ns.saturating_add(HOUR_NS) <= cutoff {
                 victims[index].push(f.path.clone());
@@ -90,8 +108,11 @@ mod tests {
     fn age_then_size() {
         let now = 100 * HOUR_NS;
         let tables = vec![
-            vec![file("a", 10, 5), file("b", 98, 5), file("c", 99, 5)],
-            vec![file("d", 97, 5)],
+            (
+                false,
+                vec![file("a", 10, 5), file("b", 98, 5), file("c", 99, 5)],
+            ),
+            (false, vec![file("d", 97, 5)]),
         ];
         let config = RetentionConfig {
             max_age_hours: 24,
@@ -106,13 +127,45 @@ mod tests {
 
     #[test]
     fn zero_means_unlimited() {
-        let tables = vec![vec![file("a", 0, 1 << 40)]];
+        let tables = vec![
+            (false, vec![file("a", 0, 1 << 40)]),
+            (true, vec![file("b", 0, 1)]),
+        ];
         let config = RetentionConfig {
             max_age_hours: 0,
             max_bytes: 0,
             check_interval_secs: 1,
             ..RetentionConfig::default()
         };
-        assert!(select_victims(&tables, i64::MAX, &config)[0].is_empty());
+        let victims = select_victims(&tables, i64::MAX, &config);
+        assert!(victims.iter().all(Vec::is_empty));
+    }
+
+    #[test]
+    fn rollups_outlive_the_rows_they_sum() {
+        let now = 1000 * HOUR_NS;
+        let tables = vec![
+            (false, vec![file("spans", 800, 5), file("recent", 990, 5)]),
+            (true, vec![file("old", 100, 1), file("minutes", 800, 1)]),
+        ];
+        let config = RetentionConfig {
+            max_age_hours: 24,
+            rollup_max_age_hours: 24 * 30,
+            ..RetentionConfig::default()
+        };
+        let victims = select_victims(&tables, now, &config);
+        assert_eq!(victims[0], vec![PathBuf::from("spans")]);
+        assert_eq!(victims[1], vec![PathBuf::from("old")]);
+        // Never shorter than the rows' own limit.
+        let longer = RetentionConfig {
+            max_age_hours: 24 * 60,
+            ..config.clone()
+        };
+        assert!(select_victims(&tables, now, &longer)[1].is_empty());
+        let forever = RetentionConfig {
+            rollup_max_age_hours: 0,
+            ..config
+        };
+        assert!(select_victims(&tables, now, &forever)[1].is_empty());
     }
 }
