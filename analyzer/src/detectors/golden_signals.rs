@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::anomaly::{AnomalyParams, Scored, StreamingAnomaly};
-use super::seasonal::{BUCKET_SECS, DAY_BUCKETS, Seasons};
+use super::calls_dropped::CallsDropped;
+use super::seasonal::{BUCKET_SECS, DAY_BUCKETS, MIN_HISTORY_BUCKETS, Seasons};
 use super::{Detector, alert_labels};
 use crate::AnalyzerError;
 use crate::alert::{Finding, Severity};
@@ -67,6 +68,11 @@ pub struct AnomalyConfig {
     /// shorter than `settle`. Empty: every signal waits for the settle.
     #[serde(with = "super::humantime_serde::list")]
     pub early_looks: Vec<Duration>,
+    /// The calls' fall's sensitivity knob: the evidence (nats) that a scope's calls fell to half
+    /// of what was expected (its level over the last half hour and its season) at which it
+    /// alerts (`LlmSignalAnomaly{signal="calls_dropped"}`). Lower catches sooner and raises
+    /// more false alarms (EVALUATION.md measures both).
+    pub rate_drop_nats: f64,
     /// Series of the user's own, by SQL (`[[analyzer.anomaly.series]]`), scored the same way.
     pub series: Vec<super::named_series::NamedSeriesConfig>,
     /// How far back the rates' daily and weekly seasons are learned from (`llm_minutes`, in
@@ -92,6 +98,7 @@ impl Default for AnomalyConfig {
             resolve_after: Duration::from_secs(300),
             error_evidence_nats: 12.0,
             early_looks: EARLY_LOOKS.to_vec(),
+            rate_drop_nats: 12.0,
             series: Vec::new(),
             seasons_history: Duration::from_secs(28 * 86_400),
         }
@@ -104,6 +111,8 @@ pub enum Signal {
     RequestRate,
     RequestRateMinute,
     ErrorRatio,
+    /// Calls fell to about half of what was expected (see [`CallsDropped`]).
+    CallsDropped,
     LatencyP50,
     LatencyP95,
     TtftP50,
@@ -112,10 +121,11 @@ pub enum Signal {
 }
 
 impl Signal {
-    pub const ALL: [Signal; 8] = [
+    pub const ALL: [Signal; 9] = [
         Signal::RequestRate,
         Signal::RequestRateMinute,
         Signal::ErrorRatio,
+        Signal::CallsDropped,
         Signal::LatencyP50,
         Signal::LatencyP95,
         Signal::TtftP50,
@@ -128,6 +138,7 @@ impl Signal {
             Signal::RequestRate => "requests_per_second",
             Signal::RequestRateMinute => "requests_per_second_1m",
             Signal::ErrorRatio => "error_ratio",
+            Signal::CallsDropped => "calls_dropped",
             Signal::LatencyP50 => "latency_p50_ms",
             Signal::LatencyP95 => "latency_p95_ms",
             Signal::TtftP50 => "ttft_p50_ms",
@@ -146,8 +157,8 @@ impl Signal {
             | Signal::RequestRateMinute
             | Signal::OutputTokenRate
             | Signal::CostPerHour => value.max(0.0).sqrt(),
-            // Judged by [`ErrorRise`], never by the streaming scorer.
-            Signal::ErrorRatio => value,
+            // Judged by [`ErrorRise`] and [`CallsDropped`], never by the streaming scorer.
+            Signal::ErrorRatio | Signal::CallsDropped => value,
             Signal::LatencyP50 | Signal::LatencyP95 | Signal::TtftP50 => value,
         }
     }
@@ -170,7 +181,7 @@ impl Signal {
             | Signal::RequestRateMinute
             | Signal::OutputTokenRate
             | Signal::CostPerHour => scored.max(0.0).powi(2),
-            Signal::ErrorRatio => scored,
+            Signal::ErrorRatio | Signal::CallsDropped => scored,
             Signal::LatencyP50 | Signal::LatencyP95 | Signal::TtftP50 => scored,
         }
     }
@@ -196,9 +207,10 @@ impl Signal {
     /// Errors are what users see; the rest is warning until a person looks.
     fn severity(self) -> Severity {
         match self {
-            Signal::ErrorRatio | Signal::RequestRate | Signal::RequestRateMinute => {
-                Severity::Critical
-            }
+            Signal::ErrorRatio
+            | Signal::CallsDropped
+            | Signal::RequestRate
+            | Signal::RequestRateMinute => Severity::Critical,
             _ => Severity::Warning,
         }
     }
@@ -243,6 +255,31 @@ pub struct BucketTotals {
 /// A scope's history for its seasons: the number of its first bucket (seconds since the epoch
 /// / [`BUCKET_SECS`]) and every bucket from it on, consecutive.
 pub type SeasonHistory = HashMap<Scope, (u64, Vec<BucketTotals>)>;
+
+/// Seasons learned from a history, and the scopes whose history was long enough to learn them
+/// from (cycles found or not).
+type LearnedSeasons = (HashMap<(Scope, SeasonalRate), Seasons>, HashSet<Scope>);
+
+/// Learns every scope's seasons from `history`: a few milliseconds a scope and rate (MSTL), so
+/// `vigil serve` runs it off the async runtime.
+fn fit_seasons(history: &SeasonHistory) -> LearnedSeasons {
+    let mut learned = HashMap::new();
+    for (scope, (first, buckets)) in history {
+        for rate in SeasonalRate::ALL {
+            let values: Vec<f64> = buckets.iter().map(|b| rate.scored(b)).collect();
+            let seasons = Seasons::fit(*first, &values);
+            if !seasons.is_empty() {
+                learned.insert((scope.clone(), rate), seasons);
+            }
+        }
+    }
+    let known = history
+        .iter()
+        .filter(|(_, (_, buckets))| buckets.len() >= MIN_HISTORY_BUCKETS)
+        .map(|(scope, _)| scope.clone())
+        .collect();
+    (learned, known)
+}
 
 /// How often the seasons are learned again from the store.
 pub const SEASONS_REFIT: Duration = Duration::from_secs(6 * 3600);
@@ -727,6 +764,7 @@ pub struct GoldenSignals {
     last_call: HashMap<Scope, SystemTime>,
     recent: HashMap<Scope, Recent>,
     errors: HashMap<Scope, ErrorRise>,
+    drops: HashMap<Scope, CallsDropped>,
     /// Start of the next step to read (None before the first, restoring, read).
     next_step: Option<SystemTime>,
     /// The early looks at the steps not yet settled: the end of the last step looked at, how
@@ -736,6 +774,8 @@ pub struct GoldenSignals {
     /// Each scope's seasons per rate (absent: none learned), and when they were last learned.
     seasons: HashMap<(Scope, SeasonalRate), Seasons>,
     seasons_learned: Option<SystemTime>,
+    /// The scopes whose history was long enough to learn seasons from, cycles found or not.
+    seasons_known: HashSet<Scope>,
 }
 
 impl GoldenSignals {
@@ -746,11 +786,13 @@ impl GoldenSignals {
             last_call: HashMap::new(),
             recent: HashMap::new(),
             errors: HashMap::new(),
+            drops: HashMap::new(),
             next_step: None,
             looked: None,
             warned_full: false,
             seasons: HashMap::new(),
             seasons_learned: None,
+            seasons_known: HashSet::new(),
         }
     }
 
@@ -826,16 +868,11 @@ impl GoldenSignals {
     /// warm-up): its scorer learned the other scale. A season learned again stays close to the
     /// one before, and its series keep their state.
     pub fn learn_seasons(&mut self, history: &SeasonHistory) {
-        let mut learned = HashMap::new();
-        for (scope, (first, buckets)) in history {
-            for rate in SeasonalRate::ALL {
-                let values: Vec<f64> = buckets.iter().map(|b| rate.scored(b)).collect();
-                let seasons = Seasons::fit(*first, &values);
-                if !seasons.is_empty() {
-                    learned.insert((scope.clone(), rate), seasons);
-                }
-            }
-        }
+        self.apply_seasons(fit_seasons(history));
+    }
+
+    /// Takes seasons [`fit_seasons`] learned (see [`Self::learn_seasons`]).
+    fn apply_seasons(&mut self, (learned, known): LearnedSeasons) {
         let changed: HashSet<(Scope, SeasonalRate)> = learned
             .keys()
             .filter(|key| !self.seasons.contains_key(key))
@@ -847,7 +884,10 @@ impl GoldenSignals {
                 .season()
                 .is_none_or(|rate| !changed.contains(&(scope.clone(), rate)))
         });
+        self.drops
+            .retain(|scope, _| !changed.contains(&(scope.clone(), SeasonalRate::Calls)));
         self.seasons = learned;
+        self.seasons_known = known;
     }
 
     /// The seasonal part of `signal` of `scope` in the step starting at `at` (on the scorer's
@@ -1062,6 +1102,10 @@ impl GoldenSignals {
                         self.observe_errors(&scope, at, &step, alerting);
                         None
                     }
+                    Signal::CallsDropped => {
+                        self.observe_calls(&scope, at, &step, alerting);
+                        None
+                    }
                     Signal::LatencyP50 | Signal::LatencyP95 | Signal::TtftP50 => {
                         signal.percentile(&step)
                     }
@@ -1076,6 +1120,29 @@ impl GoldenSignals {
         self.series.retain(|(scope, _), _| known.contains(scope));
         self.recent.retain(|scope, _| known.contains(scope));
         self.errors.retain(|scope, _| known.contains(scope));
+        self.drops.retain(|scope, _| known.contains(scope));
+    }
+
+    /// Judges and learns one step of a scope's calls (see [`CallsDropped`]).
+    fn observe_calls(&mut self, scope: &Scope, at: SystemTime, step: &Step, alerting: bool) {
+        if !self.drops.contains_key(scope) {
+            if !self.has_room() {
+                return;
+            }
+            self.drops.insert(scope.clone(), CallsDropped::default());
+        }
+        let season = self.season(scope, Signal::RequestRate, at);
+        let step_secs = self
+            .config
+            .resolution
+            .max(Duration::from_secs(1))
+            .as_secs_f64();
+        // Judged once the scope's seasons are known (see [`CallsDropped`]).
+        let judging = (alerting && self.seasons_known.contains(scope))
+            .then_some((self.config.rate_drop_nats, self.config.resolve_after));
+        if let Some(drop) = self.drops.get_mut(scope) {
+            drop.update(at, step.calls, step_secs, season, judging);
+        }
     }
 
     /// Judges and learns one step of a scope's errors (see [`ErrorRise`]).
@@ -1185,6 +1252,24 @@ impl GoldenSignals {
                 evidence,
             ));
         }
+        for (scope, drop) in &self.drops {
+            let (labels, subject, mut evidence) = describe(scope, Signal::CallsDropped);
+            if let Some(began) = drop.began() {
+                evidence.insert("spans_sql".into(), json!(spans_sql(scope, began, None)));
+            }
+            findings.extend(
+                drop.finding(
+                    labels,
+                    subject,
+                    self.config.rate_drop_nats,
+                    self.config
+                        .resolution
+                        .max(Duration::from_secs(1))
+                        .as_secs_f64(),
+                    evidence,
+                ),
+            );
+        }
         for (scope, rise) in &self.errors {
             let (labels, subject, mut evidence) = describe(scope, Signal::ErrorRatio);
             if let Some((at, _)) = rise.last {
@@ -1212,12 +1297,16 @@ impl GoldenSignals {
         let errors = self.errors.iter().filter_map(|(scope, rise)| {
             rise.began().map(|began| (scope, Signal::ErrorRatio, began))
         });
-        streaming.chain(errors)
+        let drops = self.drops.iter().filter_map(|(scope, drop)| {
+            drop.began()
+                .map(|began| (scope, Signal::CallsDropped, began))
+        });
+        streaming.chain(errors).chain(drops)
     }
 
     /// Series scored now.
     pub fn series_count(&self) -> usize {
-        self.series.len() + self.errors.len()
+        self.series.len() + self.errors.len() + self.drops.len()
     }
 
     /// Bytes of scorer state held now.
@@ -1227,6 +1316,7 @@ impl GoldenSignals {
             .map(|s| s.scorer.state_bytes())
             .sum::<usize>()
             + self.errors.len() * std::mem::size_of::<ErrorRise>()
+            + self.drops.len() * std::mem::size_of::<CallsDropped>()
             + self
                 .seasons
                 .values()
@@ -1324,7 +1414,14 @@ impl Detector for GoldenSignals {
                 .is_none_or(|last| now >= last + SEASONS_REFIT)
         {
             match self.read_season_history(source, now).await {
-                Ok(history) => self.learn_seasons(&history),
+                Ok(history) => {
+                    match tokio::task::spawn_blocking(move || fit_seasons(&history)).await {
+                        Ok(learned) => self.apply_seasons(learned),
+                        Err(e) => tracing::warn!(
+                            "anomaly detector: learning the rates' seasons failed ({e}); judging without them until the next try"
+                        ),
+                    }
+                }
                 Err(e) => tracing::warn!(
                     "anomaly detector: the rates' seasons could not be read from llm_minutes ({e}); judging without them until the next try"
                 ),
@@ -2032,6 +2129,47 @@ mod tests {
             );
             assert_eq!(finding.evidence["seasons"], json!(["daily"]));
             assert!(!finding.active, "{}", finding.message);
+        }
+
+        // Model a's calls halve: judged as a fall once its seasons are known (two weeks of it,
+        // no cycle found), not before.
+        for known in [true, false] {
+            let mut detector = GoldenSignals::new(AnomalyConfig::default());
+            if known {
+                detector.learn_seasons(&history);
+            }
+            let start = day + 12 * 3600;
+            let mut fell_at = None;
+            for step in 0..400 {
+                let calls = if step < 360 { 50.0 } else { 25.0 };
+                let here = HashMap::from([(
+                    scope("a"),
+                    Step {
+                        calls,
+                        ..Step::default()
+                    },
+                )]);
+                detector.observe_step(at(start + step * 10), &here, true);
+                let dropped = detector
+                    .anomalies()
+                    .any(|(_, signal, _)| signal == Signal::CallsDropped);
+                if dropped && fell_at.is_none() {
+                    fell_at = Some(step);
+                }
+            }
+            if known {
+                let fell_at = fell_at.expect("the fall alerted");
+                assert!((360..=364).contains(&fell_at), "{fell_at}");
+                let finding = detector
+                    .findings()
+                    .into_iter()
+                    .find(|f| f.labels["signal"] == "calls_dropped")
+                    .unwrap();
+                assert!(finding.active);
+                assert_eq!(finding.evidence["expected"].as_f64().unwrap().round(), 5.0);
+            } else {
+                assert_eq!(fell_at, None);
+            }
         }
     }
 }

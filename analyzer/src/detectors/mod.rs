@@ -2,6 +2,7 @@
 //! judged. Their timing (`for`, `resolve_after`) and thresholds come from the TOML config.
 
 pub mod anomaly;
+pub mod calls_dropped;
 pub mod drift;
 pub mod golden_signals;
 pub mod gpu;

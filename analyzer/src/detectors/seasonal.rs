@@ -21,6 +21,8 @@ pub const BUCKET_SECS: u64 = 300;
 /// Buckets in a day and in a week.
 pub const DAY_BUCKETS: usize = (86_400 / BUCKET_SECS) as usize;
 pub const WEEK_BUCKETS: usize = 7 * DAY_BUCKETS;
+/// The history seasons are learned from at least: two weeks.
+pub const MIN_HISTORY_BUCKETS: usize = 2 * WEEK_BUCKETS;
 /// The share of the series' variance (seasonal and remainder) a component must explain to be
 /// kept: below it, the "season" is mostly the noise of the history it was fitted on. A period
 /// seen only twice takes up about half of that noise by itself (a weekly component fitted to
@@ -40,7 +42,7 @@ impl Seasons {
     /// history shorter than two weeks give no season.
     pub fn fit(first_bucket: u64, values: &[f64]) -> Seasons {
         let periods = vec![DAY_BUCKETS, WEEK_BUCKETS];
-        if values.len() < 2 * WEEK_BUCKETS || values.iter().any(|v| !v.is_finite()) {
+        if values.len() < MIN_HISTORY_BUCKETS || values.iter().any(|v| !v.is_finite()) {
             return Seasons::default();
         }
         let fitted = match MSTLModel::naive(periods.clone()).fit(values) {
