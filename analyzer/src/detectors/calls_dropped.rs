@@ -24,6 +24,8 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 
+use super::cusum::{Episode, judge};
+use super::golden_signals::{insert_band, rfc3339};
 use crate::alert::{Finding, Severity};
 
 /// The fall the test is built to see soonest. Smaller falls are seen later; a fall to 72% of
@@ -49,17 +51,12 @@ pub(crate) struct CallsDropped {
     run: Option<(SystemTime, f64, f64)>,
     /// The last step judged and the calls expected in it.
     last: Option<(SystemTime, f64)>,
-    episode: Option<Episode>,
+    /// The fall past the threshold, if any.
+    episode: Option<Episode<DropStep>>,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Episode {
-    began: SystemTime,
-    last_active: SystemTime,
-    /// The step with the most evidence: (at, evidence, calls and expected calls since the fall
-    /// began).
-    worst: (SystemTime, f64, f64, f64),
-}
+/// A step of a fall: (at, evidence, calls and expected calls since the fall began).
+type DropStep = (SystemTime, f64, f64, f64);
 
 impl CallsDropped {
     /// The calls expected in a step of `step_secs` whose season (on the square-root scale of
@@ -117,30 +114,14 @@ impl CallsDropped {
 
     fn judge(&mut self, at: SystemTime, nats: f64, resolve_after: Duration) {
         let (since, calls, expected) = self.run.unwrap_or((at, 0.0, 0.0));
-        let this = (at, self.evidence, calls, expected);
-        match &mut self.episode {
-            None if self.evidence >= nats => {
-                self.episode = Some(Episode {
-                    began: since,
-                    last_active: at,
-                    worst: this,
-                })
-            }
-            None => {}
-            Some(episode) => {
-                // Half the evidence left keeps the fall open: calls still short.
-                if self.evidence >= nats / 2.0 {
-                    episode.last_active = at;
-                    if self.evidence > episode.worst.1 {
-                        episode.worst = this;
-                    }
-                } else if at.duration_since(episode.last_active).unwrap_or_default()
-                    >= resolve_after
-                {
-                    self.episode = None;
-                }
-            }
-        }
+        let step = (at, self.evidence, calls, expected);
+        judge(
+            &mut self.episode,
+            (at, since),
+            (self.evidence, nats),
+            resolve_after,
+            step,
+        );
     }
 
     /// This scope's finding (None before it is first judged).
@@ -184,12 +165,12 @@ impl CallsDropped {
         } else {
             0.0
         };
-        let rfc3339 = |t: SystemTime| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339();
-        evidence.insert("value".into(), json!(rate));
-        evidence.insert("at".into(), json!(rfc3339(shown_at)));
-        evidence.insert("expected".into(), json!(expected_rate));
-        evidence.insert("expected_band".into(), json!([low, high]));
-        evidence.insert("deviation_sigmas".into(), json!(sigmas));
+        insert_band(
+            &mut evidence,
+            (shown_at, rate),
+            (expected_rate, (low, high)),
+            sigmas,
+        );
         evidence.insert("calls".into(), json!(calls));
         evidence.insert("expected_calls".into(), json!(expected));
         evidence.insert("evidence_nats".into(), json!(shown_evidence));

@@ -18,6 +18,7 @@ use serde_json::json;
 
 use super::anomaly::{AnomalyParams, Scored, StreamingAnomaly};
 use super::calls_dropped::CallsDropped;
+use super::cusum::{self, Episode as CountEpisode};
 use super::seasonal::{BUCKET_SECS, DAY_BUCKETS, MIN_HISTORY_BUCKETS, Seasons};
 use super::{Detector, alert_labels};
 use crate::AnalyzerError;
@@ -284,6 +285,26 @@ fn fit_seasons(history: &SeasonHistory) -> LearnedSeasons {
 /// How often the seasons are learned again from the store.
 pub const SEASONS_REFIT: Duration = Duration::from_secs(6 * 3600);
 
+/// An alert's time in its message and evidence.
+pub(crate) fn rfc3339(at: SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(at).to_rfc3339()
+}
+
+/// What every golden-signal finding's evidence says: the value shown and when, the expected
+/// value and its band, and how many standard deviations off it is.
+pub(crate) fn insert_band(
+    evidence: &mut serde_json::Map<String, serde_json::Value>,
+    (at, value): (SystemTime, f64),
+    (expected, (low, high)): (f64, (f64, f64)),
+    sigmas: f64,
+) {
+    evidence.insert("value".into(), json!(value));
+    evidence.insert("at".into(), json!(rfc3339(at)));
+    evidence.insert("expected".into(), json!(expected));
+    evidence.insert("expected_band".into(), json!([low, high]));
+    evidence.insert("deviation_sigmas".into(), json!(sigmas));
+}
+
 /// A service (`model` = "*": all its models) or a model in a service.
 pub type Scope = (String, String);
 
@@ -363,17 +384,12 @@ pub(crate) struct ErrorRise {
     run: Option<(SystemTime, f64, f64)>,
     /// The last step judged and the ratio expected then.
     last: Option<(SystemTime, f64)>,
-    episode: Option<ErrorEpisode>,
+    /// The rise past the threshold, if any.
+    episode: Option<CountEpisode<ErrorStep>>,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct ErrorEpisode {
-    began: SystemTime,
-    last_active: SystemTime,
-    /// The step with the most evidence: (at, evidence, expected ratio, calls, errors since the
-    /// rise began).
-    worst: (SystemTime, f64, f64, f64, f64),
-}
+/// A step of a rise: (at, evidence, expected ratio, calls, errors since the rise began).
+type ErrorStep = (SystemTime, f64, f64, f64, f64);
 
 impl ErrorRise {
     /// The ratio this scope's errors are judged against, once enough calls are learned.
@@ -417,30 +433,14 @@ impl ErrorRise {
 
     fn judge(&mut self, at: SystemTime, expected: f64, nats: f64, resolve_after: Duration) {
         let (since, calls, errors) = self.run.unwrap_or((at, 0.0, 0.0));
-        let this = (at, self.evidence, expected, calls, errors);
-        match &mut self.episode {
-            None if self.evidence >= nats => {
-                self.episode = Some(ErrorEpisode {
-                    began: since,
-                    last_active: at,
-                    worst: this,
-                })
-            }
-            None => {}
-            Some(episode) => {
-                // Half the evidence left keeps the rise open: errors still above normal.
-                if self.evidence >= nats / 2.0 {
-                    episode.last_active = at;
-                    if self.evidence > episode.worst.1 {
-                        episode.worst = this;
-                    }
-                } else if at.duration_since(episode.last_active).unwrap_or_default()
-                    >= resolve_after
-                {
-                    self.episode = None;
-                }
-            }
-        }
+        let step = (at, self.evidence, expected, calls, errors);
+        cusum::judge(
+            &mut self.episode,
+            (at, since),
+            (self.evidence, nats),
+            resolve_after,
+            step,
+        );
     }
 
     /// This scope's finding on its error ratio (None before it is first judged).
@@ -468,12 +468,12 @@ impl ErrorRise {
         } else {
             0.0
         };
-        let rfc3339 = |t: SystemTime| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339();
-        evidence.insert("value".into(), json!(ratio));
-        evidence.insert("at".into(), json!(rfc3339(shown_at)));
-        evidence.insert("expected".into(), json!(expected));
-        evidence.insert("expected_band".into(), json!([low, high]));
-        evidence.insert("deviation_sigmas".into(), json!(sigmas));
+        insert_band(
+            &mut evidence,
+            (shown_at, ratio),
+            (expected, (low, high)),
+            sigmas,
+        );
         evidence.insert("calls".into(), json!(calls));
         evidence.insert("errors".into(), json!(errors));
         evidence.insert("evidence_nats".into(), json!(shown_evidence));
@@ -677,12 +677,12 @@ impl Series {
         let expected = unscored(shown_at, shown.mean);
         let low = unscored(shown_at, shown.mean - 3.0 * shown.std_dev);
         let high = unscored(shown_at, shown.mean + 3.0 * shown.std_dev);
-        let rfc3339 = |t: SystemTime| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339();
-        evidence.insert("value".into(), json!(shown_value));
-        evidence.insert("at".into(), json!(rfc3339(shown_at)));
-        evidence.insert("expected".into(), json!(expected));
-        evidence.insert("expected_band".into(), json!([low, high]));
-        evidence.insert("deviation_sigmas".into(), json!(shown.z));
+        insert_band(
+            &mut evidence,
+            (shown_at, shown_value),
+            (expected, (low, high)),
+            shown.z,
+        );
         evidence.insert("novel_pattern".into(), json!(shown.novel));
         evidence.insert(
             "resolution_seconds".into(),

@@ -3,6 +3,7 @@
 
 pub mod anomaly;
 pub mod calls_dropped;
+mod cusum;
 pub mod drift;
 pub mod golden_signals;
 pub mod gpu;

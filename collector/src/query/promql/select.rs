@@ -996,7 +996,7 @@ impl SeriesBuilder {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::storage::{StorageConfig, Store};
     use crate::telemetry::Telemetry;
@@ -1050,7 +1050,10 @@ mod tests {
 
     /// `batch` with its series ids replaced by `id`, its own checks kept; or, with `None`,
     /// neither (as stored before there were ids).
-    fn with_series_ids(batch: RecordBatch, id: Option<u64>) -> RecordBatch {
+    pub(in crate::query::promql) fn with_series_ids(
+        batch: RecordBatch,
+        id: Option<u64>,
+    ) -> RecordBatch {
         let schema = batch.schema();
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
         columns[schema.index_of(metric_col::SERIES_ID).unwrap()] =

@@ -264,10 +264,11 @@ fn map_column(
 mod tests {
     use super::*;
     use crate::query::promql::select::select as select_series;
+    use crate::query::promql::select::tests::with_series_ids;
     use crate::query::promql::select::{Catalog, RawSeries, label};
     use crate::storage::{StorageConfig, Store};
     use crate::telemetry::Telemetry;
-    use arrow::array::{ArrayRef, RecordBatch};
+    use arrow::array::RecordBatch;
     use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
     use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
     use opentelemetry_proto::tonic::metrics::v1::{
@@ -327,17 +328,6 @@ mod tests {
             }],
         };
         vigil_schemas::convert::metrics_to_batch(&request).batch
-    }
-
-    /// `batch` as stored before series ids.
-    fn without_series_ids(batch: RecordBatch) -> RecordBatch {
-        let schema = batch.schema();
-        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-        for name in [metric_col::SERIES_ID, metric_col::SERIES_CHECK] {
-            columns[schema.index_of(name).unwrap()] =
-                Arc::new(UInt64Array::from(vec![None; batch.num_rows()]));
-        }
-        RecordBatch::try_new(schema, columns).unwrap()
     }
 
     async fn read(engine: &QueryEngine, matchers: Vec<Matcher>) -> Vec<RawSeries> {
@@ -422,7 +412,7 @@ mod tests {
             rows(&api, "b", &[5, 10]),
             rows(&remote_written, "c", &[0, 20]),
             // Stored before series ids: read with their resources.
-            without_series_ids(rows(&worker, "a", &[30])),
+            with_series_ids(rows(&worker, "a", &[30]), None),
             rows(&worker, "a", &[40]),
         ] {
             store.append(Table::Metrics, batch).await.unwrap();
