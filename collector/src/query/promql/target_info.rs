@@ -121,7 +121,9 @@ pub(super) async fn select(
                 }
             }
         }
-        if of_id.values().any(Option::is_some) {
+        // The series, labels and label values APIs need no samples: a series found in the
+        // first rows is in the range.
+        if budget.keep_samples && of_id.values().any(Option::is_some) {
             let sql = format!(
                 "SELECT {}, {} FROM metrics WHERE {with_id}",
                 metric_col::SERIES_ID,
@@ -180,10 +182,10 @@ struct Found<'a> {
     /// Per resource's attributes, its series (`None`: it has none, or the matchers refuse it).
     series: HashMap<Vec<(String, String)>, Option<usize>>,
     /// Per series, its labels and its sample times in milliseconds.
-    times: Vec<(Labels, FnvSet<i64>)>,
+    times: Vec<(LabelPairs, FnvSet<i64>)>,
 }
 
-type Labels = Vec<(String, String)>;
+type LabelPairs = Vec<(String, String)>;
 type FnvSet<T> = std::collections::HashSet<T, std::hash::BuildHasherDefault<fnv::FnvHasher>>;
 
 impl Found<'_> {
@@ -265,7 +267,7 @@ mod tests {
     use super::*;
     use crate::query::promql::select::select as select_series;
     use crate::query::promql::select::tests::with_series_ids;
-    use crate::query::promql::select::{Catalog, RawSeries, label};
+    use crate::query::promql::select::{Catalog, Labels, RawSeries, label};
     use crate::storage::{StorageConfig, Store};
     use crate::telemetry::Telemetry;
     use arrow::array::RecordBatch;
@@ -331,12 +333,20 @@ mod tests {
     }
 
     async fn read(engine: &QueryEngine, matchers: Vec<Matcher>) -> Vec<RawSeries> {
+        read_with(engine, matchers, true).await
+    }
+
+    async fn read_with(
+        engine: &QueryEngine,
+        matchers: Vec<Matcher>,
+        keep_samples: bool,
+    ) -> Vec<RawSeries> {
         let (lo, hi) = (T0_S as i64 * 1000, (T0_S as i64 + 100) * 1000);
         let catalog = Catalog::load(engine, lo, hi).await.unwrap();
         let mut budget = SampleBudget {
             loaded: 0,
             limit: u64::MAX,
-            keep_samples: true,
+            keep_samples,
         };
         select_series(engine, &catalog, &[matchers], lo, hi, &mut budget)
             .await
@@ -430,6 +440,12 @@ mod tests {
             assert_eq!(seconds(&all[0]), [0, 5, 10]);
             assert_eq!(label(&all[1].labels, "job"), "worker");
             assert_eq!(seconds(&all[1]), [30, 40]);
+            // As the series and labels APIs read it: the same series, no samples.
+            let listed = read_with(&engine, vec![name()], false).await;
+            let labels = |series: &[RawSeries]| -> Vec<Labels> {
+                series.iter().map(|s| s.labels.clone()).collect()
+            };
+            assert_eq!(labels(&listed), labels(&all));
 
             let one = read(
                 &engine,
