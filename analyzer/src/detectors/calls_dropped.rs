@@ -71,21 +71,22 @@ impl CallsDropped {
     }
 
     /// One step of `calls` (over `step_secs`, with `season` as above): judged against what was
-    /// expected before it, then learned. `judging` is the threshold in nats and
-    /// `resolve_after` when the step may alert, None while replaying history.
+    /// expected before it, then learned. `nats` is the threshold (the evidence is kept below
+    /// twice it, judged or not, so that what a long unjudged time gathered is not carried into
+    /// the first judged steps), `judging` the `resolve_after` when the step may alert, None
+    /// while replaying history or before the seasons are known.
     pub(crate) fn update(
         &mut self,
         at: SystemTime,
-        calls: f64,
-        step_secs: f64,
+        (calls, step_secs): (f64, f64),
         season: f64,
-        judging: Option<(f64, Duration)>,
+        nats: f64,
+        judging: Option<Duration>,
     ) {
         let expected = self.expected(step_secs, season);
         if let Some(expected) = expected {
             let llr = calls * DROPPED_TO.ln() + expected * (1.0 - DROPPED_TO);
-            let cap = 2.0 * judging.map_or(f64::INFINITY, |(nats, _)| nats);
-            self.evidence = (self.evidence + llr / self.dispersion.max(1.0)).clamp(0.0, cap);
+            self.evidence = (self.evidence + llr / self.dispersion.max(1.0)).clamp(0.0, 2.0 * nats);
             self.run = if self.evidence > 0.0 {
                 let (since, c, e) = self.run.unwrap_or((at, 0.0, 0.0));
                 Some((since, c + calls, e + expected))
@@ -93,7 +94,7 @@ impl CallsDropped {
                 None
             };
             self.last = Some((at, expected));
-            if let Some((nats, resolve_after)) = judging {
+            if let Some(resolve_after) = judging {
                 self.judge(at, nats, resolve_after);
             }
         }
@@ -207,7 +208,7 @@ mod tests {
     use rand_distr::{Distribution, Poisson};
 
     const T0: u64 = 1_800_000_000;
-    const JUDGING: Option<(f64, Duration)> = Some((12.0, Duration::from_secs(300)));
+    const JUDGING: Option<Duration> = Some(Duration::from_secs(300));
 
     fn at(step: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(T0 + step * 10)
@@ -227,7 +228,7 @@ mod tests {
         let mut alerted = None;
         for step in from..from + steps {
             let groups = Poisson::new(per_second * 10.0 / burst).unwrap().sample(rng);
-            drop.update(at(step), groups * burst, 10.0, 0.0, JUDGING);
+            drop.update(at(step), (groups * burst, 10.0), 0.0, 12.0, JUDGING);
             if alerted.is_none() && drop.began().is_some() {
                 alerted = Some(step);
             }
@@ -278,12 +279,18 @@ mod tests {
         // A season of +1 on the square-root scale: 4 calls/s expected where the level says 1.
         let mut drop = CallsDropped::default();
         for step in 0..200 {
-            drop.update(at(step), 10.0, 10.0, 0.0, None);
+            drop.update(at(step), (10.0, 10.0), 0.0, 12.0, None);
         }
         let expected = drop.expected(10.0, 1.0).unwrap();
         assert!((expected - 40.25).abs() < 0.5, "{expected}");
         // A step with the level's 10 calls where the season expects 40 is evidence of a fall.
-        drop.update(at(200), 10.0, 10.0, 1.0, JUDGING);
+        drop.update(at(200), (10.0, 10.0), 1.0, 12.0, JUDGING);
         assert!(drop.evidence > 10.0, "{}", drop.evidence);
+
+        // Unjudged, a long fall gathers no more than twice the threshold.
+        for step in 201..2000 {
+            drop.update(at(step), (0.0, 10.0), 1.0, 12.0, None);
+        }
+        assert!(drop.evidence <= 24.0, "{}", drop.evidence);
     }
 }

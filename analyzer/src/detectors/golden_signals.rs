@@ -884,8 +884,13 @@ impl GoldenSignals {
                 .season()
                 .is_none_or(|rate| !changed.contains(&(scope.clone(), rate)))
         });
-        self.drops
-            .retain(|scope, _| !changed.contains(&(scope.clone(), SeasonalRate::Calls)));
+        // A scope whose seasons became known (or unknown) starts its calls' test over: what it
+        // gathered unjudged, through the turns it did not expect, is not carried in.
+        let was_known = std::mem::take(&mut self.seasons_known);
+        self.drops.retain(|scope, _| {
+            !changed.contains(&(scope.clone(), SeasonalRate::Calls))
+                && was_known.contains(scope) == known.contains(scope)
+        });
         self.seasons = learned;
         self.seasons_known = known;
     }
@@ -1138,10 +1143,11 @@ impl GoldenSignals {
             .max(Duration::from_secs(1))
             .as_secs_f64();
         // Judged once the scope's seasons are known (see [`CallsDropped`]).
-        let judging = (alerting && self.seasons_known.contains(scope))
-            .then_some((self.config.rate_drop_nats, self.config.resolve_after));
+        let judging =
+            (alerting && self.seasons_known.contains(scope)).then_some(self.config.resolve_after);
+        let nats = self.config.rate_drop_nats;
         if let Some(drop) = self.drops.get_mut(scope) {
-            drop.update(at, step.calls, step_secs, season, judging);
+            drop.update(at, (step.calls, step_secs), season, nats, judging);
         }
     }
 
