@@ -119,6 +119,8 @@ pub struct QueryEngine {
     limits: QueryConfig,
     turns: Arc<Turns>,
     store: Arc<Store>,
+    /// The labels of the series PromQL has read, by series id.
+    series_labels: Arc<promql::SeriesLabels>,
 }
 
 /// Turns to run a query: `max_concurrent` at once, `max_queued` waiting.
@@ -183,6 +185,7 @@ impl QueryEngine {
             limits,
             turns,
             store,
+            series_labels: Arc::default(),
         })
     }
 
@@ -195,6 +198,11 @@ impl QueryEngine {
     /// [`Store::metric_catalog`]).
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// The labels of the series PromQL has read before (see [`promql::SeriesLabels`]).
+    pub fn series_labels(&self) -> &promql::SeriesLabels {
+        &self.series_labels
     }
 
     /// Waits for a turn to run, up to `timeout`; refuses at once when the queue is full.

@@ -15,7 +15,7 @@ use promql_parser::parser::{
 use super::PromError;
 use super::functions;
 use super::names::NAME_LABEL;
-use super::select::{Labels, RawSeries, is_stale, label};
+use super::select::{FnvMap, Labels, RawSeries, is_stale, label};
 
 /// One series of an instant vector at every step: `None` where it has no sample.
 #[derive(Debug, Clone)]
@@ -210,7 +210,7 @@ fn drop_name(labels: &Labels) -> Labels {
 /// Collects output series by label set, refusing two values for one label set at one step.
 pub struct Output {
     steps: usize,
-    index: HashMap<Labels, usize>,
+    index: FnvMap<Labels, usize>,
     series: Vec<StepSeries>,
 }
 
@@ -218,7 +218,7 @@ impl Output {
     pub fn new(steps: usize) -> Output {
         Output {
             steps,
-            index: HashMap::new(),
+            index: FnvMap::default(),
             series: Vec::new(),
         }
     }
@@ -556,7 +556,7 @@ impl Evaluator<'_> {
 /// Prometheus does after every operation that may drop or change labels.
 fn check_duplicates(value: Value) -> Result<Value, PromError> {
     if let Value::Vector(series) = &value {
-        let mut by_labels: HashMap<&Labels, Vec<usize>> = HashMap::new();
+        let mut by_labels: FnvMap<&Labels, Vec<usize>> = FnvMap::default();
         for (i, s) in series.iter().enumerate() {
             by_labels.entry(&s.labels).or_default().push(i);
         }

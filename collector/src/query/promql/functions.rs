@@ -12,7 +12,7 @@ use super::eval::{
     Evaluator, Output, RangeValue, StepSeries, Value, labels_from, type_name, without_name,
 };
 use super::names::{BUCKET_LABEL, NAME_LABEL, float_label};
-use super::select::{Labels, label};
+use super::select::{FnvMap, Labels, label};
 
 fn bad(message: impl Into<String>) -> PromError {
     PromError::BadData(message.into())
@@ -697,7 +697,7 @@ pub fn call(e: &Evaluator, c: &Call, times: &[i64]) -> Result<Value, PromError> 
         "histogram_quantile" => {
             let q = scalar_arg(e, c, 0, times)?;
             let series = vector_arg(e, c, 1, times)?;
-            let mut groups: HashMap<Labels, Vec<(f64, usize)>> = HashMap::new();
+            let mut groups: FnvMap<Labels, Vec<(f64, usize)>> = FnvMap::default();
             for (n, s) in series.iter().enumerate() {
                 let Ok(bound) = parse_bound(label(&s.labels, BUCKET_LABEL)) else {
                     continue;
@@ -901,7 +901,7 @@ pub fn aggregate(
         }
     };
     let mut groups: Vec<(Labels, Vec<usize>)> = Vec::new();
-    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut index: FnvMap<Labels, usize> = FnvMap::default();
     for (n, s) in series.iter().enumerate() {
         let key = group_labels(&s.labels, modifier);
         let g = *index.entry(key.clone()).or_insert_with(|| {

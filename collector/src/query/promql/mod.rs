@@ -12,6 +12,7 @@ mod exemplars;
 mod functions;
 pub mod names;
 mod select;
+mod series_labels;
 mod target_info;
 
 use std::collections::HashMap;
@@ -22,6 +23,7 @@ use promql_parser::parser::{self, Expr, Function, value::ValueType};
 
 pub use eval::{StepSeries, Value};
 pub use select::{Labels, Metadata, RawSeries};
+pub use series_labels::SeriesLabels;
 
 use super::{QueryEngine, QueryError};
 use eval::{Context, Evaluator};

@@ -6,17 +6,19 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, AsArray, Float64Array, ListArray, MapArray, StringArray, TimestampNanosecondArray,
-    UInt64Array,
+    Array, ArrayBuilder, AsArray, Float64Array, ListArray, MapArray, StringArray,
+    TimestampNanosecondArray, UInt64Array,
 };
 use arrow::compute::cast;
 use arrow::datatypes::DataType;
+use arrow::record_batch::RecordBatch;
 use futures::StreamExt;
 use promql_parser::label::{MatchOp, Matcher};
 use vigil_schemas::{col, metric_col};
 
 use super::PromError;
 use super::names::{self, BUCKET_LABEL, Kind, NAME_LABEL, Part, QUANTILE_LABEL};
+use super::series_labels::{KnownSeries, SeriesLabels};
 use super::target_info;
 use crate::query::QueryEngine;
 
@@ -360,12 +362,22 @@ pub async fn select(
             format!("{} >= {}", col::TIME, sql_time(start_ms)),
             format!("{} <= {}", col::TIME, sql_time(end_ms)),
         ];
-        let read_by_id = select_by_series_id(engine, &scope, &wanted, budget, &mut builder).await?;
+        let read = if budget.keep_samples {
+            select_samples_by_series_id(engine, &scope, &wanted, budget, &mut builder).await?
+        } else {
+            select_series_by_series_id(engine, &scope, &wanted, budget, &mut builder).await?
+        };
         // Rows stored before series ids were (or all rows, if two series' ids collided):
         // their labels are read with every row.
         let mut conditions = scope;
-        if read_by_id {
-            conditions.push(format!("{} IS NULL", metric_col::SERIES_ID));
+        match read {
+            ById::Read {
+                rows_without_id: false,
+            } => continue,
+            ById::Read {
+                rows_without_id: true,
+            } => conditions.push(format!("{} IS NULL", metric_col::SERIES_ID)),
+            ById::SharedId => {}
         }
         conditions.extend(prefilter(matchers));
         select_rows(engine, &conditions, &wanted, budget, &mut builder).await?;
@@ -373,60 +385,56 @@ pub async fn select(
     Ok(builder.finish())
 }
 
-/// Reads the rows that carry a series id in three statements: the series and the first time
-/// each has a row; their labels, from the rows at those times only; then every row's id, time
-/// and value, without the attribute maps (which cost most of a read). Without samples to keep
-/// (the series, labels and label values APIs), the third is skipped when the first rows already
-/// show every series: each of their metrics' names reads a plain value that the first row has.
-/// `false`, having read nothing into `builder`, when two different series share an id (their
-/// 128-bit hashes differ in the half `series_check` holds).
-async fn select_by_series_id(
+/// How a read by series id went.
+enum ById {
+    /// The rows with an id were read; whether the range also has rows without one (stored
+    /// before there were ids), which are still to be read with their labels.
+    Read { rows_without_id: bool },
+    /// Two different series share an id (their 128-bit hashes differ in the half
+    /// `series_check` holds): nothing was read, and the ids are not to be trusted for this read.
+    SharedId,
+}
+
+/// Reads the series, without holding samples (the series, labels and label values APIs), in
+/// two or three statements: the series and the first time each has a row; their labels, from
+/// the rows at those times only; then, unless the first rows already show every series (each
+/// of their metrics' names reads a plain value that the first row has), every row's id, time
+/// and value, without the attribute maps (which cost most of a read).
+async fn select_series_by_series_id(
     engine: &QueryEngine,
     scope: &[String],
     wanted: &Wanted<'_>,
     budget: &mut SampleBudget,
     builder: &mut SeriesBuilder,
-) -> Result<bool, PromError> {
+) -> Result<ById, PromError> {
     let scope = format!(
         "{} AND {} IS NOT NULL",
         scope.join(" AND "),
         metric_col::SERIES_ID
     );
     let Some(first_times) = first_times(engine, &scope).await? else {
-        return Ok(false);
+        return Ok(ById::SharedId);
     };
 
-    // Each series' labels, from its rows at the first times: a few rows a series. Without
-    // samples to keep, those rows' values too, to show the series from them alone.
-    let labels_only = !budget.keep_samples;
+    // Each series' labels and first values, from its rows at the first times: a few rows a
+    // series.
     let mut series: FnvMap<u64, IdSeries> = FnvMap::default();
     let mut every_series_shown = true;
     let columns = format!(
-        "{id}, CAST({name} AS VARCHAR), {resource}, {attrs}{values}",
+        "{id}, CAST({name} AS VARCHAR), {resource}, {attrs}, {values}",
         id = metric_col::SERIES_ID,
         name = metric_col::METRIC_NAME,
         resource = col::RESOURCE_ATTRIBUTES,
         attrs = col::ATTRIBUTES,
-        values = if labels_only {
-            format!(", {}", Values::columns(false))
-        } else {
-            String::new()
-        },
+        values = Values::columns(false),
     );
     for sql in rows_at(&columns, &scope, &first_times) {
         let mut stream = engine.stream(&sql, Vec::new()).await?;
         while let Some(batch) = stream.batches.next().await {
             let batch = batch?;
-            let ids: &UInt64Array = batch
-                .column(0)
-                .as_primitive_opt()
-                .ok_or_else(|| PromError::Internal("series_id is not UInt64".into()))?;
+            let ids = id_column(&batch, 0)?;
             let labels = LabelColumns::new(&batch, 1)?;
-            let values = if labels_only {
-                Some(Values::new(&batch, 4, false)?)
-            } else {
-                None
-            };
+            let values = Values::new(&batch, 4, false)?;
             for row in 0..batch.num_rows() {
                 let id = ids.value(row);
                 if series.contains_key(&id) {
@@ -436,29 +444,22 @@ async fn select_by_series_id(
                 let Some((kind, parts)) = wanted.metrics.get(metric_name) else {
                     continue;
                 };
-                let mut entry = IdSeries {
-                    parts: parts.as_slice(),
-                    kind: *kind,
-                    row: RowSeries {
-                        base: labels.base_labels(row),
-                        series: FnvMap::default(),
-                    },
-                };
-                if let Some(values) = &values {
-                    // A bucket or quantile name's series, or a part this row lacks, may only
-                    // show in later rows.
-                    every_series_shown &= values.shows_every_part(row, parts);
-                    values.emit_row(row, *kind, parts, budget, wanted, &mut entry.row, builder);
-                }
+                let mut entry = IdSeries::new(*kind, parts, labels.base_labels(row).into());
+                // A bucket or quantile name's series, or a part this row lacks, may only
+                // show in later rows.
+                every_series_shown &= values.shows_every_part(row, parts);
+                values.emit_row(row, *kind, parts, budget, wanted, &mut entry.row, builder);
                 series.insert(id, entry);
             }
         }
     }
-    if labels_only && every_series_shown {
-        return Ok(true);
+    if every_series_shown {
+        return Ok(ById::Read {
+            rows_without_id: true,
+        });
     }
 
-    // Every row's samples, by id.
+    // Every row, by id, for the series only later rows show.
     let lists = wanted.needs_lists();
     let sql = format!(
         "SELECT {id}, {values} FROM metrics WHERE {scope}",
@@ -468,11 +469,7 @@ async fn select_by_series_id(
     let mut stream = engine.stream(&sql, Vec::new()).await?;
     while let Some(batch) = stream.batches.next().await {
         let batch = batch?;
-        budget.take(batch.num_rows() as u64)?;
-        let ids: &UInt64Array = batch
-            .column(0)
-            .as_primitive_opt()
-            .ok_or_else(|| PromError::Internal("series_id is not UInt64".into()))?;
+        let ids = id_column(&batch, 0)?;
         let values = Values::new(&batch, 1, lists)?;
         for row in 0..batch.num_rows() {
             // A series first stored after the first statement ran is not in this answer.
@@ -483,7 +480,215 @@ async fn select_by_series_id(
             values.emit_row(row, kind, parts, budget, wanted, &mut entry.row, builder);
         }
     }
-    Ok(true)
+    // Whether rows without ids are in range was not asked: they are read in any case.
+    Ok(ById::Read {
+        rows_without_id: true,
+    })
+}
+
+/// Reads the rows in `scope` with their samples, in one statement of ids, checks, times and
+/// values (not the attribute maps, which cost most of a read) when every series in it was
+/// seen before (its labels are in [`SeriesLabels`]); the rows of series not seen before are
+/// held back until their labels are read from their first rows, a few rows a series.
+async fn select_samples_by_series_id(
+    engine: &QueryEngine,
+    scope: &[String],
+    wanted: &Wanted<'_>,
+    budget: &mut SampleBudget,
+    builder: &mut SeriesBuilder,
+) -> Result<ById, PromError> {
+    let known = engine.series_labels();
+    let scope = scope.join(" AND ");
+    let lists = wanted.needs_lists();
+    let sql = format!(
+        "SELECT {id}, {check}, {values} FROM metrics WHERE {scope}",
+        id = metric_col::SERIES_ID,
+        check = metric_col::SERIES_CHECK,
+        values = Values::columns(lists),
+    );
+    // Into a builder of this read's own, so that ids found to be shared leave nothing behind.
+    let mut read = SampleRead {
+        wanted,
+        series: FnvMap::default(),
+        unknown: FnvMap::default(),
+        held: Vec::new(),
+        rows_without_id: false,
+        builder: SeriesBuilder::default(),
+    };
+    let loaded_before = budget.loaded;
+    let mut stream = engine.stream(&sql, Vec::new()).await?;
+    while let Some(batch) = stream.batches.next().await {
+        let batch = batch?;
+        budget.take(batch.num_rows() as u64)?;
+        if read.route(&batch, lists, known, budget)?.is_err() {
+            budget.loaded = loaded_before;
+            return Ok(ById::SharedId);
+        }
+    }
+
+    if !read.unknown.is_empty() {
+        let mut first_times: Vec<i64> = read.unknown.values().map(|u| u.first_ns).collect();
+        first_times.sort_unstable();
+        first_times.dedup();
+        let columns = format!(
+            "{id}, {check}, CAST({name} AS VARCHAR), {resource}, {attrs}",
+            id = metric_col::SERIES_ID,
+            check = metric_col::SERIES_CHECK,
+            name = metric_col::METRIC_NAME,
+            resource = col::RESOURCE_ATTRIBUTES,
+            attrs = col::ATTRIBUTES,
+        );
+        let with_id = format!("{scope} AND {} IS NOT NULL", metric_col::SERIES_ID);
+        for sql in rows_at(&columns, &with_id, &first_times) {
+            let mut stream = engine.stream(&sql, Vec::new()).await?;
+            while let Some(batch) = stream.batches.next().await {
+                let batch = batch?;
+                let ids = id_column(&batch, 0)?;
+                let checks = id_column(&batch, 1)?;
+                let labels = LabelColumns::new(&batch, 2)?;
+                for row in 0..batch.num_rows() {
+                    let (id, check) = (ids.value(row), checks.value(row));
+                    if read.unknown.get(&id).map(|u| u.check) != Some(check)
+                        || read.series.contains_key(&id)
+                    {
+                        continue;
+                    }
+                    let entry = KnownSeries {
+                        check,
+                        metric_name: labels.name.value(row).into(),
+                        base: labels.base_labels(row).into(),
+                    };
+                    read.know(id, &entry);
+                    known.insert(id, entry);
+                }
+            }
+        }
+        // The rows held back, now that their series are known. A series whose first row is
+        // gone by now (retention) is not in this answer.
+        read.unknown.clear();
+        for batch in std::mem::take(&mut read.held) {
+            if read.route(&batch, lists, known, budget)?.is_err() {
+                budget.loaded = loaded_before;
+                return Ok(ById::SharedId);
+            }
+        }
+    }
+    builder.absorb(read.builder);
+    Ok(ById::Read {
+        rows_without_id: read.rows_without_id,
+    })
+}
+
+/// One read of samples by series id, as its batches arrive.
+struct SampleRead<'a> {
+    wanted: &'a Wanted<'a>,
+    /// The series met so far whose labels are known (`None`: a metric not asked for).
+    series: FnvMap<u64, Option<IdSeries<'a>>>,
+    /// The series met whose labels are not known yet.
+    unknown: FnvMap<u64, Unknown>,
+    /// The rows of those series, held until their labels are read.
+    held: Vec<RecordBatch>,
+    rows_without_id: bool,
+    builder: SeriesBuilder,
+}
+
+/// A series met whose labels are still to be read: its check, and the first time it has a row.
+struct Unknown {
+    check: u64,
+    first_ns: i64,
+}
+
+/// Two different series met under one id.
+struct SharedId;
+
+impl<'a> SampleRead<'a> {
+    /// Gives each row of `batch` (id, check, then the values) to its series, holds the rows
+    /// of series whose labels are not known yet (new ones are looked up in `known` first).
+    fn route(
+        &mut self,
+        batch: &RecordBatch,
+        lists: bool,
+        known: &SeriesLabels,
+        budget: &SampleBudget,
+    ) -> Result<Result<(), SharedId>, PromError> {
+        let ids = id_column(batch, 0)?;
+        let checks = id_column(batch, 1)?;
+        let values = Values::new(batch, 2, lists)?;
+        let mut hold: Option<arrow::array::BooleanBuilder> = None;
+        for row in 0..batch.num_rows() {
+            if ids.is_null(row) {
+                self.rows_without_id = true;
+                continue;
+            }
+            let (id, check) = (ids.value(row), checks.value(row));
+            if !self.series.contains_key(&id)
+                && !self.unknown.contains_key(&id)
+                && let Some(entry) = known.get(id, check)
+            {
+                self.know(id, &entry);
+            }
+            if let Some(entry) = self.series.get_mut(&id) {
+                let Some(entry) = entry else { continue };
+                if entry.check != check {
+                    return Ok(Err(SharedId));
+                }
+                let (parts, kind) = (entry.parts, entry.kind);
+                let wanted = self.wanted;
+                values.emit_row(
+                    row,
+                    kind,
+                    parts,
+                    budget,
+                    wanted,
+                    &mut entry.row,
+                    &mut self.builder,
+                );
+                continue;
+            }
+            let time = values.time.value(row);
+            let unknown = self.unknown.entry(id).or_insert(Unknown {
+                check,
+                first_ns: time,
+            });
+            if unknown.check != check {
+                return Ok(Err(SharedId));
+            }
+            unknown.first_ns = unknown.first_ns.min(time);
+            let hold = hold.get_or_insert_with(|| {
+                arrow::array::BooleanBuilder::with_capacity(batch.num_rows())
+            });
+            hold.append_n(row - hold.len(), false);
+            hold.append_value(true);
+        }
+        if let Some(mut hold) = hold {
+            hold.append_n(batch.num_rows() - hold.len(), false);
+            let held = arrow::compute::filter_record_batch(batch, &hold.finish())
+                .map_err(|e| PromError::Internal(e.to_string()))?;
+            self.held.push(held);
+        }
+        Ok(Ok(()))
+    }
+
+    /// Sets up the series `id` with the labels `entry` gives it.
+    fn know(&mut self, id: u64, entry: &KnownSeries) {
+        let series = self
+            .wanted
+            .metrics
+            .get(entry.metric_name.as_ref())
+            .map(|(kind, parts)| {
+                let mut series = IdSeries::new(*kind, parts, entry.base.clone());
+                series.check = entry.check;
+                series
+            });
+        self.series.insert(id, series);
+    }
+}
+
+fn id_column(batch: &RecordBatch, index: usize) -> Result<&UInt64Array, PromError> {
+    batch
+        .column(index)
+        .as_primitive_opt()
+        .ok_or_else(|| PromError::Internal("a series id or check is not UInt64".into()))
 }
 
 /// Each series id in `scope` (a condition that keeps only rows with an id) with the first time
@@ -543,11 +748,26 @@ pub(super) fn rows_at<'a>(
     })
 }
 
-/// One series read by its id: its metric's names and kind, and where its samples go.
+/// One series read by its id: its metric's names and kind, its check, and where its samples go.
 struct IdSeries<'a> {
     parts: &'a [(Part, &'a str)],
     kind: Kind,
+    check: u64,
     row: RowSeries,
+}
+
+impl<'a> IdSeries<'a> {
+    fn new(kind: Kind, parts: &'a [NamePart<'a>], base: Labels) -> IdSeries<'a> {
+        IdSeries {
+            parts,
+            kind,
+            check: 0,
+            row: RowSeries {
+                base,
+                series: FnvMap::default(),
+            },
+        }
+    }
 }
 
 /// Reads rows with their labels, each row's attribute maps decoded: the rows stored before
@@ -600,7 +820,7 @@ async fn select_rows(
                     bucket.push((
                         labels.identity(row).map(str::to_string).collect(),
                         RowSeries {
-                            base: labels.base_labels(row),
+                            base: labels.base_labels(row).into(),
                             series: FnvMap::default(),
                         },
                     ));
@@ -879,7 +1099,7 @@ impl<'a> Values<'a> {
 /// The series of one row identity: its labels without name, `le` and `quantile`, and the series
 /// each (name, bound) of it feeds (`None` when the matchers refuse it).
 struct RowSeries {
-    base: Vec<(String, String)>,
+    base: Labels,
     series: FnvMap<(usize, u64), Option<usize>>,
 }
 
@@ -951,8 +1171,8 @@ fn list_u64(list: &ListArray, row: usize) -> Vec<u64> {
 /// Gathers samples into series.
 #[derive(Default)]
 pub(super) struct SeriesBuilder {
-    index: HashMap<Vec<(String, String)>, usize>,
-    pub(super) series: Vec<(Vec<(String, String)>, Samples)>,
+    index: FnvMap<Labels, usize>,
+    pub(super) series: Vec<(Labels, Samples)>,
 }
 
 type Samples = Vec<(i64, f64)>;
@@ -960,13 +1180,26 @@ type Samples = Vec<(i64, f64)>;
 impl SeriesBuilder {
     /// The index of the series with `labels`, added if new.
     pub(super) fn index_of(&mut self, labels: Vec<(String, String)>) -> usize {
-        match self.index.get(&labels) {
-            Some(&i) => i,
-            None => {
-                self.series.push((labels.clone(), Vec::new()));
-                self.index.insert(labels, self.series.len() - 1);
-                self.series.len() - 1
-            }
+        if let Some(&i) = self.index.get(labels.as_slice()) {
+            return i;
+        }
+        self.add(labels.into())
+    }
+
+    fn add(&mut self, labels: Labels) -> usize {
+        self.series.push((labels.clone(), Vec::new()));
+        self.index.insert(labels, self.series.len() - 1);
+        self.series.len() - 1
+    }
+
+    /// Adds what `other` read.
+    fn absorb(&mut self, other: SeriesBuilder) {
+        for (labels, samples) in other.series {
+            let i = match self.index.get(&labels) {
+                Some(&i) => i,
+                None => self.add(labels),
+            };
+            self.series[i].1.extend(samples);
         }
     }
 
@@ -986,10 +1219,7 @@ impl SeriesBuilder {
                         false
                     }
                 });
-                RawSeries {
-                    labels: labels.into(),
-                    samples,
-                }
+                RawSeries { labels, samples }
             })
             .collect()
     }
