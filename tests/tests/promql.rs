@@ -1254,14 +1254,16 @@ fn bench_promql_against_prometheus() {
         shards.iter().map(Vec::len).sum::<usize>()
     );
 
-    let ingest = |url: String| -> f64 {
+    // Samples/s, and how many requests were refused for a while (pushback) and sent again.
+    let ingest = |url: String| -> (f64, u64) {
         let started = std::time::Instant::now();
+        let retried = std::sync::atomic::AtomicU64::new(0);
         // The shards move through time together, as a queue's shards do: Prometheus refuses
         // samples an hour older than the newest it has.
         let barrier = std::sync::Barrier::new(shards.len());
         std::thread::scope(|scope| {
             for bodies in &shards {
-                let (url, barrier) = (&url, &barrier);
+                let (url, barrier, retried) = (&url, &barrier, &retried);
                 scope.spawn(move || {
                     let client = reqwest::blocking::Client::new();
                     for body in bodies {
@@ -1285,18 +1287,25 @@ fn bench_promql_against_prometheus() {
                                 "{url}: {status} {}",
                                 response.text().unwrap_or_default()
                             );
+                            retried.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             std::thread::sleep(Duration::from_millis(200));
                         }
                     }
                 });
             }
         });
-        samples_total as f64 / started.elapsed().as_secs_f64()
+        (
+            samples_total as f64 / started.elapsed().as_secs_f64(),
+            retried.into_inner(),
+        )
     };
-    let prometheus_rate = ingest(format!("{}/api/v1/write", prometheus.url));
-    let vigil_rate = ingest(format!("{}/api/v1/write", collector.http_url()));
+    let (prometheus_rate, prometheus_retried) = ingest(format!("{}/api/v1/write", prometheus.url));
+    let (vigil_rate, vigil_retried) = ingest(format!("{}/api/v1/write", collector.http_url()));
     println!(
         "| remote-write ingest | {vigil_rate:.0} samples/s | {prometheus_rate:.0} samples/s |"
+    );
+    println!(
+        "(requests refused for a while and sent again: vigil {vigil_retried}, Prometheus {prometheus_retried})"
     );
 
     let fetch = |base: &str, path: &str, params: &[(&str, String)]| -> usize {
