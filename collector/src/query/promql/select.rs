@@ -225,6 +225,15 @@ impl Catalog {
 
     /// The stored metrics, with the parts and Prometheus names, that the `__name__` matchers in
     /// `matchers` accept (all of them when there is none).
+    /// Whether `selected` has a name of every metric in the catalog.
+    pub(super) fn every_metric_in(&self, selected: &[(&CatalogEntry, Part, &str)]) -> bool {
+        self.entries.iter().all(|entry| {
+            selected
+                .iter()
+                .any(|(chosen, _, _)| std::ptr::eq(*chosen, entry))
+        })
+    }
+
     pub(super) fn selected(&self, matchers: &[Matcher]) -> Vec<(&CatalogEntry, Part, &str)> {
         let name_matchers: Vec<&Matcher> =
             matchers.iter().filter(|m| m.name == NAME_LABEL).collect();
@@ -328,10 +337,23 @@ pub async fn select(
 ) -> Result<Vec<RawSeries>, PromError> {
     let mut builder = SeriesBuilder::default();
     for matchers in groups {
-        if target_info::asked(matchers) {
-            target_info::select(engine, matchers, start_ms, end_ms, budget, &mut builder).await?;
-        }
         let selected = catalog.selected(matchers);
+        // The series, labels and label values APIs without `match[]` (`{__name__=~".+"}`) read
+        // every metric's first rows anyway: `target_info`'s series come from their resources
+        // instead of a read of their own.
+        let mut target_info_found = None;
+        if target_info::asked(matchers) {
+            if !budget.keep_samples
+                && !selected.is_empty()
+                && catalog.every_metric_in(&selected)
+                && prefilter(matchers).is_empty()
+            {
+                target_info_found = Some(target_info::Found::new(matchers));
+            } else {
+                target_info::select(engine, matchers, start_ms, end_ms, budget, &mut builder)
+                    .await?;
+            }
+        }
         if selected.is_empty() {
             continue;
         }
@@ -365,22 +387,32 @@ pub async fn select(
         let read = if budget.keep_samples {
             select_samples_by_series_id(engine, &scope, &wanted, budget, &mut builder).await?
         } else {
-            select_series_by_series_id(engine, &scope, &wanted, budget, &mut builder).await?
+            let found = target_info_found.as_mut();
+            select_series_by_series_id(engine, &scope, &wanted, budget, found, &mut builder).await?
         };
         // Rows stored before series ids were (or all rows, if two series' ids collided):
         // their labels are read with every row.
         let mut conditions = scope;
-        match read {
+        let without_ids = match read {
             ById::Read {
                 rows_without_id: false,
-            } => continue,
+            } => false,
             ById::Read {
                 rows_without_id: true,
-            } => conditions.push(format!("{} IS NULL", metric_col::SERIES_ID)),
-            ById::SharedId => {}
+            } => {
+                conditions.push(format!("{} IS NULL", metric_col::SERIES_ID));
+                true
+            }
+            ById::SharedId => true,
+        };
+        if without_ids {
+            conditions.extend(prefilter(matchers));
+            let found = target_info_found.as_mut();
+            select_rows(engine, &conditions, &wanted, budget, found, &mut builder).await?;
         }
-        conditions.extend(prefilter(matchers));
-        select_rows(engine, &conditions, &wanted, budget, &mut builder).await?;
+        if let Some(found) = target_info_found {
+            found.finish(budget, &mut builder);
+        }
     }
     Ok(builder.finish())
 }
@@ -405,6 +437,7 @@ async fn select_series_by_series_id(
     scope: &[String],
     wanted: &Wanted<'_>,
     budget: &mut SampleBudget,
+    mut target_info: Option<&mut target_info::Found<'_>>,
     builder: &mut SeriesBuilder,
 ) -> Result<ById, PromError> {
     let scope = format!(
@@ -439,6 +472,9 @@ async fn select_series_by_series_id(
                 let id = ids.value(row);
                 if series.contains_key(&id) {
                     continue;
+                }
+                if let Some(found) = target_info.as_deref_mut() {
+                    found.series_of(&labels.resource_pairs(row));
                 }
                 let metric_name = labels.name.value(row);
                 let Some((kind, parts)) = wanted.metrics.get(metric_name) else {
@@ -777,6 +813,7 @@ async fn select_rows(
     conditions: &[String],
     wanted: &Wanted<'_>,
     budget: &mut SampleBudget,
+    mut target_info: Option<&mut target_info::Found<'_>>,
     builder: &mut SeriesBuilder,
 ) -> Result<(), PromError> {
     let sql = format!(
@@ -817,6 +854,9 @@ async fn select_rows(
             let index = match found {
                 Some(i) => i,
                 None => {
+                    if let Some(found) = target_info.as_deref_mut() {
+                        found.series_of(&labels.resource_pairs(row));
+                    }
                     bucket.push((
                         labels.identity(row).map(str::to_string).collect(),
                         RowSeries {
@@ -914,6 +954,11 @@ impl<'a> LabelColumns<'a> {
         // Two keys that sanitize to one label: the first (in key order) wins.
         labels.dedup_by(|b, a| a.0 == b.0);
         labels
+    }
+
+    /// The row's resource attributes.
+    pub(super) fn resource_pairs(&self, row: usize) -> Vec<(String, String)> {
+        map_entries(self.resource, row)
     }
 
     /// What makes the row's series, as stored: its metric, then every attribute and resource

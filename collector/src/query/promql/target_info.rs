@@ -96,11 +96,7 @@ pub(super) async fn select(
         sql_time(end_ms),
         time = col::TIME
     );
-    let mut found = Found {
-        matchers,
-        series: HashMap::new(),
-        times: Vec::new(),
-    };
+    let mut found = Found::new(matchers);
 
     // Rows with a series id: each series' resource from its first row, then the times of the
     // rows of the series whose resource has a `target_info`, without reading the maps again.
@@ -165,19 +161,12 @@ pub(super) async fn select(
         }
     }
 
-    for (labels, times) in found.into_series() {
-        let index = builder.index_of(labels);
-        if budget.keep_samples {
-            builder.series[index]
-                .1
-                .extend(times.into_iter().map(|t| (t, 1.0)));
-        }
-    }
+    found.finish(budget, &mut *builder);
     Ok(())
 }
 
 /// The `target_info` series found so far and the times each has a sample at.
-struct Found<'a> {
+pub(super) struct Found<'a> {
     matchers: &'a [Matcher],
     /// Per resource's attributes, its series (`None`: it has none, or the matchers refuse it).
     series: HashMap<Vec<(String, String)>, Option<usize>>,
@@ -188,9 +177,17 @@ struct Found<'a> {
 type LabelPairs = Vec<(String, String)>;
 type FnvSet<T> = std::collections::HashSet<T, std::hash::BuildHasherDefault<fnv::FnvHasher>>;
 
-impl Found<'_> {
+impl<'a> Found<'a> {
+    pub(super) fn new(matchers: &'a [Matcher]) -> Found<'a> {
+        Found {
+            matchers,
+            series: HashMap::new(),
+            times: Vec::new(),
+        }
+    }
+
     /// The series of a resource with these attributes, if it has one the matchers accept.
-    fn series_of(&mut self, resource: &[(String, String)]) -> Option<usize> {
+    pub(super) fn series_of(&mut self, resource: &[(String, String)]) -> Option<usize> {
         if let Some(known) = self.series.get(resource) {
             return *known;
         }
@@ -223,12 +220,18 @@ impl Found<'_> {
         Ok(())
     }
 
-    fn into_series(self) -> impl Iterator<Item = (Vec<(String, String)>, Vec<i64>)> {
-        self.times.into_iter().map(|(labels, times)| {
-            let mut times: Vec<i64> = times.into_iter().collect();
-            times.sort_unstable();
-            (labels, times)
-        })
+    /// Puts the series found into `builder`, with their samples when the budget keeps them.
+    pub(super) fn finish(self, budget: &SampleBudget, builder: &mut SeriesBuilder) {
+        for (labels, times) in self.times {
+            let index = builder.index_of(labels);
+            if budget.keep_samples {
+                let mut times: Vec<i64> = times.into_iter().collect();
+                times.sort_unstable();
+                builder.series[index]
+                    .1
+                    .extend(times.into_iter().map(|t| (t, 1.0)));
+            }
+        }
     }
 }
 
@@ -458,6 +461,27 @@ mod tests {
             let job = read(&engine, vec![Matcher::new(MatchOp::Equal, "job", "api")]).await;
             let names: Vec<&str> = job.iter().map(|s| label(&s.labels, NAME_LABEL)).collect();
             assert_eq!(names, ["a", "b", "target_info"], "{job:?}");
+            let job_listed = read_with(
+                &engine,
+                vec![Matcher::new(MatchOp::Equal, "job", "api")],
+                false,
+            )
+            .await;
+            assert_eq!(labels(&job_listed), labels(&job));
+            // Every series (the labels APIs without match[]): target_info found from the other
+            // metrics' first rows, the same series as when its samples are read.
+            let every = || match promql_parser::parser::parse(r#"{__name__=~".+"}"#) {
+                Ok(promql_parser::parser::Expr::VectorSelector(vs)) => vs.matchers.matchers,
+                other => panic!("{other:?}"),
+            };
+            let every_listed = read_with(&engine, every(), false).await;
+            let every_read = read(&engine, every()).await;
+            assert_eq!(labels(&every_listed), labels(&every_read));
+            let infos = every_listed
+                .iter()
+                .filter(|s| label(&s.labels, NAME_LABEL) == TARGET_INFO)
+                .count();
+            assert_eq!(infos, 2, "{every_listed:?}");
         }
     }
 }
