@@ -195,32 +195,10 @@ impl Builders {
     }
 
     fn append(&mut self, cx: &Context<'_>, p: Point<'_>, rejections: &mut Rejections) {
-        let Some(time) = to_ns(p.time) else {
-            rejections.reject(|| {
-                format!(
-                    "metric {:?}: time_unix_nano is past the year 2262",
-                    cx.metric.name
-                )
-            });
+        let Some(time) = accepted_time(cx, p.time, rejections) else {
             return;
         };
-        self.time.append_value(time);
-        self.start_time.append_option(if p.start_time == 0 {
-            None
-        } else {
-            to_ns(p.start_time)
-        });
-        self.metric_name.append_value(&cx.metric.name);
-        self.metric_type.append_value(cx.metric_type);
-        self.unit.append_option(opt_str(&cx.metric.unit));
-        self.description
-            .append_option(opt_str(&cx.metric.description));
-        self.service.append_value(cx.service_name);
-        self.scope_name
-            .append_option(cx.scope.and_then(|s| opt_str(&s.name)));
-        self.scope_version
-            .append_option(cx.scope.and_then(|s| opt_str(&s.version)));
-        append_pairs(&mut self.resource_attributes, cx.resource);
+        self.append_head(cx, time, p.start_time);
         // The attributes as stored, and on the way into the series id.
         let text = &mut self.series_text;
         text.clear();
@@ -241,6 +219,62 @@ impl Builders {
         let hash = XxHash3_128::oneshot(text);
         self.series_id.append_value(hash as u64);
         self.series_check.append_value((hash >> 64) as u64);
+        self.append_tail(&p);
+    }
+
+    /// The rows of one series' samples, each what [`Builders::append`] makes of it as a point
+    /// of a gauge, with the attributes and ids `key` worked out once for all of them.
+    fn append_samples(
+        &mut self,
+        cx: &Context<'_>,
+        key: &SeriesKey<'_>,
+        samples: &[(u64, f64)],
+        rejections: &mut Rejections,
+    ) {
+        for (time, value) in samples {
+            let Some(time) = accepted_time(cx, *time, rejections) else {
+                continue;
+            };
+            self.append_head(cx, time, 0);
+            for (k, v) in &key.attributes {
+                self.attributes.keys().append_value(k);
+                self.attributes.values().append_value(v);
+            }
+            let _ = self.attributes.append(true);
+            self.series_id.append_value(key.id);
+            self.series_check.append_value(key.check);
+            self.append_tail(&Point {
+                time: 0,
+                attributes: &[],
+                value: Some(*value),
+                ..Default::default()
+            });
+        }
+    }
+
+    /// A row's columns before its attributes: time, metric, service, scope and resource.
+    fn append_head(&mut self, cx: &Context<'_>, time: i64, start_time: u64) {
+        self.time.append_value(time);
+        self.start_time.append_option(if start_time == 0 {
+            None
+        } else {
+            to_ns(start_time)
+        });
+        self.metric_name.append_value(&cx.metric.name);
+        self.metric_type.append_value(cx.metric_type);
+        self.unit.append_option(opt_str(&cx.metric.unit));
+        self.description
+            .append_option(opt_str(&cx.metric.description));
+        self.service.append_value(cx.service_name);
+        self.scope_name
+            .append_option(cx.scope.and_then(|s| opt_str(&s.name)));
+        self.scope_version
+            .append_option(cx.scope.and_then(|s| opt_str(&s.version)));
+        append_pairs(&mut self.resource_attributes, cx.resource);
+    }
+
+    /// A row's columns after its attributes and ids: the point's kind and values.
+    fn append_tail(&mut self, p: &Point<'_>) {
         self.temporality.append_option(p.temporality);
         self.is_monotonic.append_option(p.is_monotonic);
         self.value.append_option(p.value);
@@ -282,6 +316,66 @@ impl Builders {
         );
         self.exemplars.append_option(exemplars_json(p.exemplars));
         self.flags.append_value(p.flags);
+    }
+}
+
+/// A point's time in nanoseconds, or `None` (counted as refused) past what a row can hold.
+fn accepted_time(
+    cx: &Context<'_>,
+    time_unix_nano: u64,
+    rejections: &mut Rejections,
+) -> Option<i64> {
+    let time = to_ns(time_unix_nano);
+    if time.is_none() {
+        rejections.reject(|| {
+            format!(
+                "metric {:?}: time_unix_nano is past the year 2262",
+                cx.metric.name
+            )
+        });
+    }
+    time
+}
+
+/// What every point of one series shares: its attributes as stored, and its series id and check.
+struct SeriesKey<'a> {
+    attributes: Vec<(&'a str, Cow<'a, str>)>,
+    id: u64,
+    check: u64,
+}
+
+impl<'a> SeriesKey<'a> {
+    /// The key of the series `name` with `attributes` under a resource whose series text is
+    /// `resource_text`, as [`Builders::append`] works it out for each point.
+    fn new(name: &str, attributes: &'a [KeyValue], resource_text: &[u8]) -> SeriesKey<'a> {
+        let attributes: Vec<(&str, Cow<str>)> = attributes
+            .iter()
+            .filter_map(|kv| {
+                let value = kv.value.as_ref().and_then(value_to_cow)?;
+                Some((kv.key.as_str(), value))
+            })
+            .collect();
+        let mut text = Vec::with_capacity(name.len() + resource_text.len() + 64);
+        text.extend_from_slice(name.as_bytes());
+        text.push(PART_END);
+        for (k, v) in &attributes {
+            push_pair(&mut text, k, v);
+        }
+        text.push(PART_END);
+        text.extend_from_slice(resource_text);
+        let hash = XxHash3_128::oneshot(&text);
+        SeriesKey {
+            attributes,
+            id: hash as u64,
+            check: (hash >> 64) as u64,
+        }
+    }
+
+    /// The bytes of its attributes' keys and values.
+    fn text_bytes(&self) -> (usize, usize) {
+        self.attributes.iter().fold((0, 0), |(k, v), (key, value)| {
+            (k + key.len(), v + value.len())
+        })
     }
 }
 
@@ -546,12 +640,35 @@ pub fn gauge_series_to_batch(resources: &[GaugeResource<'_>]) -> Converted {
         .flat_map(|r| r.series.iter())
         .map(|s| s.samples.len())
         .sum();
-    let mut b = Builders::new(points);
+    // Each series' attributes and ids once, and the maps' text sized from them: built by
+    // doubling, the maps' buffers held up to twice what they use until the rows' flush.
+    let mut map_text = [MapText::default(); 2];
+    let mut prepared = Vec::with_capacity(resources.len());
     for resource in resources {
-        let service_name = service_name(&resource.attributes);
         let resource_pairs = attribute_pairs(&resource.attributes);
         let resource_text = series_text(&resource_pairs);
-        for series in &resource.series {
+        let resource_bytes = resource_pairs.iter().fold((0, 0), |(k, v), (key, value)| {
+            (k + key.len(), v + value.len())
+        });
+        let keys: Vec<SeriesKey> = resource
+            .series
+            .iter()
+            .map(|series| {
+                let key = SeriesKey::new(series.name, &series.attributes, &resource_text);
+                let rows = series.samples.len();
+                map_text[0].add(rows, resource_pairs.len(), resource_bytes);
+                map_text[1].add(rows, key.attributes.len(), key.text_bytes());
+                key
+            })
+            .collect();
+        prepared.push((resource_pairs, resource_text, keys));
+    }
+    let mut b = Builders::new(points);
+    b.resource_attributes = map_text[0].builder(points);
+    b.attributes = map_text[1].builder(points);
+    for (resource, (resource_pairs, resource_text, keys)) in resources.iter().zip(&prepared) {
+        let service_name = service_name(&resource.attributes);
+        for (series, key) in resource.series.iter().zip(keys) {
             let metric = Metric {
                 name: series.name.to_string(),
                 description: series.description.to_string(),
@@ -562,21 +679,39 @@ pub fn gauge_series_to_batch(resources: &[GaugeResource<'_>]) -> Converted {
                 metric_type: "gauge",
                 service_name: &service_name,
                 scope: None,
-                resource: &resource_pairs,
-                resource_text: &resource_text,
+                resource: resource_pairs,
+                resource_text,
             };
-            for (time, value) in &series.samples {
-                let p = Point {
-                    time: *time,
-                    attributes: &series.attributes,
-                    value: Some(*value),
-                    ..Default::default()
-                };
-                b.append(&cx, p, &mut rejections);
-            }
+            b.append_samples(&cx, key, &series.samples, &mut rejections);
         }
     }
     b.converted(rejections)
+}
+
+/// How much text a map column of some rows holds: entries, and bytes of keys and of values.
+#[derive(Clone, Copy, Default)]
+struct MapText {
+    entries: usize,
+    key_bytes: usize,
+    value_bytes: usize,
+}
+
+impl MapText {
+    /// `rows` rows of `entries` entries each, of `(key, value)` bytes together.
+    fn add(&mut self, rows: usize, entries: usize, (keys, values): (usize, usize)) {
+        self.entries += rows * entries;
+        self.key_bytes += rows * keys;
+        self.value_bytes += rows * values;
+    }
+
+    fn builder(&self, rows: usize) -> MapBuilder<StringBuilder, StringBuilder> {
+        MapBuilder::with_capacity(
+            None,
+            StringBuilder::with_capacity(self.entries, self.key_bytes),
+            StringBuilder::with_capacity(self.entries, self.value_bytes),
+            rows,
+        )
+    }
 }
 
 fn number_value(v: Option<number_data_point::Value>) -> Option<f64> {
