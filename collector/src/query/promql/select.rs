@@ -720,7 +720,8 @@ impl<'a> SampleRead<'a> {
     }
 }
 
-fn id_column(batch: &RecordBatch, index: usize) -> Result<&UInt64Array, PromError> {
+/// Column `index` of `batch` as series ids or checks.
+pub(super) fn id_column(batch: &RecordBatch, index: usize) -> Result<&UInt64Array, PromError> {
     batch
         .column(index)
         .as_primitive_opt()

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use arrow::array::{AsArray, TimestampNanosecondArray, UInt64Array};
+use arrow::array::{AsArray, TimestampNanosecondArray};
 use futures::StreamExt;
 use promql_parser::label::Matcher;
 use vigil_schemas::{col, metric_col};
@@ -19,7 +19,8 @@ use vigil_schemas::{col, metric_col};
 use super::PromError;
 use super::names::{self, NAME_LABEL};
 use super::select::{
-    FnvMap, SampleBudget, SeriesBuilder, first_times, map_entries, matches, rows_at, sql_time,
+    FnvMap, SampleBudget, SeriesBuilder, first_times, id_column, map_entries, matches, rows_at,
+    sql_time,
 };
 use crate::query::QueryEngine;
 
@@ -233,16 +234,6 @@ impl<'a> Found<'a> {
             }
         }
     }
-}
-
-fn id_column(
-    batch: &arrow::record_batch::RecordBatch,
-    i: usize,
-) -> Result<&UInt64Array, PromError> {
-    batch
-        .column(i)
-        .as_primitive_opt()
-        .ok_or_else(|| PromError::Internal("series_id is not UInt64".into()))
 }
 
 fn time_column(
